@@ -1,0 +1,124 @@
+/**
+ * The configuration contract: every option the gateway reads, documented once,
+ * with its default and unit. `load.ts` turns the environment (plus an optional
+ * Frappe bench) into a frozen `GatewayConfig` using these specs.
+ */
+
+export type RedisMode = 'standalone' | 'sentinel' | 'cluster';
+export type AdapterMode = 'sharded' | 'classic';
+export type PermissionFlavour = 'v15' | 'v16';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface RedisConfig {
+  readonly mode: RedisMode;
+  /** redis:// or rediss:// URL; for sentinel/cluster it carries credentials and TLS only. */
+  readonly url: string;
+  readonly sentinels: readonly HostPort[];
+  readonly sentinelName: string;
+  readonly clusterNodes: readonly HostPort[];
+}
+
+export interface GatewayConfig {
+  readonly port: number;
+  readonly opsPort: number;
+  readonly host: string;
+  readonly workers: number;
+  readonly redis: RedisConfig | null;
+  readonly adapterMode: AdapterMode;
+  readonly eventsChannel: string;
+  readonly keyPrefix: string;
+  readonly backendUrl: string | null;
+  readonly defaultSite: string | null;
+  readonly publishToken: string | null;
+  readonly benchPath: string | null;
+  readonly appsPath: string | null;
+  readonly permissionFlavour: PermissionFlavour;
+  readonly socketSecret: string | null;
+  readonly allowedOrigins: readonly string[];
+  readonly corsOrigins: readonly string[];
+  readonly maxMessageBytes: number;
+  readonly maxHttpBufferBytes: number;
+  readonly backendTimeoutMs: number;
+  readonly authCacheTtlMs: number;
+  readonly pingIntervalMs: number;
+  readonly pingTimeoutMs: number;
+  readonly leaderLeaseMs: number;
+  readonly leaderRenewMs: number;
+  readonly standbyBufferEvents: number;
+  readonly standbyBufferMs: number;
+  readonly presenceTtlMs: number;
+  readonly shutdownGraceMs: number;
+  readonly drainMs: number;
+  readonly workerRespawnMaxBackoffMs: number;
+  readonly logLevel: LogLevel;
+  readonly dropLogIntervalMs: number;
+}
+
+export type OptionKind =
+  | { kind: 'port' }
+  | { kind: 'int'; min: number; max: number }
+  | { kind: 'string' }
+  | { kind: 'url'; protocols: readonly string[] }
+  | { kind: 'enum'; values: readonly string[] }
+  | { kind: 'list' }
+  | { kind: 'hostports' };
+
+export interface OptionSpec {
+  readonly env: string;
+  readonly type: OptionKind;
+  /** Default as the environment would spell it; undefined = unset. */
+  readonly default?: string;
+  readonly doc: string;
+  /** Key in Frappe's bench config (config.json / common_site_config.json) that feeds this option. */
+  readonly benchKey?: string;
+  readonly secret?: boolean;
+}
+
+const ms = (min: number, max: number): OptionKind => ({ kind: 'int', min, max });
+
+/** Ordered as they appear in the README's configuration table. */
+export const OPTIONS = {
+  port: { env: 'GATEWAY_PORT', type: { kind: 'port' }, default: '9000', benchKey: 'socketio_port', doc: 'Public Socket.IO port.' },
+  opsPort: { env: 'GATEWAY_OPS_PORT', type: { kind: 'port' }, default: '9090', doc: 'Ops port: /livez, /readyz, /metrics, publish and cluster APIs.' },
+  host: { env: 'GATEWAY_HOST', type: { kind: 'string' }, default: '0.0.0.0', doc: 'Address both ports bind to.' },
+  workers: { env: 'GATEWAY_WORKERS', type: { kind: 'int', min: 1, max: 256 }, doc: 'Worker processes on this host (default: number of CPUs). Ignored in standalone mode, which is one process.' },
+  redisUrl: { env: 'GATEWAY_REDIS_URL', type: { kind: 'url', protocols: ['redis:', 'rediss:'] }, benchKey: 'redis_queue', doc: 'Redis for the events channel, adapter, leader lease and presence. Unset = standalone (one process, HTTP publish API only).' },
+  redisMode: { env: 'GATEWAY_REDIS_MODE', type: { kind: 'enum', values: ['standalone', 'sentinel', 'cluster'] }, default: 'standalone', doc: 'Redis topology.' },
+  redisSentinels: { env: 'GATEWAY_REDIS_SENTINELS', type: { kind: 'hostports' }, doc: 'Sentinel mode: comma-separated host:port of the sentinels.' },
+  redisSentinelName: { env: 'GATEWAY_REDIS_SENTINEL_NAME', type: { kind: 'string' }, default: 'mymaster', doc: 'Sentinel mode: monitored master name.' },
+  redisClusterNodes: { env: 'GATEWAY_REDIS_CLUSTER_NODES', type: { kind: 'hostports' }, doc: 'Cluster mode: comma-separated host:port seed nodes (default: the host of GATEWAY_REDIS_URL).' },
+  adapterMode: { env: 'GATEWAY_ADAPTER_MODE', type: { kind: 'enum', values: ['sharded', 'classic'] }, default: 'sharded', doc: 'Socket.IO Redis adapter: sharded pub/sub with dynamic room channels (Redis >= 7) or classic pattern pub/sub.' },
+  eventsChannel: { env: 'GATEWAY_EVENTS_CHANNEL', type: { kind: 'string' }, default: 'events', doc: 'Redis channel Frappe publishes realtime events to.' },
+  keyPrefix: { env: 'GATEWAY_KEY_PREFIX', type: { kind: 'string' }, default: 'rtg', doc: 'Prefix of every Redis key and channel the gateway owns (one per cluster).' },
+  backendUrl: { env: 'GATEWAY_BACKEND_URL', type: { kind: 'url', protocols: ['http:', 'https:'] }, doc: 'Frappe web server for auth and permission calls. Unset = the request Origin (Frappe behaviour); with a bench path, http://<webserver_host>:<webserver_port> when developer_mode is set.' },
+  defaultSite: { env: 'GATEWAY_DEFAULT_SITE', type: { kind: 'string' }, benchKey: 'default_site', doc: 'Site for connections whose Host is localhost or 127.0.0.1.' },
+  publishToken: { env: 'GATEWAY_PUBLISH_TOKEN', type: { kind: 'string' }, secret: true, doc: 'Bearer token of POST /api/v1/publish. Unset = publish API accepts loopback clients only.' },
+  benchPath: { env: 'GATEWAY_BENCH_PATH', type: { kind: 'string' }, doc: 'Frappe bench directory: reads config.json and sites/common_site_config.json; app handlers from apps/<app>/realtime/handlers.js.' },
+  permissionFlavour: { env: 'GATEWAY_PERMISSION_FLAVOUR', type: { kind: 'enum', values: ['v15', 'v16'] }, default: 'v16', doc: 'Permission endpoints: v16 has_permission, or v15 can_subscribe_doc/can_subscribe_doctype.' },
+  socketSecret: { env: 'GATEWAY_SOCKET_SECRET', type: { kind: 'string' }, secret: true, doc: 'Sent as X-Frappe-Socket-Secret on backend calls. Unset = read Redis key socketio_auth_secret when Redis is configured.' },
+  allowedOrigins: { env: 'GATEWAY_ALLOWED_ORIGINS', type: { kind: 'list' }, default: '', doc: 'Addition, off by default: extra Origin hostnames accepted even when they differ from the Host.' },
+  maxMessageBytes: { env: 'GATEWAY_MAX_MESSAGE_BYTES', type: { kind: 'int', min: 256, max: 64 * 1024 * 1024 }, default: String(1024 * 1024), doc: 'Largest events-channel or publish-API message accepted, in bytes.' },
+  maxHttpBufferBytes: { env: 'GATEWAY_MAX_HTTP_BUFFER_BYTES', type: { kind: 'int', min: 1024, max: 64 * 1024 * 1024 }, default: '1000000', doc: 'Socket.IO maxHttpBufferSize: largest client packet, in bytes.' },
+  backendTimeoutMs: { env: 'GATEWAY_BACKEND_TIMEOUT_MS', type: ms(100, 120_000), default: '5000', doc: 'Timeout of one auth or permission call to the backend.' },
+  authCacheTtlMs: { env: 'GATEWAY_AUTH_CACHE_TTL_MS', type: ms(0, 600_000), default: '10000', doc: 'How long a get_user_info answer is reused for the same credential and site (0 = off). Permission answers are never cached longer than this either.' },
+  pingIntervalMs: { env: 'GATEWAY_PING_INTERVAL_MS', type: ms(1000, 300_000), default: '25000', doc: 'Engine.IO pingInterval.' },
+  pingTimeoutMs: { env: 'GATEWAY_PING_TIMEOUT_MS', type: ms(1000, 300_000), default: '20000', doc: 'Engine.IO pingTimeout.' },
+  leaderLeaseMs: { env: 'GATEWAY_LEADER_LEASE_MS', type: ms(300, 60_000), default: '1500', doc: 'Leader lease length; a crashed leader is replaced after at most this plus one standby poll.' },
+  leaderRenewMs: { env: 'GATEWAY_LEADER_RENEW_MS', type: ms(50, 20_000), default: '250', doc: 'Leader renewal and standby acquisition interval.' },
+  standbyBufferEvents: { env: 'GATEWAY_STANDBY_BUFFER_EVENTS', type: { kind: 'int', min: 100, max: 10_000_000 }, default: '200000', doc: 'Events a standby keeps to replay after a failover (count bound).' },
+  standbyBufferMs: { env: 'GATEWAY_STANDBY_BUFFER_MS', type: ms(1000, 600_000), default: '30000', doc: 'Events a standby keeps to replay after a failover (age bound).' },
+  presenceTtlMs: { env: 'GATEWAY_PRESENCE_TTL_MS', type: ms(1000, 600_000), default: '15000', doc: 'A crashed process disappears from doc_viewers within this time.' },
+  shutdownGraceMs: { env: 'GATEWAY_SHUTDOWN_GRACE_MS', type: ms(1000, 600_000), default: '30000', doc: 'SIGTERM: hard deadline for exit.' },
+  drainMs: { env: 'GATEWAY_DRAIN_MS', type: ms(0, 600_000), default: '10000', doc: 'SIGTERM: clients are disconnected in jittered batches over this period.' },
+  workerRespawnMaxBackoffMs: { env: 'GATEWAY_WORKER_RESPAWN_MAX_BACKOFF_MS', type: ms(100, 600_000), default: '30000', doc: 'Upper bound of the backoff between respawns of a crash-looping worker.' },
+  logLevel: { env: 'GATEWAY_LOG_LEVEL', type: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', doc: 'pino log level.' },
+  dropLogIntervalMs: { env: 'GATEWAY_DROP_LOG_INTERVAL_MS', type: ms(0, 3_600_000), default: '10000', doc: 'At most one log line per drop reason per interval (drops are always counted in metrics).' },
+  corsOrigins: { env: 'GATEWAY_CORS_ORIGINS', type: { kind: 'list' }, default: '', doc: 'CORS: empty = reflect the request Origin with credentials (Frappe behaviour); else only these origins.' },
+} as const satisfies Record<string, OptionSpec>;
+
+export type OptionName = keyof typeof OPTIONS;

@@ -1,0 +1,37 @@
+import { parseRawEvent, validateEvent, type FrappeEvent, type ParseResult } from '../frappe/message';
+import type { Metrics } from '../ops/metrics';
+import type { RateLimitedLog } from '../shared/logger';
+
+/**
+ * The one place where events enter: parse, count, and log drops (rate
+ * limited per reason). Nothing here throws: bad input is dropped and counted.
+ */
+export class Intake {
+  constructor(
+    private readonly metrics: Metrics,
+    private readonly dropLog: RateLimitedLog,
+    private readonly maxBytes: number,
+  ) {}
+
+  raw(raw: Buffer | string, source: 'redis' | 'api'): FrappeEvent | null {
+    this.metrics.eventsReceived.inc({ source });
+    const size = typeof raw === 'string' ? Buffer.byteLength(raw) : raw.length;
+    // Oversized input is rejected before it is decoded into a string.
+    const r = size > this.maxBytes ? parseRawEvent('', size, this.maxBytes) : parseRawEvent(typeof raw === 'string' ? raw : raw.toString('utf8'), size, this.maxBytes);
+    return this.accept(r, source);
+  }
+
+  object(obj: unknown, source: 'redis' | 'api'): ParseResult {
+    this.metrics.eventsReceived.inc({ source });
+    const r = validateEvent(obj);
+    this.accept(r, source);
+    return r;
+  }
+
+  private accept(r: ParseResult, source: string): FrappeEvent | null {
+    if (r.ok) return r.value;
+    this.metrics.eventsDropped.inc({ reason: r.reason });
+    this.dropLog.warn(r.reason, { reason: r.reason, source, detail: r.detail }, 'realtime event dropped');
+    return null;
+  }
+}

@@ -1,0 +1,293 @@
+import { performance } from 'node:perf_hooks';
+import type { GatewayConfig } from '../config';
+import type { Metrics } from '../ops/metrics';
+import type { RedisClient } from '../redis/connect';
+import type { Keys } from '../redis/keys';
+import { errorMessage } from '../shared/errors';
+import type { Logger } from '../shared/logger';
+import { encodeAllSites, encodeRoomBroadcast } from './encode';
+import type { Intake } from './intake';
+import { Lease, type Held } from './lease';
+import { BatchPublisher, FencedError, formatProgress, type BatchItem } from './publisher';
+import { EventRing } from './ring';
+
+/** Digests of the last broadcast events recorded as progress; enough to make a repeated sequence unlikely. */
+const PROGRESS_DIGESTS = 8;
+/** Events per fenced batch. */
+const BATCH_MAX = 512;
+/** Batches in flight at once (pipelined on one connection). */
+const MAX_INFLIGHT = 8;
+/** A freshly elected leader waits this long for its subscriber to catch up before replaying unaligned. */
+const ALIGN_RETRY_MS = 200;
+
+export interface LeaderConsumerDeps {
+  readonly config: GatewayConfig;
+  readonly keys: Keys;
+  /** Subscriber connection: the events channel and the leader notices. */
+  readonly sub: RedisClient;
+  /** Command connection: lease, scripts, publishes. */
+  readonly cmd: RedisClient;
+  readonly nodeId: string;
+  readonly intake: Intake;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+}
+
+export interface LeaderState {
+  readonly leader: boolean;
+  readonly epoch: number | null;
+  readonly lag: number;
+  readonly buffered: number;
+}
+
+/**
+ * The cluster-wide events consumer. Every primary subscribes to the events
+ * channel and keeps what it receives in an `EventRing`; the one holding the
+ * lease validates, encodes and broadcasts, recording its progress atomically
+ * with each batch. A process that takes over aligns its ring on that progress
+ * and broadcasts exactly what its predecessor did not.
+ */
+export class LeaderConsumer {
+  private readonly ring: EventRing;
+  private readonly lease: Lease;
+  private readonly publisher: BatchPublisher;
+  private held: Held | null = null;
+  private cursor = 0;
+  private aligning = false;
+  private inflight = 0;
+  private flushScheduled = false;
+  private timer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private acquiring = false;
+  private lastEpoch: number | null = null;
+  private readonly listeners = new Set<(leader: boolean) => void>();
+
+  constructor(private readonly d: LeaderConsumerDeps) {
+    this.ring = new EventRing(d.config.standbyBufferEvents, d.config.standbyBufferMs);
+    this.lease = new Lease(d.cmd, d.keys, d.nodeId, d.config.leaderLeaseMs);
+    this.publisher = new BatchPublisher(d.cmd, d.keys, d.config.redis?.mode === 'cluster');
+  }
+
+  onLeadership(fn: (leader: boolean) => void): void {
+    this.listeners.add(fn);
+  }
+
+  get isLeader(): boolean {
+    return this.held !== null && !this.aligning;
+  }
+
+  state(): LeaderState {
+    return {
+      leader: this.held !== null,
+      epoch: this.held?.epoch ?? this.lastEpoch,
+      lag: this.held ? this.ring.end - this.cursor : 0,
+      buffered: this.ring.end - this.ring.start,
+    };
+  }
+
+  currentLeader(): Promise<{ nodeId: string; epoch: number } | null> {
+    return this.lease.current();
+  }
+
+  async start(): Promise<void> {
+    const { sub, keys, config } = this.d;
+    sub.on('messageBuffer', (channel: Buffer, message: Buffer) => {
+      const ch = channel.toString();
+      if (ch === config.eventsChannel) this.onEvent(message);
+      else if (ch === keys.leaderChannel && this.held === null) this.tick();
+    });
+    // A leader whose subscription dropped may have missed events that the
+    // standbys received: hand over to one of them (or re-acquire and re-align).
+    sub.on('close', () => {
+      if (this.held) this.stepDown('events subscription lost', true);
+    });
+    await sub.subscribe(config.eventsChannel, keys.leaderChannel);
+    this.timer = setInterval(() => this.tick(), config.leaderRenewMs);
+    this.tick();
+  }
+
+  private onEvent(raw: Buffer): void {
+    const now = performance.now();
+    this.ring.push(raw, now);
+    this.ring.trim(now, this.held ? this.cursor : this.ring.end);
+    this.d.metrics.standbyBuffer.set(this.ring.end - this.ring.start);
+    if (this.held && !this.aligning) this.scheduleFlush();
+  }
+
+  private tick(): void {
+    if (this.stopped) return;
+    if (this.held) {
+      const held = this.held;
+      if (performance.now() >= held.validUntil) {
+        this.stepDown('lease not renewed in time', false);
+        return;
+      }
+      this.lease.renew(held).then(
+        (ok) => {
+          if (!ok && this.held === held) this.stepDown('lease taken over', false);
+        },
+        (err: unknown) => this.d.log.warn({ err: errorMessage(err) }, 'lease renewal failed'),
+      );
+      return;
+    }
+    if (this.acquiring) return;
+    this.acquiring = true;
+    this.lease
+      .tryAcquire()
+      .then((held) => {
+        if (held && !this.stopped) return this.becomeLeader(held);
+        if (held) return this.lease.release(held);
+        return undefined;
+      })
+      .catch((err: unknown) => this.d.log.debug({ err: errorMessage(err) }, 'lease acquisition failed'))
+      .finally(() => {
+        this.acquiring = false;
+      });
+  }
+
+  private async becomeLeader(held: Held): Promise<void> {
+    this.held = held;
+    this.lastEpoch = held.epoch;
+    this.aligning = true;
+    const { metrics, log } = this.d;
+    metrics.leader.set(1);
+    metrics.leaderEpoch.set(held.epoch);
+    metrics.leaderTransitions.inc({ to: 'leader' });
+    let from: number | null = null;
+    let prev = null;
+    try {
+      prev = await this.publisher.readProgress();
+      if (prev) {
+        const deadline = performance.now() + ALIGN_RETRY_MS;
+        from = this.ring.align(prev.digests);
+        while (from === null && performance.now() < deadline && this.held === held) {
+          await new Promise((r) => setTimeout(r, 20));
+          from = this.ring.align(prev.digests);
+        }
+      }
+    } catch (err) {
+      log.warn({ err: errorMessage(err) }, 'could not read leader progress');
+      this.stepDown('progress unreadable', true);
+      return;
+    }
+    if (this.held !== held) return;
+    if (from === null) {
+      from = this.ring.start;
+      if (prev) metrics.replayUnaligned.inc();
+    }
+    const replay = this.ring.end - from;
+    if (replay > 0) metrics.replayedEvents.inc(replay);
+    this.cursor = from;
+    this.aligning = false;
+    log.info({ epoch: held.epoch, replay, aligned: prev ? from !== this.ring.start || replay === 0 : null }, 'became events leader');
+    for (const fn of this.listeners) fn(true);
+    this.scheduleFlush();
+  }
+
+  private stepDown(reason: string, release: boolean): void {
+    const held = this.held;
+    if (!held) return;
+    this.held = null;
+    this.aligning = false;
+    const { metrics, log } = this.d;
+    metrics.leader.set(0);
+    metrics.consumerLag.set(0);
+    metrics.leaderTransitions.inc({ to: 'standby' });
+    log.warn({ epoch: held.epoch, reason }, 'stepped down as events leader');
+    if (release) this.lease.release(held).catch(() => undefined);
+    for (const fn of this.listeners) fn(false);
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    const held = this.held;
+    if (!held || this.aligning) return;
+    while (this.cursor < this.ring.end && this.inflight < MAX_INFLIGHT) {
+      if (performance.now() >= held.validUntil) {
+        this.stepDown('lease validity ran out before broadcast', false);
+        return;
+      }
+      const first = this.cursor;
+      const last = Math.min(this.ring.end, first + BATCH_MAX) - 1;
+      const items = this.encodeRange(first, last);
+      const progress = formatProgress({ epoch: held.epoch, digests: this.ring.tail(last, PROGRESS_DIGESTS) });
+      this.cursor = last + 1;
+      this.inflight++;
+      const started = performance.now();
+      const receivedAt = this.ring.get(first)?.at ?? started;
+      this.publisher.publish(held.token, items, progress).then(
+        () => {
+          this.inflight--;
+          this.d.metrics.publishToEmit.observe((performance.now() - receivedAt) / 1000);
+          if (this.cursor < this.ring.end) this.scheduleFlush();
+        },
+        (err: unknown) => {
+          this.inflight--;
+          if (err instanceof FencedError) {
+            this.d.metrics.fencedBatches.inc();
+            this.stepDown('fenced: another process holds the lease', false);
+          } else if (this.held === held) {
+            // Unknown outcome (connection lost mid-batch): re-acquire and
+            // re-align on the progress recorded in Redis.
+            this.d.log.warn({ err: errorMessage(err) }, 'broadcast batch failed');
+            this.stepDown('broadcast failed', false);
+          }
+        },
+      );
+    }
+    this.d.metrics.consumerLag.set(this.ring.end - this.cursor);
+  }
+
+  private encodeRange(first: number, last: number): BatchItem[] {
+    const { intake, config, keys, metrics } = this.d;
+    const items: BatchItem[] = [];
+    const command = config.adapterMode === 'sharded' ? 'SPUBLISH' : 'PUBLISH';
+    for (let p = first; p <= last; p++) {
+      const entry = this.ring.get(p);
+      if (!entry) continue;
+      const e = intake.raw(entry.raw, 'redis');
+      if (!e) continue;
+      if (e.room !== null && e.namespace !== null) {
+        items.push({ command, ...encodeRoomBroadcast(config.adapterMode, keys.adapterPrefix, e.namespace, e.room, e.event, [e.message]) });
+        metrics.eventsRouted.inc({ target: 'room' });
+      } else {
+        items.push({ command: 'PUBLISH', channel: keys.allSitesChannel, payload: encodeAllSites(e) });
+        metrics.eventsRouted.inc({ target: 'all_sites' });
+      }
+    }
+    return items;
+  }
+
+  /** Graceful stop: broadcast what is pending, then release the lease and tell standbys. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    const held = this.held;
+    if (held && !this.aligning) {
+      const deadline = performance.now() + 1000;
+      while ((this.cursor < this.ring.end || this.inflight > 0) && this.held === held && performance.now() < deadline) {
+        this.flush();
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+    if (this.held) {
+      const h = this.held;
+      this.stepDown('shutting down', false);
+      try {
+        await this.lease.release(h);
+        await this.d.cmd.publish(this.d.keys.leaderChannel, 'released');
+      } catch (err) {
+        this.d.log.warn({ err: errorMessage(err) }, 'could not release the lease');
+      }
+    }
+  }
+}

@@ -1,0 +1,107 @@
+import { createHash } from 'node:crypto';
+
+export interface RingEntry {
+  readonly raw: Buffer;
+  readonly digest: string;
+  /** performance.now() at receipt. */
+  readonly at: number;
+}
+
+export function digestOf(raw: Buffer): string {
+  return createHash('sha1').update(raw).digest('base64').slice(0, 16);
+}
+
+/**
+ * Every message received on the events channel, in channel order, with
+ * absolute positions. All subscribers of one Redis channel see the same
+ * order, so a standby can find where the previous leader stopped by matching
+ * the digests of the last events it broadcast (see `align`).
+ */
+export class EventRing {
+  private entries: RingEntry[] = [];
+  /** Absolute position of entries[0]. */
+  private base = 0;
+
+  constructor(
+    private readonly maxEntries: number,
+    private readonly maxAgeMs: number,
+  ) {}
+
+  get start(): number {
+    return this.base;
+  }
+
+  get end(): number {
+    return this.base + this.entries.length;
+  }
+
+  push(raw: Buffer, at: number): number {
+    this.entries.push({ raw, digest: digestOf(raw), at });
+    return this.end - 1;
+  }
+
+  get(pos: number): RingEntry | undefined {
+    return this.entries[pos - this.base];
+  }
+
+  /**
+   * Drops entries beyond the count and age bounds, but never at or after
+   * `keepFrom` (the leader's cursor: those are not broadcast yet).
+   */
+  trim(now: number, keepFrom: number): void {
+    let drop = 0;
+    const n = this.entries.length;
+    const limit = Math.min(keepFrom - this.base, n);
+    while (drop < limit) {
+      const e = this.entries[drop];
+      if (!e) break;
+      if (n - drop > this.maxEntries || now - e.at > this.maxAgeMs) drop++;
+      else break;
+    }
+    if (drop > 0) {
+      // Amortise: splice only when a meaningful prefix has expired.
+      if (drop >= 1024 || drop === n || drop * 4 >= n) {
+        this.entries = this.entries.slice(drop);
+        this.base += drop;
+      }
+    }
+  }
+
+  /** Digests of the `k` entries ending at position `last` (inclusive), oldest first. */
+  tail(last: number, k: number): string[] {
+    const out: string[] = [];
+    for (let p = Math.max(this.base, last - k + 1); p <= last; p++) {
+      const e = this.get(p);
+      if (e) out.push(e.digest);
+    }
+    return out;
+  }
+
+  /**
+   * The position after the newest place where `digests` (the previous
+   * leader's last broadcast events, oldest first) match consecutive entries,
+   * or null when they are not in the ring. Scans newest first, so the most
+   * recent occurrence of a repeated sequence wins.
+   */
+  align(digests: readonly string[]): number | null {
+    if (digests.length === 0) return null;
+    const k = digests.length;
+    for (let last = this.end - 1; last >= this.base; last--) {
+      let ok = true;
+      let matched = 0;
+      for (let j = 0; j < k; j++) {
+        const p = last - j;
+        if (p < this.base) break;
+        if (this.get(p)?.digest !== digests[k - 1 - j]) {
+          ok = false;
+          break;
+        }
+        matched++;
+      }
+      // A partial match at the very start of the ring is accepted only if it
+      // covers at least 2 events (or all we were given).
+      if (ok && (matched === k || (matched >= Math.min(2, k) && last - matched + 1 === this.base))) return last + 1;
+    }
+    return null;
+  }
+}

@@ -1,0 +1,198 @@
+import { createHash } from 'node:crypto';
+import type { Redis, Cluster } from 'ioredis';
+import type { Metrics } from '../ops/metrics';
+import type { Keys } from '../redis/keys';
+import { GatewayError, errorMessage } from '../shared/errors';
+import type { Logger } from '../shared/logger';
+
+/** The one credential forwarded to Frappe: the Authorization header wins over the sid cookie. */
+export type Credential =
+  | { readonly kind: 'authorization'; readonly value: string }
+  | { readonly kind: 'sid'; readonly value: string };
+
+export interface RequestContext {
+  readonly site: string;
+  readonly credential: Credential;
+  /** The handshake Origin, used as backend when none is configured (Frappe's behaviour). */
+  readonly origin: string | undefined;
+}
+
+export interface UserInfo {
+  readonly user: string;
+  readonly user_type: string;
+  readonly installed_apps: readonly string[];
+}
+
+export type PermissionFlavour = 'v15' | 'v16';
+
+const API = '/api/method/frappe.realtime.';
+const LOCAL_CACHE_MAX = 10_000;
+
+export interface BackendOptions {
+  readonly backendUrl: string | null;
+  readonly timeoutMs: number;
+  readonly flavour: PermissionFlavour;
+  readonly cacheTtlMs: number;
+  readonly socketSecret: () => string | null;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  /** Optional shared cache so a reconnect storm does not become a storm on the backend. */
+  readonly redis?: { client: Redis | Cluster; keys: Keys } | undefined;
+}
+
+/**
+ * Calls to the Frappe web server. Answers are cached for `cacheTtlMs` per
+ * (site, credential, question), in process and in Redis, and concurrent
+ * identical questions share one request.
+ */
+export class FrappeBackend {
+  private readonly local = new Map<string, { at: number; value: string }>();
+  private readonly inflight = new Map<string, Promise<string>>();
+
+  constructor(private readonly opts: BackendOptions) {}
+
+  baseUrl(ctx: Pick<RequestContext, 'origin'>): string {
+    const base = this.opts.backendUrl ?? ctx.origin;
+    if (!base) throw new GatewayError('GW_ERR_BACKEND_UNREACHABLE', 'no backend URL configured and no Origin header');
+    return base.replace(/\/+$/, '');
+  }
+
+  headers(ctx: RequestContext): Record<string, string> {
+    const h: Record<string, string> = { 'X-Frappe-Site-Name': ctx.site, Accept: 'application/json' };
+    if (ctx.credential.kind === 'authorization') h.Authorization = ctx.credential.value;
+    else h.Cookie = `sid=${ctx.credential.value}`;
+    const secret = this.opts.socketSecret();
+    if (secret) h['X-Frappe-Socket-Secret'] = secret;
+    return h;
+  }
+
+  /** A raw request with the socket's credential, as Frappe's `frappe_request`. */
+  async request(ctx: RequestContext, path: string, args: Record<string, unknown> = {}, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Response> {
+    const url = new URL(this.baseUrl(ctx) + (path.startsWith('/') ? path : `/${path}`));
+    for (const [k, v] of Object.entries(args)) {
+      if (v !== undefined && v !== null) url.searchParams.set(k, typeof v === 'string' ? v : JSON.stringify(v));
+    }
+    return fetch(url, {
+      method: init.method ?? 'GET',
+      headers: { ...this.headers(ctx), ...init.headers },
+      body: init.body,
+      signal: AbortSignal.timeout(this.opts.timeoutMs),
+      redirect: 'manual',
+    });
+  }
+
+  async getUserInfo(ctx: RequestContext): Promise<{ info: UserInfo; cached: boolean }> {
+    const { value, cached } = await this.cached(ctx, 'user', async () => {
+      const res = await this.call(ctx, 'get_user_info', {});
+      if (res.status < 200 || res.status > 299) {
+        throw new GatewayError('GW_ERR_BACKEND_STATUS', `backend answered HTTP ${res.status}`);
+      }
+      let body: unknown;
+      try {
+        body = await res.json();
+      } catch {
+        throw new GatewayError('GW_ERR_BACKEND_BODY', 'backend answered with a body that is not JSON');
+      }
+      const m = (body as { message?: unknown } | null)?.message as Record<string, unknown> | undefined;
+      if (!m || typeof m !== 'object' || typeof m.user !== 'string' || m.user === '') {
+        throw new GatewayError('GW_ERR_BACKEND_BODY', 'backend answer has no message.user');
+      }
+      const apps = Array.isArray(m.installed_apps) ? m.installed_apps.filter((a): a is string => typeof a === 'string') : [];
+      const info: UserInfo = { user: m.user, user_type: typeof m.user_type === 'string' ? m.user_type : 'Website User', installed_apps: apps };
+      return JSON.stringify(info);
+    });
+    return { info: JSON.parse(value) as UserInfo, cached };
+  }
+
+  /** Permission to join `doctype:<doctype>` (name omitted) or `doc:`/`open_doc:` rooms. */
+  async canSubscribe(ctx: RequestContext, doctype: string, name?: string): Promise<boolean> {
+    const q = name === undefined ? `perm\0${doctype}` : `perm\0${doctype}\0${name}`;
+    const { value } = await this.cached(ctx, q, async () => {
+      if (this.opts.flavour === 'v16') {
+        const res = await this.call(ctx, 'has_permission', { doctype, name: name ?? '' });
+        if (res.status < 200 || res.status > 299) return 'false';
+        try {
+          const body = (await res.json()) as { message?: unknown } | null;
+          return body?.message ? 'true' : 'false';
+        } catch {
+          return 'false';
+        }
+      }
+      const res = name === undefined
+        ? await this.call(ctx, 'can_subscribe_doctype', { doctype })
+        : await this.call(ctx, 'can_subscribe_doc', { doctype, docname: name });
+      await res.arrayBuffer().catch(() => undefined);
+      return res.status === 200 ? 'true' : 'false';
+    });
+    return value === 'true';
+  }
+
+  private async call(ctx: RequestContext, method: string, query: Record<string, string>): Promise<Response> {
+    const end = this.opts.metrics.backendDuration.startTimer({ endpoint: method });
+    try {
+      return await this.request(ctx, `${API}${method}`, query);
+    } catch (err) {
+      const e = err as Error;
+      if (e.name === 'TimeoutError' || e.name === 'AbortError') {
+        throw new GatewayError('GW_ERR_BACKEND_TIMEOUT', `backend did not answer within ${this.opts.timeoutMs} ms`, { cause: err });
+      }
+      if (err instanceof GatewayError) throw err;
+      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      throw new GatewayError('GW_ERR_BACKEND_UNREACHABLE', `backend unreachable: ${cause?.code ?? cause?.message ?? e.message}`, { cause: err });
+    } finally {
+      end();
+    }
+  }
+
+  private cacheKey(ctx: RequestContext, question: string): string {
+    return createHash('sha256').update(`${ctx.site}\0${ctx.credential.kind}\0${ctx.credential.value}\0${question}`).digest('base64url');
+  }
+
+  private async cached(ctx: RequestContext, question: string, load: () => Promise<string>): Promise<{ value: string; cached: boolean }> {
+    const ttl = this.opts.cacheTtlMs;
+    const key = this.cacheKey(ctx, question);
+    if (ttl > 0) {
+      const hit = this.local.get(key);
+      if (hit && Date.now() - hit.at < ttl) return { value: hit.value, cached: true };
+    }
+    const pending = this.inflight.get(key);
+    if (pending) return { value: await pending, cached: true };
+    const p = (async (): Promise<{ value: string; cached: boolean }> => {
+      const redis = ttl > 0 ? this.opts.redis : undefined;
+      if (redis) {
+        try {
+          const v = await redis.client.get(redis.keys.authCache(key));
+          if (v !== null) return { value: v, cached: true };
+        } catch (err) {
+          this.opts.log.debug({ err: errorMessage(err) }, 'auth cache read failed');
+        }
+      }
+      const value = await load();
+      if (redis) {
+        redis.client.set(redis.keys.authCache(key), value, 'PX', ttl).catch((err: unknown) => {
+          this.opts.log.debug({ err: errorMessage(err) }, 'auth cache write failed');
+        });
+      }
+      return { value, cached: false };
+    })();
+    const shared = p.then((r) => r.value);
+    this.inflight.set(key, shared);
+    shared.catch(() => undefined);
+    try {
+      const r = await p;
+      if (ttl > 0) this.remember(key, r.value);
+      return r;
+    } finally {
+      this.inflight.delete(key);
+    }
+  }
+
+  private remember(key: string, value: string): void {
+    if (this.local.size >= LOCAL_CACHE_MAX) {
+      // Map iteration is insertion order: drop the oldest entry.
+      const oldest = this.local.keys().next().value;
+      if (oldest !== undefined) this.local.delete(oldest);
+    }
+    this.local.set(key, { at: Date.now(), value });
+  }
+}

@@ -1,0 +1,127 @@
+import type { Namespace, Socket } from 'socket.io';
+import type { Metrics } from '../ops/metrics';
+import type { PresenceStore } from '../presence/presence';
+import { errorMessage } from '../shared/errors';
+import type { Logger } from '../shared/logger';
+import type { FrappeBackend, RequestContext } from './backend';
+import { SYSTEM_USERS_ROOM, WEBSITE_ROOM, docRoom, doctypeRoom, openDocRoom, taskRoom, userRoom } from './rooms';
+
+/** What the gateway keeps on each socket (`socket.data`); also visible through fetchSockets. */
+export interface SocketData {
+  site: string;
+  user: string;
+  user_type: string;
+  /** Documents this socket has open, keyed by open_doc room. */
+  openDocs?: Map<string, { doctype: string; docname: string }>;
+}
+
+// Arguments are names of doctypes, documents and tasks: bounded strings.
+const MAX_ARG = 512;
+
+function isName(v: unknown): v is string {
+  return typeof v === 'string' && v.length > 0 && v.length <= MAX_ARG;
+}
+
+export interface HandlerDeps {
+  readonly backend: FrappeBackend;
+  readonly presence: PresenceStore;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+}
+
+/** The automatic rooms of PROTOCOL.md section 3. */
+export function joinAutomaticRooms(socket: Socket, user: string, userType: string): void {
+  const rooms = [userRoom(user), WEBSITE_ROOM];
+  if (userType === 'System User') rooms.push(SYSTEM_USERS_ROOM);
+  socket.join(rooms);
+}
+
+/**
+ * Client events of PROTOCOL.md section 4. Bad arguments are ignored and
+ * counted; a failed permission check joins nothing and answers nothing.
+ */
+export function registerFrappeHandlers(socket: Socket, ctx: RequestContext, deps: HandlerDeps): void {
+  const { backend, presence, metrics, log } = deps;
+  const data = socket.data as SocketData;
+
+  const on = (event: string, arity: 1 | 2, fn: (a: string, b: string) => void | Promise<void>): void => {
+    socket.on(event, (...args: unknown[]) => {
+      const a = args[0];
+      const b = args[1];
+      if (!isName(a) || (arity === 2 && !isName(b))) {
+        metrics.clientEventsRejected.inc({ event });
+        return;
+      }
+      metrics.clientEvents.inc({ event });
+      Promise.resolve()
+        .then(() => fn(a, b as string))
+        .catch((err: unknown) => log.warn({ event, err: errorMessage(err) }, 'client event failed'));
+    });
+  };
+
+  const allowed = async (doctype: string, name?: string): Promise<boolean> => {
+    try {
+      const ok = await backend.canSubscribe(ctx, doctype, name);
+      metrics.permissionChecks.inc({ result: ok ? 'allowed' : 'denied' });
+      return ok;
+    } catch (err) {
+      metrics.permissionChecks.inc({ result: 'error' });
+      log.warn({ doctype, err: errorMessage(err) }, 'permission check failed');
+      return false;
+    }
+  };
+
+  const notifyViewers = (doctype: string, docname: string, users: string[], nsp: Namespace): void => {
+    // Frappe: no update when the only viewer is the user who caused the change.
+    if (users.length === 1 && users[0] === data.user) return;
+    nsp.to(openDocRoom(doctype, docname)).emit('doc_viewers', { doctype, docname, users });
+  };
+
+  on('doctype_subscribe', 1, async (doctype) => {
+    if (await allowed(doctype)) socket.join(doctypeRoom(doctype));
+  });
+  on('doctype_unsubscribe', 1, (doctype) => socket.leave(doctypeRoom(doctype)));
+  on('doc_subscribe', 2, async (doctype, docname) => {
+    if (await allowed(doctype, docname)) socket.join(docRoom(doctype, docname));
+  });
+  on('doc_unsubscribe', 2, (doctype, docname) => socket.leave(docRoom(doctype, docname)));
+  on('task_subscribe', 1, (id) => socket.join(taskRoom(id)));
+  on('progress_subscribe', 1, (id) => socket.join(taskRoom(id)));
+  on('task_unsubscribe', 1, (id) => socket.leave(taskRoom(id)));
+
+  on('doc_open', 2, async (doctype, docname) => {
+    if (!(await allowed(doctype, docname)) || !socket.connected) return;
+    const room = openDocRoom(doctype, docname);
+    data.openDocs ??= new Map();
+    data.openDocs.set(room, { doctype, docname });
+    socket.join(room);
+    const users = await presence.open({ site: data.site, doctype, docname }, socket.id, data.user);
+    notifyViewers(doctype, docname, users, socket.nsp);
+  });
+  on('doc_close', 2, async (doctype, docname) => {
+    const room = openDocRoom(doctype, docname);
+    socket.leave(room);
+    data.openDocs?.delete(room);
+    const users = await presence.close({ site: data.site, doctype, docname }, socket.id);
+    notifyViewers(doctype, docname, users, socket.nsp);
+  });
+
+  socket.on('ping', () => {
+    metrics.clientEvents.inc({ event: 'ping' });
+    socket.emit('pong');
+  });
+
+  // Closing the connection counts as doc_close for every document it had open.
+  socket.on('disconnect', () => {
+    const docs = data.openDocs;
+    if (!docs || docs.size === 0) return;
+    const nsp = socket.nsp;
+    for (const { doctype, docname } of docs.values()) {
+      presence
+        .close({ site: data.site, doctype, docname }, socket.id)
+        .then((users) => notifyViewers(doctype, docname, users, nsp))
+        .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'presence close on disconnect failed'));
+    }
+    docs.clear();
+  });
+}

@@ -1,0 +1,69 @@
+import cluster from 'node:cluster';
+import { configFromJson, loadConfig, type GatewayConfig } from './config';
+import { runPrimary } from './primary/primary';
+import { WORKER_CONFIG_ENV } from './primary/supervisor';
+import { runStandalone, type Running } from './standalone';
+import { errorMessage } from './shared/errors';
+import { createRootLogger, type Logger } from './shared/logger';
+import { runWorker } from './worker/worker';
+
+/** Process-wide safety nets: an app handler's forgotten promise must not take the gateway down. */
+function installProcessHandlers(log: Logger): void {
+  process.on('unhandledRejection', (reason) => {
+    log.error({ err: errorMessage(reason) }, 'unhandled promise rejection');
+  });
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err: errorMessage(err), stack: err.stack }, 'uncaught exception, exiting');
+    process.exit(1);
+  });
+}
+
+async function main(): Promise<void> {
+  if (cluster.isWorker) {
+    const json = process.env[WORKER_CONFIG_ENV];
+    if (!json) throw new Error(`worker started without ${WORKER_CONFIG_ENV}`);
+    const config = configFromJson(json);
+    const log = createRootLogger(config.logLevel, { role: 'worker', worker: cluster.worker?.id });
+    installProcessHandlers(log);
+    await runWorker(config, log);
+    return;
+  }
+
+  const result = loadConfig(process.env);
+  if (!result.ok) {
+    process.stderr.write(`realtime-gateway: invalid configuration (${result.errors.length} problem${result.errors.length === 1 ? '' : 's'}):\n${result.errors.map((e) => `  - ${e}`).join('\n')}\n`);
+    process.exit(2);
+  }
+  const config: GatewayConfig = result.config;
+  const role = config.redis ? 'primary' : 'standalone';
+  const log = createRootLogger(config.logLevel, { role });
+  installProcessHandlers(log);
+  for (const note of result.notes) log.info(note);
+
+  let running: Running;
+  try {
+    running = config.redis ? await runPrimary(config, log) : await runStandalone(config, log);
+  } catch (err) {
+    log.fatal({ err: errorMessage(err) }, 'failed to start');
+    process.exit(1);
+  }
+  const stop = (signal: string) => {
+    running
+      .shutdown(signal)
+      .then(() => {
+        log.info('shutdown complete');
+        process.exit(0);
+      })
+      .catch((err: unknown) => {
+        log.error({ err: errorMessage(err) }, 'shutdown failed');
+        process.exit(1);
+      });
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`realtime-gateway: ${errorMessage(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,86 @@
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { GatewayConfig } from '../config';
+import type { Intake } from '../consumer/intake';
+import type { FrappeEvent } from '../frappe/message';
+import { errorMessage } from '../shared/errors';
+import type { Logger } from '../shared/logger';
+import type { Metrics } from './metrics';
+import { bearerMatches, checkPublishBody, isLoopback } from './publish-api';
+
+export interface Readiness {
+  readonly ready: boolean;
+  readonly checks: Record<string, unknown>;
+}
+
+export interface OpsDeps {
+  readonly config: GatewayConfig;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly intake: Intake;
+  readiness(): Promise<Readiness>;
+  metricsText(): Promise<{ contentType: string; body: string }>;
+  publish(events: FrappeEvent[]): Promise<void>;
+  cluster(): Promise<unknown>;
+  rooms(site: string, room: string | undefined): Promise<unknown>;
+}
+
+/** The ops port (DESIGN.md "Ops server"): health, metrics, publish API, cluster inspection. */
+export function createOpsServer(d: OpsDeps): FastifyInstance {
+  const { config, log, metrics } = d;
+  const app = Fastify({ logger: false, bodyLimit: config.maxMessageBytes * 8, return503OnClosing: true });
+
+  app.setErrorHandler((err: { statusCode?: number; code?: string; message: string }, req, reply) => {
+    const status = err.statusCode ?? 500;
+    if (req.url.startsWith('/api/v1/publish')) {
+      metrics.publishRequests.inc({ status: String(status) });
+      if (status === 413) metrics.eventsDropped.inc({ reason: 'oversized' });
+    }
+    if (status >= 500) log.error({ err: err.message }, 'ops request failed');
+    void reply.status(status).send({ error: err.code ?? 'GW_ERR_INTERNAL', message: err.message });
+  });
+
+  app.get('/livez', async () => ({ status: 'ok' }));
+
+  app.get('/readyz', async (_req, reply) => {
+    const r = await d.readiness();
+    return reply.status(r.ready ? 200 : 503).send({ status: r.ready ? 'ready' : 'not ready', ...r.checks });
+  });
+
+  app.get('/metrics', async (_req, reply) => {
+    const m = await d.metricsText();
+    return reply.header('content-type', m.contentType).send(m.body);
+  });
+
+  app.post('/api/v1/publish', async (req, reply) => {
+    const send = (status: number, body: unknown) => {
+      metrics.publishRequests.inc({ status: String(status) });
+      return reply.status(status).send(body);
+    };
+    if (config.publishToken !== null) {
+      if (!bearerMatches(req.headers.authorization, config.publishToken)) {
+        return send(401, { error: 'GW_ERR_UNAUTHORIZED', message: 'a valid "Authorization: Bearer <GATEWAY_PUBLISH_TOKEN>" header is required' });
+      }
+    } else if (!isLoopback(req.socket.remoteAddress)) {
+      return send(403, { error: 'GW_ERR_FORBIDDEN', message: 'no GATEWAY_PUBLISH_TOKEN is configured: the publish API accepts loopback clients only' });
+    }
+    const check = checkPublishBody(req.body, d.intake, config.maxMessageBytes);
+    if (!check.ok) return send(check.status, check.body);
+    try {
+      await d.publish(check.events);
+    } catch (err) {
+      log.warn({ err: errorMessage(err) }, 'publish failed');
+      return send(503, { error: 'GW_ERR_UNAVAILABLE', message: `could not publish: ${errorMessage(err)}` });
+    }
+    return send(202, { accepted: check.events.length });
+  });
+
+  app.get('/api/v1/cluster', async () => d.cluster());
+
+  app.get<{ Querystring: { site?: string; room?: string } }>('/api/v1/cluster/rooms', async (req, reply) => {
+    const site = req.query.site;
+    if (!site) return reply.status(400).send({ error: 'GW_ERR_BAD_QUERY', message: 'query parameter "site" is required' });
+    return d.rooms(site, req.query.room);
+  });
+
+  return app;
+}

@@ -1,0 +1,144 @@
+import cluster, { type Worker } from 'node:cluster';
+import type { GatewayConfig } from '../config';
+import { configToJson } from '../config';
+import type { Metrics } from '../ops/metrics';
+import { asWorkerMessage, type PrimaryToWorker } from '../shared/ipc';
+import type { Logger } from '../shared/logger';
+
+/** Environment variable carrying the parsed configuration to workers (they never re-read the environment). */
+export const WORKER_CONFIG_ENV = 'GATEWAY_INTERNAL_CONFIG';
+/** A worker that lived this long is healthy again: its crash count resets. */
+const STABLE_AFTER_MS = 30_000;
+const REPLY_TIMEOUT_MS = 2000;
+
+export interface WorkerInfo {
+  readonly slot: number;
+  readonly id: number;
+  readonly pid: number | undefined;
+  nodeId: string | null;
+  connections: number;
+  redis: boolean;
+  readonly startedAt: number;
+}
+
+/**
+ * Forks the workers, respawns the ones that die (exponential backoff per
+ * slot while they crash-loop), and talks to them over IPC.
+ */
+export class Supervisor {
+  private readonly workers = new Map<number, WorkerInfo>();
+  private readonly crashes = new Map<number, number>();
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; timer: NodeJS.Timeout }>();
+  private nextRequest = 1;
+  private stopping = false;
+  private readonly exitListeners = new Set<(info: WorkerInfo) => void>();
+
+  constructor(
+    private readonly config: GatewayConfig,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+  ) {}
+
+  onWorkerDied(fn: (info: WorkerInfo) => void): void {
+    this.exitListeners.add(fn);
+  }
+
+  start(): void {
+    cluster.on('message', (worker: Worker, raw: unknown) => {
+      const m = asWorkerMessage(raw);
+      const info = this.workers.get(worker.id);
+      if (!m || !info) return;
+      if (m.type === 'gw:hello') info.nodeId = m.nodeId;
+      else if (m.type === 'gw:status') {
+        info.connections = m.connections;
+        info.redis = m.redis;
+      } else if (m.type === 'gw:reply') {
+        const p = this.pending.get(m.id);
+        if (p) {
+          clearTimeout(p.timer);
+          this.pending.delete(m.id);
+          p.resolve(m.body);
+        }
+      }
+    });
+    cluster.on('exit', (worker, code, signal) => this.onExit(worker, code, signal));
+    for (let slot = 0; slot < this.config.workers; slot++) this.fork(slot);
+  }
+
+  private fork(slot: number): void {
+    const worker = cluster.fork({ [WORKER_CONFIG_ENV]: configToJson(this.config), GATEWAY_INTERNAL_SLOT: String(slot) });
+    this.workers.set(worker.id, { slot, id: worker.id, pid: worker.process.pid, nodeId: null, connections: 0, redis: false, startedAt: Date.now() });
+    this.metrics.workersUp.set(this.workers.size);
+  }
+
+  private onExit(worker: Worker, code: number | null, signal: string | null): void {
+    const info = this.workers.get(worker.id);
+    this.workers.delete(worker.id);
+    this.metrics.workersUp.set(this.workers.size);
+    if (!info) return;
+    for (const fn of this.exitListeners) fn(info);
+    if (this.stopping) return;
+    const lived = Date.now() - info.startedAt;
+    const crashes = lived > STABLE_AFTER_MS ? 1 : (this.crashes.get(info.slot) ?? 0) + 1;
+    this.crashes.set(info.slot, crashes);
+    const backoff = Math.min(this.config.workerRespawnMaxBackoffMs, 100 * 2 ** (crashes - 1));
+    this.metrics.workerRestarts.inc();
+    this.log.error({ worker: worker.id, pid: info.pid, code, signal, respawnInMs: backoff }, 'worker died, respawning');
+    setTimeout(() => {
+      if (!this.stopping) this.fork(info.slot);
+    }, backoff).unref();
+  }
+
+  list(): WorkerInfo[] {
+    return [...this.workers.values()];
+  }
+
+  upCount(): number {
+    let n = 0;
+    for (const w of this.workers.values()) if (w.nodeId !== null) n++;
+    return n;
+  }
+
+  /** Asks every live worker and collects the answers that arrive in time. */
+  async ask(make: (id: number) => PrimaryToWorker): Promise<unknown[]> {
+    const answers: Promise<unknown>[] = [];
+    for (const w of Object.values(cluster.workers ?? {})) {
+      if (!w || !w.isConnected()) continue;
+      const id = this.nextRequest++;
+      answers.push(
+        new Promise((resolve) => {
+          const timer = setTimeout(() => {
+            this.pending.delete(id);
+            resolve(undefined);
+          }, REPLY_TIMEOUT_MS);
+          this.pending.set(id, { resolve, timer });
+          w.send(make(id), undefined, () => undefined);
+        }),
+      );
+    }
+    return (await Promise.all(answers)).filter((a) => a !== undefined);
+  }
+
+  /** Tells every worker to drain and resolves when all have exited (or the deadline passes). */
+  async drain(drainMs: number, deadlineMs: number): Promise<void> {
+    this.stopping = true;
+    const alive = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && !w.isDead());
+    await Promise.all(
+      alive.map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            const t = setTimeout(() => {
+              w.process.kill('SIGKILL');
+              resolve();
+            }, deadlineMs);
+            w.once('exit', () => {
+              clearTimeout(t);
+              resolve();
+            });
+            if (w.isConnected()) w.send({ type: 'gw:drain', drainMs } satisfies PrimaryToWorker, undefined, () => undefined);
+            else w.process.kill('SIGTERM');
+          }),
+      ),
+    );
+  }
+}

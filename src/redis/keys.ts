@@ -1,0 +1,52 @@
+/**
+ * Every Redis key and channel the gateway owns, derived from one prefix so
+ * several clusters (or tests) can share a Redis. Keys that Lua scripts touch
+ * together share the `{prefix}` hash tag so they land in one Cluster slot.
+ */
+export interface Keys {
+  readonly prefix: string;
+  /** Leader lease: value `<nodeId>:<epoch>`. */
+  readonly leaderLease: string;
+  /** Monotonic fencing epoch, INCR on every acquisition. */
+  readonly leaderEpoch: string;
+  /** Leader progress: digests of the last broadcast events (for replay on takeover). */
+  readonly leaderProgress: string;
+  /** Pub/sub: a leader announces a voluntary release so standbys take over at once. */
+  readonly leaderChannel: string;
+  /** Pub/sub: events without a room, delivered by every worker to every local site namespace. */
+  readonly allSitesChannel: string;
+  /** Socket.IO adapter channel prefix. */
+  readonly adapterPrefix: string;
+  /** Hash: nodeId -> JSON node descriptor; entries expire by their `seen` field. */
+  readonly nodes: string;
+  /** Presence of one open document: hash socketId -> JSON entry. */
+  presenceDoc(site: string, doctype: string, docname: string): string;
+  /** Per-worker index of the presence keys it wrote (to clean up after a crash). */
+  presenceIndex(workerId: string): string;
+  /** Liveness of a worker (key with TTL). */
+  workerAlive(workerId: string): string;
+  /** Cached get_user_info answers. */
+  authCache(digest: string): string;
+  /** Cluster-wide membership of app rooms: hash socketId -> user. */
+  roomMembers(site: string, room: string): string;
+}
+
+export function createKeys(prefix: string): Keys {
+  const p = `${prefix}:`;
+  const tagged = `{${prefix}}`;
+  return {
+    prefix,
+    leaderLease: `${tagged}:leader`,
+    leaderEpoch: `${tagged}:leader:epoch`,
+    leaderProgress: `${tagged}:leader:progress`,
+    leaderChannel: `${p}leader`,
+    allSitesChannel: `${p}all-sites`,
+    adapterPrefix: `${p}sio`,
+    nodes: `${p}nodes`,
+    presenceDoc: (site, doctype, docname) => `${p}presence:${site}:${doctype}/${docname}`,
+    presenceIndex: (workerId) => `${p}presence-index:${workerId}`,
+    workerAlive: (workerId) => `${p}alive:${workerId}`,
+    authCache: (digest) => `${p}auth:${digest}`,
+    roomMembers: (site, room) => `${p}members:${site}:${room}`,
+  };
+}

@@ -1,0 +1,47 @@
+import type { RedisClient } from './connect';
+import { errorMessage } from '../shared/errors';
+import type { Logger } from '../shared/logger';
+
+/** Frappe (2026) keeps the socket secret in this Redis key, unprefixed. */
+export const FRAPPE_SOCKET_SECRET_KEY = 'socketio_auth_secret';
+const REFRESH_MS = 30_000;
+
+/**
+ * The X-Frappe-Socket-Secret value: the configured one, else the one Frappe
+ * stores in Redis (refreshed periodically; the last known value is kept while
+ * Redis is away).
+ */
+export class SocketSecret {
+  private value: string | null;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    configured: string | null,
+    private readonly client: RedisClient | null,
+    private readonly log: Logger,
+  ) {
+    this.value = configured;
+    if (configured === null && client !== null) {
+      this.refresh();
+      this.timer = setInterval(() => this.refresh(), REFRESH_MS);
+      this.timer.unref();
+    }
+  }
+
+  get(): string | null {
+    return this.value;
+  }
+
+  private refresh(): void {
+    this.client
+      ?.get(FRAPPE_SOCKET_SECRET_KEY)
+      .then((v) => {
+        this.value = v;
+      })
+      .catch((err: unknown) => this.log.debug({ err: errorMessage(err) }, 'socket secret not refreshed'));
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+}

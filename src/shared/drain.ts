@@ -1,0 +1,33 @@
+import type { Server, Socket } from 'socket.io';
+import type { Logger } from './logger';
+
+/**
+ * Closes every client connection in jittered batches spread over `drainMs`,
+ * at the transport level so that clients treat it as a lost connection and
+ * reconnect by themselves (to another node, with their state).
+ */
+export async function drainConnections(io: Server, drainMs: number, log: Logger): Promise<void> {
+  const sockets: Socket[] = [];
+  for (const nsp of (io as unknown as { _nsps: Map<string, { sockets: Map<string, Socket> }> })._nsps.values()) {
+    for (const s of nsp.sockets.values()) sockets.push(s);
+  }
+  // Shuffle so that batches are not biased towards one site.
+  for (let i = sockets.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    const a = sockets[i] as Socket;
+    sockets[i] = sockets[j] as Socket;
+    sockets[j] = a;
+  }
+  const conns = [...new Set(sockets.map((s) => s.conn))];
+  if (conns.length === 0) return;
+  const steps = drainMs <= 0 ? 1 : Math.max(1, Math.min(conns.length, Math.floor(drainMs / 100)));
+  const per = Math.ceil(conns.length / steps);
+  log.info({ connections: conns.length, drainMs, batches: steps }, 'draining connections');
+  for (let i = 0; i < steps; i++) {
+    for (const c of conns.slice(i * per, (i + 1) * per)) c.close();
+    if (i < steps - 1) {
+      const jitter = (drainMs / steps) * (0.5 + Math.random());
+      await new Promise((r) => setTimeout(r, jitter));
+    }
+  }
+}

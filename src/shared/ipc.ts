@@ -1,0 +1,22 @@
+/** Messages between the primary and its workers (cluster IPC), parsed where they arrive. */
+export type PrimaryToWorker =
+  | { readonly type: 'gw:metrics'; readonly id: number }
+  | { readonly type: 'gw:rooms'; readonly id: number; readonly site: string; readonly room?: string | undefined }
+  | { readonly type: 'gw:drain'; readonly drainMs: number };
+
+export type WorkerToPrimary =
+  | { readonly type: 'gw:hello'; readonly nodeId: string }
+  | { readonly type: 'gw:reply'; readonly id: number; readonly body: unknown }
+  | { readonly type: 'gw:status'; readonly connections: number; readonly redis: boolean }
+  | { readonly type: 'gw:drained' };
+
+const PRIMARY_TYPES = new Set(['gw:metrics', 'gw:rooms', 'gw:drain']);
+const WORKER_TYPES = new Set(['gw:hello', 'gw:reply', 'gw:status', 'gw:drained']);
+
+export function asPrimaryMessage(m: unknown): PrimaryToWorker | null {
+  return m !== null && typeof m === 'object' && PRIMARY_TYPES.has((m as { type?: string }).type ?? '') ? (m as PrimaryToWorker) : null;
+}
+
+export function asWorkerMessage(m: unknown): WorkerToPrimary | null {
+  return m !== null && typeof m === 'object' && WORKER_TYPES.has((m as { type?: string }).type ?? '') ? (m as WorkerToPrimary) : null;
+}

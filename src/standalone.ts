@@ -1,0 +1,97 @@
+import { createServer } from 'node:http';
+import { hostname } from 'node:os';
+import { Registry } from 'prom-client';
+import type { GatewayConfig } from './config';
+import { Intake } from './consumer/intake';
+import { deliverLocally } from './consumer/local-delivery';
+import { FrappeBackend } from './frappe/backend';
+import type { SocketData } from './frappe/handlers';
+import { createMetrics } from './ops/metrics';
+import { createOpsServer } from './ops/ops-server';
+import { LocalPresence } from './presence/presence';
+import { drainConnections } from './shared/drain';
+import { closeServer, listen } from './shared/http';
+import { Closers, armShutdownFuse } from './shared/lifecycle';
+import { RateLimitedLog, type Logger } from './shared/logger';
+import { createSocketServer } from './worker/socket-server';
+
+export interface Running {
+  shutdown(reason: string): Promise<void>;
+}
+
+/**
+ * Standalone mode: one process, in-memory adapter, events through the HTTP
+ * publish API. Auth, rooms, presence, metrics and health work as in a cluster.
+ */
+export async function runStandalone(config: GatewayConfig, log: Logger): Promise<Running> {
+  const closers = new Closers(log);
+  const registry = new Registry();
+  const metrics = createMetrics(registry, { defaults: true });
+  const httpServer = createServer();
+  const backend = new FrappeBackend({
+    backendUrl: config.backendUrl,
+    timeoutMs: config.backendTimeoutMs,
+    flavour: config.permissionFlavour,
+    cacheTtlMs: config.authCacheTtlMs,
+    socketSecret: () => config.socketSecret,
+    metrics,
+    log: log.child({ sub: 'backend' }),
+  });
+  const presence = new LocalPresence();
+  const server = createSocketServer({ config, httpServer, backend, presence, metrics, log: log.child({ sub: 'socket' }) });
+  const intake = new Intake(metrics, new RateLimitedLog(log.child({ sub: 'intake' }), config.dropLogIntervalMs), config.maxMessageBytes);
+  let draining = false;
+
+  const ops = createOpsServer({
+    config,
+    log: log.child({ sub: 'ops' }),
+    metrics,
+    intake,
+    readiness: async () => ({ ready: !draining, checks: { mode: 'standalone', draining } }),
+    metricsText: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
+    publish: async (events) => deliverLocally(server, metrics, events),
+    cluster: async () => {
+      const namespaces: Record<string, number> = {};
+      for (const nsp of server.siteNamespaces()) namespaces[nsp.name.slice(1)] = nsp.sockets.size;
+      return { mode: 'standalone', node: { id: `${hostname()}-${process.pid}`, pid: process.pid }, leader: null, connections: server.connectionCount(), namespaces };
+    },
+    rooms: async (site, room) => roomReport(server, site, room),
+  });
+  closers.add('presence', () => presence.stop());
+  closers.add('socket.io', () => new Promise<void>((r) => server.io.close(() => r())));
+  closers.add('ops server', () => ops.close());
+
+  await listen(httpServer, config.port, config.host);
+  await ops.listen({ port: config.opsPort, host: config.host });
+  log.info({ mode: 'standalone', port: config.port, opsPort: config.opsPort }, 'realtime-gateway listening');
+  if (config.publishToken === null) {
+    log.warn({ opsPort: config.opsPort }, 'GATEWAY_PUBLISH_TOKEN is not set: the publish API accepts requests from loopback only');
+  }
+
+  return {
+    shutdown: async (reason) => {
+      if (draining) return;
+      draining = true;
+      armShutdownFuse(config.shutdownGraceMs, log);
+      log.info({ reason }, 'shutting down: draining');
+      const stopAccepting = closeServer(httpServer);
+      await drainConnections(server.io, config.drainMs, log);
+      await stopAccepting;
+      await closers.close();
+    },
+  };
+}
+
+/** Local room inspection for debugging (standalone and per worker). */
+export function roomReport(server: { existingNamespace(site: string): import('socket.io').Namespace | undefined }, site: string, room: string | undefined): unknown {
+  const nsp = server.existingNamespace(site);
+  if (!nsp) return { site, sockets: 0, rooms: {} };
+  if (room !== undefined) {
+    const ids = nsp.adapter.rooms.get(room) ?? new Set<string>();
+    const members = [...ids].map((id) => ({ id, user: (nsp.sockets.get(id)?.data as SocketData | undefined)?.user }));
+    return { site, room, members };
+  }
+  const rooms: Record<string, number> = {};
+  for (const [name, ids] of nsp.adapter.rooms) if (!nsp.sockets.has(name)) rooms[name] = ids.size;
+  return { site, sockets: nsp.sockets.size, rooms };
+}

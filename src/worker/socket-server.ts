@@ -1,0 +1,182 @@
+import type { Server as HttpServer } from 'node:http';
+import { Server, type Namespace, type Socket } from 'socket.io';
+import type { GatewayConfig } from '../config';
+import { AppHandlers } from '../frappe/app-handlers';
+import { authenticate } from '../frappe/auth';
+import type { FrappeBackend, RequestContext } from '../frappe/backend';
+import { joinAutomaticRooms, registerFrappeHandlers, type SocketData } from '../frappe/handlers';
+import type { Metrics } from '../ops/metrics';
+import type { PresenceStore } from '../presence/presence';
+import { errorMessage } from '../shared/errors';
+import type { Logger } from '../shared/logger';
+
+export interface SocketServerDeps {
+  readonly config: GatewayConfig;
+  readonly httpServer: HttpServer;
+  readonly backend: FrappeBackend;
+  readonly presence: PresenceStore;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  /** Socket.IO adapter constructor (Redis adapter in cluster mode; in-memory when omitted). */
+  readonly adapter?: Parameters<Server['adapter']>[0];
+}
+
+export interface SocketServer {
+  readonly io: Server;
+  /** Site namespaces that currently exist in this process. */
+  siteNamespaces(): Iterable<Namespace>;
+  /** The namespace of a site if this process has one; never creates it. */
+  existingNamespace(site: string): Namespace | undefined;
+  connectionCount(): number;
+}
+
+/** What app handlers see on a socket, beyond the Socket.IO API (PROTOCOL.md section 7). */
+interface FrappeSocketApi {
+  user: string;
+  user_type: string;
+  installed_apps: readonly string[];
+  sid: string | undefined;
+  authorization_header: string | undefined;
+  site_name: string;
+  has_permission(doctype: string, name?: string): Promise<void>;
+  frappe_request(path: string, args?: Record<string, unknown>, opts?: { method?: string; headers?: Record<string, string>; body?: string }): Promise<Response>;
+  gateway: {
+    /** Users in a room across every worker and host, de-duplicated. */
+    roomUsers(room: string): Promise<string[]>;
+    /** Sockets in a room across every worker and host. */
+    roomSockets(room: string): Promise<{ id: string; user: string }[]>;
+  };
+}
+
+const SITE_NSP = /^\/[^/]+$/;
+
+export function createSocketServer(deps: SocketServerDeps): SocketServer {
+  const { config, metrics, log, backend, presence } = deps;
+  const io = new Server(deps.httpServer, {
+    path: '/socket.io/',
+    serveClient: false,
+    pingInterval: config.pingIntervalMs,
+    pingTimeout: config.pingTimeoutMs,
+    maxHttpBufferSize: config.maxHttpBufferBytes,
+    cleanupEmptyChildNamespaces: true,
+    cors: { origin: config.corsOrigins.length > 0 ? [...config.corsOrigins] : true, credentials: true },
+  });
+  if (deps.adapter) io.adapter(deps.adapter);
+
+  // The main namespace is not a site: refuse it like any other invalid namespace.
+  io.of('/').use((_socket, next) => next(new Error('Invalid namespace')));
+
+  const appHandlers = new AppHandlers(config.appsPath, log.child({ sub: 'app-handlers' }), metrics);
+  const sites = io.of(SITE_NSP);
+  const pending = new Map<Namespace, number>();
+
+  // A rejected handshake must not leave its dynamic namespace (and adapter
+  // subscriptions) behind: socket.io only removes a child namespace when its
+  // last socket leaves, which never happens if none was accepted.
+  const dropIfUnused = (nsp: Namespace): void => {
+    if (nsp.sockets.size > 0 || (pending.get(nsp) ?? 0) > 0) return;
+    const parent = sites as unknown as { children: Set<Namespace> };
+    const server = io as unknown as { _nsps: Map<string, Namespace> };
+    if (server._nsps.get(nsp.name) !== nsp) return;
+    server._nsps.delete(nsp.name);
+    parent.children.delete(nsp);
+    Promise.resolve(nsp.adapter.close()).catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'adapter close failed'));
+  };
+
+  sites.use((socket, next) => {
+    const nsp = socket.nsp;
+    pending.set(nsp, (pending.get(nsp) ?? 0) + 1);
+    const done = (err?: Error): void => {
+      const n = (pending.get(nsp) ?? 1) - 1;
+      if (n <= 0) pending.delete(nsp);
+      else pending.set(nsp, n);
+      next(err);
+      if (err) dropIfUnused(nsp);
+    };
+    authenticate({ namespace: nsp.name, headers: socket.handshake.headers }, config, backend).then(
+      (outcome) => {
+        if (!outcome.ok) {
+          metrics.connectErrors.inc({ reason: outcome.reason });
+          if (outcome.reason === 'backend') metrics.authRequests.inc({ result: 'error' });
+          done(new Error(outcome.message));
+          return;
+        }
+        metrics.authRequests.inc({ result: outcome.cached ? 'cached' : outcome.info.user === 'Guest' ? 'guest' : 'ok' });
+        const data = socket.data as SocketData;
+        data.site = outcome.site;
+        data.user = outcome.info.user;
+        data.user_type = outcome.info.user_type;
+        const ctx: RequestContext = { site: outcome.site, credential: outcome.credential, origin: outcome.origin };
+        decorate(socket, ctx, outcome.info.installed_apps);
+        done();
+      },
+      (err: unknown) => {
+        metrics.connectErrors.inc({ reason: 'internal' });
+        log.error({ err: errorMessage(err) }, 'auth middleware failed');
+        done(new Error(`Unauthorized: ${errorMessage(err)}`));
+      },
+    );
+  });
+
+  const ctxOf = new WeakMap<Socket, RequestContext>();
+
+  const decorate = (socket: Socket, ctx: RequestContext, installedApps: readonly string[]): void => {
+    ctxOf.set(socket, ctx);
+    const s = socket as unknown as FrappeSocketApi;
+    s.user = (socket.data as SocketData).user;
+    s.user_type = (socket.data as SocketData).user_type;
+    s.installed_apps = installedApps;
+    s.site_name = ctx.site;
+    s.sid = ctx.credential.kind === 'sid' ? ctx.credential.value : undefined;
+    s.authorization_header = ctx.credential.kind === 'authorization' ? ctx.credential.value : undefined;
+    // Frappe's contract: resolves when allowed and never settles otherwise, so
+    // handlers written as `has_permission(...).then(join)` cannot crash on denial.
+    s.has_permission = (doctype, name) =>
+      new Promise<void>((resolve) => {
+        backend.canSubscribe(ctx, doctype, name ?? '').then(
+          (ok) => {
+            if (ok) resolve();
+          },
+          (err: unknown) => log.warn({ doctype, err: errorMessage(err) }, "can't check permissions"),
+        );
+      });
+    s.frappe_request = (path, args, opts) => backend.request(ctx, path, args, opts);
+    s.gateway = {
+      roomSockets: async (room) => {
+        const sockets = await socket.nsp.in(room).fetchSockets();
+        return sockets.map((r) => ({ id: r.id, user: (r.data as SocketData).user }));
+      },
+      roomUsers: async (room) => {
+        const sockets = await socket.nsp.in(room).fetchSockets();
+        return [...new Set(sockets.map((r) => (r.data as SocketData).user))];
+      },
+    };
+  };
+
+  sites.on('connection', (socket: Socket) => {
+    const data = socket.data as SocketData;
+    const ctx = ctxOf.get(socket);
+    if (!ctx) {
+      socket.disconnect(true);
+      return;
+    }
+    metrics.connectionsTotal.inc();
+    metrics.connections.inc({ namespace: data.site });
+    socket.on('disconnect', () => {
+      metrics.connections.dec({ namespace: data.site });
+    });
+    joinAutomaticRooms(socket, data.user, data.user_type);
+    registerFrappeHandlers(socket, ctx, { backend, presence, metrics, log });
+    appHandlers.attach(socket, (socket as unknown as FrappeSocketApi).installed_apps);
+  });
+
+  return {
+    io,
+    siteNamespaces: () => (sites as unknown as { children: Set<Namespace> }).children,
+    existingNamespace: (site) => {
+      const nsp = (io as unknown as { _nsps: Map<string, Namespace> })._nsps.get(`/${site}`);
+      return nsp && nsp.name !== '/' ? nsp : undefined;
+    },
+    connectionCount: () => io.engine.clientsCount,
+  };
+}

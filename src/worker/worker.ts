@@ -1,0 +1,146 @@
+import cluster from 'node:cluster';
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import { hostname } from 'node:os';
+import { createAdapter } from '@socket.io/redis-adapter';
+import { createShardedAdapter } from '@socket.io/redis-adapter';
+import { setupWorker } from '@socket.io/sticky';
+import { Registry } from 'prom-client';
+import type { GatewayConfig } from '../config';
+import { decodeAllSites } from '../consumer/encode';
+import { deliverToAllSites } from '../consumer/local-delivery';
+import { FrappeBackend } from '../frappe/backend';
+import { createMetrics } from '../ops/metrics';
+import { Liveness, RedisPresence } from '../presence/redis-presence';
+import { connectInBackground, createRedisClient, quitClient } from '../redis/connect';
+import { createKeys } from '../redis/keys';
+import { SocketSecret } from '../redis/socket-secret';
+import { roomReport } from '../standalone';
+import { drainConnections } from '../shared/drain';
+import { errorMessage } from '../shared/errors';
+import { asPrimaryMessage, type WorkerToPrimary } from '../shared/ipc';
+import { Closers } from '../shared/lifecycle';
+import type { Logger } from '../shared/logger';
+import { createSocketServer } from './socket-server';
+
+function send(m: WorkerToPrimary): void {
+  if (process.connected) process.send?.(m, undefined, undefined, () => undefined);
+}
+
+/**
+ * A worker: one Socket.IO server behind the primary's sticky balancer, the
+ * Redis adapter between all workers of all hosts, cluster-wide presence.
+ */
+export async function runWorker(config: GatewayConfig, log: Logger): Promise<void> {
+  const redisCfg = config.redis;
+  if (!redisCfg) throw new Error('a worker needs Redis');
+  const nodeId = `${hostname()}-${process.ppid}-w${cluster.worker?.id ?? 0}-${randomBytes(3).toString('hex')}`;
+  const closers = new Closers(log);
+  const keys = createKeys(config.keyPrefix);
+  const registry = new Registry();
+  const metrics = createMetrics(registry, { defaults: true });
+
+  const pub = createRedisClient(redisCfg, { name: `${nodeId}:pub` }, log);
+  const sub = createRedisClient(redisCfg, { name: `${nodeId}:sub`, subscriber: true }, log);
+  const ctl = createRedisClient(redisCfg, { name: `${nodeId}:ctl` }, log);
+  // Lookups that must not wait for a Redis outage to end (auth cache, secret).
+  const fast = createRedisClient(redisCfg, { name: `${nodeId}:fast`, failFast: true }, log);
+  for (const [name, c] of [['pub', pub], ['sub', sub], ['ctl', ctl], ['fast', fast]] as const) {
+    connectInBackground(c, log, name);
+    closers.add(`redis ${name}`, () => quitClient(c));
+  }
+
+  const secret = new SocketSecret(config.socketSecret, fast, log);
+  closers.add('socket secret', () => secret.stop());
+  const backend = new FrappeBackend({
+    backendUrl: config.backendUrl,
+    timeoutMs: config.backendTimeoutMs,
+    flavour: config.permissionFlavour,
+    cacheTtlMs: config.authCacheTtlMs,
+    socketSecret: () => secret.get(),
+    metrics,
+    log: log.child({ sub: 'backend' }),
+    redis: { client: fast, keys },
+  });
+  const liveness = new Liveness(pub, keys, config.presenceTtlMs);
+  const presence = new RedisPresence(pub, keys, nodeId, liveness);
+  // Runs before the Redis clients close: a drained worker leaves the registry at once.
+  closers.add('liveness', () => liveness.remove(nodeId));
+
+  const adapter =
+    config.adapterMode === 'sharded'
+      ? createShardedAdapter(pub, sub, { channelPrefix: keys.adapterPrefix, subscriptionMode: 'dynamic' })
+      : createAdapter(pub, sub, { key: keys.adapterPrefix });
+
+  const httpServer = createServer();
+  // Sticky routing happens per TCP connection: a kept-alive connection (from a
+  // browser's pool or a proxy) could carry another session's request to this
+  // worker. Closing after each HTTP (polling) response makes every request
+  // pass the primary's sid-based routing again. WebSocket upgrades are unaffected.
+  httpServer.prependListener('request', (_req, res) => res.setHeader('Connection', 'close'));
+  const server = createSocketServer({ config, httpServer, backend, presence, metrics, log: log.child({ sub: 'socket' }), adapter });
+  setupWorker(server.io);
+  closers.add('socket.io', () => new Promise<void>((r) => server.io.close(() => r())));
+
+  ctl.on('messageBuffer', (channel: Buffer, message: Buffer) => {
+    if (channel.toString() !== keys.allSitesChannel) return;
+    const m = decodeAllSites(message.toString('utf8'));
+    if (!m) return;
+    metrics.broadcastsReceived.inc({ kind: 'all_sites' });
+    deliverToAllSites(server, m.event, m.message);
+  });
+  ctl.subscribe(keys.allSitesChannel).catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'all-sites subscription failed'));
+
+  const status = (): void => {
+    const redis = pub.status === 'ready' && sub.status === 'ready';
+    metrics.redisUp.set(redis ? 1 : 0);
+    send({ type: 'gw:status', connections: server.connectionCount(), redis });
+    const namespaces: Record<string, number> = {};
+    for (const nsp of server.siteNamespaces()) namespaces[nsp.name.slice(1)] = nsp.sockets.size;
+    if (pub.status === 'ready') {
+      liveness
+        .beat(nodeId, { kind: 'worker', host: hostname(), pid: process.pid, primaryPid: process.ppid, connections: server.connectionCount(), namespaces })
+        .catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'heartbeat failed'));
+    }
+  };
+  const beat = setInterval(status, Math.max(200, Math.floor(config.presenceTtlMs / 3)));
+  closers.add('heartbeat', () => clearInterval(beat));
+  for (const c of [pub, sub]) c.on('ready', status).on('close', status);
+
+  let draining = false;
+  process.on('message', (raw: unknown) => {
+    const m = asPrimaryMessage(raw);
+    if (!m) return;
+    switch (m.type) {
+      case 'gw:metrics':
+        registry.getMetricsAsJSON().then(
+          (body) => send({ type: 'gw:reply', id: m.id, body }),
+          (err: unknown) => send({ type: 'gw:reply', id: m.id, body: { error: errorMessage(err) } }),
+        );
+        break;
+      case 'gw:rooms':
+        send({ type: 'gw:reply', id: m.id, body: roomReport(server, m.site, m.room) });
+        break;
+      case 'gw:drain':
+        if (draining) return;
+        draining = true;
+        drainConnections(server.io, m.drainMs, log)
+          .then(() => closers.close())
+          .then(() => send({ type: 'gw:drained' }))
+          .finally(() => process.exit(0));
+        break;
+    }
+  });
+  // The primary is gone (crash or SIGKILL): nothing will route to us any more.
+  process.on('disconnect', () => {
+    log.warn('primary disconnected, exiting');
+    process.exit(1);
+  });
+  // The primary owns shutdown; a SIGTERM sent to the whole process group must not cut the drain short.
+  process.on('SIGTERM', () => undefined);
+  process.on('SIGINT', () => undefined);
+
+  send({ type: 'gw:hello', nodeId });
+  status();
+  log.info({ nodeId, adapter: config.adapterMode }, 'worker ready');
+}
