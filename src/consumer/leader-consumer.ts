@@ -154,7 +154,7 @@ export class LeaderConsumer {
     metrics.leaderEpoch.set(held.epoch);
     metrics.leaderTransitions.inc({ to: 'leader' });
     let from: number | null = null;
-    let prev = null;
+    let prev: Awaited<ReturnType<BatchPublisher["readProgress"]>>;
     try {
       prev = await this.publisher.readProgress();
       if (prev) {

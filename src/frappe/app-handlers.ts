@@ -34,7 +34,6 @@ export class AppHandlers {
       const file = join(this.appsPath, app, 'realtime', 'handlers.js');
       if (existsSync(file)) {
         try {
-          // eslint-disable-next-line @typescript-eslint/no-require-imports
           const mod: unknown = require(file);
           const fn = typeof mod === 'function' ? mod : (mod as { default?: unknown } | null)?.default;
           if (typeof fn === 'function') {
