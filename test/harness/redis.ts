@@ -269,6 +269,8 @@ export interface RedisClusterHandle {
   servers: RedisServer[];
   /** `redis://127.0.0.1:<port>` of every node. */
   urls: string[];
+  /** GATEWAY_* variables selecting this cluster, for `startGateway({ env })`. */
+  gatewayEnv: Record<string, string>;
   /** A new ioredis Cluster client, disconnected by close(). */
   client(options?: ClusterOptions): Cluster;
   /** Resolves when every running node reports cluster_state:ok. */
@@ -325,6 +327,7 @@ export async function startRedisCluster(options: StartRedisClusterOptions = {}):
     nodes: [],
     servers,
     urls: [],
+    gatewayEnv: {},
     client(clientOptions = {}) {
       if (closing !== undefined) throw new RedisHarnessError('HARNESS_ERR_CLOSED', 'redis cluster: client() after close()');
       const client = quiet(new Cluster(handle.nodes, clientOptions));
@@ -376,6 +379,11 @@ export async function startRedisCluster(options: StartRedisClusterOptions = {}):
     servers.push(...started);
     handle.nodes.push(...started.map((s) => ({ host: s.host, port: s.port })));
     handle.urls.push(...started.map((s) => s.url));
+    Object.assign(handle.gatewayEnv, {
+      GATEWAY_REDIS_MODE: 'cluster',
+      GATEWAY_REDIS_URL: started[0]?.url ?? '',
+      GATEWAY_REDIS_CLUSTER_NODES: handle.nodes.map((n) => `${n.host}:${n.port}`).join(','),
+    });
     await runRedisCli(
       ['--cluster', 'create', ...handle.nodes.map((n) => `${n.host}:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'],
       30_000,
@@ -400,6 +408,8 @@ export interface RedisSentinelHandle {
   sentinel: HostPort & { server: RedisServer };
   /** For ioredis `sentinels:` options. */
   sentinels: HostPort[];
+  /** GATEWAY_* variables selecting this sentinel setup, for `startGateway({ env })`. */
+  gatewayEnv: Record<string, string>;
   /** A new ioredis client that finds the master through the sentinel; disconnected by close(). */
   client(options?: RedisOptions): Redis;
   /** What the sentinel currently reports as master. */
@@ -536,6 +546,13 @@ export async function startRedisSentinel(options: StartRedisSentinelOptions = {}
       replica,
       sentinel: { ...sentinelAddress, server: sentinelServer },
       sentinels: [sentinelAddress],
+      gatewayEnv: {
+        GATEWAY_REDIS_MODE: 'sentinel',
+        // Only so nothing can fall back to a default redis://127.0.0.1:6379; the master is found through the sentinel.
+        GATEWAY_REDIS_URL: master.url,
+        GATEWAY_REDIS_SENTINELS: `${REDIS_HOST}:${sentinelPort}`,
+        GATEWAY_REDIS_SENTINEL_NAME: masterName,
+      },
       client(clientOptions = {}) {
         if (closing !== undefined) throw new RedisHarnessError('HARNESS_ERR_CLOSED', 'redis sentinel: client() after close()');
         const client = quiet(new Redis({ sentinels: [sentinelAddress], name: masterName, ...clientOptions }));

@@ -137,6 +137,8 @@ test('startRedisCluster: three masters with all slots, usable through ioredis Cl
   const scope = withScope(t);
   const cluster = await startRedisCluster({ scope, masters: 3 });
   assert.equal(cluster.nodes.length, 3);
+  assert.equal(cluster.gatewayEnv['GATEWAY_REDIS_MODE'], 'cluster');
+  assert.equal(cluster.gatewayEnv['GATEWAY_REDIS_CLUSTER_NODES'], cluster.nodes.map((n) => `127.0.0.1:${n.port}`).join(','));
   const client = cluster.client();
   // Keys chosen to land on different slots/masters.
   for (const key of ['a', 'b', 'c', 'd', 'e', 'f']) await client.set(key, key.toUpperCase());
@@ -150,6 +152,7 @@ test('startRedisSentinel: the sentinel fails over to the replica when the master
   const scope = withScope(t);
   const sentinel = await startRedisSentinel({ scope });
   assert.equal(sentinel.masterName, 'mymaster');
+  assert.equal(sentinel.gatewayEnv['GATEWAY_REDIS_SENTINELS'], `127.0.0.1:${sentinel.sentinel.port}`);
   assert.deepEqual(await sentinel.currentMaster(), { host: '127.0.0.1', port: sentinel.master.port });
   const client = sentinel.client();
   await client.set('before', '1');
