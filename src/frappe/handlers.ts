@@ -22,7 +22,19 @@ function isName(v: unknown): v is string {
   return typeof v === 'string' && v.length > 0 && v.length <= MAX_ARG;
 }
 
+/**
+ * Joins rooms and resolves once broadcasts to them will reach this process
+ * (in a cluster: once Redis confirmed the room subscriptions).
+ */
+export type JoinRooms = (socket: Socket, rooms: string[]) => Promise<void>;
+
+export const joinLocally: JoinRooms = (socket, rooms) => {
+  socket.join(rooms);
+  return Promise.resolve();
+};
+
 export interface HandlerDeps {
+  readonly join: JoinRooms;
   readonly backend: FrappeBackend;
   readonly presence: PresenceStore;
   readonly metrics: Metrics;
@@ -30,10 +42,10 @@ export interface HandlerDeps {
 }
 
 /** The automatic rooms of PROTOCOL.md section 3. */
-export function joinAutomaticRooms(socket: Socket, user: string, userType: string): void {
+export function automaticRooms(user: string, userType: string): string[] {
   const rooms = [userRoom(user), WEBSITE_ROOM];
   if (userType === 'System User') rooms.push(SYSTEM_USERS_ROOM);
-  socket.join(rooms);
+  return rooms;
 }
 
 /**
@@ -41,21 +53,33 @@ export function joinAutomaticRooms(socket: Socket, user: string, userType: strin
  * counted; a failed permission check joins nothing and answers nothing.
  */
 export function registerFrappeHandlers(socket: Socket, ctx: RequestContext, deps: HandlerDeps): void {
-  const { backend, presence, metrics, log } = deps;
+  const { backend, presence, metrics, log, join } = deps;
   const data = socket.data as SocketData;
 
-  const on = (event: string, arity: 1 | 2, fn: (a: string, b: string) => void | Promise<void>): void => {
+  // Frappe's client sends no acknowledgement callback. Other clients (load
+  // tests, app code) may pass one as the last argument: it is called with
+  // true once the subscription is effective, false when it was refused.
+  const on = (event: string, arity: 1 | 2, fn: (a: string, b: string) => boolean | void | Promise<boolean | void>): void => {
     socket.on(event, (...args: unknown[]) => {
+      const last = args[args.length - 1];
+      const ack = typeof last === 'function' ? (last as (ok: boolean) => void) : undefined;
       const a = args[0];
       const b = args[1];
       if (!isName(a) || (arity === 2 && !isName(b))) {
         metrics.clientEventsRejected.inc({ event });
+        ack?.(false);
         return;
       }
       metrics.clientEvents.inc({ event });
       Promise.resolve()
         .then(() => fn(a, b as string))
-        .catch((err: unknown) => log.warn({ event, err: errorMessage(err) }, 'client event failed'));
+        .then(
+          (r) => ack?.(r !== false),
+          (err: unknown) => {
+            log.warn({ event, err: errorMessage(err) }, 'client event failed');
+            ack?.(false);
+          },
+        );
     });
   };
 
@@ -77,26 +101,28 @@ export function registerFrappeHandlers(socket: Socket, ctx: RequestContext, deps
     nsp.to(openDocRoom(doctype, docname)).emit('doc_viewers', { doctype, docname, users });
   };
 
-  on('doctype_subscribe', 1, async (doctype) => {
-    if (await allowed(doctype)) socket.join(doctypeRoom(doctype));
-  });
+  const joinIfAllowed = async (room: string, doctype: string, docname?: string): Promise<boolean> => {
+    if (!(await allowed(doctype, docname)) || !socket.connected) return false;
+    await join(socket, [room]);
+    return true;
+  };
+
+  on('doctype_subscribe', 1, (doctype) => joinIfAllowed(doctypeRoom(doctype), doctype));
   on('doctype_unsubscribe', 1, (doctype) => socket.leave(doctypeRoom(doctype)));
-  on('doc_subscribe', 2, async (doctype, docname) => {
-    if (await allowed(doctype, docname)) socket.join(docRoom(doctype, docname));
-  });
+  on('doc_subscribe', 2, (doctype, docname) => joinIfAllowed(docRoom(doctype, docname), doctype, docname));
   on('doc_unsubscribe', 2, (doctype, docname) => socket.leave(docRoom(doctype, docname)));
-  on('task_subscribe', 1, (id) => socket.join(taskRoom(id)));
-  on('progress_subscribe', 1, (id) => socket.join(taskRoom(id)));
+  on('task_subscribe', 1, (id) => join(socket, [taskRoom(id)]));
+  on('progress_subscribe', 1, (id) => join(socket, [taskRoom(id)]));
   on('task_unsubscribe', 1, (id) => socket.leave(taskRoom(id)));
 
   on('doc_open', 2, async (doctype, docname) => {
-    if (!(await allowed(doctype, docname)) || !socket.connected) return;
     const room = openDocRoom(doctype, docname);
+    if (!(await joinIfAllowed(room, doctype, docname))) return false;
     data.openDocs ??= new Map();
     data.openDocs.set(room, { doctype, docname });
-    socket.join(room);
     const users = await presence.open({ site: data.site, doctype, docname }, socket.id, data.user);
     notifyViewers(doctype, docname, users, socket.nsp);
+    return true;
   });
   on('doc_close', 2, async (doctype, docname) => {
     const room = openDocRoom(doctype, docname);

@@ -4,7 +4,7 @@ import type { GatewayConfig } from '../config';
 import { AppHandlers } from '../frappe/app-handlers';
 import { authenticate } from '../frappe/auth';
 import type { FrappeBackend, RequestContext } from '../frappe/backend';
-import { joinAutomaticRooms, registerFrappeHandlers, type SocketData } from '../frappe/handlers';
+import { automaticRooms, joinLocally, registerFrappeHandlers, type JoinRooms, type SocketData } from '../frappe/handlers';
 import type { Metrics } from '../ops/metrics';
 import type { PresenceStore } from '../presence/presence';
 import { errorMessage } from '../shared/errors';
@@ -19,6 +19,8 @@ export interface SocketServerDeps {
   readonly log: Logger;
   /** Socket.IO adapter constructor (Redis adapter in cluster mode; in-memory when omitted). */
   readonly adapter?: Parameters<Server['adapter']>[0];
+  /** Resolves once broadcasts to these rooms reach this process (cluster: Redis subscriptions confirmed). */
+  readonly roomsReady?: (nsp: Namespace, rooms: string[]) => Promise<void>;
 }
 
 export interface SocketServer {
@@ -52,6 +54,13 @@ const SITE_NSP = /^\/[^/]+$/;
 
 export function createSocketServer(deps: SocketServerDeps): SocketServer {
   const { config, metrics, log, backend, presence } = deps;
+  const roomsReady = deps.roomsReady;
+  const join: JoinRooms = roomsReady
+    ? async (socket, rooms) => {
+        socket.join(rooms);
+        await roomsReady(socket.nsp, rooms);
+      }
+    : joinLocally;
   const io = new Server(deps.httpServer, {
     path: '/socket.io/',
     serveClient: false,
@@ -108,7 +117,15 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
         data.user_type = outcome.info.user_type;
         const ctx: RequestContext = { site: outcome.site, credential: outcome.credential, origin: outcome.origin };
         decorate(socket, ctx, outcome.info.installed_apps);
-        done();
+        // Joined before the CONNECT acknowledgement: once the client sees
+        // `connect`, events to its automatic rooms reach it.
+        join(socket, automaticRooms(outcome.info.user, outcome.info.user_type)).then(
+          () => done(),
+          (err: unknown) => {
+            log.warn({ err: errorMessage(err) }, 'joining automatic rooms failed');
+            done();
+          },
+        );
       },
       (err: unknown) => {
         metrics.connectErrors.inc({ reason: 'internal' });
@@ -165,8 +182,7 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     socket.on('disconnect', () => {
       metrics.connections.dec({ namespace: data.site });
     });
-    joinAutomaticRooms(socket, data.user, data.user_type);
-    registerFrappeHandlers(socket, ctx, { backend, presence, metrics, log });
+    registerFrappeHandlers(socket, ctx, { join, backend, presence, metrics, log });
     appHandlers.attach(socket, (socket as unknown as FrappeSocketApi).installed_apps);
   });
 

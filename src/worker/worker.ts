@@ -6,6 +6,8 @@ import { createAdapter } from '@socket.io/redis-adapter';
 import { createShardedAdapter } from '@socket.io/redis-adapter';
 import { setupWorker } from '@socket.io/sticky';
 import { Registry } from 'prom-client';
+import type { Namespace } from 'socket.io';
+import type { Adapter } from 'socket.io-adapter';
 import type { GatewayConfig } from '../config';
 import { decodeAllSites } from '../consumer/encode';
 import { deliverToAllSites } from '../consumer/local-delivery';
@@ -67,10 +69,42 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   // Runs before the Redis clients close: a drained worker leaves the registry at once.
   closers.add('liveness', () => liveness.remove(nodeId));
 
-  const adapter =
+  const baseAdapter =
     config.adapterMode === 'sharded'
       ? createShardedAdapter(pub, sub, { channelPrefix: keys.adapterPrefix, subscriptionMode: 'dynamic' })
       : createAdapter(pub, sub, { key: keys.adapterPrefix });
+  // Count what each worker receives from Redis (the scale-invariance figure:
+  // with dynamic shard channels it is only traffic for rooms with local members).
+  // socket.io instantiates it with `new`: a function (not an arrow) returning the adapter.
+  const adapter = function countingAdapter(nsp: Namespace): Adapter {
+    const a = (baseAdapter as (n: Namespace) => Adapter)(nsp);
+    const hooked = a as unknown as { onMessage?: (m: unknown, o?: string) => unknown; onmessage?: (...args: unknown[]) => unknown };
+    if (typeof hooked.onMessage === 'function') {
+      const orig = hooked.onMessage.bind(a);
+      hooked.onMessage = (m, o) => {
+        metrics.broadcastsReceived.inc({ kind: 'adapter' });
+        return orig(m, o);
+      };
+    } else if (typeof hooked.onmessage === 'function') {
+      const orig = hooked.onmessage.bind(a);
+      hooked.onmessage = (...args) => {
+        metrics.broadcastsReceived.inc({ kind: 'adapter' });
+        return orig(...args);
+      };
+    }
+    return a;
+  };
+  // A room is usable once Redis confirmed its subscription. Re-subscribing to
+  // what the adapter just subscribed is idempotent in Redis and, on the same
+  // connection, answers only after the adapter's own request.
+  const roomsReady =
+    config.adapterMode === 'sharded'
+      ? async (nsp: Namespace, rooms: string[]) => {
+          await Promise.all(rooms.map((r) => sub.ssubscribe(`${keys.adapterPrefix}#${nsp.name}#${r}#`)));
+        }
+      : async (nsp: Namespace) => {
+          await sub.psubscribe(`${keys.adapterPrefix}#${nsp.name}#*`);
+        };
 
   const httpServer = createServer();
   // Sticky routing happens per TCP connection: a kept-alive connection (from a
@@ -78,7 +112,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   // worker. Closing after each HTTP (polling) response makes every request
   // pass the primary's sid-based routing again. WebSocket upgrades are unaffected.
   httpServer.prependListener('request', (_req, res) => res.setHeader('Connection', 'close'));
-  const server = createSocketServer({ config, httpServer, backend, presence, metrics, log: log.child({ sub: 'socket' }), adapter });
+  const server = createSocketServer({ config, httpServer, backend, presence, metrics, log: log.child({ sub: 'socket' }), adapter, roomsReady });
   setupWorker(server.io);
   closers.add('socket.io', () => new Promise<void>((r) => server.io.close(() => r())));
 
