@@ -144,6 +144,18 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
 
   supervisor.start();
   const publicServer = createServer();
+  // The sticky balancer routes on the plain-text request line (Engine.IO sid),
+  // so TLS has to be terminated in front of the gateway. A TLS ClientHello
+  // (first byte 0x16) gets a clear log line instead of an unexplained failure.
+  const tlsLog = new RateLimitedLog(log.child({ sub: 'sticky' }), 60_000);
+  publicServer.prependListener('connection', (socket) => {
+    socket.once('data', (chunk: Buffer) => {
+      if (chunk[0] !== 0x16) return;
+      metrics.connectErrors.inc({ reason: 'tls_not_terminated' });
+      tlsLog.warn('tls', { remote: socket.remoteAddress }, 'TLS handshake on the Socket.IO port: terminate TLS before the gateway (nginx, ingress, load balancer)');
+      socket.destroy();
+    });
+  });
   setupMaster(publicServer, { loadBalancingMethod: 'least-connection' });
   await listen(publicServer, config.port, config.host);
   await ops.listen({ port: config.opsPort, host: config.host });
