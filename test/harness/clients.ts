@@ -139,7 +139,9 @@ export function waitForEvent<T = unknown>(socket: Socket, event: string, options
     socket.on(event, listener);
     cleanup = () => socket.off(event, listener);
   });
-  return withTimeout(settled, options.timeoutMs ?? DEFAULT_TIMEOUT_MS, `event ${JSON.stringify(event)} on ${nspOf(socket)}`).finally(() => cleanup());
+  return withTimeout(settled, options.timeoutMs ?? DEFAULT_TIMEOUT_MS, `event ${JSON.stringify(event)} on ${nspOf(socket)}`).finally(() =>
+    cleanup(),
+  );
 }
 
 export interface RecordedEvent {
@@ -197,7 +199,11 @@ export class EventRecorder {
       this.arrivals.on('event', onEvent);
       cleanup = () => this.arrivals.off('event', onEvent);
     });
-    return withTimeout(arrival, timeoutMs, () => `event ${JSON.stringify(event)} on ${nspOf(this.socket)}; received so far: ${this.summary()}`).finally(() => cleanup());
+    return withTimeout(
+      arrival,
+      timeoutMs,
+      () => `event ${JSON.stringify(event)} on ${nspOf(this.socket)}; received so far: ${this.summary()}`,
+    ).finally(() => cleanup());
   }
 
   /** Resolves with the first argument of the first matching event, including ones already received. */
@@ -216,7 +222,11 @@ export class EventRecorder {
       this.arrivals.on('event', onEvent);
       cleanup = () => this.arrivals.off('event', onEvent);
     });
-    return withTimeout(enough, timeoutMs, () => `${n} x ${JSON.stringify(event)} on ${nspOf(this.socket)}, got ${this.count(event, predicate)}`).finally(() => cleanup());
+    return withTimeout(
+      enough,
+      timeoutMs,
+      () => `${n} x ${JSON.stringify(event)} on ${nspOf(this.socket)}, got ${this.count(event, predicate)}`,
+    ).finally(() => cleanup());
   }
 
   clear(): void {

@@ -238,7 +238,14 @@ export async function startFakeFrappe(options: StartFakeFrappeOptions = {}): Pro
           for (const [key, value] of new URLSearchParams(body)) query[key] = value;
         }
       }
-      const recorded: RecordedRequest = { method: req.method ?? 'GET', path: url.pathname, query, headers: req.headers, body, at: Date.now() };
+      const recorded: RecordedRequest = {
+        method: req.method ?? 'GET',
+        path: url.pathname,
+        query,
+        headers: req.headers,
+        body,
+        at: Date.now(),
+      };
       requests.push(recorded);
       arrivals.emit('request', recorded);
       const latency = fake.latencyMs;

@@ -286,21 +286,20 @@ export async function startGateway(options: StartGatewayOptions = {}): Promise<G
         if (outputClosed) closedListener();
         else outputClosedListeners.add(closedListener);
       });
-      return withTimeout(waiting, timeoutMs, () => `gateway log line matching ${String(matcher)}; last log lines:\n${tail(logs)}`).finally(() => {
-        if (lineListener !== undefined) lineListeners.delete(lineListener);
-        if (closedListener !== undefined) outputClosedListeners.delete(closedListener);
-      });
-    },
-    async ready(timeoutMs = options.readyTimeoutMs ?? READY_TIMEOUT_MS) {
-      await pollUntil(
-        async () => ((await httpRequest(`${opsUrl}/readyz`, { timeoutMs: 1000 })).status === 200 ? true : undefined),
-        {
-          timeoutMs,
-          intervalMs: READY_POLL_MS,
-          description: () => `gateway ${opsUrl}/readyz to answer 200; last log lines:\n${tail(logs)}`,
-          failIf: exitedError,
+      return withTimeout(waiting, timeoutMs, () => `gateway log line matching ${String(matcher)}; last log lines:\n${tail(logs)}`).finally(
+        () => {
+          if (lineListener !== undefined) lineListeners.delete(lineListener);
+          if (closedListener !== undefined) outputClosedListeners.delete(closedListener);
         },
       );
+    },
+    async ready(timeoutMs = options.readyTimeoutMs ?? READY_TIMEOUT_MS) {
+      await pollUntil(async () => ((await httpRequest(`${opsUrl}/readyz`, { timeoutMs: 1000 })).status === 200 ? true : undefined), {
+        timeoutMs,
+        intervalMs: READY_POLL_MS,
+        description: () => `gateway ${opsUrl}/readyz to answer 200; last log lines:\n${tail(logs)}`,
+        failIf: exitedError,
+      });
     },
     async readyz() {
       const res = await httpRequest(`${opsUrl}/readyz`, { timeoutMs: 2000 });
@@ -309,7 +308,8 @@ export async function startGateway(options: StartGatewayOptions = {}): Promise<G
     cluster: () => getJson('/api/v1/cluster'),
     async metrics() {
       const res = await httpRequest(`${opsUrl}/metrics`);
-      if (res.status !== 200) throw new GatewayHarnessError('HARNESS_ERR_HTTP', `GET /metrics answered ${res.status}: ${res.body.slice(0, 500)}`);
+      if (res.status !== 200)
+        throw new GatewayHarnessError('HARNESS_ERR_HTTP', `GET /metrics answered ${res.status}: ${res.body.slice(0, 500)}`);
       return res.body;
     },
     async metricValue(name, labels) {

@@ -138,7 +138,7 @@ export async function spawnManaged(command: string, args: readonly string[], opt
     // events.once rejects when 'error' fires first (e.g. ENOENT).
     await once(proc, 'spawn');
   } catch (err) {
-    throw new Error(`failed to spawn ${command}: ${err instanceof Error ? err.message : String(err)}`);
+    throw new Error(`failed to spawn ${command}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
   if (proc.pid === undefined) throw new Error(`failed to spawn ${command}: no pid`);
   const pid = proc.pid;

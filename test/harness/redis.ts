@@ -95,13 +95,20 @@ async function launch(spec: LaunchSpec): Promise<ManagedProcess> {
 
 function baseServerArgs(port: number, dir: string, logFile: string): string[] {
   return [
-    '--port', String(port),
-    '--bind', REDIS_HOST,
-    '--save', '',
-    '--appendonly', 'no',
-    '--daemonize', 'no',
-    '--dir', dir,
-    '--logfile', logFile,
+    '--port',
+    String(port),
+    '--bind',
+    REDIS_HOST,
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--daemonize',
+    'no',
+    '--dir',
+    dir,
+    '--logfile',
+    logFile,
   ];
 }
 
@@ -167,7 +174,8 @@ async function createServer(internals: ServerInternals, scope: Scope | undefined
     port: spec.port,
     url: `redis://${REDIS_HOST}:${spec.port}`,
     get pid() {
-      if (proc === undefined) throw new RedisHarnessError('HARNESS_ERR_REDIS_NOT_RUNNING', `${spec.label} on port ${spec.port} is not running`);
+      if (proc === undefined)
+        throw new RedisHarnessError('HARNESS_ERR_REDIS_NOT_RUNNING', `${spec.label} on port ${spec.port} is not running`);
       return proc.pid;
     },
     get running() {
@@ -351,7 +359,11 @@ export async function startRedisCluster(options: StartRedisClusterOptions = {}):
         clients.clear();
         const results = await Promise.allSettled(servers.map((server) => server.close()));
         const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-        if (failed.length > 0) throw new AggregateError(failed.map((f) => f.reason as unknown), 'redis cluster: close failed');
+        if (failed.length > 0)
+          throw new AggregateError(
+            failed.map((f) => f.reason as unknown),
+            'redis cluster: close failed',
+          );
       })();
       return closing;
     },
@@ -368,10 +380,14 @@ export async function startRedisCluster(options: StartRedisClusterOptions = {}):
           port,
           label: `redis cluster node ${i}`,
           args: [
-            '--cluster-enabled', 'yes',
-            '--cluster-config-file', 'nodes.conf',
-            '--cluster-port', String(busPort),
-            '--cluster-node-timeout', String(nodeTimeoutMs),
+            '--cluster-enabled',
+            'yes',
+            '--cluster-config-file',
+            'nodes.conf',
+            '--cluster-port',
+            String(busPort),
+            '--cluster-node-timeout',
+            String(nodeTimeoutMs),
           ],
         });
       }),
@@ -443,7 +459,12 @@ async function sentinelSeesTopology(sentinelPort: number, masterName: string, re
   return replicas.some((entry) => {
     const r = pairsToRecord(entry);
     const flags = (r['flags'] ?? '').split(',');
-    return r['port'] === String(replicaPort) && flags.includes('slave') && !flags.some((f) => f.endsWith('_down') || f === 'disconnected') && r['master-link-status'] === 'ok';
+    return (
+      r['port'] === String(replicaPort) &&
+      flags.includes('slave') &&
+      !flags.some((f) => f.endsWith('_down') || f === 'disconnected') &&
+      r['master-link-status'] === 'ok'
+    );
   });
 }
 
@@ -472,7 +493,11 @@ export async function startRedisSentinel(options: StartRedisSentinelOptions = {}
       results.push(...(await Promise.allSettled([server.close()])));
     }
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed.length > 0) throw new AggregateError(failed.map((f) => f.reason as unknown), 'redis sentinel: close failed');
+    if (failed.length > 0)
+      throw new AggregateError(
+        failed.map((f) => f.reason as unknown),
+        'redis sentinel: close failed',
+      );
   };
   const closeOnce = (): Promise<void> => {
     closing ??= closeAll();
@@ -574,11 +599,13 @@ export async function startRedisSentinel(options: StartRedisSentinelOptions = {}
           resolveWaiter = resolve;
           waiters.push(resolve);
         });
-        return withTimeout(next, timeoutMs, () => `+switch-master for ${masterName}; sentinel log:\n${logTail(sentinelLog)}`).catch((err: unknown) => {
-          const index = resolveWaiter === undefined ? -1 : waiters.indexOf(resolveWaiter);
-          if (index >= 0) waiters.splice(index, 1);
-          throw err;
-        });
+        return withTimeout(next, timeoutMs, () => `+switch-master for ${masterName}; sentinel log:\n${logTail(sentinelLog)}`).catch(
+          (err: unknown) => {
+            const index = resolveWaiter === undefined ? -1 : waiters.indexOf(resolveWaiter);
+            if (index >= 0) waiters.splice(index, 1);
+            throw err;
+          },
+        );
       },
       close: closeOnce,
     };

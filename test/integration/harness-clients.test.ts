@@ -98,8 +98,14 @@ test('EventRecorder keeps arrival order and finds events received before waitFor
   assert.deepEqual(await recorder.waitFor('list_update', (p) => (p as { n: number }).n === 3), { n: 3 });
   assert.deepEqual(await recorder.waitFor('list_update'), { n: 1 });
   assert.equal(recorder.count('list_update'), 2);
-  assert.equal(recorder.count('list_update', (p) => (p as { n: number }).n > 1), 1);
-  assert.deepEqual(recorder.events.map((r) => r.event), ['list_update', 'doc_update', 'list_update']);
+  assert.equal(
+    recorder.count('list_update', (p) => (p as { n: number }).n > 1),
+    1,
+  );
+  assert.deepEqual(
+    recorder.events.map((r) => r.event),
+    ['list_update', 'doc_update', 'list_update'],
+  );
   assert.ok(recorder.events.every((r, i, all) => i === 0 || r.seq > (all[i - 1]?.seq ?? 0)));
   setImmediate(() => nsp.to('website').emit('progress', 1));
   assert.equal(await waitForEvent(socket, 'progress', { filter: (v) => v === 1 }), 1);
@@ -128,7 +134,10 @@ test('assertNotReceived: passes once a later marker arrives, fails if the event 
   assert.equal(targetRec.count(BARRIER_EVENT), 1);
 
   nsp.to('user:sid=target').emit('list_update', { leaked: true });
-  await assert.rejects(assertNotReceived([targetRec, witnessRec], 'list_update', (p) => (p as { leaked?: boolean }).leaked === true, { sendMarker }), /received "list_update" but must not have/);
+  await assert.rejects(
+    assertNotReceived([targetRec, witnessRec], 'list_update', (p) => (p as { leaked?: boolean }).leaked === true, { sendMarker }),
+    /received "list_update" but must not have/,
+  );
 
   await barrier([targetRec, witnessRec], { sendMarker });
   assert.equal(witnessRec.count(BARRIER_EVENT), 3);

@@ -112,7 +112,10 @@ test('fake Frappe answers every endpoint and records the forwarded headers', asy
   assert.equal(notJson.status, 200);
   assert.throws(() => JSON.parse(notJson.body) as unknown);
   frappe.setFailure('sid-ana', 'hang');
-  await assert.rejects(httpRequest(`${frappe.url}/api/method/frappe.realtime.get_user_info`, { headers: ana, timeoutMs: 200 }), /no response/);
+  await assert.rejects(
+    httpRequest(`${frappe.url}/api/method/frappe.realtime.get_user_info`, { headers: ana, timeoutMs: 200 }),
+    /no response/,
+  );
   // Failures target get_user_info only unless told otherwise.
   assert.equal((await get(`${hp}?doctype=ToDo&name=T-1`, ana)).status, 200);
   frappe.setFailure('sid-ana', null);

@@ -24,7 +24,12 @@ test('fixtures keep non-ASCII as \\u escapes and include a no-room publish', () 
 
 test('frappeJson reproduces the PROTOCOL.md section 2 example', () => {
   assert.equal(
-    frappeJson({ room: 'doctype:ToDo', namespace: 'site1.local', message: { user: 'Administrator', name: 'abc123', doctype: 'ToDo' }, event: 'list_update' }),
+    frappeJson({
+      room: 'doctype:ToDo',
+      namespace: 'site1.local',
+      message: { user: 'Administrator', name: 'abc123', doctype: 'ToDo' },
+      event: 'list_update',
+    }),
     PROTOCOL_EXAMPLE,
   );
 });
@@ -43,7 +48,21 @@ test('frappeJson: control characters and DEL are escaped like ensure_ascii', () 
 });
 
 test('frappeJson: floats use Python repr, integral numbers are ints', () => {
-  const floats = [0.5, -2.25, 1e-5, 0.0001, 1.5e-7, pyFloat(1e16), pyFloat(1e15), 123456789012345.6, pyFloat(1.7976931348623157e308), 5e-324, 0.1, pyFloat(1e22), -1e-7];
+  const floats = [
+    0.5,
+    -2.25,
+    1e-5,
+    0.0001,
+    1.5e-7,
+    pyFloat(1e16),
+    pyFloat(1e15),
+    123456789012345.6,
+    pyFloat(1.7976931348623157e308),
+    5e-324,
+    0.1,
+    pyFloat(1e22),
+    -1e-7,
+  ];
   assert.equal(
     frappeJson(floats),
     '[\n 0.5,\n -2.25,\n 1e-05,\n 0.0001,\n 1.5e-07,\n 1e+16,\n 1000000000000000.0,\n 123456789012345.6,\n 1.7976931348623157e+308,\n 5e-324,\n 0.1,\n 1e+22,\n -1e-07\n]',
