@@ -8,7 +8,7 @@ import type { Logger } from '../shared/logger';
 import { encodeAllSites, encodeRoomBroadcast } from './encode';
 import type { Intake } from './intake';
 import { Lease, type Held } from './lease';
-import { BatchPublisher, FencedError, formatProgress, type BatchItem } from './publisher';
+import { BatchPublisher, FencedError, formatProgress, type BatchItem, type Progress } from './publisher';
 import { EventRing } from './ring';
 
 /** Digests of the last broadcast events recorded as progress; enough to make a repeated sequence unlikely. */
@@ -53,6 +53,8 @@ export class LeaderConsumer {
   private readonly publisher: BatchPublisher;
   private held: Held | null = null;
   private cursor = 0;
+  /** Progress value the next batch expects to find in Redis (compare-and-set). */
+  private lastProgress = '';
   private aligning = false;
   private inflight = 0;
   private flushScheduled = false;
@@ -154,9 +156,11 @@ export class LeaderConsumer {
     metrics.leaderEpoch.set(held.epoch);
     metrics.leaderTransitions.inc({ to: 'leader' });
     let from: number | null = null;
-    let prev: Awaited<ReturnType<BatchPublisher["readProgress"]>>;
+    let prev: Progress | null;
     try {
-      prev = await this.publisher.readProgress();
+      const read = await this.publisher.readProgress();
+      prev = read.progress;
+      this.lastProgress = read.raw;
       if (prev) {
         const deadline = performance.now() + ALIGN_RETRY_MS;
         from = this.ring.align(prev.digests);
@@ -219,11 +223,13 @@ export class LeaderConsumer {
       const last = Math.min(this.ring.end, first + BATCH_MAX) - 1;
       const items = this.encodeRange(first, last);
       const progress = formatProgress({ epoch: held.epoch, digests: this.ring.tail(last, PROGRESS_DIGESTS) });
+      const expected = this.lastProgress;
+      this.lastProgress = progress;
       this.cursor = last + 1;
       this.inflight++;
       const started = performance.now();
       const receivedAt = this.ring.get(first)?.at ?? started;
-      this.publisher.publish(held.token, items, progress).then(
+      this.publisher.publish(held.token, items, expected, progress).then(
         () => {
           this.inflight--;
           this.d.metrics.publishToEmit.observe((performance.now() - receivedAt) / 1000);

@@ -5,22 +5,27 @@ import type { Publication } from './encode';
 // One batch = the broadcasts plus the leader's progress, applied atomically
 // and only while the caller still holds the lease (fencing). A crash either
 // before or after the script leaves progress consistent with what was sent,
-// which is what makes takeover replay exactly-once.
-// ARGV: token, progress, n, then n triples (command, channel, payload).
+// which is what makes takeover replay exactly-once. The progress write is a
+// compare-and-set on the previous batch's progress: a batch that already ran
+// (ioredis re-sends commands whose reply was lost in a reconnect) is skipped.
+// ARGV: token, expected previous progress, new progress, n, then n triples
+// (command, channel, payload). Returns -1 fenced, -2 already applied.
 const PUBLISH_BATCH = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local n = tonumber(ARGV[3])
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then return -2 end
+local n = tonumber(ARGV[4])
 for i = 0, n - 1 do
-  local b = 4 + i * 3
+  local b = 5 + i * 3
   redis.call(ARGV[b], ARGV[b + 1], ARGV[b + 2])
 end
-redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
 return n`;
 // Redis Cluster: shard channels live in other slots than the lease, so the
 // broadcasts cannot share the script; the fenced progress write follows them.
 const FENCED_PROGRESS = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-redis.call('SET', KEYS[2], ARGV[2])
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then return -2 end
+redis.call('SET', KEYS[2], ARGV[3])
 return 1`;
 const FENCE_CHECK = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
@@ -28,7 +33,7 @@ return 1`;
 
 type Scripted = RedisClient & {
   gwPublishBatch(lease: string, progress: string, ...args: (string | Buffer | number)[]): Promise<number>;
-  gwFencedProgress(lease: string, progress: string, token: string, value: string): Promise<number>;
+  gwFencedProgress(lease: string, progress: string, token: string, expected: string, value: string): Promise<number>;
   gwFenceCheck(lease: string, token: string): Promise<number>;
 };
 
@@ -63,22 +68,30 @@ export class BatchPublisher {
     client.defineCommand('gwFenceCheck', { numberOfKeys: 1, lua: FENCE_CHECK });
   }
 
-  async publish(token: string, items: readonly BatchItem[], progress: string): Promise<void> {
+  /**
+   * Applies one batch; `expected` is the progress value the previous batch
+   * wrote (or the one read at takeover). Resolves 'applied' or
+   * 'already-applied'; rejects with FencedError when the lease is lost.
+   */
+  async publish(token: string, items: readonly BatchItem[], expected: string, progress: string): Promise<'applied' | 'already-applied'> {
     if (!this.clusterMode) {
-      const args: (string | Buffer | number)[] = [token, progress, items.length];
+      const args: (string | Buffer | number)[] = [token, expected, progress, items.length];
       for (const it of items) args.push(it.command, it.channel, it.payload);
       const r = await this.c.gwPublishBatch(this.keys.leaderLease, this.keys.leaderProgress, ...args);
       if (r === -1) throw new FencedError();
-      return;
+      return r === -2 ? 'already-applied' : 'applied';
     }
     if ((await this.c.gwFenceCheck(this.keys.leaderLease, token)) === -1) throw new FencedError();
     await Promise.all(items.map((it) => (it.command === 'SPUBLISH' ? this.c.spublish(it.channel, it.payload) : this.c.publish(it.channel, it.payload))));
-    if ((await this.c.gwFencedProgress(this.keys.leaderLease, this.keys.leaderProgress, token, progress)) === -1) throw new FencedError();
+    const r = await this.c.gwFencedProgress(this.keys.leaderLease, this.keys.leaderProgress, token, expected, progress);
+    if (r === -1) throw new FencedError();
+    return r === -2 ? 'already-applied' : 'applied';
   }
 
-  async readProgress(): Promise<Progress | null> {
-    const v = await this.c.get(this.keys.leaderProgress);
-    return v ? parseProgress(v) : null;
+  /** The raw progress value ('' when none) and its parsed form. */
+  async readProgress(): Promise<{ raw: string; progress: Progress | null }> {
+    const v = (await this.c.get(this.keys.leaderProgress)) ?? '';
+    return { raw: v, progress: v ? parseProgress(v) : null };
   }
 }
 
