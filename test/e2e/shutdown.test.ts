@@ -1,0 +1,59 @@
+/**
+ * SIGTERM on the real binary (DESIGN.md "Shutdown"): readiness goes false,
+ * clients are disconnected at the transport level (so socket.io-client
+ * reconnects by itself, to another node), and the process exits 0 within the
+ * grace period. Run for standalone and for a primary with workers.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { connectClient, pollUntil, startFakeFrappe, startGateway, startRedis, waitConnect, withScope, type Scope } from '../harness';
+
+const SITE = 'site1.local';
+
+async function backend(scope: Scope) {
+  const frappe = await startFakeFrappe({ scope });
+  frappe.addSession('sid-ana', { user: 'ana@example.com', user_type: 'System User' });
+  return frappe;
+}
+
+for (const topology of ['standalone', 'cluster'] as const) {
+  describe(`SIGTERM drains and exits (${topology})`, () => {
+    test('readiness turns 503 with "draining", clients get a transport close, exit code 0', async (t) => {
+      const scope = withScope(t);
+      const frappe = await backend(scope);
+      const redis = topology === 'cluster' ? await startRedis({ scope }) : undefined;
+      const gw = await startGateway({
+        scope,
+        backendUrl: frappe.url,
+        defaultSite: SITE,
+        ...(redis ? { redisUrl: redis.url, workers: 2 } : {}),
+        // Long enough to observe the draining state, far below the grace period.
+        logLevel: 'info',
+        extraEnv: { GATEWAY_DRAIN_MS: '1500', GATEWAY_SHUTDOWN_GRACE_MS: '10000' },
+      });
+      const clients = Array.from({ length: 6 }, (_, i) =>
+        connectClient(gw.url, SITE, { scope, cookie: 'sid-ana', transports: i % 2 === 0 ? ['websocket'] : ['polling'] }),
+      );
+      await Promise.all(clients.map((c) => waitConnect(c)));
+      const reasons = clients.map((c) => new Promise<string>((resolve) => c.once('disconnect', (reason) => resolve(reason))));
+
+      gw.signal('SIGTERM');
+      const draining = await pollUntil(
+        async () => {
+          const r = await gw.readyz();
+          return r.status === 503 ? r : undefined;
+        },
+        { timeoutMs: 5000, intervalMs: 20, description: 'readyz to answer 503 while draining' },
+      );
+      const body = typeof draining.body === 'string' ? (JSON.parse(draining.body) as Record<string, unknown>) : (draining.body as Record<string, unknown>);
+      assert.equal(body.draining, true);
+
+      const got = await Promise.all(reasons);
+      // "transport close" (not "io server disconnect"): the client reconnects by itself.
+      for (const r of got) assert.equal(r, 'transport close');
+      const exit = await gw.exited;
+      assert.equal(exit.code, 0, `clean exit, got ${JSON.stringify(exit)}`);
+      assert.ok(gw.logs.some((l) => l.includes('shutdown complete')), 'logged completion');
+    });
+  });
+}
