@@ -18,6 +18,7 @@ import { errorMessage } from '../shared/errors';
 import { closeServer, listen } from '../shared/http';
 import { Closers, armShutdownFuse } from '../shared/lifecycle';
 import { RateLimitedLog, type Logger } from '../shared/logger';
+import { stopReadingOnHandoff } from './sticky-handoff';
 import { Supervisor } from './supervisor';
 
 const HEALTH_PING_TIMEOUT_MS = 1000;
@@ -156,6 +157,7 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
       socket.destroy();
     });
   });
+  stopReadingOnHandoff(publicServer);
   setupMaster(publicServer, { loadBalancingMethod: 'least-connection' });
   await listen(publicServer, config.port, config.host);
   await ops.listen({ port: config.opsPort, host: config.host });
