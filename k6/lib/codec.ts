@@ -68,15 +68,7 @@ const ENGINE_IO_CODES: Readonly<Record<EngineIoPacketType, string>> = {
   noop: '6',
 };
 
-const ENGINE_IO_TYPES: readonly EngineIoPacketType[] = [
-  'open',
-  'close',
-  'ping',
-  'pong',
-  'message',
-  'upgrade',
-  'noop',
-];
+const ENGINE_IO_TYPES: readonly EngineIoPacketType[] = ['open', 'close', 'ping', 'pong', 'message', 'upgrade', 'noop'];
 
 /** Record separator between packets of a long-polling payload. */
 export const PAYLOAD_SEPARATOR = '\x1e';
@@ -210,14 +202,7 @@ export interface ConnectErrorPacket {
 export type SocketIoPacket = ConnectPacket | DisconnectPacket | EventPacket | AckPacket | ConnectErrorPacket;
 
 /** Event names the Socket.IO libraries reserve; a packet carrying one is invalid. */
-const RESERVED_EVENTS: readonly string[] = [
-  'connect',
-  'connect_error',
-  'disconnect',
-  'disconnecting',
-  'newListener',
-  'removeListener',
-];
+const RESERVED_EVENTS: readonly string[] = ['connect', 'connect_error', 'disconnect', 'disconnecting', 'newListener', 'removeListener'];
 
 /** Frappe's client connects to `/<site>`; `/` stays `/`. */
 export function namespaceFor(site: string): string {

@@ -19,13 +19,7 @@ import * as metrics from './metrics.ts';
 
 /** Why a socket ended. `client` is the only expected one. */
 export type CloseCause =
-  | 'client'
-  | 'connect_error'
-  | 'connect_timeout'
-  | 'ws_error'
-  | 'server_disconnect'
-  | 'transport_close'
-  | 'ping_timeout';
+  'client' | 'connect_error' | 'connect_timeout' | 'ws_error' | 'server_disconnect' | 'transport_close' | 'ping_timeout';
 
 export interface SocketOutcome {
   connected: boolean;
@@ -66,6 +60,10 @@ function logLimited(message: string): void {
   logsWritten += 1;
   console.warn(logsWritten === MAX_LOGS_PER_VU ? `${message} (further messages of this VU suppressed)` : message);
 }
+
+/** readyState values (numbers, in case a k6 build lacks the static constants). */
+const WS_CONNECTING = 0;
+const WS_OPEN = 1;
 
 const DISCONNECT_CAUSES: Readonly<Record<DisconnectReason, CloseCause>> = {
   'io server disconnect': 'server_disconnect',
@@ -182,9 +180,12 @@ export class FrappeSocket {
   /** Runs `fn` once after `ms`, unless the socket has finished by then. */
   after(ms: number, fn: () => void): void {
     if (this.finished) return;
-    const id = setTimeout(() => {
-      if (!this.finished) fn();
-    }, Math.max(0, ms));
+    const id = setTimeout(
+      () => {
+        if (!this.finished) fn();
+      },
+      Math.max(0, ms),
+    );
     this.timeouts.push(id);
   }
 
@@ -212,7 +213,7 @@ export class FrappeSocket {
   }
 
   private send(frame: string): void {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(frame);
+    if (this.ws.readyState === WS_OPEN) this.ws.send(frame);
   }
 
   private wireSession(): void {
@@ -256,11 +257,14 @@ export class FrappeSocket {
     if (this.pingWatchdog !== undefined) clearTimeout(this.pingWatchdog);
     const left = this.session.msUntilPingTimeout();
     if (left === undefined || this.finished) return;
-    this.pingWatchdog = setTimeout(() => {
-      this.pingWatchdog = undefined;
-      if (this.session.checkPingTimeout()) metrics.pingTimeouts.add(1);
-      else this.armPingWatchdog();
-    }, Math.max(0, left) + 50);
+    this.pingWatchdog = setTimeout(
+      () => {
+        this.pingWatchdog = undefined;
+        if (this.session.checkPingTimeout()) metrics.pingTimeouts.add(1);
+        else this.armPingWatchdog();
+      },
+      Math.max(0, left) + 50,
+    );
   }
 
   private clearConnectTimer(): void {
@@ -294,8 +298,14 @@ export class FrappeSocket {
         if (this.pendingFrappePingAt !== undefined) metrics.pongReceived.add(false);
       }
     }
-    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) {
-      this.ws.close();
+    if (this.ws.readyState === WS_OPEN || this.ws.readyState === WS_CONNECTING) {
+      try {
+        this.ws.close();
+      } catch (err) {
+        // Closing a socket that is still connecting may be refused; the
+        // outcome is recorded either way.
+        logLimited(`closing the websocket failed: ${String(err)}`);
+      }
     }
 
     const outcome: SocketOutcome = {

@@ -13,9 +13,6 @@ export function checkHeldSocket(outcome: SocketOutcome): void {
     'closed by the client': (o) => o.cause === 'client',
     // Server pings prove the connection was really alive, not just open.
     'server pings answered while held': (o) =>
-      !o.connected ||
-      o.pingIntervalMs === undefined ||
-      o.lifetimeMs < o.pingIntervalMs + PING_SLACK_MS ||
-      o.pings > 0,
+      !o.connected || o.pingIntervalMs === undefined || o.lifetimeMs < o.pingIntervalMs + PING_SLACK_MS || o.pings > 0,
   });
 }

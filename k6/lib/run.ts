@@ -7,12 +7,7 @@ import { summaryOutputs } from './summary.ts';
 import type { SummaryData } from './summary.ts';
 
 /** `handleSummary` body: text on stdout and `<SUMMARY_DIR>/<scenario>-summary.{txt,json}`. */
-export function writeSummary(
-  scenario: string,
-  data: SummaryData,
-  dir: string,
-  config: Record<string, unknown>,
-): Record<string, string> {
+export function writeSummary(scenario: string, data: SummaryData, dir: string, config: Record<string, unknown>): Record<string, string> {
   return summaryOutputs(data, { scenario, dir, config });
 }
 

@@ -31,7 +31,7 @@ const limits = readThresholdSettings(env, {
 // Each iteration is busy for about connect time + HOLD; size the VU pool for that.
 const busySeconds = (HOLD_MS + Math.min(target.connectTimeoutMs, 2000)) / 1000;
 const PRE_ALLOCATED_VUS = env.int('VUS', Math.max(5, Math.ceil(RATE * busySeconds * 1.2)), 1);
-const MAX_VUS = env.int('MAX_VUS', Math.max(PRE_ALLOCATED_VUS, Math.ceil(RATE * (HOLD_MS + target.connectTimeoutMs) / 1000) + 5), 1);
+const MAX_VUS = env.int('MAX_VUS', Math.max(PRE_ALLOCATED_VUS, Math.ceil((RATE * (HOLD_MS + target.connectTimeoutMs)) / 1000) + 5), 1);
 env.done();
 
 export const options: Options = {

@@ -118,7 +118,8 @@ export function setup(): SetupData {
   });
   if (res.status < 200 || res.status >= 300) {
     exec.test.abort(
-      `publish API ${publishTarget.url} answered ${res.status} ${res.error}: check OPS_URL and PUBLISH_TOKEN`,
+      `publish API ${publishTarget.url} answered ${res.status}${res.error === '' ? '' : ` (${res.error})`}: ` +
+        'check OPS_URL and PUBLISH_TOKEN',
     );
   }
   return { runId };
