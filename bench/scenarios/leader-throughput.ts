@@ -1,0 +1,78 @@
+/**
+ * leader-throughput: steps the rate of targeted events (user rooms) through a
+ * one-host cluster and reports the highest rate sustained with zero loss
+ * (and a bounded p99), with every process's share of a core at each step so
+ * the limit is visible: leader primary, workers, redis, generators, machine.
+ */
+import { flagList, flagNumber, fmt, makeClients, measure, printTable, startEnv, userRooms, warmUp, type Flags, type RunResult } from '../lib/common';
+import { LoadGen } from '../lib/loadgen';
+import { Publisher } from '../lib/publisher';
+import { SITE, startGatewayTarget } from '../lib/topology';
+
+export async function leaderThroughput(flags: Flags): Promise<unknown> {
+  const n = flags.clients;
+  const w = flagNumber(flags, 'workers', 2);
+  const rates = flagList(flags, 'rates', ['2000', '4000', '6000', '8000', '10000', '12000', '15000']).map(Number);
+  const p99Limit = flagNumber(flags, 'p99Limit', 1000);
+  const env = await startEnv();
+  const publisher = await Publisher.start();
+  const t = await startGatewayTarget({ fake: env.fake, redis: env.redis, workers: w });
+  const loadgen = await LoadGen.start(flags.loadgens);
+  const rooms = userRooms(n);
+  const steps: { rate: number; runs: RunResult[]; sustained: boolean }[] = [];
+  try {
+    const c = await loadgen.connect({ url: t.url, site: SITE, origin: t.origin, clients: makeClients(env, n), ratePerSec: 2000 });
+    if (c.connected !== n) throw new Error(`only ${c.connected}/${n} connected`);
+    await warmUp(t, loadgen, rooms, n);
+    let failures = 0;
+    for (const rate of rates) {
+      const runs: RunResult[] = [];
+      for (let i = 0; i < flags.runs; i++) runs.push(await measure({ target: t, loadgen, publisher, redis: env.redis, rate, durationMs: flags.durationMs, rooms, perEvent: 1 }));
+      const sustained = runs.every((r) => r.valid && r.lost === 0 && r.latencyMs.p99 <= p99Limit);
+      steps.push({ rate, runs, sustained });
+      const r = runs[runs.length - 1] as RunResult;
+      const share = Object.entries(r.cpuByProcess)
+        .map(([k, v]) => `${k.replace(/\(\d+\)/, '')} ${Math.round((v / (r.windowMs / 1000)) * 100)}%`)
+        .join(', ');
+      console.error(`[leader-throughput] ${rate}/s: ${sustained ? 'sustained' : 'NOT sustained'}; lost ${r.lost}, p99 ${fmt(r.latencyMs.p99, 1)} ms; ${share}; machine ${r.machineBusyCores.toFixed(2)} cores busy${r.valid ? '' : `; INVALID: ${r.invalid.join('; ')}`}`);
+      if (!sustained && ++failures >= 2) break;
+      // Let a backlog drain before the next step.
+      await new Promise((res) => setTimeout(res, 2000));
+    }
+  } finally {
+    await loadgen.close();
+    await t.close();
+    publisher.close();
+    await env.close();
+  }
+  const rows = steps.map((s) => {
+    const r = s.runs[s.runs.length - 1] as RunResult;
+    const secs = r.windowMs / 1000;
+    const pct = (k: string): string =>
+      Object.entries(r.cpuByProcess)
+        .filter(([name]) => name.startsWith(k))
+        .map(([, v]) => `${Math.round((v / secs) * 100)}%`)
+        .join('+');
+    return [
+      `${s.rate}/s`,
+      fmt(r.eventsPerSec),
+      String(r.lost),
+      fmt(r.latencyMs.p50, 1),
+      fmt(r.latencyMs.p99, 1),
+      pct('primary'),
+      pct('worker'),
+      pct('redis'),
+      `${Math.round((r.generatorCpuSec / secs) * 100)}%`,
+      r.machineBusyCores.toFixed(2),
+      s.sustained ? 'yes' : r.valid ? 'no' : `invalid: ${r.invalid.join('; ')}`,
+    ];
+  });
+  const best = steps.filter((s) => s.sustained).map((s) => s.rate);
+  printTable(
+    `leader-throughput: ${w} workers, ${n} clients in user rooms, ${flags.durationMs / 1000} s per step (CPU as % of one core over the window)`,
+    ['offered', 'achieved events/s', 'lost', 'p50 ms', 'p99 ms', 'leader primary CPU', 'workers CPU', 'redis CPU', 'generators CPU', 'machine cores busy', 'sustained'],
+    rows,
+  );
+  console.log(`highest sustained rate: ${best.length ? Math.max(...best) : 'none'} events/s`);
+  return { clients: n, workers: w, steps, highestSustained: best.length ? Math.max(...best) : null };
+}
