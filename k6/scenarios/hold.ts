@@ -10,7 +10,7 @@ import { sleep } from 'k6';
 import type { Options } from 'k6/options';
 import { EnvReader, formatDuration, readGatewayTarget, readSubscriptions, readThresholdSettings } from '../lib/config.ts';
 import { openFrappeSocket } from '../lib/frappe.ts';
-import { checkHeldSocket } from '../lib/hold-checks.ts';
+import { backoffAfterFailure, checkHeldSocket } from '../lib/hold-checks.ts';
 import { randomBetween, scenarioStartedAt, writeSummary } from '../lib/run.ts';
 import type { SummaryData } from '../lib/summary.ts';
 
@@ -77,6 +77,7 @@ export default function (): void {
     sleep(1);
     return;
   }
+  backoffAfterFailure();
   openFrappeSocket({
     target,
     vu: __VU,

@@ -21,7 +21,7 @@ import {
   subscriptionForRoom,
 } from '../lib/config.ts';
 import { openFrappeSocket } from '../lib/frappe.ts';
-import { checkHeldSocket } from '../lib/hold-checks.ts';
+import { backoffAfterFailure, checkHeldSocket } from '../lib/hold-checks.ts';
 import { fanoutLatency, publishSync } from '../lib/publish.ts';
 import { newRunId, randomBetween, scenarioStartedAt, writeSummary } from '../lib/run.ts';
 import type { SummaryData } from '../lib/summary.ts';
@@ -112,6 +112,7 @@ export function holder(data: SetupData): void {
     sleep(1);
     return;
   }
+  backoffAfterFailure();
   openFrappeSocket({
     target,
     vu: __VU,
