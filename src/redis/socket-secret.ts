@@ -22,11 +22,16 @@ export class SocketSecret {
   ) {
     this.value = configured;
     if (configured === null && client !== null) {
+      // The client may still be connecting (a fail-fast client rejects
+      // commands until then): read again whenever it becomes ready.
+      client.on('ready', this.onReady);
       this.refresh();
       this.timer = setInterval(() => this.refresh(), REFRESH_MS);
       this.timer.unref();
     }
   }
+
+  private readonly onReady = (): void => this.refresh();
 
   get(): string | null {
     return this.value;
@@ -43,5 +48,6 @@ export class SocketSecret {
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
+    this.client?.off('ready', this.onReady);
   }
 }
