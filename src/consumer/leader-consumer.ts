@@ -62,6 +62,8 @@ export class LeaderConsumer {
   private stopped = false;
   private acquiring = false;
   private lastEpoch: number | null = null;
+  /** Ring position after the last batch this process broadcast for certain (its own progress, kept across terms). */
+  private confirmed: number | null = null;
   private readonly listeners = new Set<(leader: boolean) => void>();
 
   constructor(private readonly d: LeaderConsumerDeps) {
@@ -176,7 +178,10 @@ export class LeaderConsumer {
     }
     if (this.held !== held) return;
     if (from === null) {
-      from = this.ring.start;
+      // No progress record at all means Redis lost it (e.g. restarted without
+      // persistence): a process that led before resumes after what it
+      // broadcast itself instead of broadcasting its whole buffer again.
+      from = prev === null && this.confirmed !== null ? Math.max(this.ring.start, this.confirmed) : this.ring.start;
       if (prev) metrics.replayUnaligned.inc();
     }
     const replay = this.ring.end - from;
@@ -232,6 +237,7 @@ export class LeaderConsumer {
       this.publisher.publish(held.token, items, expected, progress).then(
         () => {
           this.inflight--;
+          this.confirmed = Math.max(this.confirmed ?? 0, last + 1);
           this.d.metrics.publishToEmit.observe((performance.now() - receivedAt) / 1000);
           if (this.cursor < this.ring.end) this.scheduleFlush();
         },
