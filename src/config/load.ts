@@ -202,6 +202,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     standbyBufferEvents: num('standbyBufferEvents'),
     standbyBufferMs: num('standbyBufferMs'),
     presenceTtlMs: num('presenceTtlMs'),
+    recoveryWindowMs: num('recoveryWindowMs'),
     shutdownGraceMs: num('shutdownGraceMs'),
     drainMs: num('drainMs'),
     workerRespawnMaxBackoffMs: num('workerRespawnMaxBackoffMs'),

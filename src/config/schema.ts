@@ -52,6 +52,7 @@ export interface GatewayConfig {
   readonly standbyBufferEvents: number;
   readonly standbyBufferMs: number;
   readonly presenceTtlMs: number;
+  readonly recoveryWindowMs: number;
   readonly shutdownGraceMs: number;
   readonly drainMs: number;
   readonly workerRespawnMaxBackoffMs: number;
@@ -113,6 +114,7 @@ export const OPTIONS = {
   standbyBufferEvents: { env: 'GATEWAY_STANDBY_BUFFER_EVENTS', type: { kind: 'int', min: 100, max: 10_000_000 }, default: '200000', doc: 'Events a standby keeps to replay after a failover (count bound).' },
   standbyBufferMs: { env: 'GATEWAY_STANDBY_BUFFER_MS', type: ms(1000, 600_000), default: '30000', doc: 'Events a standby keeps to replay after a failover (age bound).' },
   presenceTtlMs: { env: 'GATEWAY_PRESENCE_TTL_MS', type: ms(1000, 600_000), default: '15000', doc: 'A crashed process disappears from doc_viewers within this time.' },
+  recoveryWindowMs: { env: 'GATEWAY_RECOVERY_WINDOW_MS', type: ms(0, 3_600_000), default: '120000', doc: 'A client that reconnects within this time, to any worker or host, gets its rooms (doc, doctype, task, app rooms) and open documents back (0 = off).' },
   shutdownGraceMs: { env: 'GATEWAY_SHUTDOWN_GRACE_MS', type: ms(1000, 600_000), default: '30000', doc: 'SIGTERM: hard deadline for exit.' },
   drainMs: { env: 'GATEWAY_DRAIN_MS', type: ms(0, 600_000), default: '10000', doc: 'SIGTERM: clients are disconnected in jittered batches over this period.' },
   workerRespawnMaxBackoffMs: { env: 'GATEWAY_WORKER_RESPAWN_MAX_BACKOFF_MS', type: ms(100, 600_000), default: '30000', doc: 'Upper bound of the backoff between respawns of a crash-looping worker.' },

@@ -137,6 +137,17 @@ export function registerFrappeHandlers(socket: Socket, ctx: RequestContext, deps
     socket.emit('pong');
   });
 
+  // A session recovered on this process (after its worker or host went away):
+  // its documents are open here now.
+  if (socket.recovered && data.openDocs && data.openDocs.size > 0) {
+    for (const { doctype, docname } of data.openDocs.values()) {
+      presence
+        .open({ site: data.site, doctype, docname }, socket.id, data.user)
+        .then((users) => notifyViewers(doctype, docname, users, socket.nsp))
+        .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'presence re-open after recovery failed'));
+    }
+  }
+
   // Closing the connection counts as doc_close for every document it had open.
   socket.on('disconnect', () => {
     const docs = data.openDocs;

@@ -36,6 +36,7 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean }) {
     publishToEmit: new Histogram({ name: 'gateway_consume_to_publish_seconds', help: 'From receipt on the events channel to broadcast through Redis', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: r }),
     workersUp: new Gauge({ name: 'gateway_workers_up', help: 'Worker processes running on this host', registers: r }),
     workerRestarts: new Counter({ name: 'gateway_worker_restarts_total', help: 'Workers respawned after an unexpected exit', registers: r }),
+    sessionRecoveries: new Counter({ name: 'gateway_session_recoveries_total', help: 'Reconnections that asked for their session back, by result (restored or expired)', labelNames: ['result'], registers: r }),
     presenceSweeps: new Counter({ name: 'gateway_presence_swept_total', help: 'Presence entries removed because their process died', registers: r }),
   };
 }

@@ -27,8 +27,8 @@ export interface Keys {
   workerAlive(workerId: string): string;
   /** Cached get_user_info answers. */
   authCache(digest: string): string;
-  /** Cluster-wide membership of app rooms: hash socketId -> user. */
-  roomMembers(site: string, room: string): string;
+  /** A client's recoverable session (rooms, user, open documents), by its private session id. */
+  session(pid: string): string;
 }
 
 export function createKeys(prefix: string): Keys {
@@ -47,6 +47,6 @@ export function createKeys(prefix: string): Keys {
     presenceIndex: (workerId) => `${p}presence-index:${workerId}`,
     workerAlive: (workerId) => `${p}alive:${workerId}`,
     authCache: (digest) => `${p}auth:${digest}`,
-    roomMembers: (site, room) => `${p}members:${site}:${room}`,
+    session: (pid) => `${p}session:${pid}`,
   };
 }

@@ -1,5 +1,6 @@
 import type { Server as HttpServer } from 'node:http';
 import { Server, type Namespace, type Socket } from 'socket.io';
+import { Adapter } from 'socket.io-adapter';
 import type { GatewayConfig } from '../config';
 import { AppHandlers } from '../frappe/app-handlers';
 import { authenticate } from '../frappe/auth';
@@ -9,6 +10,7 @@ import type { Metrics } from '../ops/metrics';
 import type { PresenceStore } from '../presence/presence';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
+import { MemorySessionStore, SessionKeeper, withSessionRecovery, type SessionStore } from './session-recovery';
 
 export interface SocketServerDeps {
   readonly config: GatewayConfig;
@@ -21,6 +23,8 @@ export interface SocketServerDeps {
   readonly adapter?: Parameters<Server['adapter']>[0];
   /** Resolves once broadcasts to these rooms reach this process (cluster: Redis subscriptions confirmed). */
   readonly roomsReady?: (nsp: Namespace, rooms: string[]) => Promise<void>;
+  /** Where recoverable sessions live (Redis in a cluster); process memory when omitted. */
+  readonly sessions?: SessionStore;
 }
 
 export interface SocketServer {
@@ -61,6 +65,9 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
         await roomsReady(socket.nsp, rooms);
       }
     : joinLocally;
+  const recovery = config.recoveryWindowMs > 0;
+  const store = deps.sessions ?? new MemorySessionStore();
+  const keeper = recovery ? new SessionKeeper({ store, windowMs: config.recoveryWindowMs, metrics, log }) : null;
   const io = new Server(deps.httpServer, {
     path: '/socket.io/',
     serveClient: false,
@@ -69,8 +76,21 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     maxHttpBufferSize: config.maxHttpBufferBytes,
     cleanupEmptyChildNamespaces: true,
     cors: { origin: config.corsOrigins.length > 0 ? [...config.corsOrigins] : true, credentials: true },
+    // Middlewares run again on recovery: credentials are re-checked.
+    ...(recovery ? { connectionStateRecovery: { maxDisconnectionDuration: config.recoveryWindowMs, skipMiddlewares: false } } : {}),
   });
-  if (deps.adapter) io.adapter(deps.adapter);
+  const baseAdapter = (deps.adapter ?? Adapter) as unknown as new (nsp: Namespace) => Adapter;
+  if (keeper) {
+    // socket.io instantiates it with `new`: a function (not an arrow) returning the adapter.
+    io.adapter(function recoveringAdapter(nsp: Namespace): Adapter {
+      const a = withSessionRecovery(new baseAdapter(nsp), { store, windowMs: config.recoveryWindowMs, metrics, log });
+      a.on('join-room', (_room: string, sid: string) => keeper.roomsChanged(nsp, sid));
+      a.on('leave-room', (_room: string, sid: string) => keeper.roomsChanged(nsp, sid));
+      return a;
+    } as unknown as typeof Adapter);
+  } else if (deps.adapter) {
+    io.adapter(deps.adapter);
+  }
 
   // The main namespace is not a site: refuse it like any other invalid namespace.
   io.of('/').use((_socket, next) => next(new Error('Invalid namespace')));
@@ -94,6 +114,8 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
 
   sites.use((socket, next) => {
     const nsp = socket.nsp;
+    // A recovered socket arrives with its previous rooms and data.
+    const previous = socket.recovered ? ({ ...(socket.data as SocketData) } as SocketData) : null;
     pending.set(nsp, (pending.get(nsp) ?? 0) + 1);
     const done = (err?: Error): void => {
       const n = (pending.get(nsp) ?? 1) - 1;
@@ -112,6 +134,11 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
         }
         metrics.authRequests.inc({ result: outcome.cached ? 'cached' : outcome.info.user === 'Guest' ? 'guest' : 'ok' });
         const data = socket.data as SocketData;
+        if (previous && (previous.user !== outcome.info.user || previous.site !== outcome.site)) {
+          // The credential now belongs to someone else: nothing of the old session carries over.
+          for (const room of [...socket.rooms]) if (room !== socket.id) socket.leave(room);
+          data.openDocs = undefined;
+        }
         data.site = outcome.site;
         data.user = outcome.info.user;
         data.user_type = outcome.info.user_type;
@@ -183,6 +210,7 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
       metrics.connections.dec({ namespace: data.site });
     });
     registerFrappeHandlers(socket, ctx, { join, backend, presence, metrics, log });
+    keeper?.track(socket);
     appHandlers.attach(socket, (socket as unknown as FrappeSocketApi).installed_apps);
   });
 

@@ -23,6 +23,7 @@ import { errorMessage } from '../shared/errors';
 import { asPrimaryMessage, type WorkerToPrimary } from '../shared/ipc';
 import { Closers } from '../shared/lifecycle';
 import type { Logger } from '../shared/logger';
+import { RedisSessionStore } from './session-recovery';
 import { createSocketServer } from './socket-server';
 
 function send(m: WorkerToPrimary): void {
@@ -112,7 +113,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   // worker. Closing after each HTTP (polling) response makes every request
   // pass the primary's sid-based routing again. WebSocket upgrades are unaffected.
   httpServer.prependListener('request', (_req, res) => res.setHeader('Connection', 'close'));
-  const server = createSocketServer({ config, httpServer, backend, presence, metrics, log: log.child({ sub: 'socket' }), adapter, roomsReady });
+  const server = createSocketServer({ config, httpServer, backend, presence, metrics, log: log.child({ sub: 'socket' }), adapter, roomsReady, sessions: new RedisSessionStore(pub, keys) });
   setupWorker(server.io);
   closers.add('socket.io', () => new Promise<void>((r) => server.io.close(() => r())));
 

@@ -1,0 +1,258 @@
+import type { Namespace, Socket } from 'socket.io';
+import type { Adapter, BroadcastOptions, Session } from 'socket.io-adapter';
+import type { SocketData } from '../frappe/handlers';
+import type { RedisClient } from '../redis/connect';
+import type { Keys } from '../redis/keys';
+import type { Metrics } from '../ops/metrics';
+import { errorMessage } from '../shared/errors';
+import type { Logger } from '../shared/logger';
+
+/**
+ * Session recovery across workers and hosts (rooms, user, open documents).
+ *
+ * Frappe's v15+ client never re-subscribes after a reconnect, so a client
+ * whose worker or host went away would silently lose its doc, doctype, task
+ * and app rooms. socket.io-client (>= 4.6) sends back a private session id
+ * (`pid`) and the last offset it saw when it reconnects; we keep each
+ * session in a store shared by every worker (Redis in a cluster) and give it
+ * back to whichever worker the client lands on.
+ *
+ * Sessions are written when a client connects and whenever its rooms change
+ * (so they survive a crashed process), refreshed while it stays connected,
+ * and kept for the recovery window after it disconnects. Missed events are
+ * not replayed yet (that needs the per-namespace history).
+ */
+
+export interface StoredSession {
+  readonly sid: string;
+  readonly pid: string;
+  readonly rooms: readonly string[];
+  readonly data: { site: string; user: string; user_type: string; openDocs: [string, string][] };
+}
+
+export interface SessionStore {
+  save(sessions: readonly StoredSession[], ttlMs: number): Promise<void>;
+  /** Returns the session and forgets it (a session is restored once). */
+  take(pid: string): Promise<StoredSession | null>;
+  touch(pids: readonly string[], ttlMs: number): Promise<void>;
+  remove(pid: string): Promise<void>;
+}
+
+const MEMORY_MAX_SESSIONS = 100_000;
+
+/** One process (standalone): sessions in a bounded map. */
+export class MemorySessionStore implements SessionStore {
+  private readonly map = new Map<string, { until: number; s: StoredSession }>();
+
+  save(sessions: readonly StoredSession[], ttlMs: number): Promise<void> {
+    const until = Date.now() + ttlMs;
+    for (const s of sessions) {
+      this.map.delete(s.pid);
+      if (this.map.size >= MEMORY_MAX_SESSIONS) {
+        const oldest = this.map.keys().next().value;
+        if (oldest !== undefined) this.map.delete(oldest);
+      }
+      this.map.set(s.pid, { until, s });
+    }
+    return Promise.resolve();
+  }
+
+  take(pid: string): Promise<StoredSession | null> {
+    const e = this.map.get(pid);
+    this.map.delete(pid);
+    return Promise.resolve(e && e.until >= Date.now() ? e.s : null);
+  }
+
+  touch(pids: readonly string[], ttlMs: number): Promise<void> {
+    const until = Date.now() + ttlMs;
+    for (const pid of pids) {
+      const e = this.map.get(pid);
+      if (e) e.until = until;
+    }
+    const now = Date.now();
+    for (const [pid, e] of this.map) if (e.until < now) this.map.delete(pid);
+    return Promise.resolve();
+  }
+
+  remove(pid: string): Promise<void> {
+    this.map.delete(pid);
+    return Promise.resolve();
+  }
+}
+
+/** A cluster: sessions in Redis, one key per session, expiring on their own. */
+export class RedisSessionStore implements SessionStore {
+  constructor(
+    private readonly client: RedisClient,
+    private readonly keys: Keys,
+  ) {}
+
+  async save(sessions: readonly StoredSession[], ttlMs: number): Promise<void> {
+    if (sessions.length === 1) {
+      const s = sessions[0] as StoredSession;
+      await this.client.set(this.keys.session(s.pid), JSON.stringify(s), 'PX', ttlMs);
+      return;
+    }
+    // One key per command: no multi-key command, so this works on Redis Cluster too.
+    await Promise.all(sessions.map((s) => this.client.set(this.keys.session(s.pid), JSON.stringify(s), 'PX', ttlMs)));
+  }
+
+  async take(pid: string): Promise<StoredSession | null> {
+    const v = await this.client.getdel(this.keys.session(pid));
+    if (v === null) return null;
+    try {
+      return JSON.parse(v) as StoredSession;
+    } catch {
+      return null;
+    }
+  }
+
+  async touch(pids: readonly string[], ttlMs: number): Promise<void> {
+    await Promise.all(pids.map((pid) => this.client.pexpire(this.keys.session(pid), ttlMs)));
+  }
+
+  async remove(pid: string): Promise<void> {
+    await this.client.del(this.keys.session(pid));
+  }
+}
+
+/** The event that hands a fresh client its first offset (see `attachRecovery`). */
+export const SESSION_EVENT = 'rtg_session';
+/** Disconnect reasons after which socket.io-client reconnects and may ask for its session. */
+const RECOVERABLE = new Set(['transport error', 'transport close', 'forced close', 'ping timeout', 'server shutting down', 'forced server close']);
+
+function toStored(sid: string, pid: string, rooms: Iterable<string>, data: SocketData): StoredSession {
+  return {
+    sid,
+    pid,
+    rooms: [...rooms].filter((r) => r !== sid),
+    data: {
+      site: data.site,
+      user: data.user,
+      user_type: data.user_type,
+      openDocs: [...(data.openDocs?.values() ?? [])].map((d) => [d.doctype, d.docname]),
+    },
+  };
+}
+
+export function restoredData(s: StoredSession): SocketData {
+  return {
+    site: s.data.site,
+    user: s.data.user,
+    user_type: s.data.user_type,
+    openDocs: new Map(s.data.openDocs.map(([dt, dn]) => [`open_doc:${dt}/${dn}`, { doctype: dt, docname: dn }])),
+  };
+}
+
+export interface RecoveryDeps {
+  readonly store: SessionStore;
+  readonly windowMs: number;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+}
+
+/**
+ * Wraps one namespace's adapter: sessions go to the shared store instead of
+ * process memory, no per-event offsets are added (there is no history to
+ * replay from yet), and a socket's own emits stay local instead of being
+ * published to every worker (socket.io routes `socket.emit` through the
+ * adapter when recovery is on).
+ */
+export function withSessionRecovery(adapter: Adapter, d: RecoveryDeps): Adapter {
+  const a = adapter as Adapter & { addOffsetIfNecessary?: (...args: unknown[]) => void };
+  a.persistSession = (session: Session) => {
+    d.store
+      .save([toStored(session.sid, session.pid, session.rooms, session.data as SocketData)], d.windowMs)
+      .catch((err: unknown) => d.log.warn({ err: errorMessage(err) }, 'could not persist session'));
+  };
+  // socket.io treats a null session as "not recoverable" (its typings say otherwise).
+  a.restoreSession = (async (pid: string) => {
+    const s = await d.store.take(pid);
+    d.metrics.sessionRecoveries.inc({ result: s ? 'restored' : 'expired' });
+    if (!s) return null;
+    return { sid: s.sid, pid: s.pid, rooms: [...s.rooms], data: restoredData(s), missedPackets: [] };
+  }) as unknown as Adapter['restoreSession'];
+  if (typeof a.addOffsetIfNecessary === 'function') a.addOffsetIfNecessary = () => undefined;
+  const broadcast = a.broadcast.bind(a);
+  a.broadcast = (packet: unknown, opts: BroadcastOptions) => {
+    if (opts.rooms.size === 1 && (opts.except?.size ?? 0) === 0 && a.sids.has(opts.rooms.values().next().value as string)) {
+      opts = { ...opts, flags: { ...opts.flags, local: true } };
+    }
+    return broadcast(packet, opts);
+  };
+  return a;
+}
+
+/**
+ * Per-socket bookkeeping: the first offset, proactive saves on room changes
+ * (so a crash does not lose the session), refresh while connected, removal
+ * after a deliberate disconnect.
+ */
+export class SessionKeeper {
+  private readonly dirty = new Map<string, Socket>();
+  private flushScheduled = false;
+  private readonly live = new Map<string, Socket>();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly d: RecoveryDeps) {
+    this.timer = setInterval(() => this.refresh(), Math.max(1000, Math.floor(d.windowMs / 3)));
+    this.timer.unref();
+  }
+
+  /** TTL while connected: the window after a crash, plus one refresh period of slack. */
+  private get liveTtl(): number {
+    return this.d.windowMs + Math.max(1000, Math.floor(this.d.windowMs / 3)) * 2;
+  }
+
+  track(socket: Socket): void {
+    const pid = (socket as unknown as { pid?: string }).pid;
+    if (!pid) return;
+    this.live.set(socket.id, socket);
+    // socket.io-client only asks for its session back if it has seen an
+    // offset: the last string argument of an event. Frappe's client listens
+    // to nothing by this name.
+    if (!socket.recovered) socket.emit(SESSION_EVENT, `${Date.now().toString(36)}`);
+    this.markDirty(socket);
+    socket.on('disconnect', (reason: string) => {
+      this.live.delete(socket.id);
+      this.dirty.delete(socket.id);
+      // Recoverable disconnects are persisted by socket.io (persistSession).
+      if (!RECOVERABLE.has(reason)) this.d.store.remove(pid).catch(() => undefined);
+    });
+  }
+
+  /** Room membership of a tracked socket changed. */
+  roomsChanged(nsp: Namespace, sid: string): void {
+    const s = nsp.sockets.get(sid);
+    if (s && this.live.has(sid)) this.markDirty(s);
+  }
+
+  private markDirty(socket: Socket): void {
+    this.dirty.set(socket.id, socket);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      const batch: StoredSession[] = [];
+      for (const s of this.dirty.values()) {
+        const pid = (s as unknown as { pid?: string }).pid;
+        if (pid && s.connected) batch.push(toStored(s.id, pid, s.rooms, s.data as SocketData));
+      }
+      this.dirty.clear();
+      if (batch.length > 0) this.d.store.save(batch, this.liveTtl).catch((err: unknown) => this.d.log.debug({ err: errorMessage(err) }, 'session save failed'));
+    });
+  }
+
+  private refresh(): void {
+    const pids: string[] = [];
+    for (const s of this.live.values()) {
+      const pid = (s as unknown as { pid?: string }).pid;
+      if (pid) pids.push(pid);
+    }
+    if (pids.length > 0) this.d.store.touch(pids, this.liveTtl).catch((err: unknown) => this.d.log.debug({ err: errorMessage(err) }, 'session refresh failed'));
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
