@@ -83,8 +83,8 @@ type ScenarioBody = (
 ) => Promise<void>;
 
 /** A scenario: its contexts close with it; on failure its pages are screenshotted first. */
-function scenario(name: string, stackOf: () => BrowserStack, body: ScenarioBody, options: { todo?: string } = {}): void {
-  it(name, { timeout: SCENARIO_TIMEOUT_MS, ...options }, async (t) => {
+function scenario(name: string, stackOf: () => BrowserStack, body: ScenarioBody): void {
+  it(name, { timeout: SCENARIO_TIMEOUT_MS }, async (t) => {
     const scope = withScope(t);
     const opened: Page[] = [];
     const pages = {
@@ -355,8 +355,9 @@ export function deskScenarios(topology: Topology, stackOf: () => BrowserStack): 
     await waitEvent(page, 'website_notice', 'Maintenance at 22:00');
 
     const received = await rtSnapshot(page);
+    // `rtg_session` is the gateway's own session marker (sent once per connection), not a published event.
     assert.deepEqual(
-      received.events.map((e) => e.event),
+      received.events.map((e) => e.event).filter((e) => e !== 'rtg_session'),
       ['website_notice'],
       'a Guest page receives the website event and nothing else',
     );
@@ -368,14 +369,14 @@ export function deskScenarios(topology: Topology, stackOf: () => BrowserStack): 
 }
 
 /**
- * Two hosts only: restart the host a page is on. What works today is
- * asserted; what needs connection state recovery is a todo scenario.
+ * Two hosts only: restart the host a page is on; the page comes back on the
+ * other host with its session (rooms) recovered.
  */
 export function restartScenarios(stackOf: () => BrowserStack): void {
   const topology: Topology = 'two-hosts';
   const docname = 'TODO-RESTART';
   const shared: { page?: Page; socketId?: string } = {};
-  // The page outlives the first scenario so the todo one can look at its subscriptions.
+  // The page outlives the first scenario so the second can look at its subscriptions.
   const pageScope = new Scope();
   after(() => pageScope.close());
 
@@ -399,7 +400,9 @@ export function restartScenarios(stackOf: () => BrowserStack): void {
       // nginx sends it to the surviving host (proxy_next_upstream), polling then websocket again.
       const second = await waitConnected(page, 2, RECONNECT_TIMEOUT_MS);
       await waitTransport(page, 'websocket', RECONNECT_TIMEOUT_MS);
-      assert.notEqual(second.socketId, first.socketId);
+      // Session recovery: the client asked for its session back and got it,
+      // socket id included, on the other host.
+      assert.equal(second.socketId, first.socketId, 'the session was recovered on the other host');
       assert.equal(second.openTransports[1], 'polling');
       const socketId = second.socketId ?? '';
       assert.equal((await stack.waitInRooms(socketId, [`user:${fay.user}`, 'website', 'all'])).host, other);
@@ -424,14 +427,12 @@ export function restartScenarios(stackOf: () => BrowserStack): void {
   );
 
   scenario(
-    'AWAITS CONNECTION STATE RECOVERY: doc/doctype subscriptions survive a host restart without the page re-subscribing',
+    'doc/doctype subscriptions survive a host restart without the page re-subscribing (session recovery)',
     stackOf,
     async () => {
       // Frappe v15+ clients emit doc_subscribe/doctype_subscribe once per form
-      // load and never again after a reconnect, and the gateway does not yet
-      // restore rooms on another host (the connection-state-recovery issue).
-      // Until that lands, this fails and is reported as a todo, not hidden by a
-      // page script that re-subscribes on 'connect' (which the desk does not do).
+      // load and never again after a reconnect (the page script does not
+      // either): the gateway restored the rooms on the other host.
       const stack = stackOf();
       const { page, socketId } = shared;
       assert.ok(page !== undefined && socketId !== undefined, 'the restart scenario ran');
@@ -445,6 +446,5 @@ export function restartScenarios(stackOf: () => BrowserStack): void {
       });
       await waitText(page, '#doc-modified', 'after restart', 3_000);
     },
-    { todo: 'awaits the connection-state-recovery issue: rooms are lost when a client reconnects to another host' },
   );
 }
