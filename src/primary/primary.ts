@@ -39,7 +39,7 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
   const metrics = createMetrics(registry, { defaults: true });
 
   const cmd = createRedisClient(redisCfg, { name: `${nodeId}:cmd` }, log);
-  const sub = createRedisClient(redisCfg, { name: `${nodeId}:events` }, log);
+  const sub = createRedisClient(redisCfg, { name: `${nodeId}:events`, pubsub: true }, log);
   const fast = createRedisClient(redisCfg, { name: `${nodeId}:health`, failFast: true }, log);
   for (const [name, c] of [['cmd', cmd], ['events', sub], ['health', fast]] as const) {
     connectInBackground(c, log, name);

@@ -8,8 +8,10 @@ export type RedisClient = Redis | Cluster;
 export interface ClientOptions {
   /** Used in logs and CLIENT SETNAME. */
   readonly name: string;
-  /** Subscriber connections for sharded pub/sub in Cluster mode need ioredis' sharded subscribers. */
+  /** Subscriber connections for sharded pub/sub in Cluster mode need ioredis' sharded subscribers. Implies `pubsub`. */
   readonly subscriber?: boolean;
+  /** A connection that (P|S)SUBSCRIBEs: no ready check (see `baseOptions`). */
+  readonly pubsub?: boolean;
   /** Fail commands at once while disconnected instead of queueing them (health checks). */
   readonly failFast?: boolean;
 }
@@ -23,6 +25,13 @@ function baseOptions(cfg: RedisConfig, opts: ClientOptions): RedisOptions {
     retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
     maxRetriesPerRequest: opts.failFast ? 0 : null,
     enableOfflineQueue: !opts.failFast,
+    // ioredis writes (P|S)SUBSCRIBE at once while a connection is still in its
+    // handshake (Redis accepts them while loading), so a subscription made
+    // then (a namespace or room created while the subscriber (re)connects)
+    // puts the connection in subscriber mode before the ready check's INFO,
+    // which ioredis then refuses: the connection is dropped and an unhandled
+    // rejection logged. Pub/sub needs no ready check.
+    enableReadyCheck: !(opts.pubsub === true || opts.subscriber === true),
     lazyConnect: true,
   };
   if (url.username) o.username = decodeURIComponent(url.username);

@@ -45,7 +45,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
 
   const pub = createRedisClient(redisCfg, { name: `${nodeId}:pub` }, log);
   const sub = createRedisClient(redisCfg, { name: `${nodeId}:sub`, subscriber: true }, log);
-  const ctl = createRedisClient(redisCfg, { name: `${nodeId}:ctl` }, log);
+  const ctl = createRedisClient(redisCfg, { name: `${nodeId}:ctl`, pubsub: true }, log);
   // Lookups that must not wait for a Redis outage to end (auth cache, secret).
   const fast = createRedisClient(redisCfg, { name: `${nodeId}:fast`, failFast: true }, log);
   for (const [name, c] of [['pub', pub], ['sub', sub], ['ctl', ctl], ['fast', fast]] as const) {
