@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import { hostname } from 'node:os';
-import { setupMaster } from '@socket.io/sticky';
 import { AggregatorRegistry, Registry } from 'prom-client';
 import type { GatewayConfig } from '../config';
 import { encodeRoomBroadcast } from '../consumer/encode';
@@ -18,7 +17,7 @@ import { errorMessage } from '../shared/errors';
 import { closeServer, listen } from '../shared/http';
 import { Closers, armShutdownFuse } from '../shared/lifecycle';
 import { RateLimitedLog, type Logger } from '../shared/logger';
-import { stopReadingOnHandoff } from './sticky-handoff';
+import { setupStickyMaster } from './sticky-master';
 import { Supervisor } from './supervisor';
 
 const HEALTH_PING_TIMEOUT_MS = 1000;
@@ -157,8 +156,7 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
       socket.destroy();
     });
   });
-  stopReadingOnHandoff(publicServer);
-  setupMaster(publicServer, { loadBalancingMethod: 'least-connection' });
+  setupStickyMaster(publicServer);
   await listen(publicServer, config.port, config.host);
   await ops.listen({ port: config.opsPort, host: config.host });
   consumer.start().catch((err: unknown) => log.error({ err: errorMessage(err) }, 'events consumer failed to start'));

@@ -14,6 +14,7 @@ import { deliverToAllSites } from '../consumer/local-delivery';
 import { FrappeBackend } from '../frappe/backend';
 import { createMetrics } from '../ops/metrics';
 import { Liveness, RedisPresence } from '../presence/redis-presence';
+import { sessionIdFor } from '../primary/sticky-master';
 import { connectInBackground, createRedisClient, quitClient } from '../redis/connect';
 import { createKeys } from '../redis/keys';
 import { SocketSecret } from '../redis/socket-secret';
@@ -115,6 +116,8 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   httpServer.prependListener('request', (_req, res) => res.setHeader('Connection', 'close'));
   const server = createSocketServer({ config, httpServer, backend, presence, metrics, log: log.child({ sub: 'socket' }), adapter, roomsReady, sessions: new RedisSessionStore(pub, keys) });
   setupWorker(server.io);
+  // Session ids name this worker, so the primary routes a session's requests without shared state.
+  server.io.engine.generateId = () => sessionIdFor(cluster.worker?.id ?? 0);
   closers.add('socket.io', () => new Promise<void>((r) => server.io.close(() => r())));
 
   ctl.on('messageBuffer', (channel: Buffer, message: Buffer) => {

@@ -1,0 +1,90 @@
+import cluster, { type Worker } from 'node:cluster';
+import { randomBytes } from 'node:crypto';
+import type { Server } from 'node:http';
+import type { Socket } from 'node:net';
+
+/**
+ * Sticky routing of Engine.IO sessions to the workers of this host. Workers
+ * keep `setupWorker` of `@socket.io/sticky` and its IPC messages; this
+ * replaces its `setupMaster` for two reasons:
+ *  - The library learns which worker owns a session from a message the worker
+ *    sends after answering the handshake, so the client's next request could
+ *    arrive first and land on another worker ("Session ID unknown", which the
+ *    client reports as "xhr post error"). Here the session id names its
+ *    worker (`sessionIdFor`), so routing needs no shared state.
+ *  - A socket handed to a worker stays readable in the primary until the
+ *    worker acknowledges it, and Node drops what it reads there; a WebSocket
+ *    client's first frame (the CONNECT packet) was sometimes lost that way.
+ *    The primary stops reading once it has the request line: everything
+ *    after the chunks it forwards is read by the worker.
+ */
+
+/** Engine.IO session ids are `<worker id, base 36>.<random>`. */
+const SID_RE = /[?&]sid=([0-9a-z]+)\./;
+/** A request line longer than this is not ours to wait for. */
+const MAX_HEAD_BYTES = 8192;
+
+/** A session id that tells the primary which worker owns it (set as the worker's Engine.IO `generateId`). */
+export function sessionIdFor(workerId: number): string {
+  return `${workerId.toString(36)}.${randomBytes(15).toString('base64url')}`;
+}
+
+/** The worker id named by the request line's `sid`, if any. */
+export function workerIdOfRequest(head: string): number | undefined {
+  const eol = head.indexOf('\r\n');
+  const m = SID_RE.exec(eol === -1 ? head : head.slice(0, eol));
+  return m?.[1] ? parseInt(m[1], 36) : undefined;
+}
+
+export function setupStickyMaster(server: Server): void {
+  // Open sessions per worker (reported by setupWorker), for least-connection placement.
+  const sessions = new Map<number, number>();
+  cluster.on('message', (worker: Worker, m: unknown) => {
+    const type = (m as { type?: unknown } | null)?.type;
+    if (type === 'sticky:connection') sessions.set(worker.id, (sessions.get(worker.id) ?? 0) + 1);
+    else if (type === 'sticky:disconnection') sessions.set(worker.id, Math.max(0, (sessions.get(worker.id) ?? 0) - 1));
+  });
+  cluster.on('exit', (worker) => sessions.delete(worker.id));
+
+  const live = (w: Worker | undefined): w is Worker => w !== undefined && w.isConnected();
+  const pick = (head: string): Worker | undefined => {
+    const id = workerIdOfRequest(head);
+    const owner = id === undefined ? undefined : cluster.workers?.[id];
+    // A session of a worker that died is unknown everywhere: any worker answers 400 and the client reconnects.
+    if (live(owner)) return owner;
+    let best: Worker | undefined;
+    for (const w of Object.values(cluster.workers ?? {})) {
+      if (live(w) && (best === undefined || (sessions.get(w.id) ?? 0) < (sessions.get(best.id) ?? 0))) best = w;
+    }
+    return best;
+  };
+
+  server.on('connection', (socket: Socket) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      if (socket.destroyed) return;
+      chunks.push(chunk);
+      size += chunk.length;
+      const data = chunks.length === 1 ? chunk : Buffer.concat(chunks);
+      if (data.indexOf('\r\n') === -1 && size < MAX_HEAD_BYTES) return;
+      socket.off('data', onData);
+      (socket as unknown as { _handle?: { readStop?: () => number } | null })._handle?.readStop?.();
+      const worker = pick(data.toString('latin1'));
+      if (!worker) {
+        socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+        return;
+      }
+      worker.send({ type: 'sticky:connection', data: data.toString() }, socket, { keepOpen: false }, (err: Error | null) => {
+        if (err) socket.destroy();
+      });
+    };
+    socket.on('data', onData);
+    socket.on('error', () => socket.destroy());
+  });
+
+  // The primary's HTTP parser sees the forwarded requests too: drain their bodies, never answer.
+  server.on('request', (req) => {
+    req.on('data', () => undefined);
+  });
+}
