@@ -64,6 +64,8 @@ export class LeaderConsumer {
   private lastEpoch: number | null = null;
   /** Ring position after the last batch this process broadcast for certain (its own progress, kept across terms). */
   private confirmed: number | null = null;
+  /** Ring position of the first event received on the current events subscription (moves when it is lost). */
+  private subscribedFrom = 0;
   private readonly listeners = new Set<(leader: boolean) => void>();
 
   constructor(private readonly d: LeaderConsumerDeps) {
@@ -103,6 +105,7 @@ export class LeaderConsumer {
     // A leader whose subscription dropped may have missed events that the
     // standbys received: hand over to one of them (or re-acquire and re-align).
     sub.on('close', () => {
+      this.subscribedFrom = this.ring.end;
       if (this.held) this.stepDown('events subscription lost', true);
     });
     await sub.subscribe(config.eventsChannel, keys.leaderChannel);
@@ -178,10 +181,14 @@ export class LeaderConsumer {
     }
     if (this.held !== held) return;
     if (from === null) {
-      // No progress record at all means Redis lost it (e.g. restarted without
-      // persistence): a process that led before resumes after what it
-      // broadcast itself instead of broadcasting its whole buffer again.
-      from = prev === null && this.confirmed !== null ? Math.max(this.ring.start, this.confirmed) : this.ring.start;
+      // No progress record at all: no process broadcast yet (a new cluster)
+      // or Redis lost it (restarted without persistence). Every batch writes
+      // the record, so nothing received on the current subscription was
+      // broadcast, while what came before it went to the leader of that time.
+      // A process that led before resumes after what it broadcast itself; any
+      // other from its current subscription, instead of broadcasting its
+      // whole buffer again.
+      from = prev !== null ? this.ring.start : Math.max(this.ring.start, this.confirmed ?? this.subscribedFrom);
       if (prev) metrics.replayUnaligned.inc();
     }
     const replay = this.ring.end - from;
