@@ -1,0 +1,91 @@
+/**
+ * EventRing: the standby buffer a new leader aligns on (DESIGN.md "The events
+ * consumer"): absolute positions, trimming bounds, digests, alignment.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { EventRing, digestOf } from '../../src/consumer/ring';
+
+const ev = (i: number): Buffer => Buffer.from(`{"event":"e","message":{"i":${i}},"namespace":"s","room":"r"}`);
+
+function filled(n: number, maxEntries = 1_000_000, maxAgeMs = 1_000_000, at = 0): EventRing {
+  const ring = new EventRing(maxEntries, maxAgeMs);
+  for (let i = 0; i < n; i++) ring.push(ev(i), at);
+  return ring;
+}
+
+describe('EventRing', () => {
+  test('positions are absolute and survive trimming', () => {
+    const ring = filled(10);
+    assert.equal(ring.start, 0);
+    assert.equal(ring.end, 10);
+    assert.equal(ring.push(ev(10), 0), 10);
+    assert.equal(ring.get(3)?.raw.toString(), ev(3).toString());
+    assert.equal(ring.get(3)?.digest, digestOf(ev(3)));
+    assert.equal(ring.get(11), undefined);
+    assert.equal(ring.get(-1), undefined);
+  });
+
+  test('trim: the count bound drops the oldest entries', () => {
+    const ring = filled(10, 4);
+    ring.trim(0, ring.end);
+    assert.equal(ring.end - ring.start, 4);
+    assert.equal(ring.start, 6);
+    assert.equal(ring.get(6)?.raw.toString(), ev(6).toString());
+    assert.equal(ring.get(5), undefined);
+  });
+
+  test('trim: the age bound drops entries older than maxAgeMs', () => {
+    const ring = new EventRing(1000, 100);
+    for (let i = 0; i < 8; i++) ring.push(ev(i), i < 6 ? 0 : 150);
+    ring.trim(150, ring.end);
+    assert.equal(ring.start, 6);
+    assert.equal(ring.end, 8);
+  });
+
+  test('trim never drops at or after keepFrom (events the leader has not broadcast)', () => {
+    const ring = filled(10, 2, 0, 0);
+    ring.trim(1000, 3);
+    assert.equal(ring.start, 3);
+    assert.equal(ring.end, 10);
+    ring.trim(1000, 3);
+    assert.equal(ring.start, 3);
+  });
+
+  test('tail: the digests of the k entries ending at a position, oldest first', () => {
+    const ring = filled(10);
+    assert.deepEqual(
+      ring.tail(5, 3),
+      [3, 4, 5].map((i) => digestOf(ev(i))),
+    );
+    assert.deepEqual(
+      ring.tail(1, 8),
+      [0, 1].map((i) => digestOf(ev(i))),
+    );
+  });
+
+  test('align: the position after the last broadcast events; the newest occurrence wins', () => {
+    const ring = filled(10);
+    assert.equal(ring.align(ring.tail(5, 3)), 6);
+    assert.equal(ring.align(ring.tail(9, 4)), 10);
+    // The same three events published again later: the later copy is where the leader stopped.
+    for (const i of [3, 4, 5]) ring.push(ev(i), 0);
+    assert.equal(ring.align([3, 4, 5].map((i) => digestOf(ev(i)))), 13);
+  });
+
+  test('align: unknown digests, or none, give null', () => {
+    const ring = filled(10);
+    assert.equal(ring.align([]), null);
+    assert.equal(ring.align([digestOf(Buffer.from('never published'))]), null);
+    assert.equal(ring.align([digestOf(ev(4)), digestOf(ev(3))]), null, 'order matters');
+  });
+
+  test('align: a partial match at the very start of the ring counts when it covers at least 2 events', () => {
+    const ring = filled(10, 7);
+    ring.trim(0, ring.end); // keeps 3..9
+    assert.equal(ring.start, 3);
+    const digests = [1, 2, 3, 4].map((i) => digestOf(ev(i)));
+    assert.equal(ring.align(digests), 5, 'events 3 and 4 are in the ring, 1 and 2 were trimmed');
+    assert.equal(ring.align([1, 2, 3].map((i) => digestOf(ev(i)))), null, 'only one event of the tail is in the ring');
+  });
+});
