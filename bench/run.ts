@@ -41,7 +41,9 @@ async function main(): Promise<void> {
   const { scenario, flags } = parseArgs(process.argv.slice(2));
   const spec = scenario ? SCENARIOS[scenario] : undefined;
   if (!scenario || !spec) {
-    console.error(`usage: npm run bench -- <${Object.keys(SCENARIOS).join('|')}> [--runs N] [--duration S] [--clients N] [--loadgens N] [scenario flags]`);
+    console.error(
+      `usage: npm run bench -- <${Object.keys(SCENARIOS).join('|')}> [--runs N] [--duration S] [--clients N] [--loadgens N] [scenario flags]`,
+    );
     process.exit(2);
   }
   const f: Flags = {
@@ -56,8 +58,21 @@ async function main(): Promise<void> {
   const result = await spec.run(f);
   machine['loadavgAtEnd'] = os.loadavg();
   delete machine['uptimeLoadAtEnd'];
-  const file = saveResult(scenario, { scenario, started, finished: new Date().toISOString(), argv: process.argv.slice(2), flags: f, machine, result });
-  console.log(`\nload average start ${(machine['loadavgAtStart'] as number[]).map((x) => x.toFixed(2)).join(' ')}, end ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}; JSON: ${file}`);
+  const file = saveResult(scenario, {
+    scenario,
+    started,
+    finished: new Date().toISOString(),
+    argv: process.argv.slice(2),
+    flags: f,
+    machine,
+    result,
+  });
+  console.log(
+    `\nload average start ${(machine['loadavgAtStart'] as number[]).map((x) => x.toFixed(2)).join(' ')}, end ${os
+      .loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')}; JSON: ${file}`,
+  );
 }
 
 if (require.main === module) {

@@ -49,7 +49,8 @@ function startServer(server: http.Server, sticky: boolean): void {
   const realtime = io.of(/^\/.*$/);
   realtime.use((socket, next) => {
     if (`/${siteOf(socket)}` !== socket.nsp.name) return next(new Error('Invalid namespace'));
-    if (!cookieSid(socket.request.headers.cookie)) return next(new Error('No authentication method used. Use cookie or authorization header.'));
+    if (!cookieSid(socket.request.headers.cookie))
+      return next(new Error('No authentication method used. Use cookie or authorization header.'));
     frappeGet(socket, 'frappe.realtime.get_user_info')
       .then(async (res) => {
         if (!res.ok) throw new Error(`${res.status}`);

@@ -30,7 +30,12 @@ export function flagNumber(flags: Record<string, unknown>, name: string, dflt: n
 
 export function flagList(flags: Record<string, unknown>, name: string, dflt: string[]): string[] {
   const v = flags[name];
-  return typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : dflt;
+  return typeof v === 'string'
+    ? v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : dflt;
 }
 
 export interface BenchEnv {
@@ -54,7 +59,11 @@ export async function startEnv(latencyMs = 0): Promise<BenchEnv> {
 }
 
 /** n System Users with sids `s.<user>` (the raw-ws baseline relies on that shape), registered in the fake backend. */
-export function makeClients(env: BenchEnv, n: number, opts: { prefix?: string; docRoomSize?: number; sharedSid?: boolean } = {}): ClientSpec[] {
+export function makeClients(
+  env: BenchEnv,
+  n: number,
+  opts: { prefix?: string; docRoomSize?: number; sharedSid?: boolean } = {},
+): ClientSpec[] {
   const prefix = opts.prefix ?? 'u';
   const out: ClientSpec[] = [];
   for (let i = 0; i < n; i++) {
@@ -81,7 +90,13 @@ export function docRooms(n: number, size: number): PublishTarget[] {
  * proves connections and subscriptions (including the adapter's dynamic
  * shard subscriptions) are in place before a measured run.
  */
-export async function warmUp(target: Target, loadgen: LoadGen, rooms: readonly PublishTarget[], expectClients: number, timeoutMs = 60_000): Promise<void> {
+export async function warmUp(
+  target: Target,
+  loadgen: LoadGen,
+  rooms: readonly PublishTarget[],
+  expectClients: number,
+  timeoutMs = 60_000,
+): Promise<void> {
   const pub = new OneShotPublisher(target);
   try {
     await loadgen.window();
@@ -201,10 +216,14 @@ export async function measure(o: MeasureOptions): Promise<RunResult> {
   for (const p of gwPids) cpuByProcess[p === o.target.primaryPid ? `primary(${p})` : `worker(${p})`] = d.get(p) ?? 0;
   if (redisPid) cpuByProcess[`redis(${redisPid})`] = redisCpu;
   const invalid: string[] = [];
-  if (rep.saturated) invalid.push(`load generator saturated (${rep.cpuFractions.map((f) => `${Math.round(f * 100)}%`).join(', ')} of a core)`);
+  if (rep.saturated)
+    invalid.push(`load generator saturated (${rep.cpuFractions.map((f) => `${Math.round(f * 100)}%`).join(', ')} of a core)`);
   const pubCpu = pub.cpuMs / Math.max(1, pub.wallMs);
   if (pubCpu >= 0.9) invalid.push(`publisher saturated (${Math.round(pubCpu * 100)}% of a core)`);
-  if (pub.behind) invalid.push(`publisher fell behind the offered rate (achieved ${Math.round(pub.achievedRate)}/s of ${o.rate}/s, max backlog ${pub.maxBacklog})`);
+  if (pub.behind)
+    invalid.push(
+      `publisher fell behind the offered rate (achieved ${Math.round(pub.achievedRate)}/s of ${o.rate}/s, max backlog ${pub.maxBacklog})`,
+    );
   const sendS = pub.sendMs / 1000;
   const h = rep.hist;
   return {

@@ -121,7 +121,7 @@ function connectAll(cmd: Extract<ChildCommand, { cmd: 'connect' }>): void {
           once(null);
           break;
         case 'connect_error':
-          attempt = cmd.retries; // a refusal by the server is final
+          if (cmd.retries === 0) attempt = cmd.retries; // storms count refusals; setup phases retry them (backend timeouts under load)
           once(`connect_error: ${f.message}`);
           ws.close();
           break;
@@ -181,7 +181,9 @@ process.on('message', (raw: unknown) => {
         wallMs: performance.now() - windowStart,
         hist: hist.toJSON(),
         rss: process.memoryUsage.rss(),
-        ...(seqCounts && seqFirst && seqLatency && cmd.withSeq ? { seqCounts: Array.from(seqCounts), seqFirst: Array.from(seqFirst), seqLatency: Array.from(seqLatency) } : {}),
+        ...(seqCounts && seqFirst && seqLatency && cmd.withSeq
+          ? { seqCounts: Array.from(seqCounts), seqFirst: Array.from(seqFirst), seqLatency: Array.from(seqLatency) }
+          : {}),
       };
       send(r);
       break;

@@ -7,7 +7,16 @@ export interface ClientSpec {
 }
 
 export type ChildCommand =
-  | { cmd: 'connect'; url: string; site: string; origin: string; clients: ClientSpec[]; timeoutMs: number; ratePerSec: number; retries: number }
+  | {
+      cmd: 'connect';
+      url: string;
+      site: string;
+      origin: string;
+      clients: ClientSpec[];
+      timeoutMs: number;
+      ratePerSec: number;
+      retries: number;
+    }
   | { cmd: 'window'; trackSeq: number }
   | { cmd: 'report'; withSeq: boolean }
   | { cmd: 'close' };

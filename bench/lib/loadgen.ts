@@ -64,7 +64,10 @@ export class LoadGen {
     const entry = path.join(__dirname, 'loadgen-child.ts');
     const children: Child[] = [];
     for (let i = 0; i < processes; i++) {
-      const proc = fork(entry, [], { execArgv: ['--import', 'tsx', '--max-old-space-size=2048'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      const proc = fork(entry, [], {
+        execArgv: ['--import', 'tsx', '--max-old-space-size=2048'],
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      });
       const child = new Child(proc);
       children.push(child);
     }
@@ -73,18 +76,40 @@ export class LoadGen {
   }
 
   /** Opens every client (round-robin over the processes); resolves when all settled. ratePerSec 0 = all at once. */
-  async connect(opts: { url: string; site: string; origin: string; clients: ClientSpec[]; timeoutMs?: number; ratePerSec?: number; retries?: number }): Promise<MergedConnect> {
+  async connect(opts: {
+    url: string;
+    site: string;
+    origin: string;
+    clients: ClientSpec[];
+    timeoutMs?: number;
+    ratePerSec?: number;
+    retries?: number;
+  }): Promise<MergedConnect> {
     const n = this.children.length;
     const parts: ClientSpec[][] = this.children.map(() => []);
     opts.clients.forEach((c, i) => parts[i % n]?.push(c));
     const waits = this.children.map((c) => c.next<ConnectResult>());
     this.children.forEach((c, i) =>
-      c.send({ cmd: 'connect', url: opts.url, site: opts.site, origin: opts.origin, clients: parts[i] ?? [], timeoutMs: opts.timeoutMs ?? 60_000, ratePerSec: (opts.ratePerSec ?? 0) / n, retries: opts.retries ?? 3 }),
+      c.send({
+        cmd: 'connect',
+        url: opts.url,
+        site: opts.site,
+        origin: opts.origin,
+        clients: parts[i] ?? [],
+        timeoutMs: opts.timeoutMs ?? 60_000,
+        ratePerSec: (opts.ratePerSec ?? 0) / n,
+        retries: opts.retries ?? 3,
+      }),
     );
     const results = await Promise.all(waits);
     const errors: Record<string, number> = {};
     for (const r of results) for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
-    return { connected: results.reduce((a, r) => a + r.connected, 0), errors, retries: results.reduce((a, r) => a + r.retries, 0), durationMs: Math.max(...results.map((r) => r.durationMs)) };
+    return {
+      connected: results.reduce((a, r) => a + r.connected, 0),
+      errors,
+      retries: results.reduce((a, r) => a + r.retries, 0),
+      durationMs: Math.max(...results.map((r) => r.durationMs)),
+    };
   }
 
   /** Starts a measurement window: counters, histogram and CPU baseline reset. trackSeq > 0 records per-sequence arrival. */

@@ -23,7 +23,10 @@ export function parseStat(text: string): ProcStat {
   const pid = Number(text.slice(0, open).trim());
   const comm = text.slice(open + 1, close);
   // Fields after comm, numbered from 3 (state) as in proc(5).
-  const rest = text.slice(close + 2).trim().split(/\s+/);
+  const rest = text
+    .slice(close + 2)
+    .trim()
+    .split(/\s+/);
   const field = (n: number): string => rest[n - 3] ?? '';
   return { pid, comm, state: field(3), ppid: Number(field(4)), utime: Number(field(14)), stime: Number(field(15)) };
 }

@@ -39,7 +39,14 @@ async function run(cmd: PublishCommand): Promise<PublishResult> {
       const body = JSON.stringify(events);
       const u = new URL(cmd.httpUrl ?? '');
       const req = http.request(
-        { host: u.hostname, port: u.port, path: u.pathname, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+        {
+          host: u.hostname,
+          port: u.port,
+          path: u.pathname,
+          method: 'POST',
+          agent,
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+        },
         (res) => {
           res.resume();
           res.on('end', () => ((res.statusCode ?? 0) < 300 ? resolve() : reject(new Error(`publish API answered ${res.statusCode}`))));
@@ -102,7 +109,18 @@ async function run(cmd: PublishCommand): Promise<PublishResult> {
   const wallMs = ackEnd - t0;
   const achievedRate = (acked / Math.max(1, sendEnd - t0)) * 1000;
   const behind = errors > 0 || acked < sent || achievedRate < cmd.rate * 0.97 || lateTicks > 2;
-  return { type: 'published', sent, acked, errors, wallMs, sendMs: sendEnd - t0, cpuMs: (cpu.user + cpu.system) / 1000, achievedRate, maxBacklog, behind };
+  return {
+    type: 'published',
+    sent,
+    acked,
+    errors,
+    wallMs,
+    sendMs: sendEnd - t0,
+    cpuMs: (cpu.user + cpu.system) / 1000,
+    achievedRate,
+    maxBacklog,
+    behind,
+  };
 }
 
 process.on('message', (raw: unknown) => {

@@ -11,7 +11,10 @@ export class Publisher {
   }
 
   static async start(): Promise<Publisher> {
-    const proc = fork(path.join(__dirname, 'publisher-child.ts'), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const proc = fork(path.join(__dirname, 'publisher-child.ts'), [], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
     await new Promise<void>((resolve, reject) => {
       proc.once('message', () => resolve());
       proc.once('exit', (code) => reject(new Error(`publisher exited (${String(code)})`)));

@@ -6,7 +6,16 @@
 import path from 'node:path';
 import readline from 'node:readline';
 import { Redis } from 'ioredis';
-import { freePort, httpRequest, repoRoot, startGateway, uniqueKeyPrefix, type FakeFrappe, type GatewayHandle, type RedisServer } from '../../test/harness';
+import {
+  freePort,
+  httpRequest,
+  repoRoot,
+  startGateway,
+  uniqueKeyPrefix,
+  type FakeFrappe,
+  type GatewayHandle,
+  type RedisServer,
+} from '../../test/harness';
 import { spawnManaged, type ManagedProcess } from '../../test/harness/processes';
 import { frappeEvent, nowMs } from './frames';
 import { childrenOf } from './proc';
@@ -93,15 +102,28 @@ export async function startBaseline(o: BaselineOptions): Promise<Target> {
   const port = await freePort();
   const workers = o.kind === 'stock' ? (o.workers ?? 0) : 0;
   const file = path.join(repoRoot, 'bench', 'baselines', o.kind === 'stock' ? 'stock.ts' : 'raw-ws.ts');
-  const env: NodeJS.ProcessEnv = { ...process.env, BENCH_PORT: String(port), BENCH_REDIS_URL: o.redis.url, BENCH_BACKEND_URL: o.fake.url, BENCH_WORKERS: String(workers), BENCH_CHANNEL: CHANNEL };
-  const proc: ManagedProcess = await spawnManaged(process.execPath, ['--import', 'tsx', file], { cwd: repoRoot, env, stdout: 'pipe', stderr: 'pipe' });
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    BENCH_PORT: String(port),
+    BENCH_REDIS_URL: o.redis.url,
+    BENCH_BACKEND_URL: o.fake.url,
+    BENCH_WORKERS: String(workers),
+    BENCH_CHANNEL: CHANNEL,
+  };
+  const proc: ManagedProcess = await spawnManaged(process.execPath, ['--import', 'tsx', file], {
+    cwd: repoRoot,
+    env,
+    stdout: 'pipe',
+    stderr: 'pipe',
+  });
   let ready = 0;
   const lines: string[] = [];
   for (const s of [proc.proc.stdout, proc.proc.stderr]) {
-    if (s) readline.createInterface({ input: s }).on('line', (l) => {
-      lines.push(l);
-      if (/listening|worker ready/.test(l)) ready++;
-    });
+    if (s)
+      readline.createInterface({ input: s }).on('line', (l) => {
+        lines.push(l);
+        if (/listening|worker ready/.test(l)) ready++;
+      });
   }
   const want = Math.max(1, workers);
   const deadline = Date.now() + 60_000;
@@ -154,7 +176,11 @@ export class OneShotPublisher {
     }
     for (let i = 0; i < targets.length; i += 500) {
       const batch = targets.slice(i, i + 500).map((x) => ({ event, message: { s: -1, t }, namespace: x.ns, room: x.room }));
-      const res = await httpRequest(this.target.publish.httpUrl ?? '', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(batch) });
+      const res = await httpRequest(this.target.publish.httpUrl ?? '', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(batch),
+      });
       if (res.status >= 300) throw new Error(`publish API answered ${res.status}: ${res.body}`);
     }
   }

@@ -38,9 +38,24 @@ export async function connectStorm(flags: Flags): Promise<unknown> {
           const loadgen = await LoadGen.start(flags.loadgens);
           try {
             env.fake.clearRequests();
-            const c = await loadgen.connect({ url: t.url, site: SITE, origin: t.origin, clients, ratePerSec: 0, retries: 0, timeoutMs: flagNumber(flags, 'timeout', 60) * 1000 });
-            const r: StormRun = { connected: c.connected, errors: c.errors, durationMs: c.durationMs, backendCalls: env.fake.callsTo('get_user_info').length };
-            console.error(`[connect-storm] ${key} run ${run + 1}: ${c.connected}/${n} in ${Math.round(c.durationMs)} ms, errors ${JSON.stringify(c.errors)}, get_user_info calls ${r.backendCalls}`);
+            const c = await loadgen.connect({
+              url: t.url,
+              site: SITE,
+              origin: t.origin,
+              clients,
+              ratePerSec: 0,
+              retries: 0,
+              timeoutMs: flagNumber(flags, 'timeout', 60) * 1000,
+            });
+            const r: StormRun = {
+              connected: c.connected,
+              errors: c.errors,
+              durationMs: c.durationMs,
+              backendCalls: env.fake.callsTo('get_user_info').length,
+            };
+            console.error(
+              `[connect-storm] ${key} run ${run + 1}: ${c.connected}/${n} in ${Math.round(c.durationMs)} ms, errors ${JSON.stringify(c.errors)}, get_user_info calls ${r.backendCalls}`,
+            );
             results[key]?.push(r);
           } finally {
             await loadgen.close();
@@ -59,6 +74,10 @@ export async function connectStorm(flags: Flags): Promise<unknown> {
     fmtSpread(spread(runs.map((r) => Object.values(r.errors).reduce((a, b) => a + b, 0)))),
     fmtSpread(spread(runs.map((r) => r.backendCalls))),
   ]);
-  printTable(`connect-storm: ${n} clients at once, backend latency ${latency} ms, median (min-max) of ${flags.runs} runs`, ['target / credentials', 'connected', 'time to all connected (s)', 'errors', 'get_user_info calls'], rows);
+  printTable(
+    `connect-storm: ${n} clients at once, backend latency ${latency} ms, median (min-max) of ${flags.runs} runs`,
+    ['target / credentials', 'connected', 'time to all connected (s)', 'errors', 'get_user_info calls'],
+    rows,
+  );
   return { clients: n, latencyMs: latency, results };
 }

@@ -64,7 +64,16 @@ export async function failover(flags: Flags): Promise<unknown> {
           await warmUp(standby, loadgen, rooms, n);
           const total = Math.round((rate * durationMs) / 1000);
           await loadgen.window(total);
-          const pub = publisher.run({ mode: 'redis', redisUrl: env.redis.url, channel: CHANNEL, rate, durationMs, targets: rooms, seqStart: 0, padBytes: 0 });
+          const pub = publisher.run({
+            mode: 'redis',
+            redisUrl: env.redis.url,
+            channel: CHANNEL,
+            rate,
+            durationMs,
+            targets: rooms,
+            seqStart: 0,
+            padBytes: 0,
+          });
           await sleep(killAfterMs);
           const killAt = performance.timeOrigin + performance.now();
           if (mode === 'SIGKILL') await leader.gateway?.kill();
@@ -93,7 +102,9 @@ export async function failover(flags: Flags): Promise<unknown> {
             killAtMs: killAt,
             publisherBehind: p.behind,
           };
-          console.error(`[failover] ${mode} run ${run + 1}: gap ${r.gapMs.toFixed(0)} ms, max latency ${r.maxLatencyMs.toFixed(0)} ms, lost ${r.lost}, duplicated ${r.duplicated} of ${r.sent}`);
+          console.error(
+            `[failover] ${mode} run ${run + 1}: gap ${r.gapMs.toFixed(0)} ms, max latency ${r.maxLatencyMs.toFixed(0)} ms, lost ${r.lost}, duplicated ${r.duplicated} of ${r.sent}`,
+          );
           results[mode]?.push(r);
         } finally {
           await loadgen.close();
@@ -113,6 +124,10 @@ export async function failover(flags: Flags): Promise<unknown> {
     fmtSpread(spread(runs.map((r) => r.duplicated))),
     String(runs.reduce((a, r) => a + r.sent, 0)),
   ]);
-  printTable(`failover: two hosts, ${n} clients on the standby host, ${rate} events/s, median (min-max) of ${flags.runs} runs`, ['event', 'delivery gap ms', 'max latency ms', 'lost', 'duplicated', 'events sent (all runs)'], rows);
+  printTable(
+    `failover: two hosts, ${n} clients on the standby host, ${rate} events/s, median (min-max) of ${flags.runs} runs`,
+    ['event', 'delivery gap ms', 'max latency ms', 'lost', 'duplicated', 'events sent (all runs)'],
+    rows,
+  );
   return { clients: n, rate, results };
 }

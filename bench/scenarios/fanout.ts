@@ -3,7 +3,22 @@
  * latency for room sizes 1 (user rooms), 10 (doc rooms) and all (site
  * broadcast to every client), for the gateway and the baselines.
  */
-import { docRooms, flagList, flagNumber, fmt, fmtSpread, makeClients, measure, printTable, startEnv, summarize, userRooms, warmUp, type Flags, type RunResult } from '../lib/common';
+import {
+  docRooms,
+  flagList,
+  flagNumber,
+  fmt,
+  fmtSpread,
+  makeClients,
+  measure,
+  printTable,
+  startEnv,
+  summarize,
+  userRooms,
+  warmUp,
+  type Flags,
+  type RunResult,
+} from '../lib/common';
 import { LoadGen } from '../lib/loadgen';
 import { Publisher } from '../lib/publisher';
 import type { PublishTarget } from '../lib/publisher-protocol';
@@ -21,9 +36,17 @@ export async function fanout(flags: Flags): Promise<unknown> {
   const targets = flagList(flags, 'targets', ['gateway-standalone', 'gateway-1w', 'stock', 'raw-ws']);
   const sizesWanted = flagList(flags, 'sizes', ['1', '10', 'all']);
   const sizes: SizeSpec[] = [];
-  if (sizesWanted.includes('1')) sizes.push({ size: '1 (user rooms)', rooms: userRooms(n), perEvent: 1, rate: flagNumber(flags, 'rate1', 3000) });
-  if (sizesWanted.includes('10')) sizes.push({ size: '10 (doc rooms)', rooms: docRooms(n, 10), perEvent: 10, rate: flagNumber(flags, 'rate10', 1000) });
-  if (sizesWanted.includes('all')) sizes.push({ size: `all (${n} clients)`, rooms: [{ ns: SITE, room: 'all' }], perEvent: n, rate: flagNumber(flags, 'rateAll', Math.max(1, Math.round(20_000 / n))) });
+  if (sizesWanted.includes('1'))
+    sizes.push({ size: '1 (user rooms)', rooms: userRooms(n), perEvent: 1, rate: flagNumber(flags, 'rate1', 3000) });
+  if (sizesWanted.includes('10'))
+    sizes.push({ size: '10 (doc rooms)', rooms: docRooms(n, 10), perEvent: 10, rate: flagNumber(flags, 'rate10', 1000) });
+  if (sizesWanted.includes('all'))
+    sizes.push({
+      size: `all (${n} clients)`,
+      rooms: [{ ns: SITE, room: 'all' }],
+      perEvent: n,
+      rate: flagNumber(flags, 'rateAll', Math.max(1, Math.round(20_000 / n))),
+    });
 
   const env = await startEnv();
   const loadgen = await LoadGen.start(flags.loadgens);
@@ -33,7 +56,8 @@ export async function fanout(flags: Flags): Promise<unknown> {
     for (const name of targets) {
       let target: Target;
       if (name === 'gateway-standalone') target = await startGatewayTarget({ fake: env.fake });
-      else if (/^gateway-\d+w$/.test(name)) target = await startGatewayTarget({ fake: env.fake, redis: env.redis, workers: Number(name.slice(8, -1)) });
+      else if (/^gateway-\d+w$/.test(name))
+        target = await startGatewayTarget({ fake: env.fake, redis: env.redis, workers: Number(name.slice(8, -1)) });
       else if (name === 'stock') target = await startBaseline({ kind: 'stock', redis: env.redis, fake: env.fake });
       else if (name === 'raw-ws') target = await startBaseline({ kind: 'raw-ws', redis: env.redis, fake: env.fake });
       else throw new Error(`unknown target ${name}`);
@@ -47,7 +71,16 @@ export async function fanout(flags: Flags): Promise<unknown> {
           await warmUp(target, loadgen, s.rooms, n);
           const runs: RunResult[] = [];
           for (let i = 0; i < flags.runs; i++) {
-            const r = await measure({ target, loadgen, publisher, redis: target.publish.mode === 'redis' ? env.redis : undefined, rate: s.rate, durationMs: flags.durationMs, rooms: s.rooms, perEvent: s.perEvent });
+            const r = await measure({
+              target,
+              loadgen,
+              publisher,
+              redis: target.publish.mode === 'redis' ? env.redis : undefined,
+              rate: s.rate,
+              durationMs: flags.durationMs,
+              rooms: s.rooms,
+              perEvent: s.perEvent,
+            });
             console.error(
               `[fanout] ${target.name} size ${s.size} run ${i + 1}: ${fmt(r.deliveriesPerSec)} deliveries/s, ${fmt(r.deliveriesPerGatewayCpuSec)} per gw CPU-s, p99 ${fmt(r.latencyMs.p99, 1)} ms, lost ${r.lost}${r.valid ? '' : ` INVALID: ${r.invalid.join('; ')}`}`,
             );
@@ -74,12 +107,30 @@ export async function fanout(flags: Flags): Promise<unknown> {
         `${runs[0]?.rate ?? 0}/s`,
         fmtSpread(summarize(runs, (r) => r.deliveriesPerSec)),
         fmtSpread(summarize(runs, (r) => r.deliveriesPerGatewayCpuSec)),
-        fmtSpread(summarize(runs, (r) => r.gatewayCpuUsPerDelivery), 2),
-        fmtSpread(summarize(runs, (r) => r.redisCpuSec * 1e6 / Math.max(1, r.deliveries)), 2),
-        fmtSpread(summarize(runs, (r) => r.latencyMs.p50), 1),
-        fmtSpread(summarize(runs, (r) => r.latencyMs.p90), 1),
-        fmtSpread(summarize(runs, (r) => r.latencyMs.p99), 1),
-        fmtSpread(summarize(runs, (r) => r.latencyMs.max), 1),
+        fmtSpread(
+          summarize(runs, (r) => r.gatewayCpuUsPerDelivery),
+          2,
+        ),
+        fmtSpread(
+          summarize(runs, (r) => (r.redisCpuSec * 1e6) / Math.max(1, r.deliveries)),
+          2,
+        ),
+        fmtSpread(
+          summarize(runs, (r) => r.latencyMs.p50),
+          1,
+        ),
+        fmtSpread(
+          summarize(runs, (r) => r.latencyMs.p90),
+          1,
+        ),
+        fmtSpread(
+          summarize(runs, (r) => r.latencyMs.p99),
+          1,
+        ),
+        fmtSpread(
+          summarize(runs, (r) => r.latencyMs.max),
+          1,
+        ),
         String(runs.reduce((a, r) => a + r.lost, 0)),
         `${runs.filter((r) => r.valid).length}/${runs.length}`,
       ]);
@@ -87,7 +138,21 @@ export async function fanout(flags: Flags): Promise<unknown> {
   }
   printTable(
     `fanout: ${n} clients, ${flags.durationMs / 1000} s per run, median (min-max) of valid runs`,
-    ['target', 'room size', 'offered events', 'deliveries/s', 'deliveries per gw CPU-s', 'gw CPU us/delivery', 'redis CPU us/delivery', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'lost', 'valid'],
+    [
+      'target',
+      'room size',
+      'offered events',
+      'deliveries/s',
+      'deliveries per gw CPU-s',
+      'gw CPU us/delivery',
+      'redis CPU us/delivery',
+      'p50 ms',
+      'p90 ms',
+      'p99 ms',
+      'max ms',
+      'lost',
+      'valid',
+    ],
     rows,
   );
   return { clients: n, results };

@@ -26,7 +26,12 @@ interface MemRun {
 
 async function heapUsed(t: Target): Promise<number> {
   if (!t.gateway) return NaN;
-  return (await t.gateway.metricValue('nodejs_heap_size_used_bytes')) ?? NaN;
+  try {
+    return (await t.gateway.metricValue('nodejs_heap_size_used_bytes')) ?? NaN;
+  } catch (err) {
+    console.error(`[idle-memory] ${t.name}: /metrics failed: ${String(err)}`);
+    return NaN;
+  }
 }
 
 /** Median of 3 samples 1 s apart (RSS and heap move with GC). */
@@ -64,6 +69,8 @@ export async function idleMemory(flags: Flags): Promise<unknown> {
           const c = await loadgen.connect({ url: t.url, site: SITE, origin: t.origin, clients, ratePerSec: 2000, timeoutMs: 120_000 });
           await sleep(5000);
           const after = await sample(t);
+          if (t.gateway?.proc.exitCode !== null && t.gateway?.proc.exitCode !== undefined)
+            console.error(`[idle-memory] ${name}: gateway exited (${t.gateway.proc.exitCode}): ${t.gateway.logs.slice(-5).join(' | ')}`);
           const r: MemRun = {
             connected: c.connected,
             errors: c.errors,
@@ -77,7 +84,9 @@ export async function idleMemory(flags: Flags): Promise<unknown> {
             allRssPerConnBytes: (after.all - before.all) / Math.max(1, c.connected),
             heapPerConnBytes: (after.heap - before.heap) / Math.max(1, c.connected),
           };
-          console.error(`[idle-memory] ${name} run ${run + 1}: ${c.connected}/${n} connected, ${(r.rssPerConnBytes / 1024).toFixed(1)} KB RSS/conn, heap ${(r.heapPerConnBytes / 1024).toFixed(1)} KB/conn`);
+          console.error(
+            `[idle-memory] ${name} run ${run + 1}: ${c.connected}/${n} connected, ${(r.rssPerConnBytes / 1024).toFixed(1)} KB RSS/conn, heap ${(r.heapPerConnBytes / 1024).toFixed(1)} KB/conn`,
+          );
           results[name]?.push(r);
         } finally {
           await loadgen.close();
@@ -100,7 +109,15 @@ export async function idleMemory(flags: Flags): Promise<unknown> {
   ]);
   printTable(
     `idle-memory: ${n} idle websocket connections vs 0, median (min-max) of ${flags.runs} runs`,
-    ['target', 'connected', 'RSS at 0 (MiB)', `RSS at ${n} (MiB)`, 'RSS/conn KB (socket process)', 'RSS/conn KB (all processes)', 'heap/conn KB'],
+    [
+      'target',
+      'connected',
+      'RSS at 0 (MiB)',
+      `RSS at ${n} (MiB)`,
+      'RSS/conn KB (socket process)',
+      'RSS/conn KB (all processes)',
+      'heap/conn KB',
+    ],
     rows,
   );
   return { clients: n, results };

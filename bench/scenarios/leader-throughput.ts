@@ -4,7 +4,19 @@
  * (and a bounded p99), with every process's share of a core at each step so
  * the limit is visible: leader primary, workers, redis, generators, machine.
  */
-import { flagList, flagNumber, fmt, makeClients, measure, printTable, startEnv, userRooms, warmUp, type Flags, type RunResult } from '../lib/common';
+import {
+  flagList,
+  flagNumber,
+  fmt,
+  makeClients,
+  measure,
+  printTable,
+  startEnv,
+  userRooms,
+  warmUp,
+  type Flags,
+  type RunResult,
+} from '../lib/common';
 import { LoadGen } from '../lib/loadgen';
 import { Publisher } from '../lib/publisher';
 import { SITE, startGatewayTarget } from '../lib/topology';
@@ -27,14 +39,19 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
     let failures = 0;
     for (const rate of rates) {
       const runs: RunResult[] = [];
-      for (let i = 0; i < flags.runs; i++) runs.push(await measure({ target: t, loadgen, publisher, redis: env.redis, rate, durationMs: flags.durationMs, rooms, perEvent: 1 }));
+      for (let i = 0; i < flags.runs; i++)
+        runs.push(
+          await measure({ target: t, loadgen, publisher, redis: env.redis, rate, durationMs: flags.durationMs, rooms, perEvent: 1 }),
+        );
       const sustained = runs.every((r) => r.valid && r.lost === 0 && r.latencyMs.p99 <= p99Limit);
       steps.push({ rate, runs, sustained });
       const r = runs[runs.length - 1] as RunResult;
       const share = Object.entries(r.cpuByProcess)
         .map(([k, v]) => `${k.replace(/\(\d+\)/, '')} ${Math.round((v / (r.windowMs / 1000)) * 100)}%`)
         .join(', ');
-      console.error(`[leader-throughput] ${rate}/s: ${sustained ? 'sustained' : 'NOT sustained'}; lost ${r.lost}, p99 ${fmt(r.latencyMs.p99, 1)} ms; ${share}; machine ${r.machineBusyCores.toFixed(2)} cores busy${r.valid ? '' : `; INVALID: ${r.invalid.join('; ')}`}`);
+      console.error(
+        `[leader-throughput] ${rate}/s: ${sustained ? 'sustained' : 'NOT sustained'}; lost ${r.lost}, p99 ${fmt(r.latencyMs.p99, 1)} ms; ${share}; machine ${r.machineBusyCores.toFixed(2)} cores busy${r.valid ? '' : `; INVALID: ${r.invalid.join('; ')}`}`,
+      );
       if (!sustained && ++failures >= 2) break;
       // Let a backlog drain before the next step.
       await new Promise((res) => setTimeout(res, 2000));
@@ -70,7 +87,19 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
   const best = steps.filter((s) => s.sustained).map((s) => s.rate);
   printTable(
     `leader-throughput: ${w} workers, ${n} clients in user rooms, ${flags.durationMs / 1000} s per step (CPU as % of one core over the window)`,
-    ['offered', 'achieved events/s', 'lost', 'p50 ms', 'p99 ms', 'leader primary CPU', 'workers CPU', 'redis CPU', 'generators CPU', 'machine cores busy', 'sustained'],
+    [
+      'offered',
+      'achieved events/s',
+      'lost',
+      'p50 ms',
+      'p99 ms',
+      'leader primary CPU',
+      'workers CPU',
+      'redis CPU',
+      'generators CPU',
+      'machine cores busy',
+      'sustained',
+    ],
     rows,
   );
   console.log(`highest sustained rate: ${best.length ? Math.max(...best) : 'none'} events/s`);

@@ -6,7 +6,21 @@
  * measured in the same run. Gateway processes + redis-server CPU, and what
  * each worker read from Redis.
  */
-import { flagList, flagNumber, fmt, fmtSpread, makeClients, measure, printTable, startEnv, summarize, userRooms, warmUp, type Flags, type RunResult } from '../lib/common';
+import {
+  flagList,
+  flagNumber,
+  fmt,
+  fmtSpread,
+  makeClients,
+  measure,
+  printTable,
+  startEnv,
+  summarize,
+  userRooms,
+  warmUp,
+  type Flags,
+  type RunResult,
+} from '../lib/common';
 import { LoadGen } from '../lib/loadgen';
 import { Publisher } from '../lib/publisher';
 import { SITE, startBaseline, startGatewayTarget, type Target } from '../lib/topology';
@@ -25,7 +39,10 @@ export async function scaling(flags: Flags): Promise<unknown> {
     for (const w of workers) {
       results[String(w)] = {};
       for (const design of ['gateway', 'every-process']) {
-        const t: Target = design === 'gateway' ? await startGatewayTarget({ fake: env.fake, redis: env.redis, workers: w }) : await startBaseline({ kind: 'stock', redis: env.redis, fake: env.fake, workers: w });
+        const t: Target =
+          design === 'gateway'
+            ? await startGatewayTarget({ fake: env.fake, redis: env.redis, workers: w })
+            : await startBaseline({ kind: 'stock', redis: env.redis, fake: env.fake, workers: w });
         const loadgen = await LoadGen.start(flags.loadgens);
         try {
           const c = await loadgen.connect({ url: t.url, site: SITE, origin: t.origin, clients: makeClients(env, n), ratePerSec: 2000 });
@@ -34,8 +51,20 @@ export async function scaling(flags: Flags): Promise<unknown> {
           const runs: ScalingRun[] = [];
           for (let i = 0; i < flags.runs; i++) {
             const m0 = t.gateway ? ((await t.gateway.metricValue('gateway_worker_broadcasts_total', { kind: 'adapter' })) ?? 0) : 0;
-            const r: ScalingRun = await measure({ target: t, loadgen, publisher, redis: env.redis, rate, durationMs: flags.durationMs, rooms, perEvent: 1, workerIo: true });
-            if (t.gateway) r.adapterMessagesPerEvent = (((await t.gateway.metricValue('gateway_worker_broadcasts_total', { kind: 'adapter' })) ?? 0) - m0) / r.sent;
+            const r: ScalingRun = await measure({
+              target: t,
+              loadgen,
+              publisher,
+              redis: env.redis,
+              rate,
+              durationMs: flags.durationMs,
+              rooms,
+              perEvent: 1,
+              workerIo: true,
+            });
+            if (t.gateway)
+              r.adapterMessagesPerEvent =
+                (((await t.gateway.metricValue('gateway_worker_broadcasts_total', { kind: 'adapter' })) ?? 0) - m0) / r.sent;
             console.error(
               `[scaling] ${w} workers ${design} run ${i + 1}: ${fmt(r.totalCpuUsPerEvent)} us CPU/event (gw ${fmt(r.gatewayCpuUsPerEvent)}, redis ${fmt((r.redisCpuSec / r.sent) * 1e6)}), p99 ${fmt(r.latencyMs.p99, 1)} ms, lost ${r.lost}${r.valid ? '' : ` INVALID: ${r.invalid.join('; ')}`}`,
             );
@@ -67,8 +96,16 @@ export async function scaling(flags: Flags): Promise<unknown> {
         fmtSpread(summarize(runs, (r) => r.gatewayCpuUsPerEvent)),
         fmtSpread(summarize(runs, (r) => (r.redisCpuSec / r.sent) * 1e6)),
         fmtSpread(summarize(runs, bytes)),
-        design === 'gateway' ? fmtSpread(summarize(runs, (r) => r.adapterMessagesPerEvent ?? NaN), 2) : `${w} (by design)`,
-        fmtSpread(summarize(runs, (r) => r.latencyMs.p99), 1),
+        design === 'gateway'
+          ? fmtSpread(
+              summarize(runs, (r) => r.adapterMessagesPerEvent ?? NaN),
+              2,
+            )
+          : `${w} (by design)`,
+        fmtSpread(
+          summarize(runs, (r) => r.latencyMs.p99),
+          1,
+        ),
         String(runs.reduce((a, r) => a + r.lost, 0)),
         design === 'gateway' ? (gm / em).toFixed(2) : '',
         `${runs.filter((r) => r.valid).length}/${runs.length}`,
@@ -77,7 +114,19 @@ export async function scaling(flags: Flags): Promise<unknown> {
   }
   printTable(
     `scaling: ${n} clients in user rooms, ${rate} targeted events/s, ${flags.durationMs / 1000} s per run, median (min-max)`,
-    ['workers', 'design', 'CPU us/event (gw+redis)', 'gw CPU us/event', 'redis CPU us/event', 'bytes read from Redis per event (all workers)', 'adapter msgs per event (all workers)', 'p99 ms', 'lost', 'gateway / every-process', 'valid'],
+    [
+      'workers',
+      'design',
+      'CPU us/event (gw+redis)',
+      'gw CPU us/event',
+      'redis CPU us/event',
+      'bytes read from Redis per event (all workers)',
+      'adapter msgs per event (all workers)',
+      'p99 ms',
+      'lost',
+      'gateway / every-process',
+      'valid',
+    ],
     rows,
   );
   return { clients: n, rate, results };

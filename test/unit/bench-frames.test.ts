@@ -14,7 +14,11 @@ describe('parseFrame', () => {
   });
   test('CONNECT, CONNECT_ERROR and DISCONNECT of a site namespace', () => {
     assert.deepEqual(parseFrame('40/site1.local,{"sid":"x"}'), { kind: 'connect', nsp: '/site1.local' });
-    assert.deepEqual(parseFrame('44/site1.local,{"message":"Invalid origin"}'), { kind: 'connect_error', nsp: '/site1.local', message: 'Invalid origin' });
+    assert.deepEqual(parseFrame('44/site1.local,{"message":"Invalid origin"}'), {
+      kind: 'connect_error',
+      nsp: '/site1.local',
+      message: 'Invalid origin',
+    });
     assert.deepEqual(parseFrame('41/site1.local,'), { kind: 'disconnect', nsp: '/site1.local' });
     assert.deepEqual(parseFrame('40'), { kind: 'connect', nsp: '/' });
   });
@@ -44,7 +48,12 @@ describe('parseFrame', () => {
 describe('frappeEvent', () => {
   test("is valid JSON shaped like Frappe's json.dumps(indent=1, sort_keys=True)", () => {
     const text = frappeEvent('bench', 'site1.local', 'user:a@b.c', 5, 123.5, 'xx');
-    assert.deepEqual(JSON.parse(text), { event: 'bench', message: { s: 5, t: 123.5, p: 'xx' }, namespace: 'site1.local', room: 'user:a@b.c' });
+    assert.deepEqual(JSON.parse(text), {
+      event: 'bench',
+      message: { s: 5, t: 123.5, p: 'xx' },
+      namespace: 'site1.local',
+      room: 'user:a@b.c',
+    });
     assert.ok(text.startsWith('{\n "event": "bench",\n "message": {\n'));
     assert.equal(JSON.parse(frappeEvent('e', 's', null, 1, 2)).room, null);
   });
@@ -52,6 +61,9 @@ describe('frappeEvent', () => {
 
 describe('bench CLI arguments', () => {
   test('scenario, --k v, --k=v and bare flags', () => {
-    assert.deepEqual(parseArgs(['fanout', '--runs', '5', '--targets=stock,raw-ws', '--verbose']), { scenario: 'fanout', flags: { runs: '5', targets: 'stock,raw-ws', verbose: true } });
+    assert.deepEqual(parseArgs(['fanout', '--runs', '5', '--targets=stock,raw-ws', '--verbose']), {
+      scenario: 'fanout',
+      flags: { runs: '5', targets: 'stock,raw-ws', verbose: true },
+    });
   });
 });

@@ -5,7 +5,8 @@ import { parseClientList, parseKeyValues, parseProcStatCpu, parseStat, parseStat
 
 describe('/proc parsing', () => {
   test('stat: fields after a comm holding spaces and parentheses', () => {
-    const text = '4242 (node (worker) 1) S 4200 4242 4242 0 -1 4194560 1234 0 0 0 1500 250 0 0 20 0 11 0 100 1000000 5000 18446744073709551615\n';
+    const text =
+      '4242 (node (worker) 1) S 4200 4242 4242 0 -1 4194560 1234 0 0 0 1500 250 0 0 20 0 11 0 100 1000000 5000 18446744073709551615\n';
     const s = parseStat(text);
     assert.equal(s.pid, 4242);
     assert.equal(s.comm, 'node (worker) 1');
