@@ -409,22 +409,26 @@ export async function websiteBarrier(client: Publisher, clients: readonly Tracke
   );
 }
 
+let warmUps = 0;
+
 /**
- * Publishes a marker to each client's rooms until every client got one for
- * each of its rooms: proves the adapter subscriptions (dynamic sharded
- * channels) are in place before a measured run starts.
+ * Publishes a marker to each client's rooms until every client got one of
+ * this call for each of its rooms: proves the adapter subscriptions (dynamic
+ * sharded channels, resubscribed after a Redis outage) are in place before a
+ * measured run starts. Markers of earlier calls do not count.
  */
 export async function warmUp(client: Publisher, clients: readonly TrackedClient[], timeoutMs = 10_000): Promise<void> {
   const rooms = new Set<string>(['website']);
   for (const c of clients) for (const r of c.rooms) rooms.add(r);
+  const id = `${process.pid}-${++warmUps}`;
   let round = 0;
   const got = (c: TrackedClient): boolean =>
-    [...c.rooms, 'website'].every((room) => c.recorder.count('cluster_warmup', (p) => (p as { room?: string }).room === room) > 0);
+    [...c.rooms, 'website'].every((room) => c.recorder.count('cluster_warmup', (p) => (p as { id?: string }).id === id && (p as { room?: string }).room === room) > 0);
   await pollUntil(
     async () => {
       if (clients.every(got)) return true;
       round++;
-      await Promise.all([...rooms].map((room) => publishFrappe(client, 'cluster_warmup', { room, round }, room)));
+      await Promise.all([...rooms].map((room) => publishFrappe(client, 'cluster_warmup', { id, room, round }, room)));
       return undefined;
     },
     { timeoutMs, intervalMs: 100, description: 'every client to receive a warm-up marker in each of its rooms' },
