@@ -1,0 +1,345 @@
+/**
+ * Hostile input on the events channel (PROTOCOL.md section 2): 10,000 junk
+ * messages (malformed JSON, oversized, wrong field types, valid-looking events
+ * for namespaces and rooms nobody is in) against a 2-worker cluster host.
+ * Afterwards a valid event is still delivered, every drop is counted by
+ * reason, the processes' memory is back to where it was, and Redis holds no
+ * state for the junk namespaces.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test, type TestContext } from 'node:test';
+import type { Redis } from 'ioredis';
+import {
+  connectClient,
+  EventRecorder,
+  frappeJson,
+  pollUntil,
+  publishRedis,
+  startFakeFrappe,
+  startGateway,
+  startRedis,
+  sumMetric,
+  waitConnect,
+  withScope,
+  type GatewayHandle,
+  type Scope,
+} from '../harness';
+
+const SITE = 'site1.local';
+const MAX_MESSAGE_BYTES = 4096;
+const JUNK = 10_000;
+const WARMUP_ROUNDS = 4;
+/** RSS may differ by this much per process after the second round (allocator and GC noise). */
+const RSS_TOLERANCE_KB = 6 * 1024;
+
+type Reason = 'malformed_json' | 'oversized' | 'not_object' | 'bad_event' | 'bad_room' | 'bad_namespace' | 'no_namespace' | 'routed';
+
+/** A small deterministic PRNG, so a failure can be reproduced. */
+function prng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface Junk {
+  payloads: (string | Buffer)[];
+  expected: Record<Reason, number>;
+  /** Namespaces the junk addressed (none may leave state behind). */
+  namespaces: Set<string>;
+}
+
+/** `JUNK` messages of every kind, shuffled; `round` makes the namespaces and rooms of each round distinct. */
+function makeJunk(round: number): Junk {
+  const rnd = prng(round * 7919 + 1);
+  const pick = <T>(a: readonly T[]): T => a[Math.floor(rnd() * a.length)] as T;
+  const word = (n: number): string => Array.from({ length: n }, () => String.fromCharCode(97 + Math.floor(rnd() * 26))).join('');
+  const expected: Record<Reason, number> = {
+    malformed_json: 0,
+    oversized: 0,
+    not_object: 0,
+    bad_event: 0,
+    bad_room: 0,
+    bad_namespace: 0,
+    no_namespace: 0,
+    routed: 0,
+  };
+  const namespaces = new Set<string>();
+  const ns = (i: number): string => {
+    const n = `junk-r${round}-${i}-${word(6)}.example`;
+    namespaces.add(n);
+    return n;
+  };
+  const kinds: [Reason, number, (i: number) => string | Buffer][] = [
+    [
+      'malformed_json',
+      2000,
+      (i) =>
+        pick([
+          () => `{"event": "list_update", "room": "doc:X/${i}", "namespace": "${ns(i)}"`,
+          () => `{${word(20)}}`,
+          // A raw control character inside a string: never valid JSON, whatever follows.
+          () =>
+            Buffer.concat([
+              Buffer.from('{"\u0000'),
+              Buffer.from(Array.from({ length: Math.floor(rnd() * 200) }, () => Math.floor(rnd() * 256))),
+            ]),
+          () => '',
+          () => `{"event": "x",, "room": null}`,
+          () => `NaN${word(3)}`,
+        ])(),
+    ],
+    [
+      'oversized',
+      1000,
+      (i) =>
+        pick([
+          () => frappeJson({ event: 'list_update', message: { blob: word(64).repeat(80) }, namespace: ns(i), room: `doc:Junk/${i}` }),
+          () => `{"event": "x", "junk": "${'z'.repeat(MAX_MESSAGE_BYTES + 1 + Math.floor(rnd() * 2000))}`,
+        ])(),
+    ],
+    ['not_object', 500, () => pick(['[1, 2, 3]', '"just a string"', '42', 'null', 'true', `[{"event": "x"}]`])],
+    [
+      'bad_event',
+      500,
+      (i) =>
+        JSON.stringify(
+          pick(
+            [{ event: 5 }, { event: '' }, { event: null }, { message: {} }, { event: ['x'] }, { event: 'e'.repeat(300) }].map((o) => ({
+              ...o,
+              namespace: ns(i),
+              room: 'r',
+            })),
+          ),
+        ),
+    ],
+    [
+      'bad_room',
+      500,
+      (i) => JSON.stringify({ event: 'x', message: {}, namespace: ns(i), room: pick([5, { a: 1 }, ['r'], true, 'r'.repeat(2000)]) }),
+    ],
+    [
+      'bad_namespace',
+      500,
+      (i) =>
+        JSON.stringify({
+          event: 'x',
+          message: {},
+          room: `user:${word(5)}`,
+          namespace: pick([5, ['a'], { n: 1 }, `/${ns(i)}`, `a b ${i}`]),
+        }),
+    ],
+    ['no_namespace', 500, (i) => JSON.stringify({ event: 'x', message: { i }, room: pick(['website', 'all', `doc:ToDo/${i}`]) })],
+    [
+      'routed',
+      JUNK - 5500,
+      (i) =>
+        frappeJson({
+          event: pick(['list_update', 'doc_update', 'msgprint', word(8)]),
+          message: { i, note: word(1 + Math.floor(rnd() * 200)) },
+          namespace: rnd() < 0.5 ? ns(i) : SITE, // other sites, and rooms nobody is in on a live one
+          room: pick([
+            `doc:Junk/${word(8)}`,
+            `user:nobody-${word(8)}@example.com`,
+            `task_progress:${word(10)}`,
+            `sensor:${i}`,
+            `doctype:${word(12)}`,
+          ]),
+        }),
+    ],
+  ];
+  const payloads: (string | Buffer)[] = [];
+  for (const [reason, count, make] of kinds) {
+    for (let i = 0; i < count; i++) payloads.push(make(i));
+    expected[reason] += count;
+  }
+  for (let i = payloads.length - 1; i > 0; i--) {
+    const j = Math.floor(rnd() * (i + 1));
+    [payloads[i], payloads[j]] = [payloads[j] as string | Buffer, payloads[i] as string | Buffer];
+  }
+  assert.equal(payloads.length, JUNK);
+  return { payloads, expected, namespaces };
+}
+
+function rssKb(pid: number): number {
+  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m?.[1]) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(m[1]);
+}
+
+async function gatewayPids(gw: GatewayHandle): Promise<number[]> {
+  const info = (await gw.cluster()) as { workers: { pid: number }[] };
+  return [gw.pid, ...info.workers.map((w) => w.pid)];
+}
+
+async function counters(gw: GatewayHandle): Promise<{ received: number; dropped: Record<string, number>; routed: number }> {
+  const text = await gw.metrics();
+  const dropped: Record<string, number> = {};
+  for (const reason of ['malformed_json', 'oversized', 'not_object', 'bad_event', 'bad_room', 'bad_namespace', 'no_namespace']) {
+    dropped[reason] = sumMetric(text, 'gateway_events_dropped_total', { reason }) ?? 0;
+  }
+  return {
+    received: sumMetric(text, 'gateway_events_received_total', { source: 'redis' }) ?? 0,
+    dropped,
+    routed: sumMetric(text, 'gateway_events_routed_total') ?? 0,
+  };
+}
+
+async function redisState(
+  admin: Redis,
+  prefix: string,
+): Promise<{ keys: string[]; shardChannels: number; channels: number; patterns: number }> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await admin.scan(cursor, 'COUNT', 1000);
+    cursor = next;
+    keys.push(...batch);
+  } while (cursor !== '0');
+  const shardChannels = ((await admin.call('PUBSUB', 'SHARDCHANNELS')) as string[]).length;
+  const channels = ((await admin.call('PUBSUB', 'CHANNELS')) as string[]).length;
+  const patterns = Number(await admin.call('PUBSUB', 'NUMPAT'));
+  return { keys: keys.filter((k) => k.includes(prefix)).sort(), shardChannels, channels, patterns };
+}
+
+test('hostile input: 10,000 junk messages on the events channel are dropped or routed to nobody; then delivery works, drops are counted by reason, memory and Redis state return to where they were', async (t) => {
+  const scope = withScope(t);
+  const redis = await startRedis({ scope });
+  const frappe = await startFakeFrappe({ scope });
+  frappe.addSession('sid-watcher', { user: 'watcher@example.com', user_type: 'System User' });
+  const gw = await startGateway({
+    scope,
+    redisUrl: redis.url,
+    workers: 2,
+    backendUrl: frappe.url,
+    defaultSite: SITE,
+    env: {
+      GATEWAY_MAX_MESSAGE_BYTES: String(MAX_MESSAGE_BYTES),
+      // The standby replay buffer is bounded by design (count and age); keep
+      // it small here so what remains after the round is lasting state only.
+      GATEWAY_STANDBY_BUFFER_EVENTS: '100',
+      // One line per drop reason for the whole test.
+      GATEWAY_DROP_LOG_INTERVAL_MS: '600000',
+    },
+  });
+  await pollUntil(
+    async () => {
+      const info = (await gw.cluster()) as { workers: { nodeId: string | null }[]; leader: unknown };
+      return info.workers.length === 2 && info.workers.every((w) => w.nodeId !== null) && info.leader ? true : undefined;
+    },
+    { timeoutMs: 20_000, intervalMs: 50, description: '2 workers and a leader' },
+  );
+  try {
+    await junkRounds(t, gw, redis.client(), redis.client(), scope);
+  } catch (err) {
+    // What the gateway said is the first thing to look at.
+    t.diagnostic(`gateway exit: ${String(gw.proc.exitCode ?? gw.proc.signalCode)}; last log lines:\n${gw.logs.slice(-40).join('\n')}`);
+    throw err;
+  }
+});
+
+async function junkRounds(t: TestContext, gw: GatewayHandle, pub: Redis, admin: Redis, scope: Scope): Promise<void> {
+  const socket = connectClient(gw.url, SITE, { scope, cookie: 'sid-watcher' });
+  const rec = new EventRecorder(socket);
+  await waitConnect(socket, 10_000);
+  const room = 'user:watcher@example.com';
+  const channel = `${gw.keyPrefix}:sio#/${SITE}#${room}#`;
+  await pollUntil(
+    async () => (Number(((await admin.call('PUBSUB', 'SHARDNUMSUB', channel)) as [string, number])[1]) >= 1 ? true : undefined),
+    {
+      timeoutMs: 10_000,
+      intervalMs: 25,
+      description: 'the watcher room subscription',
+    },
+  );
+
+  /** Publishes a round of junk, then a valid event; resolves once all of it is consumed and the event delivered. */
+  const round = async (
+    n: number,
+  ): Promise<{ junk: Junk; before: Awaited<ReturnType<typeof counters>>; after: Awaited<ReturnType<typeof counters>> }> => {
+    const junk = makeJunk(n);
+    const before = await counters(gw);
+    const pipe = pub.pipeline();
+    for (const p of junk.payloads) pipe.publish('events', p);
+    const results = await pipe.exec();
+    assert.ok(results?.every(([err]) => err === null));
+    const after = await pollUntil(
+      async () => {
+        const c = await counters(gw);
+        return c.received >= before.received + JUNK ? c : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 100, description: `round ${n}: ${JUNK} junk messages consumed` },
+    );
+    await publishRedis(pub, 'events', { event: 'still_alive', message: { round: n }, namespace: SITE, room });
+    assert.deepEqual(await rec.waitFor('still_alive', (p) => (p as { round?: number }).round === n, 10_000), { round: n });
+    return { junk, before, after };
+  };
+
+  // Warm-up: the same workload, until heaps and allocator pools reach their
+  // working size (V8 grows the primary's heap over the first few rounds,
+  // then it stays flat: measured over 12 rounds).
+  for (let n = 1; n <= WARMUP_ROUNDS; n++) await round(n);
+  const pids = await gatewayPids(gw);
+  const rssBefore = pids.map(rssKb);
+  const stateBefore = await redisState(admin, gw.keyPrefix);
+
+  const { junk, before, after } = await round(WARMUP_ROUNDS + 1);
+  assert.equal(after.received - before.received, JUNK, 'every junk message was consumed exactly once');
+  for (const reason of Object.keys(after.dropped)) {
+    assert.equal(
+      (after.dropped[reason] ?? 0) - (before.dropped[reason] ?? 0),
+      junk.expected[reason as Reason],
+      `drops counted as ${reason}`,
+    );
+  }
+  assert.equal(after.routed - before.routed, junk.expected.routed, 'valid-looking junk is routed (to nobody)');
+
+  const rssAfter = pids.map(rssKb);
+  const stateAfter = await redisState(admin, gw.keyPrefix);
+  t.diagnostic(`RSS kB before/after (primary, workers): ${pids.map((p, i) => `${p}: ${rssBefore[i]} -> ${rssAfter[i]}`).join(', ')}`);
+  pids.forEach((pid, i) => {
+    const delta = (rssAfter[i] ?? 0) - (rssBefore[i] ?? 0);
+    assert.ok(delta <= RSS_TOLERANCE_KB, `pid ${pid} (${i === 0 ? 'primary' : 'worker'}) grew by ${delta} kB`);
+  });
+
+  // No lasting Redis state for the junk: same keys under the prefix (the
+  // auth cache entry may expire meanwhile), same subscriptions, and no key
+  // or namespace mentions a junk site.
+  const transient = (k: string): boolean => k.includes(':auth:');
+  assert.deepEqual(
+    stateAfter.keys.filter((k) => !transient(k)),
+    stateBefore.keys.filter((k) => !transient(k)),
+  );
+  assert.equal(stateAfter.shardChannels, stateBefore.shardChannels, 'PUBSUB SHARDCHANNELS');
+  assert.equal(stateAfter.channels, stateBefore.channels, 'PUBSUB CHANNELS');
+  assert.equal(stateAfter.patterns, stateBefore.patterns, 'PUBSUB NUMPAT');
+  const junkKeys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await admin.scan(cursor, 'MATCH', '*junk-r*', 'COUNT', 1000);
+    cursor = next;
+    junkKeys.push(...batch);
+  } while (cursor !== '0');
+  assert.deepEqual(junkKeys, []);
+  const cluster = (await gw.cluster()) as { nodes: { namespaces?: Record<string, number> }[] };
+  const namespaces = cluster.nodes.flatMap((n) => Object.keys(n.namespaces ?? {}));
+  assert.deepEqual(
+    namespaces.filter((n) => junk.namespaces.has(n) || n.startsWith('junk-')),
+    [],
+  );
+
+  assert.equal((await gw.readyz()).status, 200);
+  assert.equal(rec.count('still_alive'), WARMUP_ROUNDS + 1);
+  assert.deepEqual(
+    // rtg_session: the gateway's own session-recovery offset, sent once per connection.
+    rec.events.filter((e) => e.event !== 'still_alive' && e.event !== 'rtg_session').map((e) => e.event),
+    [],
+    'the watcher received none of the junk',
+  );
+  assert.ok(socket.connected);
+}
