@@ -4,7 +4,6 @@ import type { FrappeEvent } from '../frappe/message';
 
 /** Socket.IO packet and adapter message constants (socket.io-parser / socket.io-adapter). */
 const PACKET_EVENT = 2;
-const MESSAGE_BROADCAST = 3;
 /** The uid adapters treat as "not one of us": every worker delivers it. */
 const EMITTER_UID = 'emitter';
 
@@ -14,20 +13,37 @@ export interface Publication {
 }
 
 /**
- * Encodes a room broadcast exactly as a Socket.IO Redis adapter would publish
- * it, so the leader can broadcast without namespace objects of its own:
- * sharded mode publishes JSON on the room's dynamic channel (only workers with
- * members in the room are subscribed to it); classic mode publishes msgpack on
+ * First byte of a pre-encoded room broadcast on a sharded room channel. The
+ * adapter's own messages start with `{` (JSON) or a msgpack map byte
+ * (0x80-0x8f, 0xde, 0xdf), never with this.
+ */
+export const PRE_ENCODED_MARK = 0x21; // '!'
+
+/**
+ * The Socket.IO EVENT packet exactly as socket.io-parser encodes it (before
+ * Engine.IO's "4" message prefix): `2/<site>,["event",...args]`.
+ */
+export function encodeEventPacket(site: string, event: string, args: readonly unknown[]): string {
+  return `${PACKET_EVENT}/${site},${JSON.stringify([event, ...args])}`;
+}
+
+/**
+ * Encodes a room broadcast for the workers, so the leader can broadcast
+ * without namespace objects of its own. Sharded mode publishes on the room's
+ * dynamic shard channel (only workers with members in the room are
+ * subscribed) a pre-encoded Socket.IO packet that workers write to the
+ * room's sockets without decoding or re-encoding it (`worker/fast-adapter.ts`).
+ * Classic mode publishes what the classic adapter itself would (msgpack), on
  * the room channel every worker of the namespace pattern-subscribes to.
  */
 export function encodeRoomBroadcast(mode: AdapterMode, adapterPrefix: string, site: string, room: string, event: string, args: readonly unknown[]): Publication {
   const nsp = `/${site}`;
   const channel = `${adapterPrefix}#${nsp}#${room}#`;
+  if (mode === 'sharded') {
+    return { channel, payload: `!${encodeEventPacket(site, event, args)}` };
+  }
   const packet = { type: PACKET_EVENT, data: [event, ...args], nsp };
   const opts = { rooms: [room], except: [] as string[], flags: {} };
-  if (mode === 'sharded') {
-    return { channel, payload: JSON.stringify({ uid: EMITTER_UID, nsp, type: MESSAGE_BROADCAST, data: { opts, packet } }) };
-  }
   return { channel, payload: msgpack([EMITTER_UID, packet, opts]) };
 }
 

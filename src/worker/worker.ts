@@ -26,6 +26,7 @@ import { Closers } from '../shared/lifecycle';
 import type { Logger } from '../shared/logger';
 import { RedisSessionStore } from './session-recovery';
 import { createSocketServer } from './socket-server';
+import { withWorkerHooks } from './fast-adapter';
 
 function send(m: WorkerToPrimary): void {
   if (process.connected) process.send?.(m, undefined, undefined, () => undefined);
@@ -59,6 +60,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   const backend = new FrappeBackend({
     backendUrl: config.backendUrl,
     timeoutMs: config.backendTimeoutMs,
+    concurrency: config.backendConcurrency,
     flavour: config.permissionFlavour,
     cacheTtlMs: config.authCacheTtlMs,
     socketSecret: () => secret.get(),
@@ -75,26 +77,9 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
     config.adapterMode === 'sharded'
       ? createShardedAdapter(pub, sub, { channelPrefix: keys.adapterPrefix, subscriptionMode: 'dynamic' })
       : createAdapter(pub, sub, { key: keys.adapterPrefix });
-  // Count what each worker receives from Redis (the scale-invariance figure:
-  // with dynamic shard channels it is only traffic for rooms with local members).
   // socket.io instantiates it with `new`: a function (not an arrow) returning the adapter.
-  const adapter = function countingAdapter(nsp: Namespace): Adapter {
-    const a = (baseAdapter as (n: Namespace) => Adapter)(nsp);
-    const hooked = a as unknown as { onMessage?: (m: unknown, o?: string) => unknown; onmessage?: (...args: unknown[]) => unknown };
-    if (typeof hooked.onMessage === 'function') {
-      const orig = hooked.onMessage.bind(a);
-      hooked.onMessage = (m, o) => {
-        metrics.broadcastsReceived.inc({ kind: 'adapter' });
-        return orig(m, o);
-      };
-    } else if (typeof hooked.onmessage === 'function') {
-      const orig = hooked.onmessage.bind(a);
-      hooked.onmessage = (...args) => {
-        metrics.broadcastsReceived.inc({ kind: 'adapter' });
-        return orig(...args);
-      };
-    }
-    return a;
+  const adapter = function workerAdapter(nsp: Namespace): Adapter {
+    return withWorkerHooks((baseAdapter as (n: Namespace) => Adapter)(nsp), nsp, metrics);
   };
   // A room is usable once Redis confirmed its subscription. Re-subscribing to
   // what the adapter just subscribed is idempotent in Redis and, on the same
