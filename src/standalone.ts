@@ -31,6 +31,7 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
   const backend = new FrappeBackend({
     backendUrl: config.backendUrl,
     timeoutMs: config.backendTimeoutMs,
+    concurrency: config.backendConcurrency,
     flavour: config.permissionFlavour,
     cacheTtlMs: config.authCacheTtlMs,
     socketSecret: () => config.socketSecret,

@@ -194,6 +194,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     maxMessageBytes: num('maxMessageBytes'),
     maxHttpBufferBytes: num('maxHttpBufferBytes'),
     backendTimeoutMs: num('backendTimeoutMs'),
+    backendConcurrency: num('backendConcurrency'),
     authCacheTtlMs: num('authCacheTtlMs'),
     pingIntervalMs: num('pingIntervalMs'),
     pingTimeoutMs: num('pingTimeoutMs'),

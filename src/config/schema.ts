@@ -44,6 +44,7 @@ export interface GatewayConfig {
   readonly maxMessageBytes: number;
   readonly maxHttpBufferBytes: number;
   readonly backendTimeoutMs: number;
+  readonly backendConcurrency: number;
   readonly authCacheTtlMs: number;
   readonly pingIntervalMs: number;
   readonly pingTimeoutMs: number;
@@ -106,6 +107,7 @@ export const OPTIONS = {
   maxMessageBytes: { env: 'GATEWAY_MAX_MESSAGE_BYTES', type: { kind: 'int', min: 256, max: 64 * 1024 * 1024 }, default: String(1024 * 1024), doc: 'Largest events-channel or publish-API message accepted, in bytes.' },
   maxHttpBufferBytes: { env: 'GATEWAY_MAX_HTTP_BUFFER_BYTES', type: { kind: 'int', min: 1024, max: 64 * 1024 * 1024 }, default: '1000000', doc: 'Socket.IO maxHttpBufferSize: largest client packet, in bytes.' },
   backendTimeoutMs: { env: 'GATEWAY_BACKEND_TIMEOUT_MS', type: ms(100, 120_000), default: '5000', doc: 'Timeout of one auth or permission call to the backend.' },
+  backendConcurrency: { env: 'GATEWAY_BACKEND_CONCURRENCY', type: { kind: 'int', min: 1, max: 10_000 }, default: '32', doc: 'Backend calls in flight at once per process; more wait their turn (a reconnect storm queues instead of timing out together). The timeout counts from when a call starts.' },
   authCacheTtlMs: { env: 'GATEWAY_AUTH_CACHE_TTL_MS', type: ms(0, 600_000), default: '10000', doc: 'How long a get_user_info answer is reused for the same credential and site (0 = off). Permission answers are never cached longer than this either.' },
   pingIntervalMs: { env: 'GATEWAY_PING_INTERVAL_MS', type: ms(1000, 300_000), default: '25000', doc: 'Engine.IO pingInterval.' },
   pingTimeoutMs: { env: 'GATEWAY_PING_TIMEOUT_MS', type: ms(1000, 300_000), default: '20000', doc: 'Engine.IO pingTimeout.' },

@@ -3,6 +3,7 @@ import type { Redis, Cluster } from 'ioredis';
 import type { Metrics } from '../ops/metrics';
 import type { Keys } from '../redis/keys';
 import { GatewayError, errorMessage } from '../shared/errors';
+import { Semaphore } from '../shared/semaphore';
 import type { Logger } from '../shared/logger';
 
 /** The one credential forwarded to Frappe: the Authorization header wins over the sid cookie. */
@@ -31,6 +32,8 @@ const LOCAL_CACHE_MAX = 10_000;
 export interface BackendOptions {
   readonly backendUrl: string | null;
   readonly timeoutMs: number;
+  /** Calls in flight at once; the others queue. */
+  readonly concurrency: number;
   readonly flavour: PermissionFlavour;
   readonly cacheTtlMs: number;
   readonly socketSecret: () => string | null;
@@ -48,8 +51,11 @@ export interface BackendOptions {
 export class FrappeBackend {
   private readonly local = new Map<string, { at: number; value: string }>();
   private readonly inflight = new Map<string, Promise<string>>();
+  private readonly slots: Semaphore;
 
-  constructor(private readonly opts: BackendOptions) {}
+  constructor(private readonly opts: BackendOptions) {
+    this.slots = new Semaphore(opts.concurrency);
+  }
 
   baseUrl(ctx: Pick<RequestContext, 'origin'>): string {
     const base = this.opts.backendUrl ?? ctx.origin;
@@ -83,16 +89,17 @@ export class FrappeBackend {
 
   async getUserInfo(ctx: RequestContext): Promise<{ info: UserInfo; cached: boolean }> {
     const { value, cached } = await this.cached(ctx, 'user', async () => {
-      const res = await this.call(ctx, 'get_user_info', {});
-      if (res.status < 200 || res.status > 299) {
-        throw new GatewayError('GW_ERR_BACKEND_STATUS', `backend answered HTTP ${res.status}`);
-      }
-      let body: unknown;
-      try {
-        body = await res.json();
-      } catch {
-        throw new GatewayError('GW_ERR_BACKEND_BODY', 'backend answered with a body that is not JSON');
-      }
+      const body = await this.call(ctx, 'get_user_info', {}, async (res) => {
+        if (res.status < 200 || res.status > 299) {
+          await res.arrayBuffer().catch(() => undefined);
+          throw new GatewayError('GW_ERR_BACKEND_STATUS', `backend answered HTTP ${res.status}`);
+        }
+        try {
+          return (await res.json()) as unknown;
+        } catch {
+          throw new GatewayError('GW_ERR_BACKEND_BODY', 'backend answered with a body that is not JSON');
+        }
+      });
       const m = (body as { message?: unknown } | null)?.message as Record<string, unknown> | undefined;
       if (!m || typeof m !== 'object' || typeof m.user !== 'string' || m.user === '') {
         throw new GatewayError('GW_ERR_BACKEND_BODY', 'backend answer has no message.user');
@@ -109,28 +116,37 @@ export class FrappeBackend {
     const q = name === undefined ? `perm\0${doctype}` : `perm\0${doctype}\0${name}`;
     const { value } = await this.cached(ctx, q, async () => {
       if (this.opts.flavour === 'v16') {
-        const res = await this.call(ctx, 'has_permission', { doctype, name: name ?? '' });
-        if (res.status < 200 || res.status > 299) return 'false';
-        try {
-          const body = (await res.json()) as { message?: unknown } | null;
-          return body?.message ? 'true' : 'false';
-        } catch {
-          return 'false';
-        }
+        return this.call(ctx, 'has_permission', { doctype, name: name ?? '' }, async (res) => {
+          if (res.status < 200 || res.status > 299) {
+            await res.arrayBuffer().catch(() => undefined);
+            return 'false';
+          }
+          try {
+            const body = (await res.json()) as { message?: unknown } | null;
+            return body?.message ? 'true' : 'false';
+          } catch {
+            return 'false';
+          }
+        });
       }
-      const res = name === undefined
-        ? await this.call(ctx, 'can_subscribe_doctype', { doctype })
-        : await this.call(ctx, 'can_subscribe_doc', { doctype, docname: name });
-      await res.arrayBuffer().catch(() => undefined);
-      return res.status === 200 ? 'true' : 'false';
+      const [method, query] = name === undefined ? ['can_subscribe_doctype', { doctype }] : ['can_subscribe_doc', { doctype, docname: name }];
+      return this.call(ctx, method, query, async (res) => {
+        await res.arrayBuffer().catch(() => undefined);
+        return res.status === 200 ? 'true' : 'false';
+      });
     });
     return value === 'true';
   }
 
-  private async call(ctx: RequestContext, method: string, query: Record<string, string>): Promise<Response> {
+  /** One auth/permission call, within the concurrency bound; the body is read inside it. */
+  private call<T>(ctx: RequestContext, method: string, query: Record<string, string>, read: (res: Response) => Promise<T>): Promise<T> {
+    return this.slots.run(() => this.callNow(ctx, method, query, read));
+  }
+
+  private async callNow<T>(ctx: RequestContext, method: string, query: Record<string, string>, read: (res: Response) => Promise<T>): Promise<T> {
     const end = this.opts.metrics.backendDuration.startTimer({ endpoint: method });
     try {
-      return await this.request(ctx, `${API}${method}`, query);
+      return await read(await this.request(ctx, `${API}${method}`, query));
     } catch (err) {
       const e = err as Error;
       if (e.name === 'TimeoutError' || e.name === 'AbortError') {
