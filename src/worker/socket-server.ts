@@ -204,6 +204,11 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
       socket.disconnect(true);
       return;
     }
+    // Engine.IO keeps the handshake's IncomingMessage for the connection's
+    // lifetime (parser state, raw header list, socket references). Keep only
+    // what handlers read (`socket.request.headers`, `url`, `method`).
+    const conn = socket.conn as unknown as { request: { headers: unknown; url?: string; method?: string } | null };
+    if (conn.request) conn.request = { headers: conn.request.headers, url: conn.request.url, method: conn.request.method };
     metrics.connectionsTotal.inc();
     metrics.connections.inc({ namespace: data.site });
     socket.on('disconnect', () => {
