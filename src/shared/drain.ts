@@ -20,6 +20,10 @@ export async function drainConnections(io: Server, drainMs: number, log: Logger)
   }
   const conns = [...new Set(sockets.map((s) => s.conn))];
   if (conns.length === 0) return;
+  // A long-polling client learns of the close with its next poll: wait for
+  // every connection to finish closing (bounded), so the process does not
+  // exit in between and turn a clean close into a transport error.
+  const closed = Promise.all(conns.map((c) => new Promise<void>((resolve) => (c.readyState === 'closed' ? resolve() : c.once('close', () => resolve())))));
   const steps = drainMs <= 0 ? 1 : Math.max(1, Math.min(conns.length, Math.floor(drainMs / 100)));
   const per = Math.ceil(conns.length / steps);
   log.info({ connections: conns.length, drainMs, batches: steps }, 'draining connections');
@@ -30,4 +34,10 @@ export async function drainConnections(io: Server, drainMs: number, log: Logger)
       await new Promise((r) => setTimeout(r, jitter));
     }
   }
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([closed, new Promise<void>((r) => (timer = setTimeout(r, CLOSE_WAIT_MS)))]);
+  clearTimeout(timer);
 }
+
+/** Upper bound on waiting for closes to complete after the last batch. */
+const CLOSE_WAIT_MS = 3000;

@@ -52,7 +52,8 @@ async function watchRoom(scope: Scope, redis: Redis, channel: string): Promise<M
   const seen = new Map<number, number>();
   scope.add(() => redis.disconnect());
   redis.on('smessage', (_ch: string, msg: string) => {
-    const seq = (JSON.parse(msg) as { data: { packet: { data: [string, { seq: number }] } } }).data.packet.data[1].seq;
+    // Pre-encoded Socket.IO packet: "!2/<site>,[event, message]".
+    const seq = (JSON.parse(msg.slice(msg.indexOf(",") + 1)) as [string, { seq: number }])[1].seq;
     seen.set(seq, (seen.get(seq) ?? 0) + 1);
   });
   await redis.ssubscribe(channel);
