@@ -39,7 +39,8 @@ export const APP_CASES: ConformanceCase[] = [
       frappe.allow(u1.user, 'Sensor', '12');
       frappe.allow(u2.user, 'Sensor', '12');
       const c1 = await ctx.connect(u1);
-      const c2 = await ctx.connect(u2);
+      // On the other worker (cluster): roomUsers has to be cluster-wide.
+      const c2 = await ctx.connectElsewhere(u2, [c1]);
       const c3 = await ctx.connect(denied);
 
       c1.socket.emit('hello_chat', '12');
@@ -57,7 +58,6 @@ export const APP_CASES: ConformanceCase[] = [
       assert.equal(appCall.headers['x-frappe-site-name'], SITE);
       assert.equal(appCall.headers['x-frappe-socket-secret'], main.socketSecret);
 
-      // The second user is (in a cluster, usually) on the other worker: roomUsers is cluster-wide.
       c2.socket.emit('hello_chat', 12);
       const second = await c2.rec.waitFor<HelloChat>('hello_chat_joined');
       assert.deepEqual([...second.room_users].sort(), [u1.user, u2.user].sort());
@@ -67,7 +67,6 @@ export const APP_CASES: ConformanceCase[] = [
       await frappe.waitForCall('has_permission', (r) => r.headers.cookie === `sid=${denied.sid}` && r.query['name'] === '12');
       await main.waitJoined(SITE, c2.socket, 'sensor:12');
       await main.waitJoined(SITE, c1.socket, 'sensor:12');
-
       await main.publish({
         event: 'sensor_status_change',
         message: { sensor_id: '12', status: 'offline' },

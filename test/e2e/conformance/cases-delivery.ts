@@ -4,7 +4,7 @@
  * input, the shared fixtures, site-wide broadcasts, drops, transports.
  */
 import assert from 'node:assert/strict';
-import { loadFrappeFixtures, waitConnect, type FrappeFixture, type RecordedEvent } from '../../harness';
+import { httpRequest, loadFrappeFixtures, waitConnect, type FrappeFixture, type RecordedEvent } from '../../harness';
 import { CHAT_APP } from './bench';
 import { SITE, type CaseContext, type Client, type ConformanceCase } from './context';
 
@@ -158,6 +158,46 @@ export const DELIVERY_CASES: ConformanceCase[] = [
       assert.deepEqual(await b.rec.waitFor('only_b'), { site: 'b' });
       await ctx.notReceived([a], 'only_b');
       await ctx.notReceived([b], 'only_a');
+    },
+  },
+  {
+    name: 'transport: Engine.IO 4 on /socket.io/ (pingInterval 25000, pingTimeout 20000, maxPayload 1e6, websocket upgrade), CORS reflecting the Origin with credentials',
+    async run(ctx) {
+      const { main } = ctx.topo;
+      const origin = 'https://erp.example.com';
+      const base = `${main.gw.url}/socket.io/?EIO=4&transport=polling`;
+      const hs = await httpRequest(`${base}&t=${ctx.uid('t')}`, { headers: { Origin: origin } });
+      assert.equal(hs.status, 200, hs.body);
+      assert.equal(hs.headers['access-control-allow-origin'], origin);
+      assert.equal(hs.headers['access-control-allow-credentials'], 'true');
+      assert.equal(hs.body[0], '0', 'an Engine.IO open packet');
+      const open = JSON.parse(hs.body.slice(1)) as {
+        sid: string;
+        upgrades: string[];
+        pingInterval: number;
+        pingTimeout: number;
+        maxPayload: number;
+      };
+      assert.deepEqual(
+        { upgrades: open.upgrades, pingInterval: open.pingInterval, pingTimeout: open.pingTimeout, maxPayload: open.maxPayload },
+        { upgrades: ['websocket'], pingInterval: 25000, pingTimeout: 20000, maxPayload: 1e6 },
+      );
+      assert.equal(typeof open.sid, 'string');
+      const preflight = await httpRequest(`${base}&sid=${open.sid}`, {
+        method: 'OPTIONS',
+        headers: { Origin: origin, 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'content-type' },
+      });
+      assert.ok(preflight.status === 204 || preflight.status === 200, `preflight: ${preflight.status}`);
+      assert.equal(preflight.headers['access-control-allow-origin'], origin);
+      assert.equal(preflight.headers['access-control-allow-credentials'], 'true');
+      // The session's next request reaches the process that owns it (sticky routing in a cluster): close it.
+      const close = await httpRequest(`${base}&sid=${open.sid}`, {
+        method: 'POST',
+        headers: { Origin: origin, 'Content-Type': 'text/plain;charset=UTF-8' },
+        body: '1',
+      });
+      assert.equal(close.status, 200, close.body);
+      assert.equal(close.body, 'ok');
     },
   },
   {

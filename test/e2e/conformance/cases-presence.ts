@@ -39,12 +39,12 @@ export const PRESENCE_CASES: ConformanceCase[] = [
       const dn = 'DOC-1';
       const [ua, ub, uc] = [ctx.newUser(), ctx.newUser(), ctx.newUser()];
       for (const u of [ua, ub, uc]) frappe.allow(u.user, dt);
-      // Connected in the order c, a1, b, a2 (spread over the workers), opened in the order b, a1, a2, c.
+      // Connected in the order c, a1, b, a2, opened in the order b, a1, a2, c.
       const c = await ctx.connect(uc);
       const a1 = await ctx.connect(ua);
       const b = await ctx.connect(ub);
-      const a2 = await ctx.connect(ua);
-
+      // a's two tabs on different workers (cluster): de-duplication and order have to be cluster-wide.
+      const a2 = await ctx.connectElsewhere(ua, [a1]);
       // b alone, and b caused it: nothing is sent.
       await openDoc(ctx, b, dt, dn);
       // a1 joins: [b, a] to both.

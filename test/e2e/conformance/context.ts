@@ -67,6 +67,14 @@ export interface CaseContext {
   open(user: TestUser | null, options?: ConnectOptions): Client;
   /** Connects `user` and waits until its automatic `user:` room is effective. */
   connect(user: TestUser, options?: ConnectOptions): Promise<Client>;
+  /**
+   * Like connect(), on a different worker than every one of `peers` (cluster;
+   * in standalone just connect()). Attempts that land on a peer's worker stay
+   * open, which steers the least-connection balancer to the other worker.
+   */
+  connectElsewhere(user: TestUser, peers: Client[], options?: ConnectOptions): Promise<Client>;
+  /** The index of the worker (process) holding the client, from the rooms API. */
+  workerOf(client: Client): Promise<number>;
   /** Waits until every client received a fresh marker sent to its `user:` room through the variant's publish path. */
   barrier(clients: Client[]): Promise<void>;
   /** barrier(), then fails if any client received a matching `event`. Publish the forbidden event first. */
@@ -123,6 +131,20 @@ export function makeContext(topo: Topology, scope: Scope, diagnostic: (message: 
       await waitConnect(client.socket, 10_000);
       await client.variant.waitJoined(client.site, client.socket, `user:${client.user}`);
       return client;
+    },
+    async workerOf(client) {
+      const perWorker = await client.variant.roomMembers(client.site, `user:${client.user}`);
+      const index = perWorker.findIndex((m) => m.some((x) => x.id === client.socket.id));
+      if (index === -1) throw new Error(`${client.socket.id ?? '?'} is in no worker's user:${client.user}`);
+      return index;
+    },
+    async connectElsewhere(user, peers, options = {}) {
+      const taken = new Set(await Promise.all(peers.map((p) => ctx.workerOf(p))));
+      for (let attempt = 0; attempt < 6; attempt++) {
+        const c = await ctx.connect(user, options);
+        if (topo.kind !== 'cluster' || !taken.has(await ctx.workerOf(c))) return c;
+      }
+      throw new Error(`could not place a connection of ${user.user} away from workers ${[...taken].join(', ')}`);
     },
     barrier: (clients) =>
       barrier(
