@@ -28,6 +28,8 @@ const CHAT_HANDLERS = `'use strict';
 module.exports = function (socket) {
   socket.on('hello_chat', (id) => {
     if (typeof id !== 'string' && typeof id !== 'number') return;
+    // Synchronous receipt, so a test can tell "not attached" from "not yet".
+    socket.emit('hello_chat_seen', { id: String(id) });
     const room = 'sensor:' + id;
     // Frappe's contract: resolves only when permitted.
     socket.has_permission('Sensor', String(id)).then(async () => {

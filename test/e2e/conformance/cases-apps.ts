@@ -67,6 +67,23 @@ export const APP_CASES: ConformanceCase[] = [
       await frappe.waitForCall('has_permission', (r) => r.headers.cookie === `sid=${denied.sid}` && r.query['name'] === '12');
       await main.waitJoined(SITE, c2.socket, 'sensor:12');
       await main.waitJoined(SITE, c1.socket, 'sensor:12');
+
+      // A user without the app installed: its handlers are not attached. Events
+      // of one socket are handled in order, so pong comes after any receipt.
+      const noApp = ctx.newUser({ installed_apps: ['frappe'] });
+      frappe.allow(noApp.user, 'Sensor', '12');
+      const c4 = await ctx.connect(noApp);
+      c4.socket.emit('hello_chat', '12');
+      c4.socket.emit('ping');
+      await c4.rec.waitForRecord('pong');
+      assert.equal(c4.rec.count('hello_chat_seen'), 0, 'handlers run only for apps in installed_apps');
+      c1.socket.emit('hello_chat', '12');
+      c1.socket.emit('ping');
+      const pong = await c1.rec.waitForRecord('pong');
+      const seen = c1.rec.records('hello_chat_seen');
+      assert.equal(seen.length, 2);
+      assert.ok((seen[1]?.seq ?? Infinity) < pong.seq, 'the control: an installed app sees the event before pong');
+
       await main.publish({
         event: 'sensor_status_change',
         message: { sensor_id: '12', status: 'offline' },
@@ -74,7 +91,7 @@ export const APP_CASES: ConformanceCase[] = [
         room: 'sensor:12',
       });
       for (const c of [c1, c2]) assert.deepEqual(await c.rec.waitFor('sensor_status_change'), { sensor_id: '12', status: 'offline' });
-      await ctx.notReceived([c3], 'sensor_status_change');
+      await ctx.notReceived([c3, c4], 'sensor_status_change');
       assert.equal(c3.rec.count('hello_chat_joined'), 0);
     },
   },
