@@ -56,6 +56,8 @@ export class FencedError extends Error {
  */
 export class BatchPublisher {
   private readonly c: Scripted;
+  /** Cluster mode: the last progress write, so the next one follows it (see `publish`). */
+  private progressChain: Promise<unknown> = Promise.resolve();
 
   constructor(
     client: RedisClient,
@@ -81,9 +83,23 @@ export class BatchPublisher {
       if (r === -1) throw new FencedError();
       return r === -2 ? 'already-applied' : 'applied';
     }
-    if ((await this.c.gwFenceCheck(this.keys.leaderLease, token)) === -1) throw new FencedError();
-    await Promise.all(items.map((it) => (it.command === 'SPUBLISH' ? this.c.spublish(it.channel, it.payload) : this.c.publish(it.channel, it.payload))));
-    const r = await this.c.gwFencedProgress(this.keys.leaderLease, this.keys.leaderProgress, token, expected, progress);
+    const sent = (async () => {
+      if ((await this.c.gwFenceCheck(this.keys.leaderLease, token)) === -1) throw new FencedError();
+      await Promise.all(items.map((it) => (it.command === 'SPUBLISH' ? this.c.spublish(it.channel, it.payload) : this.c.publish(it.channel, it.payload))));
+    })();
+    // Batches in flight run concurrently here, but each progress write is a
+    // compare-and-set on the previous batch's: one that ran before its
+    // predecessor's failed, and so did every later one, freezing the record
+    // for the rest of the term (a takeover then broadcast everything since
+    // again). Progress writes follow each other in batch order.
+    const previous = this.progressChain;
+    const written = (async () => {
+      await sent;
+      await previous;
+      return this.c.gwFencedProgress(this.keys.leaderLease, this.keys.leaderProgress, token, expected, progress);
+    })();
+    this.progressChain = written.catch(() => undefined);
+    const r = await written;
     if (r === -1) throw new FencedError();
     return r === -2 ? 'already-applied' : 'applied';
   }
