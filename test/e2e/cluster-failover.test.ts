@@ -96,7 +96,14 @@ test('leader hand-over (SIGTERM) and leader crash (SIGKILL of its primary) mid-s
   await waitDelivered(clientsOf([survivor]), last);
   await websiteBarrier(pub, clientsOf([survivor]));
 
-  logDiagnostic(t, 'leaders', { first: first.info.leader, second: second.info.leader, third: third.info.leader, published: last, seqAtTerm, seqAtKill });
+  logDiagnostic(t, 'leaders', {
+    first: first.info.leader,
+    second: second.info.leader,
+    third: third.info.leader,
+    published: last,
+    seqAtTerm,
+    seqAtKill,
+  });
   logDiagnostic(t, 'hand-over (SIGTERM) gap', { largestInterArrivalMs: handover.gapMs, largestPublishToDeliveryMs: handoverDelay });
   logDiagnostic(t, 'crash (SIGKILL) gap', { largestInterArrivalMs: crash.gapMs, largestPublishToDeliveryMs: crashDelay });
   const survivorTotals = summarise(clientsOf([survivor]), 1, last);
@@ -113,7 +120,10 @@ test('leader hand-over (SIGTERM) and leader crash (SIGKILL of its primary) mid-s
     assert.deepEqual(d.unexpected, [], `${c.spec.user} on ${c.host.url}: strays`);
   }
   assert.ok(third.info.leader && second.info.leader && first.info.leader);
-  assert.ok(third.info.leader.epoch > second.info.leader.epoch && second.info.leader.epoch > first.info.leader.epoch, 'every takeover increments the fencing epoch');
+  assert.ok(
+    third.info.leader.epoch > second.info.leader.epoch && second.info.leader.epoch > first.info.leader.epoch,
+    'every takeover increments the fencing epoch',
+  );
   assert.ok(crash.gapMs < 5000, `crash gap ${crash.gapMs} ms within the sanity bound`);
   assert.ok(handover.gapMs < crash.gapMs, `hand-over gap (${handover.gapMs} ms) is shorter than the crash gap (${crash.gapMs} ms)`);
 });
@@ -150,7 +160,10 @@ test('split-brain guard: a leader paused past its lease (SIGSTOP) is replaced, a
   // Let the successor broadcast a while (events the paused one also buffered)
   // before it wakes up. Only the other host's clients can be awaited: every
   // polling request of the paused host passes through its stopped primary.
-  await deliveredUpTo(clients.filter((c) => c.host === other), publisher.published + RATE / 4);
+  await deliveredUpTo(
+    clients.filter((c) => c.host === other),
+    publisher.published + RATE / 4,
+  );
   process.kill(paused.host.pid, 'SIGCONT');
   resumed = true;
 
@@ -169,7 +182,12 @@ test('split-brain guard: a leader paused past its lease (SIGSTOP) is replaced, a
   const fenced = (await paused.host.metricValue('gateway_fenced_batches_total')) ?? 0;
   const steppedDown = (await paused.host.metricValue('gateway_leader_transitions_total', { to: 'standby' })) ?? 0;
   const stepLog = paused.host.jsonLogs().find((l) => l['msg'] === 'stepped down as events leader');
-  logDiagnostic(t, 'paused leader', { takeoverMs, fencedBatches: fenced, stepDownReason: stepLog?.['reason'], epochs: { paused: paused.info.leader?.epoch, successor: successor.info.leader?.epoch } });
+  logDiagnostic(t, 'paused leader', {
+    takeoverMs,
+    fencedBatches: fenced,
+    stepDownReason: stepLog?.['reason'],
+    epochs: { paused: paused.info.leader?.epoch, successor: successor.info.leader?.epoch },
+  });
   logDiagnostic(t, 'deliveries', summarise(clients, 1, last));
 
   assertExactlyOnce(clients, 1, last, 'split brain');

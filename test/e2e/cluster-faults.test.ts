@@ -71,13 +71,21 @@ test('worker crash: the SIGKILLed worker is respawned, /readyz stays ok, clients
 
   // Keep publishing past the respawn, then settle.
   const seqAtRespawn = publisher.published;
-  await Promise.all(others.map((c) => c.recorder.waitForCount(SEQ_EVENT, deliveryOf(c, 1, seqAtRespawn + 200).expected, undefined, 15_000)));
+  await Promise.all(
+    others.map((c) => c.recorder.waitForCount(SEQ_EVENT, deliveryOf(c, 1, seqAtRespawn + 200).expected, undefined, 15_000)),
+  );
   const last = await publisher.stop();
   await waitDelivered(others, last);
   await websiteBarrier(pub, others);
 
   const gap = largestGap(others, killAt - 200, Date.now());
-  logDiagnostic(t, 'worker crash', { respawnMs, newWorkers: after.workers.map((w) => w.pid), oldWorkers: oldPids, othersLargestGapMs: gap.gapMs, deliveries: summarise(others, 1, last) });
+  logDiagnostic(t, 'worker crash', {
+    respawnMs,
+    newWorkers: after.workers.map((w) => w.pid),
+    oldWorkers: oldPids,
+    othersLargestGapMs: gap.gapMs,
+    deliveries: summarise(others, 1, last),
+  });
   assertExactlyOnce(others, 1, last, 'client of the surviving worker');
   for (const c of others) assert.deepEqual(c.disconnects, [], `${c.spec.user} on the surviving worker was not disconnected`);
   for (const c of onVictim) assert.equal(c.socket.connected, false, `${c.spec.user} was on the killed worker`);
@@ -132,7 +140,10 @@ test('Redis killed and restarted on the same port: clients stay connected, /read
     assert.match(String(body['reason']), /redis/i);
   }
   assert.ok(pids.every(processAlive), 'no gateway process died with Redis');
-  assert.ok(clients.every((c) => c.socket.connected && c.disconnects.length === 0), 'clients stay connected while Redis is down');
+  assert.ok(
+    clients.every((c) => c.socket.connected && c.disconnects.length === 0),
+    'clients stay connected while Redis is down',
+  );
 
   const restartAt = Date.now();
   await restartRedis(redis, hosts);
@@ -152,7 +163,10 @@ test('Redis killed and restarted on the same port: clients stay connected, /read
     deliveries: summarise(clients, 1, last),
   });
   assert.ok(pids.every(processAlive), 'no gateway process died');
-  assert.ok(clients.every((c) => c.socket.connected && c.disconnects.length === 0), 'no client was disconnected');
+  assert.ok(
+    clients.every((c) => c.socket.connected && c.disconnects.length === 0),
+    'no client was disconnected',
+  );
   assertExactlyOnce(clients, 1, last, 'across a Redis restart');
 });
 

@@ -177,7 +177,10 @@ export async function connectTracked(scope: Scope, host: GatewayHandle, specs: r
     try {
       await waitConnect(socket, 10_000);
     } catch (err) {
-      throw new Error(`${spec.user} (${spec.transports?.join('+') ?? 'default transports'}) could not connect to ${host.url}: ${String(err)}; gateway log:\n${host.logs.slice(-25).join('\n')}`);
+      throw new Error(
+        `${spec.user} (${spec.transports?.join('+') ?? 'default transports'}) could not connect to ${host.url}: ${String(err)}; gateway log:\n${host.logs.slice(-25).join('\n')}`,
+        { cause: err },
+      );
     }
     if (spec.docRoom) socket.emit('doc_subscribe', DOCTYPE, DOCNAME);
     out.push(tracked);
@@ -209,7 +212,11 @@ export async function waitSpread(host: GatewayHandle, clients: readonly TrackedC
       const inDoc = doc.reduce((n, m) => n + m.length, 0);
       return onWorkers === workers && total === mine.length && inDoc === docMembers ? true : undefined;
     },
-    { timeoutMs: 10_000, intervalMs: 50, description: `clients of ${host.url} spread over ${workers} workers with ${docMembers} in ${DOC_ROOM}` },
+    {
+      timeoutMs: 10_000,
+      intervalMs: 50,
+      description: `clients of ${host.url} spread over ${workers} workers with ${docMembers} in ${DOC_ROOM}`,
+    },
   );
 }
 
@@ -341,7 +348,11 @@ export function deliveryOf(client: TrackedClient, from: number, to: number): Del
   };
 }
 
-export function summarise(clients: readonly TrackedClient[], from: number, to: number): { missing: number; duplicates: number; unexpected: number; expected: number; received: number } {
+export function summarise(
+  clients: readonly TrackedClient[],
+  from: number,
+  to: number,
+): { missing: number; duplicates: number; unexpected: number; expected: number; received: number } {
   let missing = 0;
   let duplicates = 0;
   let unexpected = 0;
@@ -423,7 +434,9 @@ export async function warmUp(client: Publisher, clients: readonly TrackedClient[
   const id = `${process.pid}-${++warmUps}`;
   let round = 0;
   const got = (c: TrackedClient): boolean =>
-    [...c.rooms, 'website'].every((room) => c.recorder.count('cluster_warmup', (p) => (p as { id?: string }).id === id && (p as { room?: string }).room === room) > 0);
+    [...c.rooms, 'website'].every(
+      (room) => c.recorder.count('cluster_warmup', (p) => (p as { id?: string }).id === id && (p as { room?: string }).room === room) > 0,
+    );
   await pollUntil(
     async () => {
       if (clients.every(got)) return true;

@@ -115,7 +115,9 @@ test('Sentinel (GATEWAY_REDIS_MODE=sentinel): delivery works; after the master i
   const sentinel = await startRedisSentinel({ scope });
   const backend = await startBackend(scope);
   const keyPrefix = newKeyPrefix();
-  const hosts: GatewayHandle[] = await Promise.all([0, 1].map(() => startHost({ scope, backend, keyPrefix, env: { ...sentinel.gatewayEnv } })));
+  const hosts: GatewayHandle[] = await Promise.all(
+    [0, 1].map(() => startHost({ scope, backend, keyPrefix, env: { ...sentinel.gatewayEnv } })),
+  );
   const clients: TrackedClient[] = [];
   for (const host of hosts) clients.push(...(await connectTracked(scope, host, specs())));
   for (const host of hosts) await waitSpread(host, clients, 2);
@@ -147,5 +149,8 @@ test('Sentinel (GATEWAY_REDIS_MODE=sentinel): delivery works; after the master i
   logDiagnostic(t, 'sentinel failover', { recoveredMs, promoted, deliveries: summarise(clients, 1, last) });
   assertExactlyOnce(clients, first, last, 'sentinel, after the promotion');
   assertExactlyOnce(clients, 1, last, 'sentinel, across the failover');
-  assert.ok(clients.every((c) => c.socket.connected && c.disconnects.length === 0), 'clients stayed connected through the failover');
+  assert.ok(
+    clients.every((c) => c.socket.connected && c.disconnects.length === 0),
+    'clients stayed connected through the failover',
+  );
 });
