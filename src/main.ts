@@ -31,7 +31,9 @@ async function main(): Promise<void> {
 
   const result = loadConfig(process.env);
   if (!result.ok) {
-    process.stderr.write(`realtime-gateway: invalid configuration (${result.errors.length} problem${result.errors.length === 1 ? '' : 's'}):\n${result.errors.map((e) => `  - ${e}`).join('\n')}\n`);
+    process.stderr.write(
+      `realtime-gateway: invalid configuration (${result.errors.length} problem${result.errors.length === 1 ? '' : 's'}):\n${result.errors.map((e) => `  - ${e}`).join('\n')}\n`,
+    );
     process.exit(2);
   }
   const config: GatewayConfig = result.config;

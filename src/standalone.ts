@@ -54,7 +54,13 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
     cluster: async () => {
       const namespaces: Record<string, number> = {};
       for (const nsp of server.siteNamespaces()) namespaces[nsp.name.slice(1)] = nsp.sockets.size;
-      return { mode: 'standalone', node: { id: `${hostname()}-${process.pid}`, pid: process.pid }, leader: null, connections: server.connectionCount(), namespaces };
+      return {
+        mode: 'standalone',
+        node: { id: `${hostname()}-${process.pid}`, pid: process.pid },
+        leader: null,
+        connections: server.connectionCount(),
+        namespaces,
+      };
     },
     rooms: async (site, room) => roomReport(server, site, room),
   });
@@ -84,7 +90,11 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
 }
 
 /** Local room inspection for debugging (standalone and per worker). */
-export function roomReport(server: { existingNamespace(site: string): import('socket.io').Namespace | undefined }, site: string, room: string | undefined): unknown {
+export function roomReport(
+  server: { existingNamespace(site: string): import('socket.io').Namespace | undefined },
+  site: string,
+  room: string | undefined,
+): unknown {
   const nsp = server.existingNamespace(site);
   if (!nsp) return { site, sockets: 0, rooms: {} };
   if (room !== undefined) {

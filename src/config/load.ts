@@ -2,15 +2,7 @@ import { cpus } from 'node:os';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { readBenchConfig, type BenchConfig } from './bench';
-import {
-  OPTIONS,
-  type GatewayConfig,
-  type HostPort,
-  type OptionKind,
-  type OptionName,
-  type OptionSpec,
-  type RedisConfig,
-} from './schema';
+import { OPTIONS, type GatewayConfig, type HostPort, type OptionKind, type OptionName, type OptionSpec, type RedisConfig } from './schema';
 
 export type LoadResult =
   | { readonly ok: true; readonly config: GatewayConfig; readonly notes: readonly string[] }
@@ -52,10 +44,18 @@ function parseValue(env: string, raw: string, type: OptionKind): { value?: Parse
       if (!type.values.includes(value)) return { error: `${env} must be one of ${type.values.join(', ')}, got "${raw}"` };
       return { value };
     case 'list':
-      return { value: value.split(',').map((s) => s.trim()).filter((s) => s !== '') };
+      return {
+        value: value
+          .split(',')
+          .map((s) => s.trim())
+          .filter((s) => s !== ''),
+      };
     case 'hostports': {
       const out: HostPort[] = [];
-      for (const item of value.split(',').map((s) => s.trim()).filter((s) => s !== '')) {
+      for (const item of value
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '')) {
         const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(item);
         const port = m ? Number(m[2]) : NaN;
         if (!m || !m[1] || port < 1 || port > 65535) {
@@ -72,8 +72,7 @@ function parseValue(env: string, raw: string, type: OptionKind): { value?: Parse
 /** Maps bench config keys onto our environment spelling, so one parser validates both. */
 function benchToEnv(bench: BenchConfig): Record<string, string> {
   const out: Record<string, string> = {};
-  const str = (v: unknown): string | undefined =>
-    typeof v === 'string' ? v : typeof v === 'number' ? String(v) : undefined;
+  const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : typeof v === 'number' ? String(v) : undefined);
   const port = str(bench.socketio_port);
   if (port !== undefined) out[OPTIONS.port.env] = port;
   // v14 benches name the events Redis `redis_socketio`; v15+ publish on redis_queue.
@@ -126,7 +125,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
       values[name] = [];
       continue;
     }
-    const source = fromEnv !== undefined ? spec.env : benchEnv[spec.env] !== undefined ? `${spec.env} (from bench ${spec.benchKey ?? ''})` : spec.env;
+    const source =
+      fromEnv !== undefined ? spec.env : benchEnv[spec.env] !== undefined ? `${spec.env} (from bench ${spec.benchKey ?? ''})` : spec.env;
     const r = parseValue(source, raw, spec.type);
     if (r.error) errors.push(r.error);
     else if (r.value !== undefined) values[name] = r.value;
@@ -165,7 +165,9 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     errors.push(`GATEWAY_PORT and GATEWAY_OPS_PORT must differ, both are ${String(values.port)}`);
   }
   if (values.leaderRenewMs !== undefined && values.leaderLeaseMs !== undefined && num('leaderRenewMs') * 3 > num('leaderLeaseMs')) {
-    errors.push(`GATEWAY_LEADER_RENEW_MS (${num('leaderRenewMs')}) must be at most a third of GATEWAY_LEADER_LEASE_MS (${num('leaderLeaseMs')}) so a leader renews several times per lease`);
+    errors.push(
+      `GATEWAY_LEADER_RENEW_MS (${num('leaderRenewMs')}) must be at most a third of GATEWAY_LEADER_LEASE_MS (${num('leaderLeaseMs')}) so a leader renews several times per lease`,
+    );
   }
   if (values.drainMs !== undefined && values.shutdownGraceMs !== undefined && num('drainMs') >= num('shutdownGraceMs')) {
     errors.push(`GATEWAY_DRAIN_MS (${num('drainMs')}) must be shorter than GATEWAY_SHUTDOWN_GRACE_MS (${num('shutdownGraceMs')})`);

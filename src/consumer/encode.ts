@@ -36,7 +36,14 @@ export function encodeEventPacket(site: string, event: string, args: readonly un
  * Classic mode publishes what the classic adapter itself would (msgpack), on
  * the room channel every worker of the namespace pattern-subscribes to.
  */
-export function encodeRoomBroadcast(mode: AdapterMode, adapterPrefix: string, site: string, room: string, event: string, args: readonly unknown[]): Publication {
+export function encodeRoomBroadcast(
+  mode: AdapterMode,
+  adapterPrefix: string,
+  site: string,
+  room: string,
+  event: string,
+  args: readonly unknown[],
+): Publication {
   const nsp = `/${site}`;
   const channel = `${adapterPrefix}#${nsp}#${room}#`;
   if (mode === 'sharded') {

@@ -17,7 +17,10 @@ export class Intake {
     this.metrics.eventsReceived.inc({ source });
     const size = typeof raw === 'string' ? Buffer.byteLength(raw) : raw.length;
     // Oversized input is rejected before it is decoded into a string.
-    const r = size > this.maxBytes ? parseRawEvent('', size, this.maxBytes) : parseRawEvent(typeof raw === 'string' ? raw : raw.toString('utf8'), size, this.maxBytes);
+    const r =
+      size > this.maxBytes
+        ? parseRawEvent('', size, this.maxBytes)
+        : parseRawEvent(typeof raw === 'string' ? raw : raw.toString('utf8'), size, this.maxBytes);
     return this.accept(r, source);
   }
 

@@ -85,7 +85,9 @@ export class BatchPublisher {
     }
     const sent = (async () => {
       if ((await this.c.gwFenceCheck(this.keys.leaderLease, token)) === -1) throw new FencedError();
-      await Promise.all(items.map((it) => (it.command === 'SPUBLISH' ? this.c.spublish(it.channel, it.payload) : this.c.publish(it.channel, it.payload))));
+      await Promise.all(
+        items.map((it) => (it.command === 'SPUBLISH' ? this.c.spublish(it.channel, it.payload) : this.c.publish(it.channel, it.payload))),
+      );
     })();
     // Batches in flight run concurrently here, but each progress write is a
     // compare-and-set on the previous batch's: one that ran before its
@@ -124,6 +126,9 @@ export function parseProgress(v: string): Progress | null {
   const sp = v.indexOf(' ');
   if (sp === -1) return null;
   const epoch = Number(v.slice(0, sp));
-  const digests = v.slice(sp + 1).split(',').filter((d) => d !== '');
+  const digests = v
+    .slice(sp + 1)
+    .split(',')
+    .filter((d) => d !== '');
   return Number.isFinite(epoch) ? { epoch, digests } : null;
 }

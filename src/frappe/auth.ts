@@ -70,7 +70,14 @@ export interface AuthOptions {
 }
 
 export type AuthOutcome =
-  | { readonly ok: true; readonly site: string; readonly credential: Credential; readonly origin: string | undefined; readonly info: UserInfo; readonly cached: boolean }
+  | {
+      readonly ok: true;
+      readonly site: string;
+      readonly credential: Credential;
+      readonly origin: string | undefined;
+      readonly info: UserInfo;
+      readonly cached: boolean;
+    }
   | { readonly ok: false; readonly reason: 'namespace' | 'origin' | 'no_auth' | 'backend'; readonly message: string };
 
 /** The connect checks of PROTOCOL.md section 6, in order; pure except for the backend call. */

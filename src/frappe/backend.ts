@@ -7,9 +7,7 @@ import { Semaphore } from '../shared/semaphore';
 import type { Logger } from '../shared/logger';
 
 /** The one credential forwarded to Frappe: the Authorization header wins over the sid cookie. */
-export type Credential =
-  | { readonly kind: 'authorization'; readonly value: string }
-  | { readonly kind: 'sid'; readonly value: string };
+export type Credential = { readonly kind: 'authorization'; readonly value: string } | { readonly kind: 'sid'; readonly value: string };
 
 export interface RequestContext {
   readonly site: string;
@@ -73,7 +71,12 @@ export class FrappeBackend {
   }
 
   /** A raw request with the socket's credential, as Frappe's `frappe_request`. */
-  async request(ctx: RequestContext, path: string, args: Record<string, unknown> = {}, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Response> {
+  async request(
+    ctx: RequestContext,
+    path: string,
+    args: Record<string, unknown> = {},
+    init: { method?: string; headers?: Record<string, string>; body?: string } = {},
+  ): Promise<Response> {
     const url = new URL(this.baseUrl(ctx) + (path.startsWith('/') ? path : `/${path}`));
     for (const [k, v] of Object.entries(args)) {
       if (v !== undefined && v !== null) url.searchParams.set(k, typeof v === 'string' ? v : JSON.stringify(v));
@@ -105,7 +108,11 @@ export class FrappeBackend {
         throw new GatewayError('GW_ERR_BACKEND_BODY', 'backend answer has no message.user');
       }
       const apps = Array.isArray(m.installed_apps) ? m.installed_apps.filter((a): a is string => typeof a === 'string') : [];
-      const info: UserInfo = { user: m.user, user_type: typeof m.user_type === 'string' ? m.user_type : 'Website User', installed_apps: apps };
+      const info: UserInfo = {
+        user: m.user,
+        user_type: typeof m.user_type === 'string' ? m.user_type : 'Website User',
+        installed_apps: apps,
+      };
       return JSON.stringify(info);
     });
     return { info: JSON.parse(value) as UserInfo, cached };
@@ -129,7 +136,8 @@ export class FrappeBackend {
           }
         });
       }
-      const [method, query] = name === undefined ? ['can_subscribe_doctype', { doctype }] : ['can_subscribe_doc', { doctype, docname: name }];
+      const [method, query] =
+        name === undefined ? ['can_subscribe_doctype', { doctype }] : ['can_subscribe_doc', { doctype, docname: name }];
       return this.call(ctx, method, query, async (res) => {
         await res.arrayBuffer().catch(() => undefined);
         return res.status === 200 ? 'true' : 'false';
@@ -143,7 +151,12 @@ export class FrappeBackend {
     return this.slots.run(() => this.callNow(ctx, method, query, read));
   }
 
-  private async callNow<T>(ctx: RequestContext, method: string, query: Record<string, string>, read: (res: Response) => Promise<T>): Promise<T> {
+  private async callNow<T>(
+    ctx: RequestContext,
+    method: string,
+    query: Record<string, string>,
+    read: (res: Response) => Promise<T>,
+  ): Promise<T> {
     const end = this.opts.metrics.backendDuration.startTimer({ endpoint: method });
     try {
       return await read(await this.request(ctx, `${API}${method}`, query));
@@ -154,7 +167,9 @@ export class FrappeBackend {
       }
       if (err instanceof GatewayError) throw err;
       const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-      throw new GatewayError('GW_ERR_BACKEND_UNREACHABLE', `backend unreachable: ${cause?.code ?? cause?.message ?? e.message}`, { cause: err });
+      throw new GatewayError('GW_ERR_BACKEND_UNREACHABLE', `backend unreachable: ${cause?.code ?? cause?.message ?? e.message}`, {
+        cause: err,
+      });
     } finally {
       end();
     }

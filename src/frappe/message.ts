@@ -56,18 +56,32 @@ export function validateEvent(obj: unknown): ParseResult {
   const o = obj as Record<string, unknown>;
   const { event, room, namespace } = o;
   if (typeof event !== 'string' || event.length === 0 || event.length > MAX_EVENT_NAME) {
-    return { ok: false, reason: 'bad_event', field: 'event', detail: `"event" must be a non-empty string of at most ${MAX_EVENT_NAME} characters` };
+    return {
+      ok: false,
+      reason: 'bad_event',
+      field: 'event',
+      detail: `"event" must be a non-empty string of at most ${MAX_EVENT_NAME} characters`,
+    };
   }
   if (room !== undefined && room !== null && (typeof room !== 'string' || room.length > MAX_ROOM)) {
     return { ok: false, reason: 'bad_room', field: 'room', detail: `"room" must be a string of at most ${MAX_ROOM} characters or null` };
   }
-  if (namespace !== undefined && namespace !== null && (typeof namespace !== 'string' || namespace.length > MAX_NAMESPACE || !NAMESPACE_RE.test(namespace))) {
+  if (
+    namespace !== undefined &&
+    namespace !== null &&
+    (typeof namespace !== 'string' || namespace.length > MAX_NAMESPACE || !NAMESPACE_RE.test(namespace))
+  ) {
     return { ok: false, reason: 'bad_namespace', field: 'namespace', detail: '"namespace" must be a site name (no "/" or spaces) or null' };
   }
   const r = typeof room === 'string' && room !== '' ? room : null;
   const ns = typeof namespace === 'string' ? namespace : null;
   if (r !== null && ns === null) {
-    return { ok: false, reason: 'no_namespace', field: 'namespace', detail: `"room" is set ("${r.slice(0, 64)}") but "namespace" is missing` };
+    return {
+      ok: false,
+      reason: 'no_namespace',
+      field: 'namespace',
+      detail: `"room" is set ("${r.slice(0, 64)}") but "namespace" is missing`,
+    };
   }
   return { ok: true, value: { event, message: o.message === undefined ? {} : o.message, room: r, namespace: ns } };
 }

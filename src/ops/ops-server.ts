@@ -58,10 +58,16 @@ export function createOpsServer(d: OpsDeps): FastifyInstance {
     };
     if (config.publishToken !== null) {
       if (!bearerMatches(req.headers.authorization, config.publishToken)) {
-        return send(401, { error: 'GW_ERR_UNAUTHORIZED', message: 'a valid "Authorization: Bearer <GATEWAY_PUBLISH_TOKEN>" header is required' });
+        return send(401, {
+          error: 'GW_ERR_UNAUTHORIZED',
+          message: 'a valid "Authorization: Bearer <GATEWAY_PUBLISH_TOKEN>" header is required',
+        });
       }
     } else if (!isLoopback(req.socket.remoteAddress)) {
-      return send(403, { error: 'GW_ERR_FORBIDDEN', message: 'no GATEWAY_PUBLISH_TOKEN is configured: the publish API accepts loopback clients only' });
+      return send(403, {
+        error: 'GW_ERR_FORBIDDEN',
+        message: 'no GATEWAY_PUBLISH_TOKEN is configured: the publish API accepts loopback clients only',
+      });
     }
     const check = checkPublishBody(req.body, d.intake, config.maxMessageBytes);
     if (!check.ok) return send(check.status, check.body);

@@ -23,11 +23,23 @@ export function checkPublishBody(body: unknown, intake: Intake, maxMessageBytes:
     if (size > maxMessageBytes) {
       // Counted as an `oversized` drop (without parsing it again).
       intake.raw(text, 'api');
-      return { ok: false, status: 413, body: { error: 'GW_ERR_EVENT_TOO_LARGE', message: `event of ${size} bytes exceeds the limit of ${maxMessageBytes}`, ...(batch ? { index: i } : {}) } };
+      return {
+        ok: false,
+        status: 413,
+        body: {
+          error: 'GW_ERR_EVENT_TOO_LARGE',
+          message: `event of ${size} bytes exceeds the limit of ${maxMessageBytes}`,
+          ...(batch ? { index: i } : {}),
+        },
+      };
     }
     const r = intake.object(item, 'api');
     if (!r.ok) {
-      return { ok: false, status: 400, body: { error: 'GW_ERR_BAD_EVENT', message: r.detail, ...(r.field ? { field: r.field } : {}), ...(batch ? { index: i } : {}) } };
+      return {
+        ok: false,
+        status: 400,
+        body: { error: 'GW_ERR_BAD_EVENT', message: r.detail, ...(r.field ? { field: r.field } : {}), ...(batch ? { index: i } : {}) },
+      };
     }
     events.push(r.value);
   }

@@ -157,7 +157,9 @@ export class RedisPresence implements PresenceStore {
     const dead = await this.liveness.deadAmong(others);
     const live = entries.filter((e) => !dead.has(e.worker));
     if (dead.size > 0) {
-      const stale = Object.entries(h).filter(([f, v]) => f !== SEQ_FIELD && dead.has(decodeEntry(v)?.worker ?? '')).map(([f]) => f);
+      const stale = Object.entries(h)
+        .filter(([f, v]) => f !== SEQ_FIELD && dead.has(decodeEntry(v)?.worker ?? ''))
+        .map(([f]) => f);
       if (stale.length > 0) await this.client.hdel(key, ...stale);
     }
     if (live.length === 0) await this.deleteIfEmpty(key);

@@ -40,7 +40,11 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
   const cmd = createRedisClient(redisCfg, { name: `${nodeId}:cmd` }, log);
   const sub = createRedisClient(redisCfg, { name: `${nodeId}:events`, pubsub: true }, log);
   const fast = createRedisClient(redisCfg, { name: `${nodeId}:health`, failFast: true }, log);
-  for (const [name, c] of [['cmd', cmd], ['events', sub], ['health', fast]] as const) {
+  for (const [name, c] of [
+    ['cmd', cmd],
+    ['events', sub],
+    ['health', fast],
+  ] as const) {
     connectInBackground(c, log, name);
     closers.add(`redis ${name}`, () => quitClient(c));
   }
@@ -56,7 +60,9 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
     const changed = await sweepDeadWorker(cmd, keys, workerNodeId, liveness);
     for (const { ref, users } of changed) {
       const room = openDocRoom(ref.doctype, ref.docname);
-      const p = encodeRoomBroadcast(config.adapterMode, keys.adapterPrefix, ref.site, room, 'doc_viewers', [{ doctype: ref.doctype, docname: ref.docname, users }]);
+      const p = encodeRoomBroadcast(config.adapterMode, keys.adapterPrefix, ref.site, room, 'doc_viewers', [
+        { doctype: ref.doctype, docname: ref.docname, users },
+      ]);
       await (config.adapterMode === 'sharded' ? cmd.spublish(p.channel, p.payload) : cmd.publish(p.channel, p.payload));
     }
     await liveness.remove(workerNodeId);
@@ -67,22 +73,32 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
     if (info.nodeId) sweep(info.nodeId).catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'presence sweep failed'));
   });
   // The leader also sweeps processes of hosts that died as a whole.
-  const sweeper = setInterval(() => {
-    if (!consumer.isLeader) return;
-    liveness
-      .all()
-      .then(async ({ dead }) => {
-        for (const id of dead) await sweep(id);
-      })
-      .catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'presence sweep failed'));
-  }, Math.max(500, Math.floor(config.presenceTtlMs / 2)));
+  const sweeper = setInterval(
+    () => {
+      if (!consumer.isLeader) return;
+      liveness
+        .all()
+        .then(async ({ dead }) => {
+          for (const id of dead) await sweep(id);
+        })
+        .catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'presence sweep failed'));
+    },
+    Math.max(500, Math.floor(config.presenceTtlMs / 2)),
+  );
   closers.add('sweeper', () => clearInterval(sweeper));
 
   const beat = (): void => {
     if (cmd.status !== 'ready') return;
     const st = consumer.state();
     liveness
-      .beat(nodeId, { kind: 'primary', host: hostname(), pid: process.pid, leader: st.leader, epoch: st.epoch, workers: supervisor.list().length })
+      .beat(nodeId, {
+        kind: 'primary',
+        host: hostname(),
+        pid: process.pid,
+        leader: st.leader,
+        epoch: st.epoch,
+        workers: supervisor.list().length,
+      })
       .catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'heartbeat failed'));
   };
   const heartbeat = setInterval(beat, Math.max(200, Math.floor(config.presenceTtlMs / 3)));
@@ -99,7 +115,10 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
       let redis = false;
       let redisError: string | undefined;
       try {
-        await Promise.race([fast.ping(), new Promise((_r, rej) => setTimeout(() => rej(new Error('ping timed out')), HEALTH_PING_TIMEOUT_MS).unref())]);
+        await Promise.race([
+          fast.ping(),
+          new Promise((_r, rej) => setTimeout(() => rej(new Error('ping timed out')), HEALTH_PING_TIMEOUT_MS).unref()),
+        ]);
         redis = true;
       } catch (err) {
         redisError = errorMessage(err);
@@ -107,8 +126,25 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
       metrics.redisUp.set(redis ? 1 : 0);
       const workersUp = supervisor.upCount();
       const ready = redis && workersUp > 0 && !draining;
-      const reason = draining ? 'draining' : !redis ? `redis unreachable: ${redisError ?? ''}` : workersUp === 0 ? 'no worker is up' : undefined;
-      return { ready, checks: { mode: 'cluster', redis, workersUp, workersExpected: config.workers, draining, leader: consumer.state().leader, ...(reason ? { reason } : {}) } };
+      const reason = draining
+        ? 'draining'
+        : !redis
+          ? `redis unreachable: ${redisError ?? ''}`
+          : workersUp === 0
+            ? 'no worker is up'
+            : undefined;
+      return {
+        ready,
+        checks: {
+          mode: 'cluster',
+          redis,
+          workersUp,
+          workersExpected: config.workers,
+          draining,
+          leader: consumer.state().leader,
+          ...(reason ? { reason } : {}),
+        },
+      };
     },
     metricsText: async () => {
       const parts: object[] = (await supervisor.ask((id) => ({ type: 'gw:metrics', id }))).filter(Array.isArray);
@@ -126,7 +162,10 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
       if (failed?.[0]) throw failed[0];
     },
     cluster: async () => {
-      const [leader, nodes] = await Promise.all([consumer.currentLeader().catch(() => null), liveness.all().catch(() => ({ alive: [], dead: [] }))]);
+      const [leader, nodes] = await Promise.all([
+        consumer.currentLeader().catch(() => null),
+        liveness.all().catch(() => ({ alive: [], dead: [] })),
+      ]);
       return {
         mode: 'cluster',
         node: { id: nodeId, host: hostname(), pid: process.pid, ...consumer.state() },
@@ -152,7 +191,11 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
     socket.once('data', (chunk: Buffer) => {
       if (chunk[0] !== 0x16) return;
       metrics.connectErrors.inc({ reason: 'tls_not_terminated' });
-      tlsLog.warn('tls', { remote: socket.remoteAddress }, 'TLS handshake on the Socket.IO port: terminate TLS before the gateway (nginx, ingress, load balancer)');
+      tlsLog.warn(
+        'tls',
+        { remote: socket.remoteAddress },
+        'TLS handshake on the Socket.IO port: terminate TLS before the gateway (nginx, ingress, load balancer)',
+      );
       socket.destroy();
     });
   });
@@ -162,7 +205,18 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
   consumer.start().catch((err: unknown) => log.error({ err: errorMessage(err) }, 'events consumer failed to start'));
   closers.add('consumer', () => consumer.stop());
   beat();
-  log.info({ mode: 'cluster', nodeId, port: config.port, opsPort: config.opsPort, workers: config.workers, redis: redisCfg.mode, adapter: config.adapterMode }, 'realtime-gateway listening');
+  log.info(
+    {
+      mode: 'cluster',
+      nodeId,
+      port: config.port,
+      opsPort: config.opsPort,
+      workers: config.workers,
+      redis: redisCfg.mode,
+      adapter: config.adapterMode,
+    },
+    'realtime-gateway listening',
+  );
   if (config.publishToken === null) {
     log.warn({ opsPort: config.opsPort }, 'GATEWAY_PUBLISH_TOKEN is not set: the publish API accepts requests from loopback only');
   }

@@ -67,7 +67,15 @@ export class Supervisor {
 
   private fork(slot: number): void {
     const worker = cluster.fork({ [WORKER_CONFIG_ENV]: configToJson(this.config), GATEWAY_INTERNAL_SLOT: String(slot) });
-    this.workers.set(worker.id, { slot, id: worker.id, pid: worker.process.pid, nodeId: null, connections: 0, redis: false, startedAt: Date.now() });
+    this.workers.set(worker.id, {
+      slot,
+      id: worker.id,
+      pid: worker.process.pid,
+      nodeId: null,
+      connections: 0,
+      redis: false,
+      startedAt: Date.now(),
+    });
     this.metrics.workersUp.set(this.workers.size);
   }
 

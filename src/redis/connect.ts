@@ -54,7 +54,10 @@ export function createRedisClient(cfg: RedisConfig, opts: ClientOptions, log: Lo
       clusterRetryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
       shardedSubscribers: opts.subscriber === true,
     };
-    client = new Cluster(cfg.clusterNodes.map((n) => ({ host: n.host, port: n.port })), copts);
+    client = new Cluster(
+      cfg.clusterNodes.map((n) => ({ host: n.host, port: n.port })),
+      copts,
+    );
   } else if (cfg.mode === 'sentinel') {
     client = new Redis({
       ...base,

@@ -23,7 +23,9 @@ export async function drainConnections(io: Server, drainMs: number, log: Logger)
   // A long-polling client learns of the close with its next poll: wait for
   // every connection to finish closing (bounded), so the process does not
   // exit in between and turn a clean close into a transport error.
-  const closed = Promise.all(conns.map((c) => new Promise<void>((resolve) => (c.readyState === 'closed' ? resolve() : c.once('close', () => resolve())))));
+  const closed = Promise.all(
+    conns.map((c) => new Promise<void>((resolve) => (c.readyState === 'closed' ? resolve() : c.once('close', () => resolve())))),
+  );
   const steps = drainMs <= 0 ? 1 : Math.max(1, Math.min(conns.length, Math.floor(drainMs / 100)));
   const per = Math.ceil(conns.length / steps);
   log.info({ connections: conns.length, drainMs, batches: steps }, 'draining connections');

@@ -119,7 +119,14 @@ export class RedisSessionStore implements SessionStore {
 /** The event that hands a fresh client its first offset (see `attachRecovery`). */
 export const SESSION_EVENT = 'rtg_session';
 /** Disconnect reasons after which socket.io-client reconnects and may ask for its session. */
-const RECOVERABLE = new Set(['transport error', 'transport close', 'forced close', 'ping timeout', 'server shutting down', 'forced server close']);
+const RECOVERABLE = new Set([
+  'transport error',
+  'transport close',
+  'forced close',
+  'ping timeout',
+  'server shutting down',
+  'forced server close',
+]);
 
 function toStored(sid: string, pid: string, rooms: Iterable<string>, data: SocketData): StoredSession {
   return {
@@ -239,7 +246,8 @@ export class SessionKeeper {
         if (pid && s.connected) batch.push(toStored(s.id, pid, s.rooms, s.data as SocketData));
       }
       this.dirty.clear();
-      if (batch.length > 0) this.d.store.save(batch, this.liveTtl).catch((err: unknown) => this.d.log.debug({ err: errorMessage(err) }, 'session save failed'));
+      if (batch.length > 0)
+        this.d.store.save(batch, this.liveTtl).catch((err: unknown) => this.d.log.debug({ err: errorMessage(err) }, 'session save failed'));
     });
   }
 
@@ -249,7 +257,10 @@ export class SessionKeeper {
       const pid = (s as unknown as { pid?: string }).pid;
       if (pid) pids.push(pid);
     }
-    if (pids.length > 0) this.d.store.touch(pids, this.liveTtl).catch((err: unknown) => this.d.log.debug({ err: errorMessage(err) }, 'session refresh failed'));
+    if (pids.length > 0)
+      this.d.store
+        .touch(pids, this.liveTtl)
+        .catch((err: unknown) => this.d.log.debug({ err: errorMessage(err) }, 'session refresh failed'));
   }
 
   stop(): void {

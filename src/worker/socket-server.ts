@@ -45,7 +45,11 @@ interface FrappeSocketApi {
   authorization_header: string | undefined;
   site_name: string;
   has_permission(doctype: string, name?: string): Promise<void>;
-  frappe_request(path: string, args?: Record<string, unknown>, opts?: { method?: string; headers?: Record<string, string>; body?: string }): Promise<Response>;
+  frappe_request(
+    path: string,
+    args?: Record<string, unknown>,
+    opts?: { method?: string; headers?: Record<string, string>; body?: string },
+  ): Promise<Response>;
   gateway: {
     /** Users in a room across every worker and host, de-duplicated. */
     roomUsers(room: string): Promise<string[]>;

@@ -50,7 +50,12 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   const ctl = createRedisClient(redisCfg, { name: `${nodeId}:ctl`, pubsub: true }, log);
   // Lookups that must not wait for a Redis outage to end (auth cache, secret).
   const fast = createRedisClient(redisCfg, { name: `${nodeId}:fast`, failFast: true }, log);
-  for (const [name, c] of [['pub', pub], ['sub', sub], ['ctl', ctl], ['fast', fast]] as const) {
+  for (const [name, c] of [
+    ['pub', pub],
+    ['sub', sub],
+    ['ctl', ctl],
+    ['fast', fast],
+  ] as const) {
     connectInBackground(c, log, name);
     closers.add(`redis ${name}`, () => quitClient(c));
   }
@@ -99,7 +104,17 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   // worker. Closing after each HTTP (polling) response makes every request
   // pass the primary's sid-based routing again. WebSocket upgrades are unaffected.
   httpServer.prependListener('request', (_req, res) => res.setHeader('Connection', 'close'));
-  const server = createSocketServer({ config, httpServer, backend, presence, metrics, log: log.child({ sub: 'socket' }), adapter, roomsReady, sessions: new RedisSessionStore(pub, keys) });
+  const server = createSocketServer({
+    config,
+    httpServer,
+    backend,
+    presence,
+    metrics,
+    log: log.child({ sub: 'socket' }),
+    adapter,
+    roomsReady,
+    sessions: new RedisSessionStore(pub, keys),
+  });
   setupWorker(server.io);
   // Session ids name this worker, so the primary routes a session's requests without shared state.
   server.io.engine.generateId = () => sessionIdFor(cluster.worker?.id ?? 0);
@@ -122,7 +137,14 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
     for (const nsp of server.siteNamespaces()) namespaces[nsp.name.slice(1)] = nsp.sockets.size;
     if (pub.status === 'ready') {
       liveness
-        .beat(nodeId, { kind: 'worker', host: hostname(), pid: process.pid, primaryPid: process.ppid, connections: server.connectionCount(), namespaces })
+        .beat(nodeId, {
+          kind: 'worker',
+          host: hostname(),
+          pid: process.pid,
+          primaryPid: process.ppid,
+          connections: server.connectionCount(),
+          namespaces,
+        })
         .catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'heartbeat failed'));
     }
   };

@@ -426,25 +426,21 @@ export function restartScenarios(stackOf: () => BrowserStack): void {
     },
   );
 
-  scenario(
-    'doc/doctype subscriptions survive a host restart without the page re-subscribing (session recovery)',
-    stackOf,
-    async () => {
-      // Frappe v15+ clients emit doc_subscribe/doctype_subscribe once per form
-      // load and never again after a reconnect (the page script does not
-      // either): the gateway restored the rooms on the other host.
-      const stack = stackOf();
-      const { page, socketId } = shared;
-      assert.ok(page !== undefined && socketId !== undefined, 'the restart scenario ran');
-      assert.equal(await stack.inRoom(socketId, `doc:${DESK_DOCTYPE}/${docname}`), true, 'doc room after reconnect');
-      assert.equal(await stack.inRoom(socketId, `doctype:${DESK_DOCTYPE}`), true, 'doctype room after reconnect');
-      await stack.publish({
-        event: 'doc_update',
-        message: { doctype: DESK_DOCTYPE, name: docname, modified: 'after restart' },
-        namespace: stack.siteName,
-        room: `doc:${DESK_DOCTYPE}/${docname}`,
-      });
-      await waitText(page, '#doc-modified', 'after restart', 3_000);
-    },
-  );
+  scenario('doc/doctype subscriptions survive a host restart without the page re-subscribing (session recovery)', stackOf, async () => {
+    // Frappe v15+ clients emit doc_subscribe/doctype_subscribe once per form
+    // load and never again after a reconnect (the page script does not
+    // either): the gateway restored the rooms on the other host.
+    const stack = stackOf();
+    const { page, socketId } = shared;
+    assert.ok(page !== undefined && socketId !== undefined, 'the restart scenario ran');
+    assert.equal(await stack.inRoom(socketId, `doc:${DESK_DOCTYPE}/${docname}`), true, 'doc room after reconnect');
+    assert.equal(await stack.inRoom(socketId, `doctype:${DESK_DOCTYPE}`), true, 'doctype room after reconnect');
+    await stack.publish({
+      event: 'doc_update',
+      message: { doctype: DESK_DOCTYPE, name: docname, modified: 'after restart' },
+      namespace: stack.siteName,
+      room: `doc:${DESK_DOCTYPE}/${docname}`,
+    });
+    await waitText(page, '#doc-modified', 'after restart', 3_000);
+  });
 }

@@ -86,7 +86,17 @@ async function setup(scope: Scope, hosts: number) {
   const keyPrefix = uniqueKeyPrefix();
   const gws: GatewayHandle[] = [];
   for (let i = 0; i < hosts; i++) {
-    gws.push(await startGateway({ scope, redisUrl: redis.url, backendUrl: frappe.url, defaultSite: SITE, workers: 2, keyPrefix, extraEnv: { GATEWAY_DRAIN_MS: '200' } }));
+    gws.push(
+      await startGateway({
+        scope,
+        redisUrl: redis.url,
+        backendUrl: frappe.url,
+        defaultSite: SITE,
+        workers: 2,
+        keyPrefix,
+        extraEnv: { GATEWAY_DRAIN_MS: '200' },
+      }),
+    );
   }
   return { redis, frappe, gws, publisher: redis.client() };
 }
@@ -100,7 +110,14 @@ test('a client whose host is stopped comes back on the other host with its rooms
   const url = `http://127.0.0.1:${front}`;
   const origin = 'http://127.0.0.1';
 
-  const ana = connectClient(url, SITE, { scope, cookie: 'sid-ana', origin, transports: ['websocket'], reconnection: true, ioOptions: { reconnectionDelay: 100, reconnectionDelayMax: 200 } });
+  const ana = connectClient(url, SITE, {
+    scope,
+    cookie: 'sid-ana',
+    origin,
+    transports: ['websocket'],
+    reconnection: true,
+    ioOptions: { reconnectionDelay: 100, reconnectionDelayMax: 200 },
+  });
   const rec = new EventRecorder(ana);
   await waitConnect(ana);
   await rec.waitFor('rtg_session', undefined, 5000);
@@ -135,16 +152,32 @@ test('a worker crash: the session saved before the crash is restored on another 
   const scope = withScope(t);
   const { gws, publisher } = await setup(scope, 1);
   const gw = gws[0] as GatewayHandle;
-  const ana = connectClient(gw.url, SITE, { scope, cookie: 'sid-ana', transports: ['websocket'], reconnection: true, ioOptions: { reconnectionDelay: 100, reconnectionDelayMax: 200 } });
+  const ana = connectClient(gw.url, SITE, {
+    scope,
+    cookie: 'sid-ana',
+    transports: ['websocket'],
+    reconnection: true,
+    ioOptions: { reconnectionDelay: 100, reconnectionDelayMax: 200 },
+  });
   const rec = new EventRecorder(ana);
   await waitConnect(ana);
   await rec.waitFor('rtg_session', undefined, 5000);
   assert.equal(await ack(ana, 'doctype_subscribe', 'ToDo'), true);
 
   const cluster = await gw.cluster();
-  const mine = (cluster.nodes as { kind: string; pid: number; connections: number }[]).find((n) => n.kind === 'worker' && n.connections > 0);
+  const mine = (cluster.nodes as { kind: string; pid: number; connections: number }[]).find(
+    (n) => n.kind === 'worker' && n.connections > 0,
+  );
   // The heartbeat may not have reported the connection yet: fall back to asking each worker's pid.
-  const pid = mine?.pid ?? (await pollUntil(async () => ((await gw.cluster()).nodes as { kind: string; pid: number; connections: number }[]).find((n) => n.kind === 'worker' && n.connections > 0)?.pid, { timeoutMs: 10000, intervalMs: 100, description: 'worker holding the connection' }));
+  const pid =
+    mine?.pid ??
+    (await pollUntil(
+      async () =>
+        ((await gw.cluster()).nodes as { kind: string; pid: number; connections: number }[]).find(
+          (n) => n.kind === 'worker' && n.connections > 0,
+        )?.pid,
+      { timeoutMs: 10000, intervalMs: 100, description: 'worker holding the connection' },
+    ));
   const back = reconnected(ana);
   process.kill(pid, 'SIGKILL');
   await back;
@@ -158,7 +191,13 @@ test('a recovered session whose credential now belongs to another user inherits 
   const { gws, publisher } = await setup(scope, 1);
   const gw = gws[0] as GatewayHandle;
   const headers: Record<string, string> = { Origin: gw.url, Cookie: 'sid=sid-ana' };
-  const sock = connectClient(gw.url, SITE, { scope, transports: ['websocket'], reconnection: true, headers, ioOptions: { reconnectionDelay: 100, reconnectionDelayMax: 200 } });
+  const sock = connectClient(gw.url, SITE, {
+    scope,
+    transports: ['websocket'],
+    reconnection: true,
+    headers,
+    ioOptions: { reconnectionDelay: 100, reconnectionDelayMax: 200 },
+  });
   const rec = new EventRecorder(sock);
   await waitConnect(sock);
   await rec.waitFor('rtg_session', undefined, 5000);

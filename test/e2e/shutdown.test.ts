@@ -32,11 +32,21 @@ for (const topology of ['standalone', 'cluster'] as const) {
         extraEnv: { GATEWAY_DRAIN_MS: '1500', GATEWAY_SHUTDOWN_GRACE_MS: '10000' },
       });
       const clients = Array.from({ length: 6 }, (_, i) =>
-        connectClient(gw.url, SITE, { scope, cookie: 'sid-ana', transports: i % 2 === 0 ? ['websocket'] : ['polling'], reconnection: true }),
+        connectClient(gw.url, SITE, {
+          scope,
+          cookie: 'sid-ana',
+          transports: i % 2 === 0 ? ['websocket'] : ['polling'],
+          reconnection: true,
+        }),
       );
       await Promise.all(clients.map((c) => waitConnect(c)));
       // At the moment of the disconnect: the reason, and whether the client will reconnect by itself.
-      const reasons = clients.map((c) => new Promise<{ reason: string; active: boolean }>((resolve) => c.once('disconnect', (reason) => resolve({ reason, active: c.active }))));
+      const reasons = clients.map(
+        (c) =>
+          new Promise<{ reason: string; active: boolean }>((resolve) =>
+            c.once('disconnect', (reason) => resolve({ reason, active: c.active })),
+          ),
+      );
 
       gw.signal('SIGTERM');
       const draining = await pollUntil(
@@ -46,7 +56,10 @@ for (const topology of ['standalone', 'cluster'] as const) {
         },
         { timeoutMs: 5000, intervalMs: 20, description: 'readyz to answer 503 while draining' },
       );
-      const body = typeof draining.body === 'string' ? (JSON.parse(draining.body) as Record<string, unknown>) : (draining.body as Record<string, unknown>);
+      const body =
+        typeof draining.body === 'string'
+          ? (JSON.parse(draining.body) as Record<string, unknown>)
+          : (draining.body as Record<string, unknown>);
       assert.equal(body.draining, true);
 
       const got = await Promise.all(reasons);
@@ -60,7 +73,10 @@ for (const topology of ['standalone', 'cluster'] as const) {
       }
       const exit = await gw.exited;
       assert.equal(exit.code, 0, `clean exit, got ${JSON.stringify(exit)}`);
-      assert.ok(gw.logs.some((l) => l.includes('shutdown complete')), 'logged completion');
+      assert.ok(
+        gw.logs.some((l) => l.includes('shutdown complete')),
+        'logged completion',
+      );
     });
   });
 }

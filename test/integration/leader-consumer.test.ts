@@ -28,7 +28,12 @@ function until(cond: () => boolean, description: string, timeoutMs = 5000): Prom
 const log = pino({ level: 'silent' });
 
 function config(redisUrl: string, prefix: string): GatewayConfig {
-  const r = loadConfig({ GATEWAY_REDIS_URL: redisUrl, GATEWAY_KEY_PREFIX: prefix, GATEWAY_LEADER_LEASE_MS: '900', GATEWAY_LEADER_RENEW_MS: '150' });
+  const r = loadConfig({
+    GATEWAY_REDIS_URL: redisUrl,
+    GATEWAY_KEY_PREFIX: prefix,
+    GATEWAY_LEADER_LEASE_MS: '900',
+    GATEWAY_LEADER_RENEW_MS: '150',
+  });
   assert.ok(r.ok);
   return r.config;
 }
@@ -53,7 +58,7 @@ async function watchRoom(scope: Scope, redis: Redis, channel: string): Promise<M
   scope.add(() => redis.disconnect());
   redis.on('smessage', (_ch: string, msg: string) => {
     // Pre-encoded Socket.IO packet: "!2/<site>,[event, message]".
-    const seq = (JSON.parse(msg.slice(msg.indexOf(",") + 1)) as [string, { seq: number }])[1].seq;
+    const seq = (JSON.parse(msg.slice(msg.indexOf(',') + 1)) as [string, { seq: number }])[1].seq;
     seen.set(seq, (seen.get(seq) ?? 0) + 1);
   });
   await redis.ssubscribe(channel);

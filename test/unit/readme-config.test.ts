@@ -15,7 +15,17 @@ test('the README configuration table is the one generated from the schema (npx t
 
 test('every option of the DESIGN.md contract is documented', () => {
   const envs: string[] = Object.values(OPTIONS).map((o) => o.env);
-  for (const v of ['GATEWAY_PORT', 'GATEWAY_OPS_PORT', 'GATEWAY_WORKERS', 'GATEWAY_REDIS_URL', 'GATEWAY_EVENTS_CHANNEL', 'GATEWAY_BACKEND_URL', 'GATEWAY_DEFAULT_SITE', 'GATEWAY_PUBLISH_TOKEN', 'GATEWAY_BENCH_PATH']) {
+  for (const v of [
+    'GATEWAY_PORT',
+    'GATEWAY_OPS_PORT',
+    'GATEWAY_WORKERS',
+    'GATEWAY_REDIS_URL',
+    'GATEWAY_EVENTS_CHANNEL',
+    'GATEWAY_BACKEND_URL',
+    'GATEWAY_DEFAULT_SITE',
+    'GATEWAY_PUBLISH_TOKEN',
+    'GATEWAY_BENCH_PATH',
+  ]) {
     assert.ok(envs.includes(v), `${v} is in the schema`);
     assert.ok(readme.includes(`\`${v}\``), `${v} is in the README`);
   }
