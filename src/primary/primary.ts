@@ -125,20 +125,26 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
       }
       metrics.redisUp.set(redis ? 1 : 0);
       const workersUp = supervisor.upCount();
-      const ready = redis && workersUp > 0 && !draining;
+      // A worker whose adapter subscriber is still reconnecting would miss
+      // broadcasts (pub/sub keeps nothing): not ready until every worker is back.
+      const workersRedis = supervisor.list().filter((w) => w.nodeId !== null && w.redis).length;
+      const ready = redis && workersUp > 0 && workersRedis === workersUp && !draining;
       const reason = draining
         ? 'draining'
         : !redis
           ? `redis unreachable: ${redisError ?? ''}`
           : workersUp === 0
             ? 'no worker is up'
-            : undefined;
+            : workersRedis < workersUp
+              ? `${workersUp - workersRedis} worker(s) not connected to redis yet`
+              : undefined;
       return {
         ready,
         checks: {
           mode: 'cluster',
           redis,
           workersUp,
+          workersRedis,
           workersExpected: config.workers,
           draining,
           leader: consumer.state().leader,
