@@ -75,7 +75,10 @@ export function setupStickyMaster(server: Server): void {
         socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
         return;
       }
-      worker.send({ type: 'sticky:connection', data: data.toString() }, socket, { keepOpen: false }, (err: Error | null) => {
+      // The Buffer itself, not a string: IPC serialises it as {type:'Buffer', data}
+      // and the worker side (`Buffer.from(data)`) rebuilds the exact bytes, so
+      // a multi-byte character cut at the chunk boundary survives.
+      worker.send({ type: 'sticky:connection', data }, socket, { keepOpen: false }, (err: Error | null) => {
         if (err) socket.destroy();
       });
     };
