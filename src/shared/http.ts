@@ -1,9 +1,16 @@
 import type { Server } from 'node:http';
 
+/**
+ * Accept queue length: Node's default (511) overflows in a reconnect storm
+ * and the kernel answers the excess with resets. The kernel caps it at
+ * net.core.somaxconn.
+ */
+const LISTEN_BACKLOG = 4096;
+
 export function listen(server: Server, port: number, host: string): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => {
+    server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
       server.off('error', reject);
       resolve();
     });
