@@ -21,6 +21,8 @@ import type { Socket } from 'node:net';
 
 /** Engine.IO session ids are `<worker id, base 36>.<random>`. */
 const SID_RE = /[?&]sid=([0-9a-z]+)\./;
+/** Routed handshakes stop counting towards a worker's load after this (they became sessions, or failed). */
+const PENDING_RESET_MS = 5000;
 /** A request line longer than this is not ours to wait for. */
 const MAX_HEAD_BYTES = 8192;
 
@@ -37,15 +39,28 @@ export function workerIdOfRequest(head: string): number | undefined {
 }
 
 export function setupStickyMaster(server: Server): void {
-  // Open sessions per worker (reported by setupWorker), for least-connection placement.
+  // Open sessions per worker (reported by setupWorker), plus handshakes routed
+  // to it that it has not reported yet: a burst of new clients would otherwise
+  // all see the same stale counts and land on one worker. Handshakes that never
+  // became sessions stop counting at the next reset.
   const sessions = new Map<number, number>();
+  const pending = new Map<number, number>();
+  const resetPending = setInterval(() => pending.clear(), PENDING_RESET_MS);
+  resetPending.unref();
+  server.once('close', () => clearInterval(resetPending));
   cluster.on('message', (worker: Worker, m: unknown) => {
     const type = (m as { type?: unknown } | null)?.type;
-    if (type === 'sticky:connection') sessions.set(worker.id, (sessions.get(worker.id) ?? 0) + 1);
-    else if (type === 'sticky:disconnection') sessions.set(worker.id, Math.max(0, (sessions.get(worker.id) ?? 0) - 1));
+    if (type === 'sticky:connection') {
+      sessions.set(worker.id, (sessions.get(worker.id) ?? 0) + 1);
+      pending.set(worker.id, Math.max(0, (pending.get(worker.id) ?? 0) - 1));
+    } else if (type === 'sticky:disconnection') sessions.set(worker.id, Math.max(0, (sessions.get(worker.id) ?? 0) - 1));
   });
-  cluster.on('exit', (worker) => sessions.delete(worker.id));
+  cluster.on('exit', (worker) => {
+    sessions.delete(worker.id);
+    pending.delete(worker.id);
+  });
 
+  const load = (w: Worker): number => (sessions.get(w.id) ?? 0) + (pending.get(w.id) ?? 0);
   const live = (w: Worker | undefined): w is Worker => w !== undefined && w.isConnected();
   const pick = (head: string): Worker | undefined => {
     const id = workerIdOfRequest(head);
@@ -54,8 +69,9 @@ export function setupStickyMaster(server: Server): void {
     if (live(owner)) return owner;
     let best: Worker | undefined;
     for (const w of Object.values(cluster.workers ?? {})) {
-      if (live(w) && (best === undefined || (sessions.get(w.id) ?? 0) < (sessions.get(best.id) ?? 0))) best = w;
+      if (live(w) && (best === undefined || load(w) < load(best))) best = w;
     }
+    if (best && id === undefined) pending.set(best.id, (pending.get(best.id) ?? 0) + 1);
     return best;
   };
 
