@@ -125,18 +125,19 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
       }
       metrics.redisUp.set(redis ? 1 : 0);
       const workersUp = supervisor.upCount();
-      // A worker whose adapter subscriber is still reconnecting would miss
-      // broadcasts (pub/sub keeps nothing): not ready until every worker is back.
+      // Workers whose Redis connections are up. At least one must be, so the
+      // host can serve; requiring all would take a host out of rotation while
+      // one respawned worker connects, so the count is reported instead.
       const workersRedis = supervisor.list().filter((w) => w.nodeId !== null && w.redis).length;
-      const ready = redis && workersUp > 0 && workersRedis === workersUp && !draining;
+      const ready = redis && workersRedis > 0 && !draining;
       const reason = draining
         ? 'draining'
         : !redis
           ? `redis unreachable: ${redisError ?? ''}`
           : workersUp === 0
             ? 'no worker is up'
-            : workersRedis < workersUp
-              ? `${workersUp - workersRedis} worker(s) not connected to redis yet`
+            : workersRedis === 0
+              ? 'no worker is connected to redis yet'
               : undefined;
       return {
         ready,
