@@ -4,8 +4,8 @@ import { Registry } from 'prom-client';
 import type { GatewayConfig } from './config';
 import { Intake } from './consumer/intake';
 import { deliverLocally } from './consumer/local-delivery';
-import { FrappeBackend } from './frappe/backend';
-import type { SocketData } from './frappe/handlers';
+import { backendFromConfig } from './frappe/backend';
+import { roomReport } from './worker/room-report';
 import { createMetrics } from './ops/metrics';
 import { createOpsServer } from './ops/ops-server';
 import { LocalPresence } from './presence/presence';
@@ -28,16 +28,7 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
   const registry = new Registry();
   const metrics = createMetrics(registry, { defaults: true });
   const httpServer = createServer();
-  const backend = new FrappeBackend({
-    backendUrl: config.backendUrl,
-    timeoutMs: config.backendTimeoutMs,
-    concurrency: config.backendConcurrency,
-    flavour: config.permissionFlavour,
-    cacheTtlMs: config.authCacheTtlMs,
-    socketSecret: () => config.socketSecret,
-    metrics,
-    log: log.child({ sub: 'backend' }),
-  });
+  const backend = backendFromConfig(config, { metrics, log, socketSecret: () => config.socketSecret });
   const presence = new LocalPresence();
   const server = createSocketServer({ config, httpServer, backend, presence, metrics, log: log.child({ sub: 'socket' }) });
   const intake = new Intake(metrics, new RateLimitedLog(log.child({ sub: 'intake' }), config.dropLogIntervalMs), config.maxMessageBytes);
@@ -87,22 +78,4 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
       await closers.close();
     },
   };
-}
-
-/** Local room inspection for debugging (standalone and per worker). */
-export function roomReport(
-  server: { existingNamespace(site: string): import('socket.io').Namespace | undefined },
-  site: string,
-  room: string | undefined,
-): unknown {
-  const nsp = server.existingNamespace(site);
-  if (!nsp) return { site, sockets: 0, rooms: {} };
-  if (room !== undefined) {
-    const ids = nsp.adapter.rooms.get(room) ?? new Set<string>();
-    const members = [...ids].map((id) => ({ id, user: (nsp.sockets.get(id)?.data as SocketData | undefined)?.user }));
-    return { site, room, members };
-  }
-  const rooms: Record<string, number> = {};
-  for (const [name, ids] of nsp.adapter.rooms) if (!nsp.sockets.has(name)) rooms[name] = ids.size;
-  return { site, sockets: nsp.sockets.size, rooms };
 }

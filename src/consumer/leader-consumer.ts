@@ -66,16 +66,11 @@ export class LeaderConsumer {
   private confirmed: number | null = null;
   /** Ring position of the first event received on the current events subscription (moves when it is lost). */
   private subscribedFrom = 0;
-  private readonly listeners = new Set<(leader: boolean) => void>();
 
   constructor(private readonly d: LeaderConsumerDeps) {
     this.ring = new EventRing(d.config.standbyBufferEvents, d.config.standbyBufferMs);
     this.lease = new Lease(d.cmd, d.keys, d.nodeId, d.config.leaderLeaseMs);
     this.publisher = new BatchPublisher(d.cmd, d.keys, d.config.redis?.mode === 'cluster');
-  }
-
-  onLeadership(fn: (leader: boolean) => void): void {
-    this.listeners.add(fn);
   }
 
   get isLeader(): boolean {
@@ -196,7 +191,6 @@ export class LeaderConsumer {
     this.cursor = from;
     this.aligning = false;
     log.info({ epoch: held.epoch, replay, aligned: prev ? from !== this.ring.start || replay === 0 : null }, 'became events leader');
-    for (const fn of this.listeners) fn(true);
     this.scheduleFlush();
   }
 
@@ -211,7 +205,6 @@ export class LeaderConsumer {
     metrics.leaderTransitions.inc({ to: 'standby' });
     log.warn({ epoch: held.epoch, reason }, 'stepped down as events leader');
     if (release) this.lease.release(held).catch(() => undefined);
-    for (const fn of this.listeners) fn(false);
   }
 
   private scheduleFlush(): void {

@@ -1,4 +1,5 @@
 import type { RedisClient } from '../redis/connect';
+import { GatewayError } from '../shared/errors';
 import type { Keys } from '../redis/keys';
 import type { Publication } from './encode';
 
@@ -42,9 +43,10 @@ export interface BatchItem extends Publication {
   readonly command: 'SPUBLISH' | 'PUBLISH';
 }
 
-export class FencedError extends Error {
+/** The lease is no longer ours: the batch was refused (split-brain guard). */
+export class FencedError extends GatewayError {
   constructor() {
-    super('lease lost: broadcast refused (fenced)');
+    super('GW_ERR_FENCED', 'lease lost: broadcast refused (fenced)');
     this.name = 'FencedError';
   }
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Redis, Cluster } from 'ioredis';
+import type { GatewayConfig } from '../config';
 import type { Metrics } from '../ops/metrics';
 import type { Keys } from '../redis/keys';
 import { GatewayError, errorMessage } from '../shared/errors';
@@ -46,6 +47,24 @@ export interface BackendOptions {
  * (site, credential, question), in process and in Redis, and concurrent
  * identical questions share one request.
  */
+/** The backend client as the configuration describes it (both process roles use this). */
+export function backendFromConfig(
+  config: GatewayConfig,
+  deps: { metrics: Metrics; log: Logger; socketSecret: () => string | null; redis?: BackendOptions['redis'] },
+): FrappeBackend {
+  return new FrappeBackend({
+    backendUrl: config.backendUrl,
+    timeoutMs: config.backendTimeoutMs,
+    concurrency: config.backendConcurrency,
+    flavour: config.permissionFlavour,
+    cacheTtlMs: config.authCacheTtlMs,
+    socketSecret: deps.socketSecret,
+    metrics: deps.metrics,
+    log: deps.log.child({ sub: 'backend' }),
+    redis: deps.redis,
+  });
+}
+
 export class FrappeBackend {
   private readonly local = new Map<string, { at: number; value: string }>();
   private readonly inflight = new Map<string, Promise<string>>();

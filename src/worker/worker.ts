@@ -11,14 +11,14 @@ import type { Adapter } from 'socket.io-adapter';
 import type { GatewayConfig } from '../config';
 import { decodeAllSites } from '../consumer/encode';
 import { deliverToAllSites } from '../consumer/local-delivery';
-import { FrappeBackend } from '../frappe/backend';
+import { backendFromConfig } from '../frappe/backend';
 import { createMetrics } from '../ops/metrics';
 import { Liveness, RedisPresence } from '../presence/redis-presence';
 import { sessionIdFor } from '../primary/sticky-master';
 import { connectInBackground, createRedisClient, quitClient } from '../redis/connect';
 import { createKeys } from '../redis/keys';
 import { SocketSecret } from '../redis/socket-secret';
-import { roomReport } from '../standalone';
+import { roomReport } from './room-report';
 import { drainConnections } from '../shared/drain';
 import { errorMessage } from '../shared/errors';
 import { asPrimaryMessage, type WorkerToPrimary } from '../shared/ipc';
@@ -62,17 +62,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
 
   const secret = new SocketSecret(config.socketSecret, fast, log);
   closers.add('socket secret', () => secret.stop());
-  const backend = new FrappeBackend({
-    backendUrl: config.backendUrl,
-    timeoutMs: config.backendTimeoutMs,
-    concurrency: config.backendConcurrency,
-    flavour: config.permissionFlavour,
-    cacheTtlMs: config.authCacheTtlMs,
-    socketSecret: () => secret.get(),
-    metrics,
-    log: log.child({ sub: 'backend' }),
-    redis: { client: fast, keys },
-  });
+  const backend = backendFromConfig(config, { metrics, log, socketSecret: () => secret.get(), redis: { client: fast, keys } });
   const liveness = new Liveness(pub, keys, config.presenceTtlMs);
   const presence = new RedisPresence(pub, keys, nodeId, liveness);
   // Runs before the Redis clients close: a drained worker leaves the registry at once.
