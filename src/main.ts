@@ -1,11 +1,11 @@
 import cluster from 'node:cluster';
-import { configFromJson, loadConfig, type GatewayConfig } from './config';
-import { runPrimary } from './primary/primary';
-import { WORKER_CONFIG_ENV } from './primary/supervisor';
-import { runStandalone, type Running } from './standalone';
+import { loadConfig, workerConfigFromEnv, type GatewayConfig } from './config';
+import { runPrimary } from './roles/primary';
+import { runStandalone } from './roles/standalone';
+import type { Running } from './shared/lifecycle';
 import { errorMessage } from './shared/errors';
 import { createRootLogger, type Logger } from './shared/logger';
-import { runWorker } from './worker/worker';
+import { runWorker } from './roles/worker';
 
 /** Process-wide safety nets: an app handler's forgotten promise must not take the gateway down. */
 function installProcessHandlers(log: Logger): void {
@@ -20,9 +20,7 @@ function installProcessHandlers(log: Logger): void {
 
 async function main(): Promise<void> {
   if (cluster.isWorker) {
-    const json = process.env[WORKER_CONFIG_ENV];
-    if (!json) throw new Error(`worker started without ${WORKER_CONFIG_ENV}`);
-    const config = configFromJson(json);
+    const config = workerConfigFromEnv(process.env);
     const log = createRootLogger(config.logLevel, { role: 'worker', worker: cluster.worker?.id });
     installProcessHandlers(log);
     await runWorker(config, log);

@@ -226,11 +226,19 @@ function deepFreeze<T>(obj: T): T {
   return obj;
 }
 
-/** Serialise the config for the worker processes (they receive it, never re-read the env). */
-export function configToJson(config: GatewayConfig): string {
-  return JSON.stringify(config);
+/** Environment variable carrying the parsed configuration to workers (they never re-read the environment). */
+export const WORKER_CONFIG_ENV = 'GATEWAY_INTERNAL_CONFIG';
+/** The worker's slot (0-based) on its host, set by the supervisor. */
+export const WORKER_SLOT_ENV = 'GATEWAY_INTERNAL_SLOT';
+
+/** The environment a worker is forked with: the parsed configuration, so workers never parse it again. */
+export function workerEnv(config: GatewayConfig, slot: number): Record<string, string> {
+  return { [WORKER_CONFIG_ENV]: JSON.stringify(config), [WORKER_SLOT_ENV]: String(slot) };
 }
 
-export function configFromJson(json: string): GatewayConfig {
+/** A worker's configuration, as its primary handed it over (see `workerEnv`). */
+export function workerConfigFromEnv(env: NodeJS.ProcessEnv): GatewayConfig {
+  const json = env[WORKER_CONFIG_ENV];
+  if (!json) throw new Error(`worker started without ${WORKER_CONFIG_ENV}`);
   return deepFreeze(JSON.parse(json) as GatewayConfig);
 }

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Metrics } from '../ops/metrics';
+import type { Metrics } from '../metrics/metrics';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
 

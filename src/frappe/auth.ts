@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Credential, FrappeBackend, UserInfo } from './backend';
 import { GatewayError, errorMessage } from '../shared/errors';
 
-/** CONNECT_ERROR messages of PROTOCOL.md section 6, verbatim. */
+/** CONNECT_ERROR messages of docs/protocol.md section 6, verbatim. */
 export const AUTH_ERRORS = {
   invalidNamespace: 'Invalid namespace',
   invalidOrigin: 'Invalid origin',
@@ -29,7 +29,7 @@ export function hostnameOf(value: string | undefined): string | undefined {
 
 const first = (h: string | string[] | undefined): string | undefined => (Array.isArray(h) ? h[0] : h);
 
-/** Site resolution, in Frappe's order (PROTOCOL.md 6.1). */
+/** Site resolution, in Frappe's order (docs/protocol.md section 6.1). */
 export function resolveSite(headers: IncomingHttpHeaders, defaultSite: string | null): string | undefined {
   const explicit = first(headers['x-frappe-site-name']);
   if (explicit) return hostnameOf(explicit);
@@ -80,7 +80,7 @@ export type AuthOutcome =
     }
   | { readonly ok: false; readonly reason: 'namespace' | 'origin' | 'no_auth' | 'backend'; readonly message: string };
 
-/** The connect checks of PROTOCOL.md section 6, in order; pure except for the backend call. */
+/** The connect checks of docs/protocol.md section 6, in order; pure except for the backend call. */
 export async function authenticate(hs: Handshake, opts: AuthOptions, backend: FrappeBackend): Promise<AuthOutcome> {
   const site = resolveSite(hs.headers, opts.defaultSite);
   if (!site || hs.namespace.slice(1) !== site) {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Redis, Cluster } from 'ioredis';
 import type { GatewayConfig } from '../config';
-import type { Metrics } from '../ops/metrics';
+import type { Metrics } from '../metrics/metrics';
 import type { Keys } from '../redis/keys';
 import { GatewayError, errorMessage } from '../shared/errors';
 import { Semaphore } from '../shared/semaphore';

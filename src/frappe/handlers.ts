@@ -1,10 +1,10 @@
 import type { Namespace, Socket } from 'socket.io';
-import type { Metrics } from '../ops/metrics';
+import type { Metrics } from '../metrics/metrics';
 import type { PresenceStore } from '../presence/presence';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
 import type { FrappeBackend, RequestContext } from './backend';
-import { SYSTEM_USERS_ROOM, WEBSITE_ROOM, docRoom, doctypeRoom, openDocRoom, taskRoom, userRoom } from './rooms';
+import { SYSTEM_USERS_ROOM, WEBSITE_ROOM, docRoom, doctypeRoom, openDocRoom, taskRoom, userRoom } from '../events/rooms';
 
 /** What the gateway keeps on each socket (`socket.data`); also visible through fetchSockets. */
 export interface SocketData {
@@ -41,7 +41,7 @@ export interface HandlerDeps {
   readonly log: Logger;
 }
 
-/** The automatic rooms of PROTOCOL.md section 3. */
+/** The automatic rooms of docs/protocol.md section 3. */
 export function automaticRooms(user: string, userType: string): string[] {
   const rooms = [userRoom(user), WEBSITE_ROOM];
   if (userType === 'System User') rooms.push(SYSTEM_USERS_ROOM);
@@ -49,7 +49,7 @@ export function automaticRooms(user: string, userType: string): string[] {
 }
 
 /**
- * Client events of PROTOCOL.md section 4. Bad arguments are ignored and
+ * Client events of docs/protocol.md section 4. Bad arguments are ignored and
  * counted; a failed permission check joins nothing and answers nothing.
  */
 export function registerFrappeHandlers(socket: Socket, ctx: RequestContext, deps: HandlerDeps): void {

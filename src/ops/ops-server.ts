@@ -1,10 +1,10 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { GatewayConfig } from '../config';
-import type { Intake } from '../consumer/intake';
-import type { FrappeEvent } from '../frappe/message';
+import type { Intake } from '../events/intake';
+import type { FrappeEvent } from '../events/parse';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
-import type { Metrics } from './metrics';
+import type { Metrics } from '../metrics/metrics';
 import { bearerMatches, checkPublishBody, isLoopback } from './publish-api';
 
 export interface Readiness {
@@ -24,7 +24,7 @@ export interface OpsDeps {
   rooms(site: string, room: string | undefined): Promise<unknown>;
 }
 
-/** The ops port (DESIGN.md "Ops server"): health, metrics, publish API, cluster inspection. */
+/** The ops port (README "Operations"): health, metrics, publish API, cluster inspection. */
 export function createOpsServer(d: OpsDeps): FastifyInstance {
   const { config, log, metrics } = d;
   const app = Fastify({ logger: false, bodyLimit: config.maxMessageBytes * 8, return503OnClosing: true });

@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
-import type { FrappeEvent } from '../frappe/message';
-import type { Intake } from '../consumer/intake';
+import type { FrappeEvent } from '../events/parse';
+import type { Intake } from '../events/intake';
 
 export type PublishCheck =
   | { readonly ok: true; readonly events: FrappeEvent[] }

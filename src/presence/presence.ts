@@ -1,4 +1,4 @@
-/** Who has a document open (PROTOCOL.md section 5, doc_viewers). */
+/** Who has a document open (docs/protocol.md section 5, doc_viewers). */
 export interface DocRef {
   readonly site: string;
   readonly doctype: string;

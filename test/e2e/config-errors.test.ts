@@ -1,5 +1,5 @@
 /**
- * Invalid configuration (DESIGN.md "Configuration contract"): the built
+ * Invalid configuration (README "Configuration"): the built
  * gateway prints one clear message listing every problem and exits non-zero
  * before opening any port. The ports it was given are held by the test
  * meanwhile: a gateway that tried to listen would fail differently

@@ -1,12 +1,12 @@
 /**
- * Protocol conformance (PROTOCOL.md sections 1-7): one table of behaviour
+ * Protocol conformance (docs/protocol.md sections 1-7): one table of behaviour
  * cases, run against every topology (standalone with the HTTP publish API;
  * one cluster host with 2 workers and a spawned Redis, events through
  * `PUBLISH events`). Each topology's gateways are started once and shared by
  * its cases; every case uses its own users, doctypes and rooms.
  */
 import { after, before, describe, test } from 'node:test';
-import { Scope, withScope } from './../harness';
+import { Scope, withScope } from '../harness';
 import { APP_CASES } from './conformance/cases-apps';
 import { AUTH_CASES } from './conformance/cases-auth';
 import { DELIVERY_CASES } from './conformance/cases-delivery';

@@ -1,5 +1,5 @@
 /**
- * Hostile input on the events channel (PROTOCOL.md section 2): 10,000 junk
+ * Hostile input on the events channel (docs/protocol.md section 2): 10,000 junk
  * messages (malformed JSON, oversized, wrong field types, valid-looking events
  * for namespaces and rooms nobody is in) against a 2-worker cluster host.
  * Afterwards a valid event is still delivered, every drop is counted by

@@ -1,5 +1,5 @@
 /**
- * SIGTERM on the real binary (DESIGN.md "Shutdown"): readiness goes false,
+ * SIGTERM on the real binary (README "Operations", SIGTERM): readiness goes false,
  * clients are disconnected at the transport level (so socket.io-client
  * reconnects by itself, to another node), and the process exits 0 within the
  * grace period. Run for standalone and for a primary with workers.

@@ -1,6 +1,6 @@
 /**
  * A fake Frappe web server answering the endpoints the gateway calls
- * (PROTOCOL.md section 6): get_user_info, has_permission (v16) and
+ * (docs/protocol.md section 6): get_user_info, has_permission (v16) and
  * can_subscribe_doc / can_subscribe_doctype (v15). Records every request so
  * tests can assert which credential and headers were forwarded.
  */

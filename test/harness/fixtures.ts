@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { frappeFixturesPath } from './paths';
 
-/** One publish on the `events` channel (PROTOCOL.md section 2). */
+/** One publish on the `events` channel (docs/protocol.md section 2). */
 export interface FrappePublish {
   event: string;
   message: unknown;

@@ -7,10 +7,8 @@ export const repoRoot: string = path.resolve(__dirname, '..', '..');
 /** The built gateway entry point that e2e tests and the benchmark spawn. */
 export const gatewayMainPath: string = path.join(repoRoot, 'dist', 'main.js');
 
-/** Shared project material (PROTOCOL.md, fixtures) sits beside the repository. */
-export const sharedDir: string = path.resolve(repoRoot, '..', 'shared');
-
-export const frappeFixturesPath: string = path.join(sharedDir, 'fixtures', 'frappe-events.txt');
+/** Real-shaped Frappe publishes (docs/protocol.md section 2), kept in the repository. */
+export const frappeFixturesPath: string = path.join(repoRoot, 'test', 'fixtures', 'frappe-events.txt');
 
 /**
  * Finds an executable: the preferred absolute path first, then PATH.

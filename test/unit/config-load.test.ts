@@ -1,5 +1,5 @@
 /**
- * Configuration loading (DESIGN.md "Configuration contract", PROTOCOL.md
+ * Configuration loading (README "Configuration", docs/protocol.md
  * section 8): environment parsing, every problem reported at once, the bench
  * config files and the precedence of GATEWAY_* variables over them.
  */

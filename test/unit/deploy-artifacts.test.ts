@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import { Registry } from 'prom-client';
 import { parseAllDocuments } from 'yaml';
 import { OPTIONS } from '../../src/config/schema';
-import { createMetrics } from '../../src/ops/metrics';
+import { createMetrics } from '../../src/metrics/metrics';
 
 const root = join(__dirname, '..', '..');
 const chartDir = join(root, 'helm', 'realtime-gateway');

@@ -1,10 +1,10 @@
 /**
- * EventRing: the standby buffer a new leader aligns on (DESIGN.md "The events
- * consumer"): absolute positions, trimming bounds, digests, alignment.
+ * EventRing: the standby buffer a new leader aligns on (README "Architecture", the events
+ * consumer): absolute positions, trimming bounds, digests, alignment.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { EventRing, digestOf } from '../../src/consumer/ring';
+import { EventRing, digestOf } from '../../src/leader/ring';
 
 const ev = (i: number): Buffer => Buffer.from(`{"event":"e","message":{"i":${i}},"namespace":"s","room":"r"}`);
 

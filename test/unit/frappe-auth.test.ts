@@ -1,5 +1,5 @@
 /**
- * The connect checks of PROTOCOL.md section 6 as pure functions: hostname
+ * The connect checks of docs/protocol.md section 6 as pure functions: hostname
  * parsing, site resolution order, the sid cookie, and the order of the checks
  * (with a stub backend).
  */

@@ -1,17 +1,17 @@
 /**
- * Parsing of events-channel messages (PROTOCOL.md section 2): Frappe's exact
+ * Parsing of events-channel messages (docs/protocol.md section 2): Frappe's exact
  * bytes, the shared fixtures, and every drop reason.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { parseRawEvent, validateEvent, type DropReason } from '../../src/frappe/message';
+import { parseRawEvent, validateEvent, type DropReason } from '../../src/events/parse';
 import { frappeJson, loadFrappeFixtures } from '../harness';
 
 const MAX = 4096;
 const parse = (raw: string) => parseRawEvent(raw, Buffer.byteLength(raw), MAX);
 
 describe('parseRawEvent / validateEvent', () => {
-  test('the PROTOCOL.md section 2 message, byte for byte', () => {
+  test('the docs/protocol.md section 2 message, byte for byte', () => {
     const raw =
       '{\n "event": "list_update",\n "message": {\n  "doctype": "ToDo",\n  "name": "abc123",\n  "user": "Administrator"\n },\n "namespace": "site1.local",\n "room": "doctype:ToDo"\n}';
     assert.deepEqual(parse(raw), {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { frappeJson, loadFrappeFixtures, pyFloat } from '../harness/clients';
 
-// PROTOCOL.md section 2, byte for byte.
+// docs/protocol.md section 2, byte for byte.
 const PROTOCOL_EXAMPLE =
   '{\n "event": "list_update",\n "message": {\n  "doctype": "ToDo",\n  "name": "abc123",\n  "user": "Administrator"\n },\n "namespace": "site1.local",\n "room": "doctype:ToDo"\n}';
 
@@ -22,7 +22,7 @@ test('fixtures keep non-ASCII as \\u escapes and include a no-room publish', () 
   for (const f of fixtures) assert.ok(!f.raw.startsWith('#') && !f.raw.includes('\n---'));
 });
 
-test('frappeJson reproduces the PROTOCOL.md section 2 example', () => {
+test('frappeJson reproduces the docs/protocol.md section 2 example', () => {
   assert.equal(
     frappeJson({
       room: 'doctype:ToDo',

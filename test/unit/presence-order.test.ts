@@ -1,5 +1,5 @@
 /**
- * doc_viewers contents (PROTOCOL.md section 5): users de-duplicated, in order
+ * doc_viewers contents (docs/protocol.md section 5): users de-duplicated, in order
  * of first opening, for the in-process store (standalone) and the ordering
  * helper the Redis store shares.
  */

@@ -1,5 +1,5 @@
 /**
- * The publish API's pure parts (DESIGN.md "Ops server"): body checks with the
+ * The publish API's pure parts (README "Operations"): body checks with the
  * field named, size limit, all-or-nothing batches, drop counting, loopback
  * detection and bearer-token comparison.
  */
@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { Intake } from '../../src/consumer/intake';
-import { createMetrics } from '../../src/ops/metrics';
+import { Intake } from '../../src/events/intake';
+import { createMetrics } from '../../src/metrics/metrics';
 import { bearerMatches, checkPublishBody, isLoopback } from '../../src/ops/publish-api';
 import { RateLimitedLog } from '../../src/shared/logger';
 

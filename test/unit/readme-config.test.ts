@@ -13,7 +13,7 @@ test('the README configuration table is the one generated from the schema (npx t
   assert.equal(m[1]?.trim(), configTable().trim());
 });
 
-test('every option of the DESIGN.md contract is documented', () => {
+test('every option of the configuration contract is documented', () => {
   const envs: string[] = Object.values(OPTIONS).map((o) => o.env);
   for (const v of [
     'GATEWAY_PORT',

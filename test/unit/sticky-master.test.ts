@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { sessionIdFor, workerIdOfRequest } from '../../src/primary/sticky-master';
+import { sessionIdFor, workerIdOfRequest } from '../../src/cluster/sticky-master';
 
 test('sessionIdFor: URL-safe, unique, and names its worker', () => {
   const ids = new Set<string>();

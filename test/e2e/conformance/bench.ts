@@ -1,7 +1,7 @@
 /**
  * A temporary Frappe bench directory for the conformance suite: bench config
  * files (to prove they are read and that GATEWAY_* variables win over them)
- * and apps with `realtime/handlers.js` (PROTOCOL.md section 7), one working
+ * and apps with `realtime/handlers.js` (docs/protocol.md section 7), one working
  * and several broken ones.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';

@@ -1,5 +1,5 @@
 /**
- * PROTOCOL.md sections 7 and 8: app handlers from the bench, and the bench
+ * docs/protocol.md sections 7 and 8: app handlers from the bench, and the bench
  * configuration (read, with GATEWAY_* variables taking precedence).
  */
 import assert from 'node:assert/strict';

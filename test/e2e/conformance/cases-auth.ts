@@ -1,5 +1,5 @@
 /**
- * PROTOCOL.md section 6: the connect middleware, in order (site, origin,
+ * docs/protocol.md section 6: the connect middleware, in order (site, origin,
  * credential, backend), and what the backend receives.
  */
 import assert from 'node:assert/strict';

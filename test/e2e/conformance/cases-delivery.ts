@@ -1,5 +1,5 @@
 /**
- * PROTOCOL.md sections 1-3: what the backend publishes reaches exactly the
+ * docs/protocol.md sections 1-3: what the backend publishes reaches exactly the
  * sockets in the addressed room of the addressed site, byte-for-byte Frappe
  * input, the shared fixtures, site-wide broadcasts, drops, transports.
  */
@@ -8,7 +8,7 @@ import { httpRequest, loadFrappeFixtures, waitConnect, type FrappeFixture, type 
 import { CHAT_APP } from './bench';
 import { SITE, type CaseContext, type Client, type ConformanceCase } from './context';
 
-/** PROTOCOL.md section 2, byte for byte. */
+/** docs/protocol.md section 2, byte for byte. */
 export const PROTOCOL_EXAMPLE =
   '{\n "event": "list_update",\n "message": {\n  "doctype": "ToDo",\n  "name": "abc123",\n  "user": "Administrator"\n },\n "namespace": "site1.local",\n "room": "doctype:ToDo"\n}';
 
@@ -26,7 +26,7 @@ function keyOf(event: string, message: unknown): string {
 
 export const DELIVERY_CASES: ConformanceCase[] = [
   {
-    name: 'delivery: the byte-for-byte Frappe message of PROTOCOL.md section 2 reaches doctype:ToDo on site1.local only',
+    name: 'delivery: the byte-for-byte Frappe message of docs/protocol.md section 2 reaches doctype:ToDo on site1.local only',
     async run(ctx) {
       const { main, frappe } = ctx.topo;
       frappe.allow('*', 'ToDo');

@@ -1,5 +1,5 @@
 /**
- * The ops port (DESIGN.md): the publish API, /readyz, /livez, /metrics.
+ * The ops port (README "Operations"): the publish API, /readyz, /livez, /metrics.
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';

@@ -1,5 +1,5 @@
 /**
- * PROTOCOL.md sections 4 and 5: doc_open / doc_close and doc_viewers, which
+ * docs/protocol.md sections 4 and 5: doc_open / doc_close and doc_viewers, which
  * must be right across every worker (Frappe's own server only sees its process).
  */
 import assert from 'node:assert/strict';

@@ -1,5 +1,5 @@
 /**
- * PROTOCOL.md sections 3, 4 and 6: subscriptions, permission flavours,
+ * docs/protocol.md sections 3, 4 and 6: subscriptions, permission flavours,
  * unsubscription, task rooms, ping, and bad client input.
  */
 import assert from 'node:assert/strict';

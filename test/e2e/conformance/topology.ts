@@ -61,7 +61,7 @@ export interface Variant {
   readonly publishToken: string | undefined;
   /** Publishes like Frappe and checks the gateway took it (standalone: 202; cluster: a subscriber got it). */
   publish(msg: FrappePublish): Promise<void>;
-  /** Publishes exact bytes without checking the outcome (junk, fixtures, the PROTOCOL.md example). */
+  /** Publishes exact bytes without checking the outcome (junk, fixtures, the docs/protocol.md example). */
   publishRaw(text: string): Promise<void>;
   /** Members of `room` in namespace `/<site>`, one list per process (standalone: one). */
   roomMembers(site: string, room: string): Promise<Member[][]>;

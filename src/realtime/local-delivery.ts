@@ -1,6 +1,6 @@
-import type { FrappeEvent } from '../frappe/message';
-import type { Metrics } from '../ops/metrics';
-import type { SocketServer } from '../worker/socket-server';
+import type { FrappeEvent } from '../events/parse';
+import type { Metrics } from '../metrics/metrics';
+import type { SocketServer } from './socket-server';
 
 /**
  * Standalone delivery: straight into this process's namespaces. A site or

@@ -1,15 +1,20 @@
 import cluster, { type Worker } from 'node:cluster';
-import type { GatewayConfig } from '../config';
-import { configToJson } from '../config';
-import type { Metrics } from '../ops/metrics';
-import { asWorkerMessage, type PrimaryToWorker } from '../shared/ipc';
+import type { Metrics } from '../metrics/metrics';
+import { asWorkerMessage, type PrimaryToWorker } from './ipc';
 import type { Logger } from '../shared/logger';
 
-/** Environment variable carrying the parsed configuration to workers (they never re-read the environment). */
-export const WORKER_CONFIG_ENV = 'GATEWAY_INTERNAL_CONFIG';
 /** A worker that lived this long is healthy again: its crash count resets. */
 const STABLE_AFTER_MS = 30_000;
 const REPLY_TIMEOUT_MS = 2000;
+
+/** The supervisor's slice of the configuration. */
+export interface SupervisorConfig {
+  readonly workers: number;
+  /** Upper bound of the backoff between respawns of a crash-looping worker. */
+  readonly maxBackoffMs: number;
+  /** The environment a worker of a slot is forked with. */
+  env(slot: number): Record<string, string>;
+}
 
 export interface WorkerInfo {
   readonly slot: number;
@@ -34,7 +39,7 @@ export class Supervisor {
   private readonly exitListeners = new Set<(info: WorkerInfo) => void>();
 
   constructor(
-    private readonly config: GatewayConfig,
+    private readonly config: SupervisorConfig,
     private readonly log: Logger,
     private readonly metrics: Metrics,
   ) {}
@@ -66,7 +71,7 @@ export class Supervisor {
   }
 
   private fork(slot: number): void {
-    const worker = cluster.fork({ [WORKER_CONFIG_ENV]: configToJson(this.config), GATEWAY_INTERNAL_SLOT: String(slot) });
+    const worker = cluster.fork(this.config.env(slot));
     this.workers.set(worker.id, {
       slot,
       id: worker.id,
@@ -89,7 +94,7 @@ export class Supervisor {
     const lived = Date.now() - info.startedAt;
     const crashes = lived > STABLE_AFTER_MS ? 1 : (this.crashes.get(info.slot) ?? 0) + 1;
     this.crashes.set(info.slot, crashes);
-    const backoff = Math.min(this.config.workerRespawnMaxBackoffMs, 100 * 2 ** (crashes - 1));
+    const backoff = Math.min(this.config.maxBackoffMs, 100 * 2 ** (crashes - 1));
     this.metrics.workerRestarts.inc();
     this.log.error({ worker: worker.id, pid: info.pid, code, signal, respawnInMs: backoff }, 'worker died, respawning');
     setTimeout(() => {

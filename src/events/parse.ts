@@ -1,6 +1,6 @@
 /**
  * Parsing of realtime events as Frappe publishes them on the `events` channel
- * (PROTOCOL.md section 2). The same validation serves the HTTP publish API.
+ * (docs/protocol.md section 2). The same validation serves the HTTP publish API.
  */
 
 export interface FrappeEvent {

@@ -1,4 +1,4 @@
-/** Frappe's room names (PROTOCOL.md section 3), in one place. */
+/** Frappe's room names (docs/protocol.md section 3), in one place. */
 export const WEBSITE_ROOM = 'website';
 export const SYSTEM_USERS_ROOM = 'all';
 export const userRoom = (user: string): string => `user:${user}`;

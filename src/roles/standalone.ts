@@ -1,30 +1,26 @@
 import { createServer } from 'node:http';
 import { hostname } from 'node:os';
 import { Registry } from 'prom-client';
-import type { GatewayConfig } from './config';
-import { Intake } from './consumer/intake';
-import { deliverLocally } from './consumer/local-delivery';
-import { backendFromConfig } from './frappe/backend';
-import { roomReport } from './worker/room-report';
-import { createMetrics } from './ops/metrics';
-import { createOpsServer } from './ops/ops-server';
-import { LocalPresence } from './presence/presence';
-import { drainConnections } from './shared/drain';
-import { closeServer, listen } from './shared/http';
-import { Closers, armShutdownFuse } from './shared/lifecycle';
-import { RateLimitedLog, type Logger } from './shared/logger';
-import { createSocketServer } from './worker/socket-server';
-
-export interface Running {
-  shutdown(reason: string): Promise<void>;
-}
+import type { GatewayConfig } from '../config';
+import { Intake } from '../events/intake';
+import { backendFromConfig } from '../frappe/backend';
+import { createMetrics } from '../metrics/metrics';
+import { createOpsServer } from '../ops/ops-server';
+import { LocalPresence } from '../presence/presence';
+import { drainConnections } from '../realtime/drain';
+import { deliverLocally } from '../realtime/local-delivery';
+import { roomReport } from '../realtime/room-report';
+import { createSocketServer } from '../realtime/socket-server';
+import { closeServer, listen } from '../shared/http';
+import { Services, createShutdown, type Running } from '../shared/lifecycle';
+import { RateLimitedLog, type Logger } from '../shared/logger';
 
 /**
  * Standalone mode: one process, in-memory adapter, events through the HTTP
  * publish API. Auth, rooms, presence, metrics and health work as in a cluster.
  */
 export async function runStandalone(config: GatewayConfig, log: Logger): Promise<Running> {
-  const closers = new Closers(log);
+  const services = new Services(log);
   const registry = new Registry();
   const metrics = createMetrics(registry, { defaults: true });
   const httpServer = createServer();
@@ -55,27 +51,29 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
     },
     rooms: async (site, room) => roomReport(server, site, room),
   });
-  closers.add('presence', () => presence.stop());
-  closers.add('socket.io', () => new Promise<void>((r) => server.io.close(() => r())));
-  closers.add('ops server', () => ops.close());
 
-  await listen(httpServer, config.port, config.host);
-  await ops.listen({ port: config.opsPort, host: config.host });
+  // Started in this order, stopped in reverse.
+  services.onStop('presence', () => presence.stop());
+  services.onStop('socket.io', () => new Promise<void>((r) => server.io.close(() => r())));
+  services.add({ name: 'socket.io port', start: () => listen(httpServer, config.port, config.host) });
+  services.add({ name: 'ops server', start: () => ops.listen({ port: config.opsPort, host: config.host }), stop: () => ops.close() });
+  await services.start();
+
   log.info({ mode: 'standalone', port: config.port, opsPort: config.opsPort }, 'realtime-gateway listening');
   if (config.publishToken === null) {
     log.warn({ opsPort: config.opsPort }, 'GATEWAY_PUBLISH_TOKEN is not set: the publish API accepts requests from loopback only');
   }
 
   return {
-    shutdown: async (reason) => {
-      if (draining) return;
-      draining = true;
-      armShutdownFuse(config.shutdownGraceMs, log);
-      log.info({ reason }, 'shutting down: draining');
-      const stopAccepting = closeServer(httpServer);
-      await drainConnections(server.io, config.drainMs, log);
-      await stopAccepting;
-      await closers.close();
-    },
+    shutdown: createShutdown(
+      services,
+      {
+        beginDrain: () => (draining = true),
+        stopAccepting: () => closeServer(httpServer),
+        drainClients: () => drainConnections(server.io, config.drainMs, log),
+      },
+      config.shutdownGraceMs,
+      log,
+    ),
   };
 }

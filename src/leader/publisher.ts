@@ -1,7 +1,7 @@
 import type { RedisClient } from '../redis/connect';
 import { GatewayError } from '../shared/errors';
 import type { Keys } from '../redis/keys';
-import type { Publication } from './encode';
+import type { Publication } from '../events/encode';
 
 // One batch = the broadcasts plus the leader's progress, applied atomically
 // and only while the caller still holds the lease (fencing). A crash either

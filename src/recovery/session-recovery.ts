@@ -3,7 +3,7 @@ import type { Adapter, BroadcastOptions, Session } from 'socket.io-adapter';
 import type { SocketData } from '../frappe/handlers';
 import type { RedisClient } from '../redis/connect';
 import type { Keys } from '../redis/keys';
-import type { Metrics } from '../ops/metrics';
+import type { Metrics } from '../metrics/metrics';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
 

@@ -6,11 +6,11 @@ import { AppHandlers } from '../frappe/app-handlers';
 import { authenticate } from '../frappe/auth';
 import type { FrappeBackend, RequestContext } from '../frappe/backend';
 import { automaticRooms, joinLocally, registerFrappeHandlers, type JoinRooms, type SocketData } from '../frappe/handlers';
-import type { Metrics } from '../ops/metrics';
+import type { Metrics } from '../metrics/metrics';
 import type { PresenceStore } from '../presence/presence';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
-import { MemorySessionStore, SessionKeeper, withSessionRecovery, type SessionStore } from './session-recovery';
+import { MemorySessionStore, SessionKeeper, withSessionRecovery, type SessionStore } from '../recovery/session-recovery';
 
 export interface SocketServerDeps {
   readonly config: GatewayConfig;
@@ -36,7 +36,7 @@ export interface SocketServer {
   connectionCount(): number;
 }
 
-/** What app handlers see on a socket, beyond the Socket.IO API (PROTOCOL.md section 7). */
+/** What app handlers see on a socket, beyond the Socket.IO API (docs/protocol.md section 7). */
 interface FrappeSocketApi {
   user: string;
   user_type: string;

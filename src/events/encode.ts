@@ -1,6 +1,6 @@
 import { encode as msgpack } from 'notepack.io';
 import type { AdapterMode } from '../config';
-import type { FrappeEvent } from '../frappe/message';
+import type { FrappeEvent } from './parse';
 
 /** Socket.IO packet and adapter message constants (socket.io-parser / socket.io-adapter). */
 const PACKET_EVENT = 2;

@@ -1,5 +1,5 @@
-import { parseRawEvent, validateEvent, type FrappeEvent, type ParseResult } from '../frappe/message';
-import type { Metrics } from '../ops/metrics';
+import { parseRawEvent, validateEvent, type FrappeEvent, type ParseResult } from './parse';
+import type { Metrics } from '../metrics/metrics';
 import type { RateLimitedLog } from '../shared/logger';
 
 /**

@@ -1,7 +1,7 @@
 import type { Namespace, Socket } from 'socket.io';
 import type { Adapter, BroadcastOptions } from 'socket.io-adapter';
-import { PRE_ENCODED_MARK } from '../consumer/encode';
-import type { Metrics } from '../ops/metrics';
+import { PRE_ENCODED_MARK } from '../events/encode';
+import type { Metrics } from '../metrics/metrics';
 
 interface EngineConn {
   readyState: string;

@@ -9,24 +9,24 @@ import { Registry } from 'prom-client';
 import type { Namespace } from 'socket.io';
 import type { Adapter } from 'socket.io-adapter';
 import type { GatewayConfig } from '../config';
-import { decodeAllSites } from '../consumer/encode';
-import { deliverToAllSites } from '../consumer/local-delivery';
+import { decodeAllSites } from '../events/encode';
+import { deliverToAllSites } from '../realtime/local-delivery';
 import { backendFromConfig } from '../frappe/backend';
-import { createMetrics } from '../ops/metrics';
+import { createMetrics } from '../metrics/metrics';
 import { Liveness, RedisPresence } from '../presence/redis-presence';
-import { sessionIdFor } from '../primary/sticky-master';
+import { sessionIdFor } from '../cluster/sticky-master';
 import { connectInBackground, createRedisClient, quitClient } from '../redis/connect';
 import { createKeys } from '../redis/keys';
 import { SocketSecret } from '../redis/socket-secret';
-import { roomReport } from './room-report';
-import { drainConnections } from '../shared/drain';
+import { roomReport } from '../realtime/room-report';
+import { drainConnections } from '../realtime/drain';
 import { errorMessage } from '../shared/errors';
-import { asPrimaryMessage, type WorkerToPrimary } from '../shared/ipc';
-import { Closers } from '../shared/lifecycle';
+import { asPrimaryMessage, type WorkerToPrimary } from '../cluster/ipc';
+import { Services, createShutdown } from '../shared/lifecycle';
 import type { Logger } from '../shared/logger';
-import { RedisSessionStore } from './session-recovery';
-import { createSocketServer } from './socket-server';
-import { withWorkerHooks } from './fast-adapter';
+import { RedisSessionStore } from '../recovery/session-recovery';
+import { createSocketServer } from '../realtime/socket-server';
+import { withWorkerHooks } from '../realtime/fast-adapter';
 
 function send(m: WorkerToPrimary): void {
   if (process.connected) process.send?.(m, undefined, undefined, () => undefined);
@@ -40,7 +40,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   const redisCfg = config.redis;
   if (!redisCfg) throw new Error('a worker needs Redis');
   const nodeId = `${hostname()}-${process.ppid}-w${cluster.worker?.id ?? 0}-${randomBytes(3).toString('hex')}`;
-  const closers = new Closers(log);
+  const services = new Services(log);
   const keys = createKeys(config.keyPrefix);
   const registry = new Registry();
   const metrics = createMetrics(registry, { defaults: true });
@@ -57,16 +57,16 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
     ['fast', fast],
   ] as const) {
     connectInBackground(c, log, name);
-    closers.add(`redis ${name}`, () => quitClient(c));
+    services.onStop(`redis ${name}`, () => quitClient(c));
   }
 
   const secret = new SocketSecret(config.socketSecret, fast, log);
-  closers.add('socket secret', () => secret.stop());
+  services.onStop('socket secret', () => secret.stop());
   const backend = backendFromConfig(config, { metrics, log, socketSecret: () => secret.get(), redis: { client: fast, keys } });
   const liveness = new Liveness(pub, keys, config.presenceTtlMs);
   const presence = new RedisPresence(pub, keys, nodeId, liveness);
   // Runs before the Redis clients close: a drained worker leaves the registry at once.
-  closers.add('liveness', () => liveness.remove(nodeId));
+  services.onStop('liveness', () => liveness.remove(nodeId));
 
   const baseAdapter =
     config.adapterMode === 'sharded'
@@ -108,7 +108,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   setupWorker(server.io);
   // Session ids name this worker, so the primary routes a session's requests without shared state.
   server.io.engine.generateId = () => sessionIdFor(cluster.worker?.id ?? 0);
-  closers.add('socket.io', () => new Promise<void>((r) => server.io.close(() => r())));
+  services.onStop('socket.io', () => new Promise<void>((r) => server.io.close(() => r())));
 
   ctl.on('messageBuffer', (channel: Buffer, message: Buffer) => {
     if (channel.toString() !== keys.allSitesChannel) return;
@@ -139,10 +139,11 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
     }
   };
   const beat = setInterval(status, Math.max(200, Math.floor(config.presenceTtlMs / 3)));
-  closers.add('heartbeat', () => clearInterval(beat));
+  services.onStop('heartbeat', () => clearInterval(beat));
   for (const c of [pub, sub]) c.on('ready', status).on('close', status);
 
-  let draining = false;
+  const shutdown = (drainMs: number) =>
+    createShutdown(services, { drainClients: () => drainConnections(server.io, drainMs, log) }, config.shutdownGraceMs, log)('drain');
   process.on('message', (raw: unknown) => {
     const m = asPrimaryMessage(raw);
     if (!m) return;
@@ -157,10 +158,8 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
         send({ type: 'gw:reply', id: m.id, body: roomReport(server, m.site, m.room) });
         break;
       case 'gw:drain':
-        if (draining) return;
-        draining = true;
-        drainConnections(server.io, m.drainMs, log)
-          .then(() => closers.close())
+        if (services.stopped) return;
+        shutdown(m.drainMs)
           .then(() => send({ type: 'gw:drained' }))
           .finally(() => process.exit(0));
         break;

@@ -1,12 +1,12 @@
 import { performance } from 'node:perf_hooks';
 import type { GatewayConfig } from '../config';
-import type { Metrics } from '../ops/metrics';
+import type { Metrics } from '../metrics/metrics';
 import type { RedisClient } from '../redis/connect';
 import type { Keys } from '../redis/keys';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
-import { encodeAllSites, encodeRoomBroadcast } from './encode';
-import type { Intake } from './intake';
+import { encodeAllSites, encodeRoomBroadcast } from '../events/encode';
+import type { Intake } from '../events/intake';
 import { Lease, type Held } from './lease';
 import { BatchPublisher, FencedError, formatProgress, type BatchItem, type Progress } from './publisher';
 import { EventRing } from './ring';

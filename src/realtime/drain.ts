@@ -1,5 +1,5 @@
 import type { Server, Socket } from 'socket.io';
-import type { Logger } from './logger';
+import type { Logger } from '../shared/logger';
 
 /**
  * Closes every client connection in jittered batches spread over `drainMs`,

@@ -1,0 +1,201 @@
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import { hostname } from 'node:os';
+import { Registry } from 'prom-client';
+import { setupStickyMaster } from '../cluster/sticky-master';
+import { Supervisor } from '../cluster/supervisor';
+import { workerEnv, type GatewayConfig } from '../config';
+import { Intake } from '../events/intake';
+import { LeaderConsumer } from '../leader/leader-consumer';
+import { createMetrics, type Metrics } from '../metrics/metrics';
+import { createOpsServer } from '../ops/ops-server';
+import { Liveness } from '../presence/redis-presence';
+import { PresenceSweeper } from '../presence/sweeper';
+import { connectInBackground, createRedisClient, quitClient, type RedisClient } from '../redis/connect';
+import { createKeys } from '../redis/keys';
+import { errorMessage } from '../shared/errors';
+import { closeServer, listen } from '../shared/http';
+import { Services, createShutdown, type Running } from '../shared/lifecycle';
+import { RateLimitedLog, type Logger } from '../shared/logger';
+import { hostMetrics, primaryReadiness } from './primary-health';
+
+/**
+ * The primary of one host: owns the public port (sticky routing to workers),
+ * the ops port, worker supervision, and competes for the cluster-wide events
+ * consumer lease. This function only composes; each part lives in its
+ * subsystem.
+ */
+export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Running> {
+  const redisCfg = config.redis;
+  if (!redisCfg) throw new Error('the primary needs Redis');
+  const nodeId = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  const services = new Services(log);
+  const keys = createKeys(config.keyPrefix);
+  const registry = new Registry();
+  const metrics = createMetrics(registry, { defaults: true });
+
+  const redis = (name: string, opts: Omit<Parameters<typeof createRedisClient>[1], 'name'>): RedisClient => {
+    const c = createRedisClient(redisCfg, { ...opts, name: `${nodeId}:${name}` }, log);
+    connectInBackground(c, log, name);
+    services.onStop(`redis ${name}`, () => quitClient(c));
+    return c;
+  };
+  const cmd = redis('cmd', {});
+  const sub = redis('events', { pubsub: true });
+  const fast = redis('health', { failFast: true });
+
+  const intake = new Intake(metrics, new RateLimitedLog(log.child({ sub: 'intake' }), config.dropLogIntervalMs), config.maxMessageBytes);
+  const consumer = new LeaderConsumer({ config, keys, sub, cmd, nodeId, intake, metrics, log: log.child({ sub: 'consumer' }) });
+  const liveness = new Liveness(cmd, keys, config.presenceTtlMs);
+  const sweeper = new PresenceSweeper({ cmd, keys, liveness, adapterMode: config.adapterMode, metrics, log });
+  const supervisor = new Supervisor(
+    { workers: config.workers, maxBackoffMs: config.workerRespawnMaxBackoffMs, env: (slot) => workerEnv(config, slot) },
+    log.child({ sub: 'supervisor' }),
+    metrics,
+  );
+  supervisor.onWorkerDied((info) => {
+    if (info.nodeId) sweeper.sweepInBackground(info.nodeId);
+  });
+
+  let draining = false;
+  const ops = createOpsServer({
+    config,
+    log: log.child({ sub: 'ops' }),
+    metrics,
+    intake,
+    readiness: () =>
+      primaryReadiness({ fast, supervisor, consumer, metrics, registry, workersExpected: config.workers, draining: () => draining }),
+    metricsText: () => hostMetrics({ supervisor, registry }),
+    publish: async (events) => {
+      // Through the events channel, so API events are sequenced, replayable and
+      // delivered exactly like Frappe's own publishes.
+      const pipe = cmd.pipeline();
+      for (const e of events) pipe.publish(config.eventsChannel, JSON.stringify(e));
+      const res = await pipe.exec();
+      const failed = res?.find(([err]) => err);
+      if (failed?.[0]) throw failed[0];
+    },
+    cluster: async () => {
+      const [leader, nodes] = await Promise.all([
+        consumer.currentLeader().catch(() => null),
+        liveness.all().catch(() => ({ alive: [], dead: [] })),
+      ]);
+      return {
+        mode: 'cluster',
+        node: { id: nodeId, host: hostname(), pid: process.pid, ...consumer.state() },
+        leader,
+        workers: supervisor.list(),
+        nodes: nodes.alive,
+      };
+    },
+    rooms: async (site, room) => {
+      const perWorker = await supervisor.ask((id) => ({ type: 'gw:rooms', id, site, room }));
+      return { host: hostname(), note: 'this host only: query each host for the whole cluster', workers: perWorker };
+    },
+  });
+
+  const publicServer = createPublicServer(metrics, log);
+  const heartbeat = (): void => {
+    if (cmd.status !== 'ready') return;
+    const st = consumer.state();
+    liveness
+      .beat(nodeId, {
+        kind: 'primary',
+        host: hostname(),
+        pid: process.pid,
+        leader: st.leader,
+        epoch: st.epoch,
+        workers: supervisor.list().length,
+      })
+      .catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'heartbeat failed'));
+  };
+
+  // Started in this order, stopped in reverse (the Redis connections above stop last).
+  services.onStop('liveness', () => liveness.remove(nodeId).catch(() => undefined));
+  services.add(every('heartbeat', Math.max(200, Math.floor(config.presenceTtlMs / 3)), heartbeat));
+  services.add(
+    every('dead-host sweeper', Math.max(500, Math.floor(config.presenceTtlMs / 2)), () => {
+      // The leader sweeps processes of hosts that died as a whole.
+      if (consumer.isLeader) sweeper.sweepDead().catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'presence sweep failed'));
+    }),
+  );
+  // Both ports first: a port that is taken fails the start before any worker is forked.
+  services.add({ name: 'socket.io port', start: () => listen(publicServer, config.port, config.host) });
+  services.add({ name: 'ops server', start: () => ops.listen({ port: config.opsPort, host: config.host }), stop: () => ops.close() });
+  services.add({ name: 'supervisor', start: () => supervisor.start() });
+  services.add({
+    name: 'events consumer',
+    start: () => {
+      consumer.start().catch((err: unknown) => log.error({ err: errorMessage(err) }, 'events consumer failed to start'));
+    },
+    stop: () => consumer.stop(),
+  });
+  await services.start();
+  heartbeat();
+
+  log.info(
+    {
+      mode: 'cluster',
+      nodeId,
+      port: config.port,
+      opsPort: config.opsPort,
+      workers: config.workers,
+      redis: redisCfg.mode,
+      adapter: config.adapterMode,
+    },
+    'realtime-gateway listening',
+  );
+  if (config.publishToken === null) {
+    log.warn({ opsPort: config.opsPort }, 'GATEWAY_PUBLISH_TOKEN is not set: the publish API accepts requests from loopback only');
+  }
+
+  return {
+    shutdown: createShutdown(
+      services,
+      {
+        beginDrain: () => (draining = true),
+        stopAccepting: () => closeServer(publicServer),
+        // Hand the events over first: a standby takes over within one renew interval.
+        handOver: () => consumer.stop(),
+        drainClients: () => supervisor.drain(config.drainMs, Math.max(1000, config.shutdownGraceMs - 2000)),
+      },
+      config.shutdownGraceMs,
+      log,
+    ),
+  };
+}
+
+/** A timer as a service: runs `fn` every `ms` from start until stop. */
+function every(name: string, ms: number, fn: () => void): { name: string; start(): void; stop(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  return {
+    name,
+    start: () => {
+      timer = setInterval(fn, ms);
+    },
+    stop: () => clearInterval(timer),
+  };
+}
+
+/** The public Socket.IO port: sticky routing to the workers. */
+function createPublicServer(metrics: Metrics, log: Logger): Server {
+  const server = createServer();
+  // The sticky balancer routes on the plain-text request line (Engine.IO sid),
+  // so TLS has to be terminated in front of the gateway. A TLS ClientHello
+  // (first byte 0x16) gets a clear log line instead of an unexplained failure.
+  const tlsLog = new RateLimitedLog(log.child({ sub: 'sticky' }), 60_000);
+  server.prependListener('connection', (socket) => {
+    socket.once('data', (chunk: Buffer) => {
+      if (chunk[0] !== 0x16) return;
+      metrics.connectErrors.inc({ reason: 'tls_not_terminated' });
+      tlsLog.warn(
+        'tls',
+        { remote: socket.remoteAddress },
+        'TLS handshake on the Socket.IO port: terminate TLS before the gateway (nginx, ingress, load balancer)',
+      );
+      socket.destroy();
+    });
+  });
+  setupStickyMaster(server);
+  return server;
+}
