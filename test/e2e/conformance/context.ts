@@ -122,7 +122,7 @@ export function makeContext(topo: Topology, scope: Scope, diagnostic: (message: 
       if (cookie !== undefined) co.cookie = cookie;
       if (options.authorization !== undefined) co.authorization = options.authorization;
       if (options.transports !== undefined) co.transports = options.transports;
-      const socket = connectClient(variant.gw.url, site, co);
+      const socket = connectClient(variant.connectUrl(), site, co);
       const rec = new EventRecorder(socket);
       return { socket, rec, site, user: options.expectUser ?? user?.user ?? 'Guest', variant };
     },
@@ -142,7 +142,7 @@ export function makeContext(topo: Topology, scope: Scope, diagnostic: (message: 
       const taken = new Set(await Promise.all(peers.map((p) => ctx.workerOf(p))));
       for (let attempt = 0; attempt < 6; attempt++) {
         const c = await ctx.connect(user, options);
-        if (topo.kind !== 'cluster' || !taken.has(await ctx.workerOf(c))) return c;
+        if (topo.kind === 'standalone' || !taken.has(await ctx.workerOf(c))) return c;
       }
       throw new Error(`could not place a connection of ${user.user} away from workers ${[...taken].join(', ')}`);
     },

@@ -1,8 +1,11 @@
 /**
- * The two topologies the conformance suite runs every case against:
+ * The topologies the conformance suite runs every case against:
  *  - standalone: one process, no Redis, events through the HTTP publish API;
  *  - cluster: one host, 2 workers behind the sticky primary, a spawned
- *    redis-server, events through `PUBLISH events <python-json>`.
+ *    redis-server, events through `PUBLISH events <python-json>`;
+ *  - two-hosts: two such hosts (1 worker each) sharing one Redis and key
+ *    prefix; clients are spread over both hosts in turn, so a case's
+ *    clients, its leader and its publisher sit on different hosts.
  * Each topology has two gateways sharing one fake Frappe backend:
  *  - main: GATEWAY_BACKEND_URL, v16 permissions, a socket secret (env in
  *    standalone, only the Redis key `socketio_auth_secret` in cluster), a
@@ -32,9 +35,12 @@ import {
 } from '../../harness';
 import { makeBench } from './bench';
 
-export type TopologyKind = 'standalone' | 'cluster';
-export const TOPOLOGIES: readonly TopologyKind[] = ['standalone', 'cluster'];
+export type TopologyKind = 'standalone' | 'cluster' | 'two-hosts';
+export const TOPOLOGIES: readonly TopologyKind[] = ['standalone', 'cluster', 'two-hosts'];
+/** Workers of the one cluster host. */
 export const WORKERS = 2;
+/** Workers of each host of the two-hosts topology. */
+export const WORKERS_PER_HOST_OF_TWO = 1;
 export const EVENTS_CHANNEL = 'events';
 /** Frappe (2026) keeps the socket secret in this unprefixed Redis key. */
 export const SOCKET_SECRET_KEY = 'socketio_auth_secret';
@@ -50,7 +56,12 @@ export interface Member {
 export interface Variant {
   readonly name: 'main' | 'alt';
   readonly kind: TopologyKind;
+  /** The first host: ops requests that concern one node go here. */
   readonly gw: GatewayHandle;
+  /** Every host of the variant (one but in two-hosts). */
+  readonly hosts: readonly GatewayHandle[];
+  /** The Socket.IO URL for the next client: the hosts in turn. */
+  connectUrl(): string;
   /** The variant's own Redis (cluster only). */
   readonly redis: RedisServer | undefined;
   readonly flavour: 'v15' | 'v16';
@@ -69,7 +80,7 @@ export interface Variant {
   waitJoined(site: string, socket: Socket, room: string): Promise<void>;
   /** Resolves once `socket` is no longer a member of `room`. */
   waitLeft(site: string, socket: Socket, room: string): Promise<void>;
-  /** Current value of a metric (sum of the matching series, 0 when none). */
+  /** Current value of a metric (sum of the matching series over every host, 0 when none). */
   metric(name: string, labels?: Record<string, string>): Promise<number>;
   /** Polls /metrics until `predicate` holds for the value; returns it. */
   waitMetric(name: string, labels: Record<string, string>, predicate: (v: number) => boolean, what: string): Promise<number>;
@@ -102,6 +113,7 @@ interface VariantSpec {
   name: 'main' | 'alt';
   kind: TopologyKind;
   gw: GatewayHandle;
+  hosts: readonly GatewayHandle[];
   redis: RedisServer | undefined;
   flavour: 'v15' | 'v16';
   socketSecret: string | undefined;
@@ -123,15 +135,25 @@ function makeVariant(s: VariantSpec, scope: Scope): Variant {
     return gw.opsRequest('/api/v1/publish', { method: 'POST', headers, body });
   };
 
-  const roomMembers = async (site: string, room: string): Promise<Member[][]> => {
-    const res = await gw.opsRequest(`/api/v1/cluster/rooms?site=${encodeURIComponent(site)}&room=${encodeURIComponent(room)}`);
+  const hostMembers = async (host: GatewayHandle, site: string, room: string): Promise<Member[][]> => {
+    const res = await host.opsRequest(`/api/v1/cluster/rooms?site=${encodeURIComponent(site)}&room=${encodeURIComponent(room)}`, {
+      headers: s.publishToken !== undefined ? { authorization: `Bearer ${s.publishToken}` } : {},
+    });
     assert.equal(res.status, 200, `rooms API: ${res.body}`);
     const body = JSON.parse(res.body) as RoomsAnswer;
     return body.workers ? body.workers.map((w) => w.members ?? []) : [body.members ?? []];
   };
+  // One list per process of every host, hosts in order.
+  const roomMembers = async (site: string, room: string): Promise<Member[][]> =>
+    (await Promise.all(s.hosts.map((h) => hostMembers(h, site, room)))).flat();
+  let next = 0;
 
   const variant: Variant = {
     ...s,
+    connectUrl() {
+      const host = s.hosts[next++ % s.hosts.length] ?? gw;
+      return host.url;
+    },
     async publish(msg) {
       if (pub) {
         const receivers = await publishRedis(pub, EVENTS_CHANNEL, msg);
@@ -167,7 +189,8 @@ function makeVariant(s: VariantSpec, scope: Scope): Variant {
       });
     },
     async metric(name, labels = {}) {
-      return sumMetric(await gw.metrics(), name, labels) ?? 0;
+      const texts = await Promise.all(s.hosts.map((h) => h.metrics()));
+      return texts.reduce((sum, text) => sum + (sumMetric(text, name, labels) ?? 0), 0);
     },
     async waitMetric(name, labels, predicate, what) {
       let last = NaN;
@@ -184,17 +207,17 @@ function makeVariant(s: VariantSpec, scope: Scope): Variant {
 }
 
 /** Until every worker registered and the events consumer has a leader, a cluster host is not fully usable. */
-async function waitClusterSettled(gw: GatewayHandle): Promise<void> {
+async function waitClusterSettled(gw: GatewayHandle, workers: number): Promise<void> {
   await pollUntil(
     async () => {
       const info = (await gw.cluster()) as { workers?: { nodeId: string | null }[]; leader?: unknown };
-      const workers = info.workers ?? [];
-      return workers.length === WORKERS && workers.every((w) => w.nodeId !== null) && info.leader ? true : undefined;
+      const list = info.workers ?? [];
+      return list.length === workers && list.every((w) => w.nodeId !== null) && info.leader ? true : undefined;
     },
     {
       timeoutMs: 20_000,
       intervalMs: 50,
-      description: () => `${WORKERS} workers and a leader on ${gw.url}; logs:\n${gw.logs.slice(-20).join('\n')}`,
+      description: () => `${workers} workers and a leader on ${gw.url}; logs:\n${gw.logs.slice(-20).join('\n')}`,
     },
   );
 }
@@ -202,7 +225,9 @@ async function waitClusterSettled(gw: GatewayHandle): Promise<void> {
 export async function startTopology(kind: TopologyKind, scope: Scope): Promise<Topology> {
   const frappe = await startFakeFrappe({ scope });
   const [benchSocketioPort = 0, deadPort = 0] = await freePorts(2);
-  const cluster = kind === 'cluster';
+  const cluster = kind !== 'standalone';
+  const hostCount = kind === 'two-hosts' ? 2 : 1;
+  const workers = kind === 'two-hosts' ? WORKERS_PER_HOST_OF_TWO : WORKERS;
   const benchPath = makeBench({ scope, socketioPort: benchSocketioPort, deadPort, withRedisQueue: cluster });
   const secret = `socket-secret-${randomBytes(6).toString('hex')}`;
 
@@ -215,39 +240,46 @@ export async function startTopology(kind: TopologyKind, scope: Scope): Promise<T
   }
 
   const clusterEnv = (redis: RedisServer | undefined): { redisUrl?: string; workers?: number } =>
-    redis ? { redisUrl: redis.url, workers: WORKERS } : {};
-
-  const [mainGw, altGw] = await Promise.all([
+    redis ? { redisUrl: redis.url, workers } : {};
+  // The hosts of one variant share its Redis and key prefix: one cluster.
+  const mainPrefix = uniqueKeyPrefix();
+  const altPrefix = uniqueKeyPrefix();
+  const startMain = () =>
     startGateway({
       scope,
       ...clusterEnv(mainRedis),
       backendUrl: frappe.url,
       benchPath,
       publishToken: PUBLISH_TOKEN,
-      keyPrefix: uniqueKeyPrefix(),
+      keyPrefix: mainPrefix,
       env: {
         GATEWAY_PERMISSION_FLAVOUR: 'v16',
         GATEWAY_SOCKET_SECRET: cluster ? undefined : secret,
       },
-    }),
+    });
+  const startAlt = () =>
     startGateway({
       scope,
       ...clusterEnv(altRedis),
       defaultSite: 'site1.local',
-      keyPrefix: uniqueKeyPrefix(),
+      keyPrefix: altPrefix,
       env: {
         GATEWAY_PERMISSION_FLAVOUR: 'v15',
         GATEWAY_BACKEND_TIMEOUT_MS: String(ALT_BACKEND_TIMEOUT_MS),
       },
-    }),
-  ]);
-  if (cluster) await Promise.all([waitClusterSettled(mainGw), waitClusterSettled(altGw)]);
+    });
+  const range = [...Array(hostCount).keys()];
+  const [mainHosts, altHosts] = await Promise.all([Promise.all(range.map(startMain)), Promise.all(range.map(startAlt))]);
+  const mainGw = mainHosts[0] as GatewayHandle;
+  const altGw = altHosts[0] as GatewayHandle;
+  if (cluster) await Promise.all([...mainHosts, ...altHosts].map((h) => waitClusterSettled(h, workers)));
 
   const main = makeVariant(
     {
       name: 'main',
       kind,
       gw: mainGw,
+      hosts: mainHosts,
       redis: mainRedis,
       flavour: 'v16',
       socketSecret: secret,
@@ -257,7 +289,17 @@ export async function startTopology(kind: TopologyKind, scope: Scope): Promise<T
     scope,
   );
   const alt = makeVariant(
-    { name: 'alt', kind, gw: altGw, redis: altRedis, flavour: 'v15', socketSecret: undefined, origin: frappe.url, publishToken: undefined },
+    {
+      name: 'alt',
+      kind,
+      gw: altGw,
+      hosts: altHosts,
+      redis: altRedis,
+      flavour: 'v15',
+      socketSecret: undefined,
+      origin: frappe.url,
+      publishToken: undefined,
+    },
     scope,
   );
   return { kind, frappe, main, alt, benchPath, benchSocketioPort, deadPort };
