@@ -2,6 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
+import { stopReading } from '../shared/io-internals';
 
 /**
  * Sticky routing of Engine.IO sessions to the workers of this host. Workers
@@ -85,7 +86,7 @@ export function setupStickyMaster(server: Server): void {
       const data = chunks.length === 1 ? chunk : Buffer.concat(chunks);
       if (data.indexOf('\r\n') === -1 && size < MAX_HEAD_BYTES) return;
       socket.off('data', onData);
-      (socket as unknown as { _handle?: { readStop?: () => number } | null })._handle?.readStop?.();
+      stopReading(socket);
       const worker = pick(data.toString('latin1'));
       if (!worker) {
         socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');

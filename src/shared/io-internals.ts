@@ -1,0 +1,161 @@
+/**
+ * Every access to a private internal of socket.io, engine.io, ws, the Redis
+ * adapter and Node's net sockets, behind typed functions. Nothing else in
+ * src/ reaches past a public API: when an upgrade moves one of these, this
+ * module and its contract test (test/integration/io-internals.test.ts) are
+ * the only places to look, and the test fails first.
+ *
+ * Why each is used (the public APIs offer no equivalent):
+ *  - `Server._nsps`, `ParentNamespace.children`: find or remove a dynamic
+ *    site namespace without creating one (io.of() would create it), and
+ *    list the site namespaces for room-less delivery.
+ *  - `engine.io Socket.request`: the handshake's IncomingMessage is kept for
+ *    the connection's lifetime (parser, raw headers, socket references);
+ *    replacing it with the three fields handlers read saves idle memory.
+ *  - ws `Sender.sendFrame`, engine.io `writeBuffer`/`upgrading`/`transport`:
+ *    the worker fast path writes one pre-built WebSocket frame to every idle
+ *    WebSocket of a room (the direct write), skipping engine.io's per-packet
+ *    bookkeeping. GATEWAY_FAST_PATH=off turns it off.
+ *  - adapter `encoder`, `_encode`, `apply`, `onRawMessage`, `channel`,
+ *    `socket.client.writeToEngine`: deliver the leader's pre-encoded packets
+ *    without decoding and re-encoding them.
+ *  - net `Socket._handle.readStop()`: the sticky primary stops reading a
+ *    connection once it has the request line, so no byte is read (and lost)
+ *    in the primary after the socket is handed to a worker.
+ *
+ * The versions these were verified against are pinned exactly in
+ * package.json and listed in VERIFIED_VERSIONS; the contract test compares
+ * them with node_modules.
+ */
+import type { Socket as NetSocket } from 'node:net';
+import type { Namespace, Server, Socket } from 'socket.io';
+import type { Adapter, BroadcastOptions } from 'socket.io-adapter';
+
+export const VERIFIED_VERSIONS = {
+  'socket.io': '4.8.4',
+  'engine.io': '6.6.12',
+  ws: '8.21.3',
+  'socket.io-adapter': '2.5.8',
+  '@socket.io/redis-adapter': '8.3.0',
+  '@socket.io/sticky': '1.0.4',
+} as const;
+
+interface ServerInternals {
+  _nsps: Map<string, Namespace>;
+}
+
+interface ParentInternals {
+  children: Set<Namespace>;
+}
+
+/** The namespace registered under `name`, without creating it (io.of() would). */
+export function registeredNamespace(io: Server, name: string): Namespace | undefined {
+  return (io as unknown as ServerInternals)._nsps.get(name);
+}
+
+/** Every namespace of the server, the main one included. */
+export function allNamespaces(io: Server): IterableIterator<Namespace> {
+  return (io as unknown as ServerInternals)._nsps.values();
+}
+
+/** The child namespaces a dynamic (parent) namespace created. */
+export function childNamespaces(parent: Namespace): Set<Namespace> {
+  return (parent as unknown as ParentInternals).children;
+}
+
+/**
+ * Forgets a child namespace: removed from the server's registry and its
+ * parent's children, so the next handshake for it creates a fresh one.
+ * Returns false when `nsp` is not the registered one (already replaced).
+ */
+export function unregisterNamespace(io: Server, parent: Namespace, nsp: Namespace): boolean {
+  const registry = (io as unknown as ServerInternals)._nsps;
+  if (registry.get(nsp.name) !== nsp) return false;
+  registry.delete(nsp.name);
+  childNamespaces(parent).delete(nsp);
+  return true;
+}
+
+interface EngineSocketInternals {
+  request: { headers: unknown; url?: string; method?: string } | null;
+}
+
+/** Keeps only `headers`, `url` and `method` of the handshake request for the connection's lifetime. */
+export function slimHandshakeRequest(socket: Socket): void {
+  const conn = socket.conn as unknown as EngineSocketInternals;
+  if (conn.request) conn.request = { headers: conn.request.headers, url: conn.request.url, method: conn.request.method };
+}
+
+interface EngineConnInternals {
+  readyState: string;
+  upgrading: boolean;
+  writeBuffer: unknown[];
+  transport: {
+    name: string;
+    writable: boolean;
+    perMessageDeflate?: unknown;
+    socket?: { readyState: number; _sender?: { sendFrame(frame: unknown, cb?: () => void): void } };
+  };
+}
+
+/**
+ * Writes a pre-built WebSocket frame straight to the socket's ws connection,
+ * only when engine.io itself would write at once: open, on WebSocket, not
+ * upgrading, nothing queued, writable, no compression. Returns false (and
+ * writes nothing) otherwise, so the caller takes the normal path and order is
+ * kept: every earlier frame already went through the same ws sender.
+ */
+export function writeFrameDirect(socket: Socket, frame: unknown): boolean {
+  const conn = socket.conn as unknown as EngineConnInternals;
+  const t = conn.transport;
+  const ws = t.socket;
+  if (
+    conn.readyState !== 'open' ||
+    conn.upgrading ||
+    conn.writeBuffer.length > 0 ||
+    t.name !== 'websocket' ||
+    !t.writable ||
+    t.perMessageDeflate ||
+    ws?.readyState !== 1 ||
+    typeof ws._sender?.sendFrame !== 'function'
+  ) {
+    return false;
+  }
+  ws._sender.sendFrame(frame);
+  return true;
+}
+
+/** Hands already-encoded packets to engine.io for one socket (what a broadcast does per socket). */
+export function writeToEngine(socket: Socket, encoded: unknown[], packetOpts: Record<string, unknown>): void {
+  (socket.client as unknown as { writeToEngine(p: unknown, o: unknown): void }).writeToEngine(encoded, packetOpts);
+}
+
+/** The parts of socket.io-adapter and the Redis adapters the worker fast path hooks. */
+export interface AdapterInternals {
+  encoder: { encode(packet: unknown): unknown[] };
+  _encode(packet: unknown, packetOpts: Record<string, unknown>): unknown[];
+  apply(opts: BroadcastOptions, callback: (socket: Socket) => void): void;
+  /** Sharded adapter: the namespace's channel prefix (`<prefix>#/<nsp>#`). */
+  channel?: string;
+  /** Sharded adapter: every message of a subscribed shard channel, before decoding. */
+  onRawMessage?: (raw: Buffer, channel: Buffer | string) => unknown;
+  onMessage?: (message: unknown, offset?: string) => unknown;
+  /** Connection state recovery (socket.io-adapter's SessionAwareAdapter): where sessions are kept. */
+  persistSession?: (session: unknown) => void;
+  /** Older socket.io-adapter versions: appends an offset to every broadcast packet. */
+  addOffsetIfNecessary?: (...args: unknown[]) => void;
+}
+
+export function adapterInternals(adapter: Adapter): AdapterInternals {
+  return adapter as unknown as AdapterInternals;
+}
+
+/** The private session id socket.io gives a socket when connection state recovery is on. */
+export function privateSessionId(socket: Socket): string | undefined {
+  return (socket as unknown as { pid?: string }).pid;
+}
+
+/** Stops a net socket's reads at once (no 'data' event, nothing buffered in this process); true when the handle stopped. */
+export function stopReading(socket: NetSocket): boolean {
+  return (socket as unknown as { _handle?: { readStop?: () => number } | null })._handle?.readStop?.() === 0;
+}
