@@ -4,8 +4,18 @@ import { asWorkerMessage, type PrimaryToWorker } from './ipc';
 import type { Logger } from '../shared/logger';
 
 /** A worker that lived this long is healthy again: its crash count resets. */
-const STABLE_AFTER_MS = 30_000;
+export const STABLE_AFTER_MS = 30_000;
 const REPLY_TIMEOUT_MS = 2000;
+
+/** A slot's crash count after a worker of it died having lived `livedMs`. */
+export function nextCrashCount(previous: number, livedMs: number): number {
+  return livedMs > STABLE_AFTER_MS ? 1 : previous + 1;
+}
+
+/** Delay before respawning a slot on its `crashes`-th consecutive crash: 100, 200, 400 ... ms, capped. */
+export function respawnBackoffMs(crashes: number, maxMs: number): number {
+  return Math.min(maxMs, 100 * 2 ** (crashes - 1));
+}
 
 /** The supervisor's slice of the configuration. */
 export interface SupervisorConfig {
@@ -92,9 +102,9 @@ export class Supervisor {
     for (const fn of this.exitListeners) fn(info);
     if (this.stopping) return;
     const lived = Date.now() - info.startedAt;
-    const crashes = lived > STABLE_AFTER_MS ? 1 : (this.crashes.get(info.slot) ?? 0) + 1;
+    const crashes = nextCrashCount(this.crashes.get(info.slot) ?? 0, lived);
     this.crashes.set(info.slot, crashes);
-    const backoff = Math.min(this.config.maxBackoffMs, 100 * 2 ** (crashes - 1));
+    const backoff = respawnBackoffMs(crashes, this.config.maxBackoffMs);
     this.metrics.workerRestarts.inc();
     this.log.error({ worker: worker.id, pid: info.pid, code, signal, respawnInMs: backoff }, 'worker died, respawning');
     setTimeout(() => {

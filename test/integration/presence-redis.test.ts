@@ -1,0 +1,169 @@
+/**
+ * Cluster presence against a real redis-server: viewer order and
+ * de-duplication across sockets and workers, a socket closing its documents,
+ * no keys left once everyone left, sweeping a dead worker's entries, and the
+ * liveness classification that decides whose entries still count.
+ */
+import assert from 'node:assert/strict';
+import { test, type TestContext } from 'node:test';
+import type { Redis } from 'ioredis';
+import { Liveness, RedisPresence, indexMemberToRef, refToIndexMember, sweepDeadWorker } from '../../src/presence/redis-presence';
+import { createKeys, type Keys } from '../../src/redis/keys';
+import { startRedis, uniqueKeyPrefix, withScope } from '../harness';
+
+const TTL = 1000;
+const doc = (docname: string, doctype = 'ToDo') => ({ site: 'site1.local', doctype, docname });
+
+/** Every key of the prefix, by SCAN (what a leak would leave behind). */
+async function keysOf(client: Redis, keys: Keys): Promise<string[]> {
+  const found: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await client.scan(cursor, 'MATCH', `${keys.prefix}:*`, 'COUNT', 1000);
+    cursor = next;
+    found.push(...batch);
+  } while (cursor !== '0');
+  return found.sort();
+}
+
+function clock(t: TestContext): { advance(ms: number): void } {
+  let now = Date.now();
+  t.mock.method(Date, 'now', () => now);
+  return {
+    advance(ms) {
+      now += ms;
+    },
+  };
+}
+
+test('presence in Redis', async (t) => {
+  const scope = withScope(t);
+  const redis = await startRedis({ scope });
+  const client = redis.client();
+
+  /** Two live workers sharing one key prefix. */
+  async function cluster() {
+    const keys = createKeys(uniqueKeyPrefix());
+    const liveness = new Liveness(client, keys, TTL);
+    await liveness.beat('w1', { role: 'worker' });
+    await liveness.beat('w2', { role: 'worker' });
+    return { keys, liveness, w1: new RedisPresence(client, keys, 'w1', liveness), w2: new RedisPresence(client, keys, 'w2', liveness) };
+  }
+
+  await t.test('order of first opening across workers, each user once, a second open from a socket changes nothing', async () => {
+    const { w1, w2 } = await cluster();
+    const d = doc('T-1');
+    assert.deepEqual(await w1.open(d, 's-b', 'bo'), ['bo']);
+    assert.deepEqual(await w2.open(d, 's-a1', 'ana'), ['bo', 'ana']);
+    assert.deepEqual(await w1.open(d, 's-a2', 'ana'), ['bo', 'ana']);
+    assert.deepEqual(await w2.open(d, 's-c', 'cy'), ['bo', 'ana', 'cy']);
+    assert.deepEqual(await w1.open(d, 's-b', 'bo'), ['bo', 'ana', 'cy']);
+    assert.deepEqual(await w2.close(d, 's-a1'), ['bo', 'ana', 'cy'], 'ana still has a tab open');
+    assert.deepEqual(await w1.close(d, 's-b'), ['ana', 'cy']);
+    assert.deepEqual(await w1.open(d, 's-b', 'bo'), ['ana', 'cy', 'bo'], 'reopening puts bo last');
+    assert.deepEqual(await w1.open(doc('T-2'), 's-z', 'zoe'), ['zoe'], 'documents are independent');
+  });
+
+  await t.test('once every viewer left, no presence key is left (document hashes and worker indexes)', async () => {
+    const { keys, w1, w2 } = await cluster();
+    await w1.open(doc('T-1'), 's1', 'ana');
+    await w2.open(doc('T-1'), 's2', 'bo');
+    await w2.open(doc('T-2'), 's2', 'bo');
+    assert.deepEqual(
+      await keysOf(client, keys),
+      [
+        keys.nodes,
+        keys.presenceDoc('site1.local', 'ToDo', 'T-1'),
+        keys.presenceDoc('site1.local', 'ToDo', 'T-2'),
+        keys.presenceIndex('w1'),
+        keys.presenceIndex('w2'),
+      ].sort(),
+    );
+    assert.deepEqual(await w1.close(doc('T-1'), 's1'), ['bo']);
+    assert.deepEqual(await w2.close(doc('T-1'), 's2'), []);
+    assert.deepEqual(await w2.close(doc('T-2'), 's2'), []);
+    assert.deepEqual(await keysOf(client, keys), [keys.nodes], 'only the liveness hash remains');
+    assert.deepEqual(await w2.close(doc('T-3'), 's9'), [], 'closing what was never open is harmless');
+    assert.deepEqual(await keysOf(client, keys), [keys.nodes]);
+  });
+
+  await t.test('a socket closing all its documents: the worker index keeps only documents its other sockets still have', async () => {
+    const { keys, w1 } = await cluster();
+    for (const n of ['T-1', 'T-2', 'T-3']) await w1.open(doc(n), 's1', 'ana');
+    await w1.open(doc('T-2'), 's2', 'bo');
+    for (const n of ['T-1', 'T-2', 'T-3']) await w1.close(doc(n), 's1');
+    assert.deepEqual(await client.smembers(keys.presenceIndex('w1')), [refToIndexMember(doc('T-2'))]);
+    assert.deepEqual(await client.hkeys(keys.presenceDoc('site1.local', 'ToDo', 'T-2')), ['__seq', 's2']);
+    await w1.close(doc('T-2'), 's2');
+    assert.equal(await client.exists(keys.presenceIndex('w1')), 0);
+  });
+
+  await t.test('sweepDeadWorker removes exactly the dead worker entries and reports the changed documents', async () => {
+    const { keys, liveness, w1, w2 } = await cluster();
+    await w1.open(doc('T-1'), 'a1', 'ana');
+    await w2.open(doc('T-1'), 'b1', 'bo');
+    await w2.open(doc('T-1'), 'a2', 'ana');
+    await w2.open(doc('T-2'), 'b1', 'bo');
+    await w1.open(doc('T-3'), 'a1', 'ana');
+    const changed = await sweepDeadWorker(client, keys, 'w2', liveness);
+    changed.sort((x, y) => x.ref.docname.localeCompare(y.ref.docname));
+    assert.deepEqual(changed, [
+      { ref: doc('T-1'), users: ['ana'] },
+      { ref: doc('T-2'), users: [] },
+    ]);
+    assert.deepEqual((await client.hkeys(keys.presenceDoc('site1.local', 'ToDo', 'T-1'))).sort(), ['__seq', 'a1']);
+    assert.equal(await client.exists(keys.presenceDoc('site1.local', 'ToDo', 'T-2')), 0, 'a document only the dead worker had is gone');
+    assert.deepEqual(await client.hkeys(keys.presenceDoc('site1.local', 'ToDo', 'T-3')), ['__seq', 'a1'], 'untouched');
+    assert.equal(await client.exists(keys.presenceIndex('w2')), 0);
+    assert.equal(await client.scard(keys.presenceIndex('w1')), 2);
+    assert.deepEqual(await sweepDeadWorker(client, keys, 'w2', liveness), [], 'a second sweep finds nothing');
+    assert.deepEqual(await w1.open(doc('T-1'), 'c1', 'cy'), ['ana', 'cy']);
+  });
+
+  await t.test('a viewer whose worker stopped beating no longer counts, and its entry is cleaned up', async (tt) => {
+    const c = clock(tt);
+    const { keys, liveness, w1, w2 } = await cluster();
+    await w2.open(doc('T-1'), 'b1', 'bo');
+    assert.deepEqual(await w1.open(doc('T-1'), 'a1', 'ana'), ['bo', 'ana']);
+    c.advance(TTL + 1);
+    await liveness.beat('w1', {});
+    assert.deepEqual(await w1.open(doc('T-1'), 'a2', 'ana'), ['ana']);
+    assert.deepEqual((await client.hkeys(keys.presenceDoc('site1.local', 'ToDo', 'T-1'))).sort(), ['__seq', 'a1', 'a2']);
+  });
+
+  await t.test('Liveness: alive up to the TTL inclusive, dead after; unknown and unparsable entries are dead', async (tt) => {
+    const c = clock(tt);
+    const keys = createKeys(uniqueKeyPrefix());
+    const liveness = new Liveness(client, keys, TTL);
+    await liveness.beat('a', { role: 'worker', host: 'h1' });
+    c.advance(400);
+    await liveness.beat('b', { role: 'primary' });
+    await client.hset(keys.nodes, 'junk', '{oops');
+    c.advance(TTL - 400);
+    let all = await liveness.all();
+    assert.deepEqual(all.alive.map((d) => d.id).sort(), ['a', 'b']);
+    assert.deepEqual(
+      all.alive.find((d) => d.id === 'a'),
+      { role: 'worker', host: 'h1', id: 'a', seen: Date.now() - TTL },
+    );
+    assert.deepEqual(all.dead, ['junk']);
+    assert.deepEqual([...(await liveness.deadAmong(['a', 'b', 'junk', 'never']))].sort(), ['junk', 'never']);
+    c.advance(1);
+    all = await liveness.all();
+    assert.deepEqual(
+      all.alive.map((d) => d.id),
+      ['b'],
+    );
+    assert.deepEqual(all.dead.sort(), ['a', 'junk']);
+    assert.deepEqual([...(await liveness.deadAmong(['a', 'b']))], ['a']);
+    assert.deepEqual([...(await liveness.deadAmong([]))], []);
+    await liveness.remove('a');
+    assert.deepEqual((await liveness.all()).dead, ['junk']);
+  });
+
+  await t.test('index members round-trip, whatever characters the names hold; foreign members are ignored', () => {
+    const ref = { site: 's:1', doctype: 'Sales Invoice', docname: 'ACC/2026/"1"\t' };
+    assert.deepEqual(indexMemberToRef(refToIndexMember(ref)), ref);
+    for (const m of ['', 'nope', '[1,2,3]', '["a","b"]', '{"site":"s"}']) assert.equal(indexMemberToRef(m), null, m);
+  });
+});
