@@ -211,6 +211,15 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     workerRespawnMaxBackoffMs: num('workerRespawnMaxBackoffMs'),
     logLevel: str('logLevel') as GatewayConfig['logLevel'],
     dropLogIntervalMs: num('dropLogIntervalMs'),
+    clientEventsPerSec: num('clientEventsPerSec'),
+    clientEventsBurst: num('clientEventsBurst'),
+    maxRoomsPerSocket: num('maxRoomsPerSocket'),
+    backendQueue: num('backendQueue'),
+    maxOutboundBytes: num('maxOutboundBytes'),
+    maxOutboundPackets: num('maxOutboundPackets'),
+    maxConnectionsPerIp: num('maxConnectionsPerIp'),
+    trustProxy: str('trustProxy') === 'true',
+    handshakeTimeoutMs: num('handshakeTimeoutMs'),
   };
   if (redis === null && values.workers !== undefined && num('workers') > 1) {
     notes.push('GATEWAY_WORKERS is ignored without GATEWAY_REDIS_URL: standalone mode runs one process');

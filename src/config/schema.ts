@@ -59,6 +59,15 @@ export interface GatewayConfig {
   readonly workerRespawnMaxBackoffMs: number;
   readonly logLevel: LogLevel;
   readonly dropLogIntervalMs: number;
+  readonly clientEventsPerSec: number;
+  readonly clientEventsBurst: number;
+  readonly maxRoomsPerSocket: number;
+  readonly backendQueue: number;
+  readonly maxOutboundBytes: number;
+  readonly maxOutboundPackets: number;
+  readonly maxConnectionsPerIp: number;
+  readonly trustProxy: boolean;
+  readonly handshakeTimeoutMs: number;
 }
 
 export type OptionKind =
@@ -283,6 +292,60 @@ export const OPTIONS = {
     type: { kind: 'list' },
     default: '',
     doc: 'CORS: empty = reflect the request Origin with credentials (Frappe behaviour); else only these origins.',
+  },
+  clientEventsPerSec: {
+    env: 'GATEWAY_CLIENT_EVENTS_PER_SEC',
+    type: { kind: 'int', min: 0, max: 100_000 },
+    default: '50',
+    doc: 'Limit: client events (subscriptions, app handler events) per second per socket, token bucket; beyond it an event is ignored and acknowledged with false (0 = off).',
+  },
+  clientEventsBurst: {
+    env: 'GATEWAY_CLIENT_EVENTS_BURST',
+    type: { kind: 'int', min: 1, max: 100_000 },
+    default: '100',
+    doc: 'Limit: client events a socket may send at once before GATEWAY_CLIENT_EVENTS_PER_SEC applies (token bucket size).',
+  },
+  maxRoomsPerSocket: {
+    env: 'GATEWAY_MAX_ROOMS_PER_SOCKET',
+    type: { kind: 'int', min: 0, max: 1_000_000 },
+    default: '1000',
+    doc: 'Limit: rooms one socket may be in (automatic rooms included); further joins are refused (0 = off).',
+  },
+  backendQueue: {
+    env: 'GATEWAY_BACKEND_QUEUE',
+    type: { kind: 'int', min: 1, max: 1_000_000 },
+    default: '1000',
+    doc: 'Limit: backend calls waiting for a slot per process, separately for handshakes and for permission checks; beyond it a handshake gets a retryable CONNECT_ERROR and a subscription is refused.',
+  },
+  maxOutboundBytes: {
+    env: 'GATEWAY_MAX_OUTBOUND_BYTES',
+    type: { kind: 'int', min: 0, max: 1024 * 1024 * 1024 },
+    default: String(8 * 1024 * 1024),
+    doc: 'Limit: bytes a WebSocket client has not read yet (ws bufferedAmount); beyond it the client is disconnected (0 = off). Checked once a second.',
+  },
+  maxOutboundPackets: {
+    env: 'GATEWAY_MAX_OUTBOUND_PACKETS',
+    type: { kind: 'int', min: 0, max: 10_000_000 },
+    default: '10000',
+    doc: 'Limit: packets queued for a client by Engine.IO (a polling client that stopped polling); beyond it the client is disconnected (0 = off).',
+  },
+  maxConnectionsPerIp: {
+    env: 'GATEWAY_MAX_CONNECTIONS_PER_IP',
+    type: { kind: 'int', min: 0, max: 1_000_000 },
+    default: '200',
+    doc: 'Limit: Engine.IO connections per client address, per process (a worker, or standalone); beyond it the handshake gets HTTP 403 (0 = off).',
+  },
+  trustProxy: {
+    env: 'GATEWAY_TRUST_PROXY',
+    type: { kind: 'enum', values: ['false', 'true'] },
+    default: 'false',
+    doc: 'true = the client address for per-address limits is the first X-Forwarded-For hop (set it only behind a proxy that overwrites that header).',
+  },
+  handshakeTimeoutMs: {
+    env: 'GATEWAY_HANDSHAKE_TIMEOUT_MS',
+    type: ms(100, 120_000),
+    default: '10000',
+    doc: 'Limit: a connection whose authentication and room joins have not completed within this time is refused with a retryable CONNECT_ERROR.',
   },
 } as const satisfies Record<string, OptionSpec>;
 

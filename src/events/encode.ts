@@ -59,6 +59,22 @@ export function encodeAllSites(e: FrappeEvent): string {
   return JSON.stringify({ event: e.event, message: e.message });
 }
 
+/**
+ * Runs an encoder over an event that came from outside. JSON.parse builds a
+ * value of any depth without recursing, but JSON.stringify, msgpack and
+ * socket.io-parser recurse: a message nested a few thousand levels deep
+ * parses, then overflows the stack once encoded. A consumer that let that
+ * throw would die on the event and again on its replay, so the caller drops
+ * it instead (`null`).
+ */
+export function encodeOrNull<T>(encode: () => T): T | null {
+  try {
+    return encode();
+  } catch {
+    return null;
+  }
+}
+
 export function decodeAllSites(raw: string): { event: string; message: unknown } | null {
   try {
     const o = JSON.parse(raw) as { event?: unknown; message?: unknown };

@@ -31,6 +31,13 @@ export class Intake {
     return r;
   }
 
+  /** An event that parsed but cannot be encoded for delivery (see `encodeOrNull`): refused before it reaches a consumer. */
+  unencodable(source: 'redis' | 'api'): void {
+    this.metrics.eventsReceived.inc({ source });
+    this.metrics.eventsDropped.inc({ reason: 'unencodable' });
+    this.dropLog.warn('unencodable', { reason: 'unencodable', source }, 'realtime event dropped');
+  }
+
   private accept(r: ParseResult, source: string): FrappeEvent | null {
     if (r.ok) return r.value;
     this.metrics.eventsDropped.inc({ reason: r.reason });

@@ -31,8 +31,10 @@ const LOCAL_CACHE_MAX = 10_000;
 export interface BackendOptions {
   readonly backendUrl: string | null;
   readonly timeoutMs: number;
-  /** Calls in flight at once; the others queue. */
+  /** Calls in flight at once, per queue (handshakes, permission checks); the others wait. */
   readonly concurrency: number;
+  /** Calls that may wait per queue; beyond it a call fails at once with GW_ERR_BACKEND_QUEUE_FULL. */
+  readonly maxQueued?: number;
   readonly flavour: PermissionFlavour;
   readonly cacheTtlMs: number;
   readonly socketSecret: () => string | null;
@@ -56,6 +58,7 @@ export function backendFromConfig(
     backendUrl: config.backendUrl,
     timeoutMs: config.backendTimeoutMs,
     concurrency: config.backendConcurrency,
+    maxQueued: config.backendQueue,
     flavour: config.permissionFlavour,
     cacheTtlMs: config.authCacheTtlMs,
     socketSecret: deps.socketSecret,
@@ -68,10 +71,20 @@ export function backendFromConfig(
 export class FrappeBackend {
   private readonly local = new Map<string, { at: number; value: string }>();
   private readonly inflight = new Map<string, Promise<string>>();
-  private readonly slots: Semaphore;
+  // Separate queues: established sockets' permission checks must not wait
+  // behind a reconnect storm's handshakes (nor the other way round).
+  private readonly slots: Record<'handshake' | 'permission', Semaphore>;
 
   constructor(private readonly opts: BackendOptions) {
-    this.slots = new Semaphore(opts.concurrency);
+    this.slots = {
+      handshake: new Semaphore(opts.concurrency, opts.maxQueued),
+      permission: new Semaphore(opts.concurrency, opts.maxQueued),
+    };
+  }
+
+  /** True when a handshake's backend call would be refused right now (its queue is full). */
+  get handshakeQueueFull(): boolean {
+    return this.slots.handshake.full;
   }
 
   baseUrl(ctx: Pick<RequestContext, 'origin'>): string {
@@ -111,7 +124,7 @@ export class FrappeBackend {
 
   async getUserInfo(ctx: RequestContext): Promise<{ info: UserInfo; cached: boolean }> {
     const { value, cached } = await this.cached(ctx, 'user', async () => {
-      const body = await this.call(ctx, 'get_user_info', {}, async (res) => {
+      const body = await this.call('handshake', ctx, 'get_user_info', {}, async (res) => {
         if (res.status < 200 || res.status > 299) {
           await res.arrayBuffer().catch(() => undefined);
           throw new GatewayError('GW_ERR_BACKEND_STATUS', `backend answered HTTP ${res.status}`);
@@ -142,7 +155,7 @@ export class FrappeBackend {
     const q = name === undefined ? `perm\0${doctype}` : `perm\0${doctype}\0${name}`;
     const { value } = await this.cached(ctx, q, async () => {
       if (this.opts.flavour === 'v16') {
-        return this.call(ctx, 'has_permission', { doctype, name: name ?? '' }, async (res) => {
+        return this.call('permission', ctx, 'has_permission', { doctype, name: name ?? '' }, async (res) => {
           if (res.status < 200 || res.status > 299) {
             await res.arrayBuffer().catch(() => undefined);
             return 'false';
@@ -157,7 +170,7 @@ export class FrappeBackend {
       }
       const [method, query] =
         name === undefined ? ['can_subscribe_doctype', { doctype }] : ['can_subscribe_doc', { doctype, docname: name }];
-      return this.call(ctx, method, query, async (res) => {
+      return this.call('permission', ctx, method, query, async (res) => {
         await res.arrayBuffer().catch(() => undefined);
         return res.status === 200 ? 'true' : 'false';
       });
@@ -166,8 +179,19 @@ export class FrappeBackend {
   }
 
   /** One auth/permission call, within the concurrency bound; the body is read inside it. */
-  private call<T>(ctx: RequestContext, method: string, query: Record<string, string>, read: (res: Response) => Promise<T>): Promise<T> {
-    return this.slots.run(() => this.callNow(ctx, method, query, read));
+  private call<T>(
+    queue: 'handshake' | 'permission',
+    ctx: RequestContext,
+    method: string,
+    query: Record<string, string>,
+    read: (res: Response) => Promise<T>,
+  ): Promise<T> {
+    const p = this.slots[queue].run(() => this.callNow(ctx, method, query, read));
+    p.catch((err: unknown) => {
+      if (err instanceof GatewayError && err.code === 'GW_ERR_BACKEND_QUEUE_FULL')
+        this.opts.metrics.limitExceeded.inc({ limit: 'backend_queue' });
+    });
+    return p;
   }
 
   private async callNow<T>(

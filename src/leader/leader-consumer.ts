@@ -4,8 +4,8 @@ import type { Metrics } from '../metrics/metrics';
 import type { RedisClient } from '../redis/connect';
 import type { Keys } from '../redis/keys';
 import { errorMessage } from '../shared/errors';
-import type { Logger } from '../shared/logger';
-import { encodeAllSites, encodeRoomBroadcast } from '../events/encode';
+import { RateLimitedLog, type Logger } from '../shared/logger';
+import { encodeAllSites, encodeOrNull, encodeRoomBroadcast } from '../events/encode';
 import type { Intake } from '../events/intake';
 import { Lease, type Held } from './lease';
 import { BatchPublisher, FencedError, formatProgress, type BatchItem, type Progress } from './publisher';
@@ -66,8 +66,10 @@ export class LeaderConsumer {
   private confirmed: number | null = null;
   /** Ring position of the first event received on the current events subscription (moves when it is lost). */
   private subscribedFrom = 0;
+  private readonly dropLog: RateLimitedLog;
 
   constructor(private readonly d: LeaderConsumerDeps) {
+    this.dropLog = new RateLimitedLog(d.log, d.config.dropLogIntervalMs);
     this.ring = new EventRing(d.config.standbyBufferEvents, d.config.standbyBufferMs);
     this.lease = new Lease(d.cmd, d.keys, d.nodeId, d.config.leaderLeaseMs);
     this.publisher = new BatchPublisher(d.cmd, d.keys, d.config.redis?.mode === 'cluster');
@@ -267,13 +269,20 @@ export class LeaderConsumer {
       if (!entry) continue;
       const e = intake.raw(entry.raw, 'redis');
       if (!e) continue;
-      if (e.room !== null && e.namespace !== null) {
-        items.push({ command, ...encodeRoomBroadcast(config.adapterMode, keys.adapterPrefix, e.namespace, e.room, e.event, [e.message]) });
-        metrics.eventsRouted.inc({ target: 'room' });
-      } else {
-        items.push({ command: 'PUBLISH', channel: keys.allSitesChannel, payload: encodeAllSites(e) });
-        metrics.eventsRouted.inc({ target: 'all_sites' });
+      const room = e.room !== null && e.namespace !== null ? { room: e.room, site: e.namespace } : null;
+      const item = encodeOrNull<BatchItem>(() =>
+        room
+          ? { command, ...encodeRoomBroadcast(config.adapterMode, keys.adapterPrefix, room.site, room.room, e.event, [e.message]) }
+          : { command: 'PUBLISH', channel: keys.allSitesChannel, payload: encodeAllSites(e) },
+      );
+      if (item === null) {
+        // Dropped, never retried: every leader after this one would fail on it too.
+        metrics.eventsDropped.inc({ reason: 'unencodable' });
+        this.dropLog.warn('unencodable', { event: e.event.slice(0, 64), room: e.room?.slice(0, 64) ?? null }, 'unencodable event dropped');
+        continue;
       }
+      items.push(item);
+      metrics.eventsRouted.inc({ target: room ? 'room' : 'all_sites' });
     }
     return items;
   }

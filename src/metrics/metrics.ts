@@ -143,6 +143,12 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean }) {
       labelNames: ['result'],
       registers: r,
     }),
+    limitExceeded: new Counter({
+      name: 'gateway_limit_exceeded_total',
+      help: 'Client actions refused or clients disconnected by a limit (SECURITY.md), by limit',
+      labelNames: ['limit'],
+      registers: r,
+    }),
     presenceSweeps: new Counter({
       name: 'gateway_presence_swept_total',
       help: 'Presence entries removed because their process died',

@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { FrappeEvent } from '../events/parse';
+import { encodeOrNull } from '../events/encode';
 import type { Intake } from '../events/intake';
 
 export type PublishCheck =
@@ -18,7 +19,19 @@ export function checkPublishBody(body: unknown, intake: Intake, maxMessageBytes:
   const events: FrappeEvent[] = [];
   for (let i = 0; i < items.length; i++) {
     const item = items[i];
-    const text = JSON.stringify(item) ?? '';
+    const text = encodeOrNull(() => JSON.stringify(item) ?? '');
+    if (text === null) {
+      intake.unencodable('api');
+      return {
+        ok: false,
+        status: 400,
+        body: {
+          error: 'GW_ERR_UNENCODABLE_EVENT',
+          message: 'event cannot be encoded (nested too deeply)',
+          ...(batch ? { index: i } : {}),
+        },
+      };
+    }
     const size = Buffer.byteLength(text);
     if (size > maxMessageBytes) {
       // Counted as an `oversized` drop (without parsing it again).

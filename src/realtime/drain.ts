@@ -1,24 +1,30 @@
-import type { Server, Socket } from 'socket.io';
+import type { Server } from 'socket.io';
 import type { Logger } from '../shared/logger';
+
+interface EngineConnection {
+  readyState: string;
+  close(): void;
+  once(event: 'close', fn: () => void): void;
+}
 
 /**
  * Closes every client connection in jittered batches spread over `drainMs`,
  * at the transport level so that clients treat it as a lost connection and
- * reconnect by themselves (to another node, with their state).
+ * reconnect by themselves (to another node, with their state). Walks
+ * Engine.IO's connections, not the namespaces: a connection still in its
+ * handshake, or whose socket ended up outside every listed namespace, is
+ * drained too.
  */
 export async function drainConnections(io: Server, drainMs: number, log: Logger): Promise<void> {
-  const sockets: Socket[] = [];
-  for (const nsp of (io as unknown as { _nsps: Map<string, { sockets: Map<string, Socket> }> })._nsps.values()) {
-    for (const s of nsp.sockets.values()) sockets.push(s);
-  }
+  // engine.io keeps its connections in a protected field.
+  const conns = Object.values((io.engine as unknown as { clients: Record<string, EngineConnection> }).clients);
   // Shuffle so that batches are not biased towards one site.
-  for (let i = sockets.length - 1; i > 0; i--) {
+  for (let i = conns.length - 1; i > 0; i--) {
     const j = Math.floor(Math.random() * (i + 1));
-    const a = sockets[i] as Socket;
-    sockets[i] = sockets[j] as Socket;
-    sockets[j] = a;
+    const a = conns[i] as EngineConnection;
+    conns[i] = conns[j] as EngineConnection;
+    conns[j] = a;
   }
-  const conns = [...new Set(sockets.map((s) => s.conn))];
   if (conns.length === 0) return;
   // A long-polling client learns of the close with its next poll: wait for
   // every connection to finish closing (bounded), so the process does not

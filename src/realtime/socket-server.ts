@@ -1,4 +1,4 @@
-import type { Server as HttpServer } from 'node:http';
+import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import { Server, type Namespace, type Socket } from 'socket.io';
 import { Adapter } from 'socket.io-adapter';
 import type { GatewayConfig } from '../config';
@@ -11,6 +11,7 @@ import type { PresenceStore } from '../presence/presence';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
 import { MemorySessionStore, SessionKeeper, withSessionRecovery, type SessionStore } from '../recovery/session-recovery';
+import { boundJoins, clientIp, ConnectionsPerIp, mayJoin, rateLimitEvents, retryableError, watchSlowReaders } from './limits';
 
 export interface SocketServerDeps {
   readonly config: GatewayConfig;
@@ -59,16 +60,24 @@ interface FrappeSocketApi {
 }
 
 const SITE_NSP = /^\/[^/]+$/;
+/** How often outbound buffers are checked against GATEWAY_MAX_OUTBOUND_BYTES/PACKETS. */
+const SLOW_READER_CHECK_MS = 1000;
 
 export function createSocketServer(deps: SocketServerDeps): SocketServer {
   const { config, metrics, log, backend, presence } = deps;
   const roomsReady = deps.roomsReady;
-  const join: JoinRooms = roomsReady
+  const joinRooms: JoinRooms = roomsReady
     ? async (socket, rooms) => {
         socket.join(rooms);
         await roomsReady(socket.nsp, rooms);
       }
     : joinLocally;
+  const join: JoinRooms = (socket, rooms) => {
+    if (!mayJoin(socket, rooms, config.maxRoomsPerSocket, metrics)) {
+      return Promise.reject(new Error(`room limit reached (GATEWAY_MAX_ROOMS_PER_SOCKET=${config.maxRoomsPerSocket})`));
+    }
+    return joinRooms(socket, rooms);
+  };
   const recovery = config.recoveryWindowMs > 0;
   const store = deps.sessions ?? new MemorySessionStore();
   const keeper = recovery ? new SessionKeeper({ store, windowMs: config.recoveryWindowMs, metrics, log }) : null;
@@ -78,11 +87,38 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     pingInterval: config.pingIntervalMs,
     pingTimeout: config.pingTimeoutMs,
     maxHttpBufferSize: config.maxHttpBufferBytes,
-    cleanupEmptyChildNamespaces: true,
+    // Namespace lifetime is ours (see `dropIfUnused`): socket.io's cleanup
+    // closes a namespace when its last connected socket leaves, even while
+    // other handshakes are still in its middleware; those then connect into a
+    // closed namespace that no room-less delivery, room report or drain sees.
+    cleanupEmptyChildNamespaces: false,
+    // engine.io asks only for handshakes (requests without a sid).
+    allowRequest: (req, callback) => {
+      if (config.maxConnectionsPerIp > 0 && perIp.count(clientIp(req, config.trustProxy)) >= config.maxConnectionsPerIp) {
+        metrics.limitExceeded.inc({ limit: 'connections_per_ip' });
+        callback('Too many connections from this address', false);
+        return;
+      }
+      callback(null, true);
+    },
     cors: { origin: config.corsOrigins.length > 0 ? [...config.corsOrigins] : true, credentials: true },
     // Middlewares run again on recovery: credentials are re-checked.
     ...(recovery ? { connectionStateRecovery: { maxDisconnectionDuration: config.recoveryWindowMs, skipMiddlewares: false } } : {}),
   });
+  const perIp = new ConnectionsPerIp(config.maxConnectionsPerIp);
+  io.engine.on('connection', (conn: { request: IncomingMessage; once(ev: 'close', fn: () => void): void }) => {
+    if (config.maxConnectionsPerIp <= 0) return;
+    const ip = clientIp(conn.request, config.trustProxy);
+    perIp.tryOpen(ip);
+    conn.once('close', () => perIp.close(ip));
+  });
+  const stopSlowReaderWatch = watchSlowReaders(
+    io,
+    { maxBytes: config.maxOutboundBytes, maxPackets: config.maxOutboundPackets, intervalMs: SLOW_READER_CHECK_MS },
+    metrics,
+    log.child({ sub: 'limits' }),
+  );
+  io.engine.on('close', stopSlowReaderWatch);
   const baseAdapter = (deps.adapter ?? Adapter) as unknown as new (nsp: Namespace) => Adapter;
   if (keeper) {
     // socket.io instantiates it with `new`: a function (not an arrow) returning the adapter.
@@ -101,13 +137,33 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
 
   const appHandlers = new AppHandlers(config.appsPath, log.child({ sub: 'app-handlers' }), metrics);
   const sites = io.of(SITE_NSP);
-  const pending = new Map<Namespace, number>();
+  // Sockets between `_add` (a client asked for the namespace) and the moment
+  // socket.io lists them in `_preConnectSockets`: session recovery awaits a
+  // Redis lookup in between.
+  const adding = new Map<Namespace, number>();
+  io.on('new_namespace', (nsp: Namespace) => {
+    if (!SITE_NSP.test(nsp.name)) return;
+    const internals = nsp as unknown as { _add: (...args: unknown[]) => Promise<unknown> };
+    const add = internals._add.bind(nsp);
+    internals._add = (...args: unknown[]) => {
+      adding.set(nsp, (adding.get(nsp) ?? 0) + 1);
+      const p = add(...args);
+      void p.finally(() => {
+        const n = (adding.get(nsp) ?? 1) - 1;
+        if (n <= 0) adding.delete(nsp);
+        else adding.set(nsp, n);
+        dropLater(nsp);
+      });
+      return p;
+    };
+  });
 
-  // A rejected handshake must not leave its dynamic namespace (and adapter
-  // subscriptions) behind: socket.io only removes a child namespace when its
-  // last socket leaves, which never happens if none was accepted.
+  // A site namespace lives while it has a socket, connected or in its
+  // middleware, or one on its way in; then it goes, with its adapter (and
+  // Redis subscriptions), so junk namespaces do not accumulate.
   const dropIfUnused = (nsp: Namespace): void => {
-    if (nsp.sockets.size > 0 || (pending.get(nsp) ?? 0) > 0) return;
+    const preConnect = (nsp as unknown as { _preConnectSockets: Map<string, Socket> })._preConnectSockets;
+    if (nsp.sockets.size > 0 || preConnect.size > 0 || (adding.get(nsp) ?? 0) > 0) return;
     const parent = sites as unknown as { children: Set<Namespace> };
     const server = io as unknown as { _nsps: Map<string, Namespace> };
     if (server._nsps.get(nsp.name) !== nsp) return;
@@ -115,19 +171,41 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     parent.children.delete(nsp);
     Promise.resolve(nsp.adapter.close()).catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'adapter close failed'));
   };
+  // socket.io settles a handshake (connect or clean up) a tick after the
+  // middleware's `next`, and removes a disconnected socket after its
+  // listeners ran: check once that has happened.
+  const dropLater = (nsp: Namespace): void => {
+    setImmediate(() => dropIfUnused(nsp));
+  };
 
   sites.use((socket, next) => {
     const nsp = socket.nsp;
     // A recovered socket arrives with its previous rooms and data.
     const previous = socket.recovered ? ({ ...(socket.data as SocketData) } as SocketData) : null;
-    pending.set(nsp, (pending.get(nsp) ?? 0) + 1);
+    let settled = false;
     const done = (err?: Error): void => {
-      const n = (pending.get(nsp) ?? 1) - 1;
-      if (n <= 0) pending.delete(nsp);
-      else pending.set(nsp, n);
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
       next(err);
-      if (err) dropIfUnused(nsp);
+      dropLater(nsp);
     };
+    const timer = setTimeout(() => {
+      metrics.limitExceeded.inc({ limit: 'handshake_timeout' });
+      metrics.connectErrors.inc({ reason: 'handshake_timeout' });
+      done(
+        retryableError(
+          'GW_ERR_HANDSHAKE_TIMEOUT',
+          `Service unavailable: handshake not completed within ${config.handshakeTimeoutMs} ms, retry`,
+        ),
+      );
+    }, config.handshakeTimeoutMs);
+    if (backend.handshakeQueueFull) {
+      metrics.limitExceeded.inc({ limit: 'backend_queue' });
+      metrics.connectErrors.inc({ reason: 'backend_queue' });
+      done(retryableError('GW_ERR_BACKEND_QUEUE_FULL', 'Service unavailable: too many connections being authenticated, retry'));
+      return;
+    }
     authenticate({ namespace: nsp.name, headers: socket.handshake.headers }, config, backend).then(
       (outcome) => {
         if (!outcome.ok) {
@@ -153,8 +231,11 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
         join(socket, automaticRooms(outcome.info.user, outcome.info.user_type)).then(
           () => done(),
           (err: unknown) => {
+            // Connected without its automatic rooms the client would be deaf
+            // to its own events while looking healthy: refuse it instead.
+            metrics.connectErrors.inc({ reason: 'join' });
             log.warn({ err: errorMessage(err) }, 'joining automatic rooms failed');
-            done();
+            done(retryableError('GW_ERR_JOIN_FAILED', `Service unavailable: could not join rooms (${errorMessage(err)}), retry`));
           },
         );
       },
@@ -217,7 +298,10 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     metrics.connections.inc({ namespace: data.site });
     socket.on('disconnect', () => {
       metrics.connections.dec({ namespace: data.site });
+      dropLater(socket.nsp);
     });
+    rateLimitEvents(socket, config, metrics);
+    boundJoins(socket, config.maxRoomsPerSocket, metrics);
     registerFrappeHandlers(socket, ctx, { join, backend, presence, metrics, log });
     keeper?.track(socket);
     appHandlers.attach(socket, (socket as unknown as FrappeSocketApi).installed_apps);

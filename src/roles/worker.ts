@@ -115,7 +115,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
     const m = decodeAllSites(message.toString('utf8'));
     if (!m) return;
     metrics.broadcastsReceived.inc({ kind: 'all_sites' });
-    deliverToAllSites(server, m.event, m.message);
+    deliverToAllSites(server, m.event, m.message, metrics);
   });
   ctl.subscribe(keys.allSitesChannel).catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'all-sites subscription failed'));
 

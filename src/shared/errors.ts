@@ -1,6 +1,11 @@
 /** Errors that cross a module boundary carry a stable code (GW_ERR_*). */
 export type ErrorCode =
-  'GW_ERR_BACKEND_UNREACHABLE' | 'GW_ERR_BACKEND_STATUS' | 'GW_ERR_BACKEND_BODY' | 'GW_ERR_BACKEND_TIMEOUT' | 'GW_ERR_FENCED';
+  | 'GW_ERR_BACKEND_UNREACHABLE'
+  | 'GW_ERR_BACKEND_STATUS'
+  | 'GW_ERR_BACKEND_BODY'
+  | 'GW_ERR_BACKEND_TIMEOUT'
+  | 'GW_ERR_BACKEND_QUEUE_FULL'
+  | 'GW_ERR_FENCED';
 
 export class GatewayError extends Error {
   constructor(

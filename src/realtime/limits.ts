@@ -1,0 +1,178 @@
+import type { IncomingMessage } from 'node:http';
+import type { Server, Socket } from 'socket.io';
+import type { GatewayConfig } from '../config';
+import type { Metrics } from '../metrics/metrics';
+import type { Logger } from '../shared/logger';
+
+/** Limits on what one client may cost (SECURITY.md); each refusal is counted in gateway_limit_exceeded_total{limit}. */
+export type LimitName =
+  'client_events' | 'rooms_per_socket' | 'backend_queue' | 'outbound_buffer' | 'connections_per_ip' | 'handshake_timeout';
+
+/**
+ * A CONNECT_ERROR the client may retry (the gateway was busy, not the
+ * credentials wrong): `data.retryable` tells a client's reconnect logic so.
+ */
+export function retryableError(code: string, message: string): Error & { data: { code: string; retryable: true } } {
+  return Object.assign(new Error(message), { data: { code, retryable: true as const } });
+}
+
+/**
+ * Token bucket: `ratePerSec` tokens a second, at most `burst` saved up.
+ * Refilled lazily from the clock, so an idle socket costs nothing.
+ */
+export class TokenBucket {
+  private tokens: number;
+  private at: number;
+
+  constructor(
+    private readonly ratePerSec: number,
+    private readonly burst: number,
+    now: number,
+  ) {
+    this.tokens = burst;
+    this.at = now;
+  }
+
+  take(now: number): boolean {
+    if (now > this.at) {
+      this.tokens = Math.min(this.burst, this.tokens + ((now - this.at) * this.ratePerSec) / 1000);
+      this.at = now;
+    }
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+}
+
+/**
+ * Socket middleware (`socket.use`): client events beyond the socket's rate are
+ * ignored, counted, and acknowledged with `false` when the client asked for an
+ * acknowledgement. Covers Frappe's events and app handlers alike, since it
+ * runs before any listener.
+ */
+export function rateLimitEvents(
+  socket: Socket,
+  config: Pick<GatewayConfig, 'clientEventsPerSec' | 'clientEventsBurst'>,
+  metrics: Metrics,
+  now: () => number = Date.now,
+): void {
+  if (config.clientEventsPerSec <= 0) return;
+  const bucket = new TokenBucket(config.clientEventsPerSec, config.clientEventsBurst, now());
+  socket.use((packet, next) => {
+    if (bucket.take(now())) {
+      next();
+      return;
+    }
+    metrics.limitExceeded.inc({ limit: 'client_events' });
+    const last = packet[packet.length - 1];
+    if (typeof last === 'function') (last as (ok: boolean) => void)(false);
+  });
+}
+
+/** Non-socket rooms a socket is in (its own id room does not count). */
+function roomCount(socket: Socket): number {
+  return socket.rooms.size - (socket.rooms.has(socket.id) ? 1 : 0);
+}
+
+/** True when joining `rooms` keeps the socket within GATEWAY_MAX_ROOMS_PER_SOCKET; counted when not. */
+export function mayJoin(socket: Socket, rooms: readonly string[], max: number, metrics: Metrics): boolean {
+  if (max <= 0) return true;
+  let added = 0;
+  for (const r of rooms) if (!socket.rooms.has(r)) added++;
+  if (roomCount(socket) + added <= max) return true;
+  metrics.limitExceeded.inc({ limit: 'rooms_per_socket' });
+  return false;
+}
+
+/**
+ * `socket.join` that refuses rooms beyond the limit, for app handlers that
+ * join directly. Frappe's own events go through the gateway's join, which
+ * checks first and answers the client.
+ */
+export function boundJoins(socket: Socket, max: number, metrics: Metrics): void {
+  if (max <= 0) return;
+  const join = socket.join.bind(socket);
+  socket.join = (rooms: string | string[]) => {
+    const list = Array.isArray(rooms) ? rooms : [rooms];
+    if (!mayJoin(socket, list, max, metrics)) return undefined;
+    return join(rooms);
+  };
+}
+
+/** The client address used for per-IP limits: X-Forwarded-For's first hop only behind a trusted proxy. */
+export function clientIp(req: IncomingMessage, trustProxy: boolean): string {
+  if (trustProxy) {
+    const xff = req.headers['x-forwarded-for'];
+    const first = (Array.isArray(xff) ? xff[0] : xff)?.split(',')[0]?.trim();
+    if (first) return first;
+  }
+  return req.socket.remoteAddress ?? 'unknown';
+}
+
+/**
+ * Engine.IO connections per client address, in this process. Checked in
+ * `allowRequest` for the handshake request (the one without a sid), so a
+ * refused client never gets an Engine.IO session.
+ */
+export class ConnectionsPerIp {
+  private readonly open = new Map<string, number>();
+
+  constructor(private readonly max: number) {}
+
+  tryOpen(ip: string): boolean {
+    const n = this.open.get(ip) ?? 0;
+    if (this.max > 0 && n >= this.max) return false;
+    this.open.set(ip, n + 1);
+    return true;
+  }
+
+  close(ip: string): void {
+    const n = (this.open.get(ip) ?? 1) - 1;
+    if (n <= 0) this.open.delete(ip);
+    else this.open.set(ip, n);
+  }
+
+  count(ip: string): number {
+    return this.open.get(ip) ?? 0;
+  }
+}
+
+/** What a slow-reader check reads of an Engine.IO connection (engine.io Socket, ws WebSocket). */
+interface EngineConnection {
+  writeBuffer: unknown[];
+  transport?: { name?: string; socket?: { bufferedAmount?: number } };
+  close(discard?: boolean): void;
+}
+
+/**
+ * Disconnects clients that stopped reading: packets queued by Engine.IO
+ * (polling: nothing was fetched; any transport while not writable) beyond
+ * `maxPackets`, or bytes the WebSocket could not hand to the kernel beyond
+ * `maxBytes`. Both are O(1) per connection, checked on a timer rather than on
+ * every write. The client reconnects (and recovers its session) if it is merely
+ * slow; one that is hostile stops costing memory.
+ */
+export function watchSlowReaders(
+  io: Server,
+  opts: { maxBytes: number; maxPackets: number; intervalMs: number },
+  metrics: Metrics,
+  log: Logger,
+): () => void {
+  if (opts.maxBytes <= 0 && opts.maxPackets <= 0) return () => undefined;
+  const timer = setInterval(() => {
+    // engine.io keeps its connections in a protected field; read-only here.
+    const clients = (io.engine as unknown as { clients: Record<string, EngineConnection> }).clients;
+    for (const conn of Object.values(clients)) {
+      const packets = conn.writeBuffer.length;
+      const bytes = conn.transport?.name === 'websocket' ? (conn.transport.socket?.bufferedAmount ?? 0) : 0;
+      if ((opts.maxPackets > 0 && packets > opts.maxPackets) || (opts.maxBytes > 0 && bytes > opts.maxBytes)) {
+        metrics.limitExceeded.inc({ limit: 'outbound_buffer' });
+        log.warn({ packets, bytes }, 'slow client disconnected: outbound buffer over the limit');
+        // Discard: a plain close waits for the very buffer that does not drain.
+        conn.close(true);
+      }
+    }
+  }, opts.intervalMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
