@@ -356,6 +356,11 @@ func render(chartDir, name, ns, kube string, strict, withNotes bool, valuesOut s
 			}
 			return nil
 		}
+		if info.Mode()&os.ModeSymlink != 0 {
+			if st, err := os.Stat(p); err == nil && st.IsDir() {
+				return nil // read by addSymlinkedDirs
+			}
+		}
 		switch {
 		case strings.HasPrefix(rel, "templates/"):
 			templates = append(templates, rel)
