@@ -219,6 +219,26 @@ test('alert rules are complete and consistently labelled', () => {
   }
 });
 
+test('every alert has a firing promtool test and a runbook section it links to', () => {
+  const tests = parseYaml(join(root, 'deploy', 'prometheus', 'alerts.test.yml'))[0] as {
+    tests: { alert_rule_test?: { alertname: string; exp_alerts: unknown[] }[] }[];
+  };
+  const firing = new Set(
+    tests.tests.flatMap((t) => (t.alert_rule_test ?? []).filter((a) => a.exp_alerts.length > 0).map((a) => a.alertname)),
+  );
+  const runbook = read('deploy', 'runbooks.md');
+  const sections = new Set([...runbook.matchAll(/^## (\w+)$/gm)].map((m) => m[1] as string));
+  for (const g of alerts.groups) {
+    for (const r of g.rules) {
+      const name = String(r.alert);
+      assert.ok(firing.has(name), `${name}: alerts.test.yml has a case where it fires`);
+      assert.ok(sections.has(name), `${name}: deploy/runbooks.md has a section`);
+      assert.equal((r.annotations as Obj).runbook_url, `deploy/runbooks.md#${name.toLowerCase()}`, `${name}: runbook_url`);
+    }
+  }
+  for (const wanted of ['EventLoopLagHigh', 'ConnectionsDropped']) assert.ok(firing.has(`RealtimeGateway${wanted}`));
+});
+
 test('the chart ships the very same alert rules and dashboards as deploy/ (symlinks, one source)', () => {
   assert.equal(read('helm', 'realtime-gateway', 'files', 'alerts.yml'), alertsYaml);
   assert.equal(realpathSync(join(chartDir, 'files', 'alerts.yml')), join(root, 'deploy', 'prometheus', 'alerts.yml'));
