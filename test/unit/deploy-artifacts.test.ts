@@ -364,6 +364,8 @@ test('the image matches the chart: ports, non-root user, signal handling, health
   assert.match(dockerfile, /^ENV NODE_ENV=production/m);
   assert.match(dockerfile, /^HEALTHCHECK [\s\S]*\/livez/m);
   assert.match(dockerfile, /^CMD \["node", "dist\/main\.js"\]$/m);
+  for (const l of ['title', 'description', 'version', 'revision', 'created', 'source'])
+    assert.ok(dockerfile.includes(`org.opencontainers.image.${l}=`), `OCI label org.opencontainers.image.${l}`);
 });
 
 test('.dockerignore lets in exactly what the Dockerfile copies from the context', () => {
