@@ -374,6 +374,7 @@ if have go && [ -d /usr/share/gocode/src/github.com/Masterminds/sprig ] && [ -d 
     fi
     run "each value set renders the objects it exists for" expect_kinds
     run "the chart refuses broken configurations with a clear message" refusals
+    run "helm/realtime-gateway/README.md lists every value (values-table.mjs --check)" node tools/helm-render/values-table.mjs --check
   fi
 else
   skip "helm-render (chart rendering and schema validation)" "apt-get install golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev"
