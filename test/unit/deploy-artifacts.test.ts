@@ -137,27 +137,31 @@ test('the Grafana dashboards are well-formed classic dashboard models', () => {
     'overview, cluster and runtime dashboards',
   );
   for (const { file, model } of dashboards) {
-  assert.equal(typeof model.schemaVersion, 'number');
-  const vars = (model.templating as { list: Obj[] }).list;
-  assert.ok(
-    vars.some((v) => v.type === 'datasource' && v.name === 'datasource' && v.query === 'prometheus'),
-    `${file}: a Prometheus data source variable`,
-  );
-  for (const name of ['job', 'namespace', 'pod']) assert.ok(vars.some((v) => v.name === name), `${file}: a ${name} variable`);
-  const ids = new Set<number>();
-  for (const p of model.panels as Obj[]) {
-    const title = `${file}: ${String(p.title)}`;
-    assert.ok(typeof p.id === 'number' && !ids.has(p.id), `${title}: unique numeric id`);
-    ids.add(p.id as number);
-    const g = p.gridPos as { x: number; y: number; w: number; h: number };
-    assert.ok(g.x >= 0 && g.w > 0 && g.x + g.w <= 24 && g.h > 0, `${title}: gridPos fits the 24-column grid`);
-    if (p.type === 'row') continue;
-    assert.deepEqual(p.datasource, { type: 'prometheus', uid: '${datasource}' }, `${title}: uses the data source variable`);
-    const targets = p.targets as Obj[];
-    assert.ok(targets.length > 0, `${title}: has queries`);
-    assert.equal(new Set(targets.map((t) => t.refId)).size, targets.length, `${title}: unique refIds`);
-    for (const t of targets) assert.ok(typeof t.expr === 'string' && t.expr.length > 0, `${title}: query has an expr`);
-  }
+    assert.equal(typeof model.schemaVersion, 'number');
+    const vars = (model.templating as { list: Obj[] }).list;
+    assert.ok(
+      vars.some((v) => v.type === 'datasource' && v.name === 'datasource' && v.query === 'prometheus'),
+      `${file}: a Prometheus data source variable`,
+    );
+    for (const name of ['job', 'namespace', 'pod'])
+      assert.ok(
+        vars.some((v) => v.name === name),
+        `${file}: a ${name} variable`,
+      );
+    const ids = new Set<number>();
+    for (const p of model.panels as Obj[]) {
+      const title = `${file}: ${String(p.title)}`;
+      assert.ok(typeof p.id === 'number' && !ids.has(p.id), `${title}: unique numeric id`);
+      ids.add(p.id as number);
+      const g = p.gridPos as { x: number; y: number; w: number; h: number };
+      assert.ok(g.x >= 0 && g.w > 0 && g.x + g.w <= 24 && g.h > 0, `${title}: gridPos fits the 24-column grid`);
+      if (p.type === 'row') continue;
+      assert.deepEqual(p.datasource, { type: 'prometheus', uid: '${datasource}' }, `${title}: uses the data source variable`);
+      const targets = p.targets as Obj[];
+      assert.ok(targets.length > 0, `${title}: has queries`);
+      assert.equal(new Set(targets.map((t) => t.refId)).size, targets.length, `${title}: unique refIds`);
+      for (const t of targets) assert.ok(typeof t.expr === 'string' && t.expr.length > 0, `${title}: query has an expr`);
+    }
   }
   const titles = (dashboard.panels as Obj[]).map((p) => String(p.title));
   for (const wanted of [

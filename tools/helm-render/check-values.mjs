@@ -14,7 +14,8 @@ let bad = 0;
 for (const f of files) {
   if (validate(JSON.parse(readFileSync(f, 'utf8')))) continue;
   bad++;
-  for (const e of validate.errors) console.error(`${f}: ${e.instancePath || '/'} ${e.message}${e.params?.additionalProperty ? `: ${e.params.additionalProperty}` : ''}`);
+  for (const e of validate.errors)
+    console.error(`${f}: ${e.instancePath || '/'} ${e.message}${e.params?.additionalProperty ? `: ${e.params.additionalProperty}` : ''}`);
 }
 if (bad) process.exit(1);
 console.log(`${files.length} value set(s) valid against ${schemaFile}`);

@@ -31,7 +31,12 @@ function walk(map, prefix) {
     // The first key's comment is attached to its map by the parser.
     const comment = clean(pair.key.commentBefore || (i === 0 ? map.commentBefore : ''));
     const v = pair.value;
-    if (isMap(v) && v.items.length > 0 && !['podSecurityContext', 'securityContext', 'resources'].includes(key) && !/(Selector|labels|annotations)$/i.test(key)) {
+    if (
+      isMap(v) &&
+      v.items.length > 0 &&
+      !['podSecurityContext', 'securityContext', 'resources'].includes(key) &&
+      !/(Selector|labels|annotations)$/i.test(key)
+    ) {
       if (comment) rows.push([key, '', comment]);
       walk(v, `${key}.`);
     } else {

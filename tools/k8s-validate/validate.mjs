@@ -90,7 +90,15 @@ function modelName(apiVersion, kind) {
   return version.charAt(0).toUpperCase() + version.slice(1) + kind;
 }
 
-const BUILTIN_GROUPS = new Set(['v1', 'apps/v1', 'policy/v1', 'autoscaling/v2', 'networking.k8s.io/v1', 'batch/v1', 'rbac.authorization.k8s.io/v1']);
+const BUILTIN_GROUPS = new Set([
+  'v1',
+  'apps/v1',
+  'policy/v1',
+  'autoscaling/v2',
+  'networking.k8s.io/v1',
+  'batch/v1',
+  'rbac.authorization.k8s.io/v1',
+]);
 model('V1ObjectMeta');
 model('V1LabelSelector');
 const crds = {};
@@ -118,7 +126,10 @@ function validatorFor(apiVersion, kind) {
     schema = { $ref: `#/definitions/${name}`, definitions };
   } else return null;
   // Top-level apiVersion/kind/metadata are required of every object.
-  const v = ajv.compile({ allOf: [{ type: 'object', required: ['apiVersion', 'kind', 'metadata'] }, schema], definitions: schema.definitions });
+  const v = ajv.compile({
+    allOf: [{ type: 'object', required: ['apiVersion', 'kind', 'metadata'] }, schema],
+    definitions: schema.definitions,
+  });
   validators.set(key, v);
   return v;
 }
@@ -134,7 +145,8 @@ function semantic(o) {
   const md = o.metadata || {};
   const nameRe = ['Service', 'Deployment', 'Pod'].includes(o.kind) ? DNS_LABEL : DNS_SUBDOMAIN;
   const maxName = o.kind === 'Service' || o.kind === 'Deployment' ? 63 : 253;
-  if (typeof md.name !== 'string' || !nameRe.test(md.name) || md.name.length > maxName) errs.push(`metadata.name ${JSON.stringify(md.name)} is not a valid ${o.kind} name`);
+  if (typeof md.name !== 'string' || !nameRe.test(md.name) || md.name.length > maxName)
+    errs.push(`metadata.name ${JSON.stringify(md.name)} is not a valid ${o.kind} name`);
   const checkLabels = (labels, where) => {
     for (const [k, v] of Object.entries(labels || {})) {
       const name = k.includes('/') ? k.split('/').pop() : k;
@@ -153,16 +165,20 @@ function semantic(o) {
       const names = new Set();
       for (const p of c.ports || []) {
         if (p.name !== undefined) {
-          if (p.name.length > 15 || !PORT_NAME.test(p.name) || !/[a-z]/.test(p.name)) errs.push(`${where} container ${c.name}: bad port name ${p.name}`);
+          if (p.name.length > 15 || !PORT_NAME.test(p.name) || !/[a-z]/.test(p.name))
+            errs.push(`${where} container ${c.name}: bad port name ${p.name}`);
           names.add(p.name);
         }
-        if (!(p.containerPort >= 1 && p.containerPort <= 65535)) errs.push(`${where} container ${c.name}: containerPort ${p.containerPort} out of range`);
+        if (!(p.containerPort >= 1 && p.containerPort <= 65535))
+          errs.push(`${where} container ${c.name}: containerPort ${p.containerPort} out of range`);
       }
       for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) {
         const port = c[probe]?.httpGet?.port;
-        if (typeof port === 'string' && !names.has(port)) errs.push(`${where} container ${c.name}: ${probe} port ${port} is not a named container port`);
+        if (typeof port === 'string' && !names.has(port))
+          errs.push(`${where} container ${c.name}: ${probe} port ${port} is not a named container port`);
       }
-      for (const m of c.volumeMounts || []) if (!volumes.has(m.name)) errs.push(`${where} container ${c.name}: volumeMount ${m.name} has no volume`);
+      for (const m of c.volumeMounts || [])
+        if (!volumes.has(m.name)) errs.push(`${where} container ${c.name}: volumeMount ${m.name} has no volume`);
       const envNames = (c.env || []).map((e) => e.name);
       const dup = envNames.filter((n, i) => envNames.indexOf(n) !== i);
       if (dup.length) errs.push(`${where} container ${c.name}: duplicate env ${dup.join(', ')}`);
@@ -172,10 +188,12 @@ function semantic(o) {
     case 'Deployment': {
       const sel = spec.selector?.matchLabels || {};
       const tl = spec.template?.metadata?.labels || {};
-      for (const [k, v] of Object.entries(sel)) if (tl[k] !== v) errs.push(`spec.selector ${k}=${v} does not match the pod template labels`);
+      for (const [k, v] of Object.entries(sel))
+        if (tl[k] !== v) errs.push(`spec.selector ${k}=${v} does not match the pod template labels`);
       podChecks(spec.template, 'spec.template');
       const ru = spec.strategy?.rollingUpdate;
-      if (ru && (ru.maxSurge === 0 || ru.maxSurge === '0%') && (ru.maxUnavailable === 0 || ru.maxUnavailable === '0%')) errs.push('maxSurge and maxUnavailable cannot both be 0');
+      if (ru && (ru.maxSurge === 0 || ru.maxSurge === '0%') && (ru.maxUnavailable === 0 || ru.maxUnavailable === '0%'))
+        errs.push('maxSurge and maxUnavailable cannot both be 0');
       break;
     }
     case 'Pod':
@@ -183,20 +201,25 @@ function semantic(o) {
       break;
     case 'Service': {
       const t = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds;
-      if (t !== undefined && !(t > 0 && t <= 86400)) errs.push(`spec.sessionAffinityConfig.clientIP.timeoutSeconds ${t}: must be in (0, 86400]`);
-      if (spec.sessionAffinityConfig && spec.sessionAffinity !== 'ClientIP') errs.push('sessionAffinityConfig needs sessionAffinity: ClientIP');
+      if (t !== undefined && !(t > 0 && t <= 86400))
+        errs.push(`spec.sessionAffinityConfig.clientIP.timeoutSeconds ${t}: must be in (0, 86400]`);
+      if (spec.sessionAffinityConfig && spec.sessionAffinity !== 'ClientIP')
+        errs.push('sessionAffinityConfig needs sessionAffinity: ClientIP');
       for (const p of spec.ports || []) if (!(p.port >= 1 && p.port <= 65535)) errs.push(`port ${p.port} out of range`);
       break;
     }
     case 'PodDisruptionBudget':
-      if (spec.minAvailable !== undefined && spec.maxUnavailable !== undefined) errs.push('PodDisruptionBudget: minAvailable and maxUnavailable are mutually exclusive');
+      if (spec.minAvailable !== undefined && spec.maxUnavailable !== undefined)
+        errs.push('PodDisruptionBudget: minAvailable and maxUnavailable are mutually exclusive');
       break;
     case 'HorizontalPodAutoscaler':
       if (spec.minReplicas !== undefined && spec.minReplicas > spec.maxReplicas) errs.push('minReplicas > maxReplicas');
       for (const dir of ['scaleUp', 'scaleDown']) {
         const w = spec.behavior?.[dir]?.stabilizationWindowSeconds;
         if (w !== undefined && !(w >= 0 && w <= 3600)) errs.push(`behavior.${dir}.stabilizationWindowSeconds ${w}: must be in [0, 3600]`);
-        for (const p of spec.behavior?.[dir]?.policies || []) if (!(p.periodSeconds > 0 && p.periodSeconds <= 1800)) errs.push(`behavior.${dir} policy periodSeconds ${p.periodSeconds}: must be in (0, 1800]`);
+        for (const p of spec.behavior?.[dir]?.policies || [])
+          if (!(p.periodSeconds > 0 && p.periodSeconds <= 1800))
+            errs.push(`behavior.${dir} policy periodSeconds ${p.periodSeconds}: must be in (0, 1800]`);
       }
       break;
     case 'Secret':
