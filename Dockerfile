@@ -39,6 +39,21 @@ RUN --mount=type=cache,target=/root/.npm \
 # --- runtime -----------------------------------------------------------------
 FROM ${NODE_IMAGE} AS runtime
 
+# OCI image annotations. Pass the build's facts in:
+#   docker build --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) \
+#     --build-arg CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ) --build-arg SOURCE=https://git.example.com/rtgw .
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+ARG SOURCE=""
+LABEL org.opencontainers.image.title="realtime-gateway" \
+      org.opencontainers.image.description="Horizontally scalable Socket.IO gateway for Frappe (drop-in replacement for its realtime server)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.base.name="${NODE_IMAGE}"
+
 # PID 1 and signals. The gateway's primary process implements the whole
 # SIGTERM sequence itself (readiness false, stop accepting, release
 # leadership, drain clients in jittered batches, exit within

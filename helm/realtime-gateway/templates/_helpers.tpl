@@ -71,7 +71,7 @@ True (non-empty) when the chart renders its own Secret: no existingSecret and
 at least one secret value given.
 */}}
 {{- define "realtime-gateway.createSecret" -}}
-{{- if and (not .Values.secrets.existingSecret) (or .Values.secrets.publishToken .Values.secrets.socketSecret .Values.secrets.redisUrl) }}true{{ end }}
+{{- if and (not .Values.secrets.existingSecret) (or .Values.secrets.publishToken .Values.secrets.socketSecret .Values.secrets.redisUrl .Values.secrets.sentinelPassword) }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -131,7 +131,7 @@ Configuration errors that would only show up as a crash-looping or silently
 broken deployment: fail at render time instead.
 */}}
 {{- define "realtime-gateway.validate" -}}
-{{- $redis := or .Values.gateway.redis.url .Values.secrets.redisUrl .Values.secrets.existingSecret (and .Values.gateway.redis.mode (ne .Values.gateway.redis.mode "standalone")) }}
+{{- $redis := include "realtime-gateway.hasRedis" . }}
 {{- if and (not $redis) (or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1)) }}
 {{- fail "without Redis (gateway.redis.url, secrets.redisUrl or secrets.existingSecret) the gateway runs standalone: one process whose events arrive only through its own publish API, so replicaCount must be 1 and autoscaling off. Set gateway.redis.url." }}
 {{- end }}
@@ -141,4 +141,34 @@ broken deployment: fail at render time instead.
 {{- if not (has .Values.podAntiAffinity (list "soft" "hard" "none" "")) }}
 {{- fail "podAntiAffinity must be soft, hard or none" }}
 {{- end }}
+{{- $t := .Values.service.sessionAffinityTimeoutSeconds | int64 }}
+{{- if and (eq .Values.service.sessionAffinity "ClientIP") (or (lt $t 1) (gt $t 86400)) }}
+{{- fail "service.sessionAffinityTimeoutSeconds must be 1..86400 (the API server rejects anything else)" }}
+{{- end }}
+{{- if and (eq .Values.gateway.redis.mode "sentinel") (not (and .Values.gateway.redis.sentinels .Values.gateway.redis.sentinelName)) }}
+{{- fail "gateway.redis.mode sentinel needs gateway.redis.sentinels and gateway.redis.sentinelName" }}
+{{- end }}
+{{- if and (eq .Values.gateway.redis.mode "cluster") (not .Values.gateway.redis.clusterNodes) }}
+{{- fail "gateway.redis.mode cluster needs gateway.redis.clusterNodes" }}
+{{- end }}
+{{- $prestop := .Values.lifecycle.preStopSleepSeconds | int64 }}
+{{- $grace := include "realtime-gateway.terminationGracePeriodSeconds" . | int64 }}
+{{- if le (mul $grace 1000) (add (mul $prestop 1000) (.Values.gateway.shutdownGraceMs | int64)) }}
+{{- fail "terminationGracePeriodSeconds must exceed lifecycle.preStopSleepSeconds + gateway.shutdownGraceMs, or the kubelet kills the gateway mid-drain" }}
+{{- end }}
+{{- end }}
+
+{{/*
+An int-or-string value: integers unquoted (1, not 1.0 or "1"), percentages
+quoted ("25%").
+*/}}
+{{- define "realtime-gateway.intOrPercent" -}}
+{{- if hasSuffix "%" (toString .) }}{{ toString . | quote }}{{ else }}{{ int64 . }}{{ end }}
+{{- end }}
+
+{{/*
+True (non-empty) when Redis is configured (URL, Secret, or a non-standalone mode).
+*/}}
+{{- define "realtime-gateway.hasRedis" -}}
+{{- if or .Values.gateway.redis.url .Values.secrets.redisUrl .Values.secrets.existingSecret (and .Values.gateway.redis.mode (ne .Values.gateway.redis.mode "standalone")) }}true{{ end }}
 {{- end }}
