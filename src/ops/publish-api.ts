@@ -18,9 +18,10 @@ export function checkPublishBody(body: unknown, intake: Intake, maxMessageBytes:
   const events: FrappeEvent[] = [];
   for (let i = 0; i < items.length; i++) {
     const item = items[i];
-    const text = JSON.stringify(item) ?? '';
-    const size = Buffer.byteLength(text);
-    if (size > maxMessageBytes) {
+    const text = stringifyOrNull(item);
+    // A value too deep to stringify is refused by validation below (too_deep).
+    const size = text === null ? 0 : Buffer.byteLength(text);
+    if (text !== null && size > maxMessageBytes) {
       // Counted as an `oversized` drop (without parsing it again).
       intake.raw(text, 'api');
       return {
@@ -44,6 +45,14 @@ export function checkPublishBody(body: unknown, intake: Intake, maxMessageBytes:
     events.push(r.value);
   }
   return { ok: true, events };
+}
+
+function stringifyOrNull(value: unknown): string | null {
+  try {
+    return JSON.stringify(value) ?? '';
+  } catch {
+    return null;
+  }
 }
 
 export function isLoopback(address: string | undefined): boolean {
