@@ -34,7 +34,6 @@ export function guardedSocket<T extends object>(socket: T, onError: (err: unknow
   // One wrapper per original listener, so off(event, original) finds it.
   const wrappers = new WeakMap<Fn, Fn>();
   const methods = new Map<PropertyKey, Fn>();
-  let proxy: T;
 
   const wrap = (fn: Fn): Fn => {
     let w = wrappers.get(fn);
@@ -72,7 +71,7 @@ export function guardedSocket<T extends object>(socket: T, onError: (err: unknow
     return m;
   };
 
-  proxy = new Proxy(socket, {
+  const proxy: T = new Proxy(socket, {
     get(target, prop) {
       const value: unknown = Reflect.get(target, prop, target);
       if (value === target) return proxy;

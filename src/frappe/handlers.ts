@@ -19,7 +19,13 @@ export interface SocketData {
 const MAX_ARG = 512;
 // No name Frappe creates holds a control character; in a room name one could
 // only confuse logs and the adapter's channel names.
-const CONTROL_RE = /[\u0000-\u001f\u007f]/;
+function hasControl(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return true;
+  }
+  return false;
+}
 
 /**
  * A client argument as the name Frappe would build from it
@@ -31,7 +37,7 @@ const CONTROL_RE = /[\u0000-\u001f\u007f]/;
  */
 export function nameArg(v: unknown): string | undefined {
   if (typeof v === 'number') return Number.isSafeInteger(v) ? String(v) : undefined;
-  if (typeof v !== 'string' || v.length === 0 || v.length > MAX_ARG || CONTROL_RE.test(v)) return undefined;
+  if (typeof v !== 'string' || v.length === 0 || v.length > MAX_ARG || hasControl(v)) return undefined;
   return v;
 }
 
