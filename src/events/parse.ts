@@ -21,6 +21,8 @@ export const DROP_REASONS = [
   'bad_room',
   'bad_namespace',
   'no_namespace',
+  'reserved_event',
+  'too_deep',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
@@ -34,22 +36,90 @@ const MAX_NAMESPACE = 253;
 // A site name is a hostname; a namespace with '/' or whitespace can never match one.
 const NAMESPACE_RE = /^[^\s/]+$/;
 
+/**
+ * Names Socket.IO and EventEmitter reserve (docs/protocol.md section 2): a
+ * local emit of one throws, and a client's parser closes the connection on one.
+ */
+export const RESERVED_EVENTS: ReadonlySet<string> = new Set([
+  'connect',
+  'connect_error',
+  'disconnect',
+  'disconnecting',
+  'newListener',
+  'removeListener',
+]);
+
+/**
+ * Deepest nesting of objects and arrays accepted, counting the event object as
+ * level 1 (docs/protocol.md section 2). Encoders downstream recurse; a bound
+ * here keeps them far from the stack limit. Frappe's own events nest a few levels.
+ */
+export const MAX_DEPTH = 64;
+
+/**
+ * Bracket depth of raw JSON text, scanned without recursion and before
+ * JSON.parse (cheaper than parsing what will be refused). Brackets inside
+ * strings do not count. Returns true as soon as the depth exceeds `max`.
+ */
+export function rawTooDeep(raw: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c /* backslash: skip the escaped character */) i++;
+      else if (c === 0x22 /* " */) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      if (++depth > max) return true;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) depth--;
+  }
+  return false;
+}
+
+/** The same bound for an already-parsed value, with an explicit stack (no recursion). */
+export function valueTooDeep(value: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[value, 1]];
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    const [v, depth] = top;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth > max) return true;
+    for (const child of Array.isArray(v) ? (v as unknown[]) : Object.values(v as Record<string, unknown>)) {
+      if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+    }
+  }
+  return false;
+}
+
+const tooDeep = (): ParseResult => ({
+  ok: false,
+  reason: 'too_deep',
+  field: 'message',
+  detail: `objects and arrays nested deeper than ${MAX_DEPTH} levels`,
+});
+
 /** Parses one raw channel message. `size` is its length in bytes. */
 export function parseRawEvent(raw: string, size: number, maxBytes: number): ParseResult {
   if (size > maxBytes) {
     return { ok: false, reason: 'oversized', detail: `message of ${size} bytes exceeds the limit of ${maxBytes}` };
   }
+  if (rawTooDeep(raw, MAX_DEPTH)) return tooDeep();
   let obj: unknown;
   try {
     obj = JSON.parse(raw);
   } catch (err) {
     return { ok: false, reason: 'malformed_json', detail: (err as Error).message };
   }
-  return validateEvent(obj);
+  return checkShape(obj);
 }
 
-/** Validates an already-parsed event object. */
+/** Validates an already-parsed event object (the publish API's path). */
 export function validateEvent(obj: unknown): ParseResult {
+  if (valueTooDeep(obj, MAX_DEPTH)) return tooDeep();
+  return checkShape(obj);
+}
+
+function checkShape(obj: unknown): ParseResult {
   if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) {
     return { ok: false, reason: 'not_object', detail: 'event must be a JSON object' };
   }
@@ -61,6 +131,14 @@ export function validateEvent(obj: unknown): ParseResult {
       reason: 'bad_event',
       field: 'event',
       detail: `"event" must be a non-empty string of at most ${MAX_EVENT_NAME} characters`,
+    };
+  }
+  if (RESERVED_EVENTS.has(event)) {
+    return {
+      ok: false,
+      reason: 'reserved_event',
+      field: 'event',
+      detail: `"event" must not be a name Socket.IO reserves (${[...RESERVED_EVENTS].join(', ')}): "${event}"`,
     };
   }
   if (room !== undefined && room !== null && (typeof room !== 'string' || room.length > MAX_ROOM)) {

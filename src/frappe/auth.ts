@@ -10,9 +10,12 @@ export const AUTH_ERRORS = {
   unauthorized: (reason: string) => `Unauthorized: ${reason}`,
 } as const;
 
+/** DNS case folding: ASCII letters only (docs/protocol.md section 6.1). */
+export const foldCase = (name: string): string => name.replace(/[A-Z]+/g, (m) => m.toLowerCase());
+
 /**
- * Frappe's get_hostname: the host part of a URL or Host header, port removed.
- * Bracketed IPv6 literals keep their address.
+ * Frappe's get_hostname: the host part of a URL or Host header, port removed,
+ * case-folded for comparison. Bracketed IPv6 literals keep their address.
  */
 export function hostnameOf(value: string | undefined): string | undefined {
   if (!value) return undefined;
@@ -24,7 +27,7 @@ export function hostnameOf(value: string | undefined): string | undefined {
     return end === -1 ? v : v.slice(1, end);
   }
   const colon = v.indexOf(':');
-  return (colon === -1 ? v : v.slice(0, colon)).toLowerCase();
+  return foldCase(colon === -1 ? v : v.slice(0, colon));
 }
 
 const first = (h: string | string[] | undefined): string | undefined => (Array.isArray(h) ? h[0] : h);
@@ -82,8 +85,12 @@ export type AuthOutcome =
 
 /** The connect checks of docs/protocol.md section 6, in order; pure except for the backend call. */
 export async function authenticate(hs: Handshake, opts: AuthOptions, backend: FrappeBackend): Promise<AuthOutcome> {
-  const site = resolveSite(hs.headers, opts.defaultSite);
-  if (!site || hs.namespace.slice(1) !== site) {
+  const resolved = resolveSite(hs.headers, opts.defaultSite);
+  // Host names are case-insensitive (nginx's $host arrives lowercased) while
+  // the desk connects to the site folder's spelling: compare folded, then keep
+  // the namespace's spelling, which is what the backend and room delivery use.
+  const site = hs.namespace.slice(1);
+  if (!resolved || site === '' || foldCase(site) !== foldCase(resolved)) {
     return { ok: false, reason: 'namespace', message: AUTH_ERRORS.invalidNamespace };
   }
   const origin = first(hs.headers.origin);

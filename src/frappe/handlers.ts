@@ -17,9 +17,28 @@ export interface SocketData {
 
 // Arguments are names of doctypes, documents and tasks: bounded strings.
 const MAX_ARG = 512;
+// No name Frappe creates holds a control character; in a room name one could
+// only confuse logs and the adapter's channel names.
+function hasControl(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return true;
+  }
+  return false;
+}
 
-function isName(v: unknown): v is string {
-  return typeof v === 'string' && v.length > 0 && v.length <= MAX_ARG;
+/**
+ * A client argument as the name Frappe would build from it
+ * (docs/protocol.md section 4), or undefined when the call is to be ignored.
+ * Frappe interpolates arguments into template strings, so autoincrement
+ * document names arrive as numbers: a safe integer becomes String(n), as
+ * `${n}` would. NaN, Infinity and fractions would become "NaN", "Infinity"
+ * or "1.5" there, never a real document name, so they are refused.
+ */
+export function nameArg(v: unknown): string | undefined {
+  if (typeof v === 'number') return Number.isSafeInteger(v) ? String(v) : undefined;
+  if (typeof v !== 'string' || v.length === 0 || v.length > MAX_ARG || hasControl(v)) return undefined;
+  return v;
 }
 
 /**
@@ -63,16 +82,16 @@ export function registerFrappeHandlers(socket: Socket, ctx: RequestContext, deps
     socket.on(event, (...args: unknown[]) => {
       const last = args[args.length - 1];
       const ack = typeof last === 'function' ? (last as (ok: boolean) => void) : undefined;
-      const a = args[0];
-      const b = args[1];
-      if (!isName(a) || (arity === 2 && !isName(b))) {
+      const a = nameArg(args[0]);
+      const b = arity === 2 ? nameArg(args[1]) : '';
+      if (a === undefined || b === undefined) {
         metrics.clientEventsRejected.inc({ event });
         ack?.(false);
         return;
       }
       metrics.clientEvents.inc({ event });
       Promise.resolve()
-        .then(() => fn(a, b as string))
+        .then(() => fn(a, b))
         .then(
           (r) => ack?.(r !== false),
           (err: unknown) => {

@@ -20,20 +20,9 @@ export function checkPublishBody(body: unknown, intake: Intake, maxMessageBytes:
   for (let i = 0; i < items.length; i++) {
     const item = items[i];
     const text = encodeOrNull(() => JSON.stringify(item) ?? '');
-    if (text === null) {
-      intake.unencodable('api');
-      return {
-        ok: false,
-        status: 400,
-        body: {
-          error: 'GW_ERR_UNENCODABLE_EVENT',
-          message: 'event cannot be encoded (nested too deeply)',
-          ...(batch ? { index: i } : {}),
-        },
-      };
-    }
-    const size = Buffer.byteLength(text);
-    if (size > maxMessageBytes) {
+    // A value too deep to stringify is refused by validation below (too_deep).
+    const size = text === null ? 0 : Buffer.byteLength(text);
+    if (text !== null && size > maxMessageBytes) {
       // Counted as an `oversized` drop (without parsing it again).
       intake.raw(text, 'api');
       return {

@@ -343,3 +343,78 @@ async function junkRounds(t: TestContext, gw: GatewayHandle, pub: Redis, admin: 
   );
   assert.ok(socket.connected);
 }
+
+test('hostile input: reserved event names (with and without a room) and 10,000-level nesting are dropped and counted; no worker respawns, no client drops, the next valid event is delivered', async (t) => {
+  const scope = withScope(t);
+  const redis = await startRedis({ scope });
+  const frappe = await startFakeFrappe({ scope });
+  const gw = await startGateway({ scope, redisUrl: redis.url, workers: 2, backendUrl: frappe.url, defaultSite: SITE });
+  const info = await pollUntil(
+    async () => {
+      const c = (await gw.cluster()) as { workers: { pid: number; nodeId: string | null }[]; leader: unknown };
+      return c.workers.length === 2 && c.workers.every((w) => w.nodeId !== null) && c.leader ? c : undefined;
+    },
+    { timeoutMs: 20_000, intervalMs: 50, description: '2 workers and a leader' },
+  );
+  const pidsBefore = info.workers.map((w) => w.pid).sort();
+  // Four clients: the least-connection balancer spreads them over both workers.
+  const clients = await Promise.all(
+    [0, 1, 2, 3].map(async (i) => {
+      const user = `hostile-${i}@example.com`;
+      frappe.addSession(`sid-hostile-${i}`, { user, user_type: 'System User' });
+      const socket = connectClient(gw.url, SITE, { scope, cookie: `sid-hostile-${i}` });
+      const rec = new EventRecorder(socket);
+      let disconnects = 0;
+      socket.on('disconnect', () => disconnects++);
+      await waitConnect(socket, 10_000);
+      return { socket, rec, room: `user:${user}`, disconnects: () => disconnects };
+    }),
+  );
+  const ids = clients.map((c) => c.socket.id);
+  const pub = redis.client();
+  const reserved = ['connect', 'connect_error', 'disconnect', 'disconnecting', 'newListener', 'removeListener'];
+  const dropped = async (reason: string): Promise<number> => sumMetric(await gw.metrics(), 'gateway_events_dropped_total', { reason }) ?? 0;
+  assert.equal(await dropped('reserved_event'), 0);
+  assert.equal(await dropped('too_deep'), 0);
+
+  for (const event of reserved) {
+    await publishRedis(pub, 'events', { event, message: { x: 1 } });
+    for (const c of clients) await publishRedis(pub, 'events', { event, message: { x: 1 }, namespace: SITE, room: c.room });
+  }
+  const deep = `{"event":"list_update","namespace":"${SITE}","room":"${clients[0]?.room ?? ''}","message":${'{"a":'.repeat(10_000)}1${'}'.repeat(10_000)}}`;
+  assert.ok(Buffer.byteLength(deep) > 20_000);
+  await pub.publish('events', deep);
+  await pub.publish('events', `{"event":"build_event","message":${'['.repeat(10_000)}${']'.repeat(10_000)}}`);
+
+  await pollUntil(async () => ((await dropped('too_deep')) >= 2 ? true : undefined), {
+    timeoutMs: 10_000,
+    intervalMs: 50,
+    description: 'the deep events dropped',
+  });
+  assert.equal(await dropped('reserved_event'), reserved.length * (1 + clients.length));
+  assert.equal(await dropped('too_deep'), 2);
+
+  // The next valid events, room-less and to each room, reach every client on its first connection.
+  await publishRedis(pub, 'events', { event: 'broadcast_ok', message: { n: 1 } });
+  for (const c of clients)
+    await publishRedis(pub, 'events', { event: 'still_alive', message: { room: c.room }, namespace: SITE, room: c.room });
+  for (const c of clients) {
+    assert.deepEqual(await c.rec.waitFor('still_alive', undefined, 10_000), { room: c.room });
+    assert.deepEqual(await c.rec.waitFor('broadcast_ok', undefined, 10_000), { n: 1 });
+  }
+  assert.deepEqual(
+    clients.map((c) => c.socket.id),
+    ids,
+  );
+  assert.deepEqual(
+    clients.map((c) => c.disconnects()),
+    [0, 0, 0, 0],
+  );
+  assert.deepEqual(
+    clients.flatMap((c) => c.rec.events.map((e) => e.event)).filter((e) => !['still_alive', 'broadcast_ok', 'rtg_session'].includes(e)),
+    [],
+  );
+  const after = (await gw.cluster()) as { workers: { pid: number }[] };
+  assert.deepEqual(after.workers.map((w) => w.pid).sort(), pidsBefore, 'no worker respawned');
+  assert.equal((await gw.readyz()).status, 200);
+});

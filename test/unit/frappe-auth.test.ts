@@ -145,4 +145,36 @@ describe('authenticate: checks in order, exactly one credential', () => {
     const r = await authenticate({ namespace: '/site1.local', headers: base }, opts, backend);
     assert.deepEqual(r, { ok: false, reason: 'backend', message: 'Unauthorized: backend answered HTTP 500' });
   });
+
+  test('site case (6.1): the namespace matches the resolved site case-insensitively and its spelling is the site sent to the backend', async () => {
+    const { backend, calls } = stub(guest);
+    // nginx's $host is lowercase; the desk connects to the site folder's name.
+    const viaHeader: IncomingHttpHeaders = {
+      'x-frappe-site-name': 'site1.local',
+      host: 'site1.local',
+      origin: 'http://site1.local',
+      cookie: 'sid=s1',
+    };
+    const r = await authenticate({ namespace: '/Site1.Local', headers: viaHeader }, opts, backend);
+    assert.ok(r.ok);
+    assert.equal(r.site, 'Site1.Local');
+    assert.equal(calls[0]?.site, 'Site1.Local');
+    // Host and Origin only, mixed case on either side.
+    const viaHost: IncomingHttpHeaders = { host: 'SITE1.local:8000', origin: 'http://site1.LOCAL', cookie: 'sid=s1' };
+    const h = await authenticate({ namespace: '/Site1.Local', headers: viaHost }, { ...opts, defaultSite: null }, backend);
+    assert.equal(h.ok && h.site, 'Site1.Local');
+    // The default site, configured in one spelling, accepts another and keeps the namespace's.
+    const d = await authenticate({ namespace: '/SITE1.LOCAL', headers: base }, opts, backend);
+    assert.equal(d.ok && d.site, 'SITE1.LOCAL');
+    // Case-insensitive is not "anything goes".
+    const other = await authenticate({ namespace: '/Site2.Local', headers: viaHeader }, opts, backend);
+    assert.equal(!other.ok && other.reason, 'namespace');
+    // DNS folds ASCII letters only: a non-ASCII capital is not its lowercase.
+    const unicode = await authenticate(
+      { namespace: '/\u0130.local', headers: { ...viaHeader, 'x-frappe-site-name': '\u0069\u0307.local' } },
+      opts,
+      backend,
+    );
+    assert.equal(!unicode.ok && unicode.reason, 'namespace');
+  });
 });

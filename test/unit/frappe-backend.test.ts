@@ -264,7 +264,7 @@ describe('concurrency bound and timeouts', () => {
     s.hold = true;
     const b = backend(s.url, { concurrency: 3 });
     const calls = Array.from({ length: 10 }, (_, i) => b.getUserInfo(sid(`s${i}`)));
-    assert.equal(b['slots'].pending, 7, 'the seven beyond the bound queue before any request is sent');
+    assert.equal(b['slots'].handshake.pending, 7, 'the seven beyond the bound queue before any request is sent');
     await s.arrived(3);
     assert.equal(s.inFlight, 3);
     // Release one held request at a time; each frees exactly one slot for the next.

@@ -49,6 +49,22 @@ module.exports = function (socket) {
 };
 `;
 
+/**
+ * What a v16 bench has in apps/frappe/realtime/handlers.js: Frappe's core
+ * handlers, which the gateway implements itself. Reduced to its ping handler;
+ * loading it would answer every ping twice.
+ */
+const FRAPPE_CORE_HANDLERS = `module.exports = function (socket) { socket.on('ping', () => socket.emit('pong')); };\n`;
+
+/** An app whose listeners fail after the handler returned: a sync throw, a rejection, an onAny throw. */
+export const LISTENER_THROWS_APP = 'listener_throws';
+const LISTENER_THROWS = `module.exports = function (socket) {
+  socket.on('explode_sync', () => { throw new Error('listener_throws: sync'); });
+  socket.on('explode_async', async () => { await null; throw new Error('listener_throws: async'); });
+  socket.onAny((event) => { if (event === 'explode_any') throw new Error('listener_throws: onAny'); });
+};
+`;
+
 const BROKEN: Record<(typeof BROKEN_APPS)[number], string> = {
   broken_syntax: `module.exports = function (socket) { socket.on('x', () => { ;\n`,
   broken_throws: `module.exports = function () { throw new Error('broken_throws: handler exploded'); };\n`,
@@ -80,12 +96,12 @@ export function makeBench(o: BenchOptions): string {
     path.join(dir, 'sites', 'common_site_config.json'),
     JSON.stringify({ default_site: BENCH_DEFAULT_SITE, developer_mode: 1, webserver_port: o.deadPort }, null, 1),
   );
-  // An app without realtime handlers (like frappe itself on most benches).
-  mkdirSync(path.join(dir, 'apps', 'frappe'), { recursive: true });
   const write = (app: string, source: string): void => {
     mkdirSync(path.join(dir, 'apps', app, 'realtime'), { recursive: true });
     writeFileSync(path.join(dir, 'apps', app, 'realtime', 'handlers.js'), source);
   };
+  write('frappe', FRAPPE_CORE_HANDLERS);
+  write(LISTENER_THROWS_APP, LISTENER_THROWS);
   write(CHAT_APP, CHAT_HANDLERS);
   for (const app of BROKEN_APPS) write(app, BROKEN[app]);
   return dir;

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { expectConnectError, waitConnect } from '../../harness';
-import { BENCH_DEFAULT_SITE, BROKEN_APPS, CHAT_APP, CHAT_APP_PATH, CONFIG_JSON_DEFAULT_SITE } from './bench';
+import { BENCH_DEFAULT_SITE, BROKEN_APPS, CHAT_APP, CHAT_APP_PATH, CONFIG_JSON_DEFAULT_SITE, LISTENER_THROWS_APP } from './bench';
 import { SITE, type ConformanceCase } from './context';
 
 interface HelloChat {
@@ -135,6 +135,65 @@ export const APP_CASES: ConformanceCase[] = [
       await main.waitJoined(SITE, c2.socket, 'sensor:77');
       await main.publish({ event: 'sensor_status_change', message: { sensor_id: '77' }, namespace: SITE, room: 'sensor:77' });
       assert.deepEqual(await c2.rec.waitFor('sensor_status_change'), { sensor_id: '77' });
+    },
+  },
+  {
+    name: "app handlers: Frappe's own apps/frappe/realtime/handlers.js is not loaded (one pong per ping)",
+    async run(ctx) {
+      const { main } = ctx.topo;
+      const a = await ctx.connect(ctx.newUser({ installed_apps: ['frappe', CHAT_APP] }));
+      a.socket.emit('ping');
+      a.socket.emit('ping');
+      await a.rec.waitForRecord('pong');
+      await ctx.barrier([a]);
+      assert.equal(a.rec.count('pong'), 2, 'one pong per ping');
+      // The info line saying so is checked in test/unit/app-handlers.test.ts (the harness logs at warn).
+      assert.equal(await main.metric('gateway_app_handler_errors_total', { app: 'frappe' }), 0);
+    },
+  },
+  {
+    name: 'app handlers: a listener that throws or rejects later is counted and logged with the app and stack; the connection, its peers and the process carry on',
+    async run(ctx) {
+      const { main } = ctx.topo;
+      const apps = [LISTENER_THROWS_APP, CHAT_APP];
+      const victim = await ctx.connect(ctx.newUser({ installed_apps: apps }));
+      // A bystander on the same process (cluster: same worker) as the victim.
+      const peers: (typeof victim)[] = [];
+      const bystanderUser = ctx.newUser();
+      for (let i = 0; i < 6 && peers.length === 0; i++) {
+        const c = await ctx.connect(bystanderUser);
+        if (ctx.kind !== 'cluster' || (await ctx.workerOf(c)) === (await ctx.workerOf(victim))) peers.push(c);
+      }
+      const bystander = peers[0];
+      assert.ok(bystander, 'a bystander on the same process');
+      let disconnects = 0;
+      for (const c of [victim, bystander]) c.socket.on('disconnect', () => disconnects++);
+      const before = await main.metric('gateway_app_handler_errors_total', { app: LISTENER_THROWS_APP });
+      victim.socket.emit('explode_sync');
+      victim.socket.emit('explode_async');
+      victim.socket.emit('explode_any');
+      await main.waitMetric(
+        'gateway_app_handler_errors_total',
+        { app: LISTENER_THROWS_APP },
+        (v) => v >= before + 3,
+        'three listener errors',
+      );
+      for (const what of ['sync', 'async', 'onAny']) {
+        const line = await main.gw.waitForLog(
+          (_l, json) => json?.['app'] === LISTENER_THROWS_APP && json['err'] === `listener_throws: ${what}` && json['level'] === 50,
+        );
+        assert.match(line, /handlers\.js/, 'the stack is logged');
+      }
+      // Same connections, still served: the process did not restart.
+      const victimId = victim.socket.id;
+      victim.socket.emit('ping');
+      await victim.rec.waitForRecord('pong');
+      assert.equal(victim.socket.id, victimId);
+      assert.ok(victim.socket.connected && bystander.socket.connected);
+      await ctx.barrier([victim, bystander]);
+      assert.equal(disconnects, 0);
+      victim.socket.emit('hello_chat', 'x');
+      await victim.rec.waitFor('hello_chat_seen');
     },
   },
   {

@@ -118,6 +118,26 @@ export const AUTH_CASES: ConformanceCase[] = [
     },
   },
   {
+    name: 'site case (6.1): /Site1.Local with Host site1.local connects; the backend sees Site1.Local and events to namespace Site1.Local reach it',
+    async run(ctx) {
+      const { main } = ctx.topo;
+      const u = ctx.newUser();
+      const site = 'Site1.Local';
+      const c = ctx.open(u, hostOptions('site1.local', 'http://site1.local', site));
+      await waitConnect(c.socket);
+      assert.equal((await userInfoCall(ctx, u.sid)).headers['x-frappe-site-name'], site);
+      await main.waitJoined(site, c.socket, `user:${u.user}`);
+      await receives(ctx, c, `user:${u.user}`);
+      // The nginx way too: X-Frappe-Site-Name from $host (lowercase), the namespace in the folder's spelling.
+      const v = ctx.newUser();
+      const viaHeader = ctx.open(v, { site, siteHeader: false, headers: { 'X-Frappe-Site-Name': 'site1.local' } });
+      await waitConnect(viaHeader.socket);
+      assert.equal((await userInfoCall(ctx, v.sid)).headers['x-frappe-site-name'], site);
+      await main.waitJoined(site, viaHeader.socket, `user:${v.user}`);
+      await receives(ctx, viaHeader, `user:${v.user}`);
+    },
+  },
+  {
     name: 'origin: an Origin whose hostname differs from the Host, or no Origin at all, is refused with "Invalid origin"',
     async run(ctx) {
       const u = ctx.newUser();

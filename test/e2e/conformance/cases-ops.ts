@@ -194,7 +194,7 @@ export const OPS_CASES: ConformanceCase[] = [
       // Activity of this case alone, so the counters below have something to count.
       const c = await ctx.connect(ctx.newUser());
       const rejectedBefore = await main.metric('gateway_client_events_rejected_total');
-      c.socket.emit('doctype_subscribe', 42);
+      c.socket.emit('doctype_subscribe', 1.5);
       c.socket.emit('ping');
       await c.rec.waitForRecord('pong');
       assert.equal((await main.gw.publish({ event: 'metrics_probe', message: {}, namespace: SITE, room: `user:${c.user}` })).status, 202);

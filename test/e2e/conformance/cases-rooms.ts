@@ -185,7 +185,8 @@ export const ROOM_CASES: ConformanceCase[] = [
       const c = await ctx.connect(u);
       const huge = 'x'.repeat(10_000);
       const bad: unknown[][] = [
-        ['doctype_subscribe', 123],
+        ['doctype_subscribe', 1.5],
+        ['doctype_subscribe', 'To\u0000Do'],
         ['doctype_subscribe'],
         ['doctype_subscribe', ''],
         ['doctype_subscribe', huge],
@@ -195,7 +196,8 @@ export const ROOM_CASES: ConformanceCase[] = [
         ['doc_subscribe', ['ToDo'], 'x'],
         ['doc_unsubscribe', 'ToDo', null],
         ['doc_open', null, 'x'],
-        ['doc_close', 'ToDo', 42],
+        ['doc_close', 'ToDo', 4.2],
+        ['doc_open', 'ToDo', 'line\nbreak'],
         ['task_subscribe', {}],
         ['progress_subscribe', true],
         ['task_unsubscribe', huge],
@@ -222,6 +224,46 @@ export const ROOM_CASES: ConformanceCase[] = [
       c.socket.emit('doctype_subscribe', 'ToDo');
       await main.waitJoined(SITE, c.socket, 'doctype:ToDo');
       assert.ok((await main.metric('gateway_permission_checks_total', ALLOWED)) >= 1);
+    },
+  },
+  {
+    name: 'numeric names (autoincrement naming) join the rooms Frappe builds with template strings: doc:ToDo/42, open_doc:ToDo/42, doctype:7, task_progress:99',
+    async run(ctx) {
+      const { main, frappe } = ctx.topo;
+      const u = ctx.newUser();
+      const dt = ctx.uid('Doctype');
+      frappe.allow(u.user, 'ToDo', '42');
+      frappe.allow(u.user, '7');
+      const c = await ctx.connect(u);
+      const rejectedBefore = await main.metric('gateway_client_events_rejected_total');
+      const deniedBefore = await main.metric('gateway_permission_checks_total', DENIED);
+      c.socket.emit('doc_subscribe', 'ToDo', 42);
+      c.socket.emit('doc_open', 'ToDo', 42);
+      c.socket.emit('task_subscribe', 99);
+      c.socket.emit('doctype_subscribe', 7);
+      for (const room of ['doc:ToDo/42', 'open_doc:ToDo/42', 'task_progress:99', 'doctype:7']) {
+        await main.waitJoined(SITE, c.socket, room);
+      }
+      await expectDelivered(c, ['doc:ToDo/42', 'open_doc:ToDo/42', 'task_progress:99', 'doctype:7'], ctx.uid);
+      // The permission check is asked about the same string the room is named with.
+      const names = callsBy(ctx, u, HAS_PERMISSION).map((r) => r.query);
+      assert.ok(
+        names.some((q) => q['doctype'] === 'ToDo' && q['name'] === '42'),
+        JSON.stringify(names),
+      );
+      assert.ok(
+        names.some((q) => q['doctype'] === '7' && q['name'] === ''),
+        JSON.stringify(names),
+      );
+      // A number where a denied name is asked for joins nothing.
+      c.socket.emit('doc_subscribe', dt, 43);
+      await main.waitMetric('gateway_permission_checks_total', DENIED, (v) => v >= deniedBefore + 1, 'the denied check');
+      await expectNotDelivered(ctx, c, [`doc:${dt}/43`]);
+      assert.equal(await main.metric('gateway_client_events_rejected_total'), rejectedBefore);
+      c.socket.emit('doc_unsubscribe', 'ToDo', 42);
+      c.socket.emit('task_unsubscribe', 99);
+      await main.waitLeft(SITE, c.socket, 'doc:ToDo/42');
+      await main.waitLeft(SITE, c.socket, 'task_progress:99');
     },
   },
 ];
