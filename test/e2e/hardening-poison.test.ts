@@ -52,7 +52,10 @@ test('a poison event on the events channel is dropped and counted; both primarie
   assert.equal(clients[0]!.recorder.count('poison') + clients[1]!.recorder.count('poison'), 0);
 
   let dropped = 0;
-  for (const h of hosts) dropped += (await h.metricValue('gateway_events_dropped_total', { reason: 'unencodable' })) ?? 0;
+  // Refused where it enters (too_deep, docs/protocol.md section 2); the leader's encode guard is the second line.
+  for (const h of hosts) {
+    for (const reason of ['too_deep', 'unencodable']) dropped += (await h.metricValue('gateway_events_dropped_total', { reason })) ?? 0;
+  }
   assert.equal(dropped, 2, 'each poison event is dropped once, by the one leader');
   for (const [i, h] of hosts.entries()) {
     assert.ok(processAlive(h.pid), `host ${i} primary is alive`);
@@ -64,7 +67,7 @@ test('a poison event on the events channel is dropped and counted; both primarie
   }
 });
 
-test('standalone: the publish API refuses an unencodable event with 400 GW_ERR_UNENCODABLE_EVENT and keeps delivering', async (t) => {
+test('standalone: the publish API refuses a too deeply nested event with 400 naming the field and keeps delivering', async (t) => {
   const scope = withScope(t);
   const backend = await startBackend(scope);
   const gw = await startGateway({ scope, backendUrl: backend.url, defaultSite: SITE });
@@ -77,8 +80,10 @@ test('standalone: the publish API refuses an unencodable event with 400 GW_ERR_U
     body: poison(null),
   });
   assert.equal(res.status, 400, res.body);
-  assert.equal((JSON.parse(res.body) as { error: string }).error, 'GW_ERR_UNENCODABLE_EVENT');
-  assert.equal(await gw.metricValue('gateway_events_dropped_total', { reason: 'unencodable' }), 1);
+  const err = JSON.parse(res.body) as { error: string; field?: string };
+  assert.equal(err.error, 'GW_ERR_BAD_EVENT');
+  assert.equal(err.field, 'message');
+  assert.equal(await gw.metricValue('gateway_events_dropped_total', { reason: 'too_deep' }), 1);
   const ok = await gw.publish({ event: 'after_poison', message: 'fine', namespace: SITE, room: null });
   assert.equal(ok.status, 202);
   assert.equal(await rec.waitFor('after_poison'), 'fine');
