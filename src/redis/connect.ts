@@ -183,7 +183,12 @@ function watchConnection(client: RedisClient, cfg: RedisConfig, opts: ClientOpti
     const c = client as unknown as { sendCommand: (cmd: Command, ...rest: unknown[]) => unknown };
     const send = c.sendCommand.bind(client);
     c.sendCommand = (cmd: Command, ...rest: unknown[]) => {
-      cmd.promise.catch(() => onError(role));
+      // ioredis' own CLIENT SETINFO on connect fails on Redis < 7.2 and is ignored by ioredis: not an error of ours.
+      if (cmd.name === 'client' && String(cmd.args[0]).toUpperCase() === 'SETINFO') return send(cmd, ...rest);
+      cmd.promise.catch((err: unknown) => {
+        onError(role);
+        clog.debug({ command: cmd.name, err: errorMessage(err) }, 'redis command failed');
+      });
       return send(cmd, ...rest);
     };
   }

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { Registry } from 'prom-client';
 import { setupStickyMaster } from '../cluster/sticky-master';
@@ -139,6 +140,11 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
   });
 
   const publicServer = createPublicServer(metrics, log);
+  const openSockets = new Set<Socket>();
+  publicServer.on('connection', (socket: Socket) => {
+    openSockets.add(socket);
+    socket.once('close', () => openSockets.delete(socket));
+  });
   const heartbeat = (): void => {
     if (cmd.status !== 'ready') return;
     const st = consumer.state();
@@ -155,7 +161,12 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
   };
 
   // Started in this order, stopped in reverse (the Redis connections above stop last).
-  services.onStop('liveness', () => liveness.remove(nodeId).catch(() => undefined));
+  services.onStop('liveness', () =>
+    bounded(
+      liveness.remove(nodeId).catch(() => undefined),
+      REDIS_STOP_MS,
+    ),
+  );
   services.add(every('heartbeat', Math.max(200, Math.floor(config.presenceTtlMs / 3)), heartbeat));
   services.add(
     every('dead-host sweeper', Math.max(500, Math.floor(config.presenceTtlMs / 2)), () => {
@@ -204,15 +215,32 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
       services,
       {
         beginDrain: () => (draining = true),
-        stopAccepting: () => closeServer(publicServer),
+        // Bounded: a connection the sticky balancer proxied to a worker that
+        // died stays open and would hold close() (and the exit) forever.
+        stopAccepting: () =>
+          bounded(closeServer(publicServer), config.drainMs + 3000).then(() => {
+            for (const socket of openSockets) socket.destroy();
+          }),
         // Hand the events over first: a standby takes over within one renew interval.
-        handOver: () => consumer.stop(),
+        handOver: () => bounded(consumer.stop(), REDIS_STOP_MS),
         drainClients: () => supervisor.drain(config.drainMs, Math.max(1000, config.shutdownGraceMs - 2000)),
       },
       config.shutdownGraceMs,
       log,
     ),
   };
+}
+
+/**
+ * Shutdown steps that talk to Redis wait at most this long: with Redis down
+ * they would otherwise queue until the grace period's fuse (Ctrl-C hanging
+ * for 30 s).
+ */
+const REDIS_STOP_MS = 1500;
+
+function bounded(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p.then(() => undefined), new Promise<void>((r) => (timer = setTimeout(r, ms)))]).finally(() => clearTimeout(timer));
 }
 
 /** A timer as a service: runs `fn` every `ms` from start until stop. */

@@ -68,7 +68,10 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   const liveness = new Liveness(pub, keys, config.presenceTtlMs);
   const presence = new RedisPresence(pub, keys, nodeId, liveness);
   // Runs before the Redis clients close: a drained worker leaves the registry at once.
-  services.onStop('liveness', () => liveness.remove(nodeId));
+  // Bounded: with Redis down it would wait for the grace period's fuse.
+  services.onStop('liveness', () =>
+    Promise.race([liveness.remove(nodeId).catch(() => undefined), new Promise((r) => setTimeout(r, 1500).unref())]),
+  );
 
   const baseAdapter =
     config.adapterMode === 'sharded'
@@ -111,7 +114,16 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   instrumentServer(server.io, metrics);
   // Session ids name this worker, so the primary routes a session's requests without shared state.
   server.io.engine.generateId = () => sessionIdFor(cluster.worker?.id ?? 0);
-  services.onStop('socket.io', () => new Promise<void>((r) => server.io.close(() => r())));
+  // Bounded: io.close() waits for every adapter to unsubscribe, which with
+  // Redis down would hold the drain until the primary's deadline.
+  services.onStop(
+    'socket.io',
+    () =>
+      new Promise<void>((r) => {
+        server.io.close(() => r());
+        setTimeout(r, 1500).unref();
+      }),
+  );
 
   ctl.on('messageBuffer', (channel: Buffer, message: Buffer) => {
     if (channel.toString() !== keys.allSitesChannel) return;

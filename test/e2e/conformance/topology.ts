@@ -124,7 +124,11 @@ function makeVariant(s: VariantSpec, scope: Scope): Variant {
   };
 
   const roomMembers = async (site: string, room: string): Promise<Member[][]> => {
-    const res = await gw.opsRequest(`/api/v1/cluster/rooms?site=${encodeURIComponent(site)}&room=${encodeURIComponent(room)}`);
+    // The cluster APIs take the publish token, like the publish API.
+    const headers: Record<string, string> = s.publishToken !== undefined ? { authorization: `Bearer ${s.publishToken}` } : {};
+    const res = await gw.opsRequest(`/api/v1/cluster/rooms?site=${encodeURIComponent(site)}&room=${encodeURIComponent(room)}`, {
+      headers,
+    });
     assert.equal(res.status, 200, `rooms API: ${res.body}`);
     const body = JSON.parse(res.body) as RoomsAnswer;
     return body.workers ? body.workers.map((w) => w.members ?? []) : [body.members ?? []];
