@@ -57,8 +57,10 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
   // Started in this order, stopped in reverse.
   services.onStop('presence', () => presence.stop());
   services.onStop('socket.io', () => new Promise<void>((r) => server.io.close(() => r())));
-  services.add({ name: 'socket.io port', start: () => listen(httpServer, config.port, config.host) });
-  services.add({ name: 'ops server', start: () => ops.listen({ port: config.opsPort, host: config.opsHost }), stop: () => ops.close() });
+  services.onStop('ops server', () => ops.close());
+  // Both ports before anything starts: a taken port is one clear line from main.ts.
+  await listen(httpServer, config.port, config.host);
+  await ops.listen({ port: config.opsPort, host: config.opsHost });
   await services.start();
 
   log.info({ mode: 'standalone', port: config.port, opsPort: config.opsPort }, 'realtime-gateway listening');

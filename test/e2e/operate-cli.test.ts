@@ -149,6 +149,22 @@ describe('startup', () => {
     assert.doesNotMatch(out, /worker ready|EPIPE|"level":50/, out);
   });
 
+  test('standalone, pretty logs: the taken public port in one human-readable line', async (t) => {
+    const scope = withScope(t);
+    const [port = 0] = await freePorts(1);
+    const holder = net.createServer((s) => s.destroy());
+    await new Promise<void>((resolve) => holder.listen({ port, host: '0.0.0.0', exclusive: true }, () => resolve()));
+    scope.add(() => new Promise<void>((resolve) => holder.close(() => resolve())));
+    const r = await runGatewayOnce({ env: { GATEWAY_PORT: String(port), GATEWAY_LOG_FORMAT: 'pretty', GATEWAY_LOG_LEVEL: 'info' } });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const lines = r.stdout.split('\n').filter((l) => l.trim() !== '');
+    assert.ok(lines.length > 0 && lines.every((l) => !l.startsWith('{')), `pretty lines expected:\n${r.stdout}`);
+    const inUse = lines.filter((l) => l.includes(`port ${port} is already in use (GATEWAY_PORT)`));
+    assert.equal(inUse.length, 1, r.stdout);
+    assert.match(inUse[0] ?? '', /FATAL/);
+    assert.doesNotMatch(r.stdout, /ERROR|failed to start/, 'nothing but the one line about the port');
+  });
+
   test('a second SIGTERM during the drain exits at once', async (t) => {
     const scope = withScope(t);
     const frappe = await startFakeFrappe({ scope });

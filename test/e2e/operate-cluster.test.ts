@@ -60,7 +60,8 @@ describe('operating a cluster host', () => {
       publishToken: TOKEN,
       logLevel: 'info',
       // Status (and so the cluster API's worker list) every second.
-      extraEnv: { GATEWAY_PRESENCE_TTL_MS: '3000', GATEWAY_DRAIN_MS: '300' },
+      // One site keeps its own gateway_connections label, the rest are "other".
+      extraEnv: { GATEWAY_PRESENCE_TTL_MS: '3000', GATEWAY_DRAIN_MS: '300', GATEWAY_METRICS_MAX_SITES: '1' },
       // /readyz must not be what makes gateway_redis_up true.
       waitReady: false,
     });
@@ -103,7 +104,7 @@ describe('operating a cluster host', () => {
     assert.ok(start > 0 && start <= Date.now() / 1000, `process_start_time_seconds ${start}`);
   });
 
-  test('connections by transport follow the upgrade; disconnects are counted by reason', async () => {
+  test('connections by transport follow the upgrade; the site label is capped; disconnects are counted by reason', async () => {
     const ws = connectClient(gw.url, SITE, { scope, cookie: 'sid-ana', transports: ['websocket'] });
     const polling = connectClient(gw.url, SITE, { scope, cookie: 'sid-ana', transports: ['polling'] });
     const upgrading = connectClient(gw.url, SITE, { scope, cookie: 'sid-ana' });
@@ -111,8 +112,21 @@ describe('operating a cluster host', () => {
     await waitMetric('gateway_connections_by_transport', { transport: 'websocket' }, (v) => v === 2, 'two websocket connections');
     assert.equal(sumMetric(await metricsText(), 'gateway_connections_by_transport', { transport: 'polling' }), 1);
     assert.equal(sumMetric(await metricsText(), 'gateway_connections', { namespace: SITE }), 3);
-    for (const s of [ws, polling, upgrading]) s.disconnect();
-    await waitMetric('gateway_disconnects_total', { reason: 'client namespace disconnect' }, (v) => v === 3, 'three client disconnects');
+    // Two more sites, one client each: beyond GATEWAY_METRICS_MAX_SITES=1 they are summed as "other".
+    const others = ['site2.local', 'site3.local'].map((site) =>
+      connectClient(gw.url, site, { scope, cookie: 'sid-ana', transports: ['websocket'], headers: { 'X-Frappe-Site-Name': site } }),
+    );
+    await Promise.all(others.map((c) => waitConnect(c)));
+    const capped = parsePrometheusText(await metricsText()).filter((x) => x.name === 'gateway_connections');
+    assert.deepEqual(
+      capped.map((x) => [x.labels['namespace'], x.value]),
+      [
+        [SITE, 3],
+        ['other', 2],
+      ],
+    );
+    for (const s of [ws, polling, upgrading, ...others]) s.disconnect();
+    await waitMetric('gateway_disconnects_total', { reason: 'client namespace disconnect' }, (v) => v === 5, 'five client disconnects');
     await waitMetric('gateway_connections_by_transport', {}, (v) => v === 0, 'no open connection');
   });
 
