@@ -155,6 +155,27 @@ describe('operating a cluster host', () => {
     assert.ok(refusals.length >= 1 && refusals.length <= WORKERS, refusals.join('\n'));
   });
 
+  test('a worker that misses the scrape is reported (metric and log) and its counters are carried over', async () => {
+    const from = gw.logs.length;
+    const c = connectClient(gw.url, SITE, { scope, cookie: 'sid-ana', transports: ['websocket'] });
+    await waitConnect(c);
+    c.disconnect();
+    const before = sumMetric(await metricsText(), 'gateway_connections_total') ?? 0;
+    const info = (await gw.cluster()) as { workers: { pid: number }[] };
+    const stopped = info.workers[0]?.pid ?? 0;
+    process.kill(stopped, 'SIGSTOP');
+    try {
+      const text = await metricsText();
+      assert.equal(sumMetric(text, 'gateway_metrics_workers_missing'), 1);
+      assert.ok((sumMetric(text, 'gateway_connections_total') ?? 0) >= before, 'the stopped worker took its counts along');
+      assert.equal(parsePrometheusText(text).filter((x) => x.name === 'gateway_eventloop_lag_seconds').length, WORKERS);
+      await gw.waitForLog(/did not answer the metrics scrape in time/, 5000, { fromIndex: from });
+    } finally {
+      process.kill(stopped, 'SIGCONT');
+    }
+    await waitMetric('gateway_metrics_workers_missing', {}, (v) => v === 0, 'every worker answering again');
+  });
+
   test('host counters stay monotonic when every worker is SIGKILLed', async () => {
     const clients = Array.from({ length: 4 }, () => connectClient(gw.url, SITE, { scope, cookie: 'sid-ana', transports: ['websocket'] }));
     await Promise.all(clients.map((c) => waitConnect(c)));
