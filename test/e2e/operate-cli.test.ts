@@ -45,6 +45,17 @@ function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
   });
 }
 
+/** Whether a TCP connection to host:port is accepted, or the error code. */
+function tcpOutcome(host: string, port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host, port }, () => {
+      s.destroy();
+      resolve('connected');
+    });
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+}
+
 function tmpdir(t: TestContext): string {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'rtgw-e2e-cli-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -117,13 +128,29 @@ describe('startup', () => {
     mkdirSync(path.join(bench, 'sites'));
     mkdirSync(path.join(bench, 'apps'));
     writeFileSync(path.join(bench, 'sites', 'common_site_config.json'), JSON.stringify({ default_site: 'site1.local' }));
-    const gw = await startGateway({ scope, benchPath: bench, logLevel: 'info', extraEnv: { GATEWAY_WORKER: '2' } });
+    const gw = await startGateway({
+      scope,
+      benchPath: bench,
+      logLevel: 'info',
+      extraEnv: { GATEWAY_WORKER: '2', GATEWAY_OPS_HOST: '127.0.0.1' },
+    });
     const start = JSON.parse(await gw.waitForLog(/ starting"/)) as Record<string, unknown>;
     assert.equal(start['version'], VERSION);
     const warn = JSON.parse(await gw.waitForLog(/GATEWAY_WORKER is not a known option/)) as Record<string, unknown>;
     assert.equal(warn['level'], 40);
     assert.match(String(warn['msg']), /did you mean GATEWAY_WORKERS\?/);
     assert.match(await gw.waitForLog(/read bench config/), /GATEWAY_DEFAULT_SITE=site1\.local/);
+    // GATEWAY_OPS_HOST: the ops port on loopback only, the public port on every interface.
+    const external = Object.values(os.networkInterfaces())
+      .flat()
+      .find((a) => a?.family === 'IPv4' && !a.internal)?.address;
+    if (external === undefined) {
+      t.diagnostic('no non-loopback IPv4 address: GATEWAY_OPS_HOST binding not exercised');
+      return;
+    }
+    assert.equal(await tcpOutcome(external, gw.port), 'connected');
+    assert.equal(await tcpOutcome(external, gw.opsPort), 'ECONNREFUSED');
+    assert.equal(await tcpOutcome('127.0.0.1', gw.opsPort), 'connected');
   });
 
   test('a taken ops port: one clear line naming port and variable, exit 1, no worker forked', async (t) => {

@@ -204,6 +204,18 @@ describe('operating a cluster host', () => {
   });
 
   test('Redis down: gateway_redis_up 0 without /readyz, publish 503 within its timeout, one log line per connection, quick Ctrl-C', async () => {
+    // A hung Redis (connection up, no answers): the publish deadline answers.
+    redis.pause();
+    try {
+      const h0 = Date.now();
+      const hung = await gw.publish({ event: 'hung', message: {}, namespace: SITE, room: 'all' });
+      const hungMs = Date.now() - h0;
+      assert.equal(hung.status, 503, JSON.stringify(hung.body));
+      assert.match(JSON.stringify(hung.body), /did not confirm within 2000 ms/);
+      assert.ok(hungMs >= 1900 && hungMs < 3500, `hung publish answered after ${hungMs} ms (timeout 2000 ms)`);
+    } finally {
+      redis.resume();
+    }
     const from = gw.logs.length;
     const port = redis.port;
     await redis.kill();
