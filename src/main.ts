@@ -1,5 +1,8 @@
+#!/usr/bin/env node
 import cluster from 'node:cluster';
 import { loadConfig, workerConfigFromEnv, type GatewayConfig } from './config';
+import { EXIT_USAGE, parseArgs } from './cli/args';
+import { configErrorText, effectiveConfigText, helpText, packageVersion } from './cli/commands';
 import { runPrimary } from './roles/primary';
 import { runStandalone } from './roles/standalone';
 import type { Running } from './shared/lifecycle';
@@ -18,36 +21,42 @@ function installProcessHandlers(log: Logger): void {
   });
 }
 
-async function main(): Promise<void> {
-  if (cluster.isWorker) {
-    const config = workerConfigFromEnv(process.env);
-    const log = createRootLogger(config.logLevel, { role: 'worker', worker: cluster.worker?.id });
-    installProcessHandlers(log);
-    await runWorker(config, log);
-    return;
-  }
+/** A port someone else holds, in the operator's terms: which port and which variable sets it. */
+function portInUse(err: unknown, config: GatewayConfig): string | undefined {
+  const e = err as { code?: string; port?: number } | undefined;
+  if (e?.code !== 'EADDRINUSE') return undefined;
+  const fromMessage = /:(\d+)\s*$/.exec(errorMessage(err))?.[1];
+  const port = e.port ?? (fromMessage === undefined ? undefined : Number(fromMessage));
+  const variable =
+    port === config.port ? 'GATEWAY_PORT' : port === config.opsPort ? 'GATEWAY_OPS_PORT' : 'GATEWAY_PORT or GATEWAY_OPS_PORT';
+  return `port ${port ?? '?'} is already in use (${variable}): stop whatever holds it or choose another port`;
+}
 
-  const result = loadConfig(process.env);
-  if (!result.ok) {
-    process.stderr.write(
-      `realtime-gateway: invalid configuration (${result.errors.length} problem${result.errors.length === 1 ? '' : 's'}):\n${result.errors.map((e) => `  - ${e}`).join('\n')}\n`,
-    );
-    process.exit(2);
-  }
-  const config: GatewayConfig = result.config;
+async function serve(config: GatewayConfig, notes: readonly string[], warnings: readonly string[]): Promise<void> {
   const role = config.redis ? 'primary' : 'standalone';
-  const log = createRootLogger(config.logLevel, { role });
+  const log = createRootLogger(config.logLevel, { role }, config.logFormat);
   installProcessHandlers(log);
-  for (const note of result.notes) log.info(note);
+  log.info({ version: packageVersion(), node: process.version }, `realtime-gateway ${packageVersion()} starting`);
+  for (const note of notes) log.info(note);
+  for (const warning of warnings) log.warn(warning);
 
   let running: Running;
   try {
     running = config.redis ? await runPrimary(config, log) : await runStandalone(config, log);
   } catch (err) {
-    log.fatal({ err: errorMessage(err) }, 'failed to start');
+    const inUse = portInUse(err, config);
+    if (inUse) log.fatal({ code: 'EADDRINUSE' }, inUse);
+    else log.fatal({ err: errorMessage(err) }, 'failed to start');
     process.exit(1);
   }
+  let stopping = false;
   const stop = (signal: string) => {
+    if (stopping) {
+      // An operator pressing Ctrl-C twice means it: no second grace period.
+      log.warn({ signal }, 'second signal during shutdown: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
     running
       .shutdown(signal)
       .then(() => {
@@ -59,8 +68,43 @@ async function main(): Promise<void> {
         process.exit(1);
       });
   };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function main(): Promise<void> {
+  if (cluster.isWorker) {
+    const config = workerConfigFromEnv(process.env);
+    const log = createRootLogger(config.logLevel, { role: 'worker', worker: cluster.worker?.id }, config.logFormat);
+    installProcessHandlers(log);
+    await runWorker(config, log);
+    return;
+  }
+
+  const cli = parseArgs(process.argv.slice(2));
+  if ('error' in cli) {
+    process.stderr.write(`realtime-gateway: ${cli.error}\nRun "realtime-gateway --help" for usage.\n`);
+    process.exit(EXIT_USAGE);
+  }
+  if (cli.command === 'help') {
+    process.stdout.write(helpText());
+    return;
+  }
+  if (cli.command === 'version') {
+    process.stdout.write(`${packageVersion()}\n`);
+    return;
+  }
+
+  const result = loadConfig(process.env);
+  if (!result.ok) {
+    process.stderr.write(configErrorText(result.errors));
+    process.exit(EXIT_USAGE);
+  }
+  if (cli.command === 'check-config') {
+    process.stdout.write(effectiveConfigText(result));
+    return;
+  }
+  await serve(result.config, result.notes, result.warnings);
 }
 
 main().catch((err: unknown) => {

@@ -1,6 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Metrics } from '../metrics/metrics';
 import { asWorkerMessage, type PrimaryToWorker } from './ipc';
+import { CounterBaseline } from './metrics-baseline';
 import type { Logger } from '../shared/logger';
 
 /** A worker that lived this long is healthy again: its crash count resets. */
@@ -47,6 +48,8 @@ export class Supervisor {
   private nextRequest = 1;
   private stopping = false;
   private readonly exitListeners = new Set<(info: WorkerInfo) => void>();
+  /** What dead workers counted, so host counters survive worker restarts. */
+  readonly counters = new CounterBaseline();
 
   constructor(
     private readonly config: SupervisorConfig,
@@ -97,6 +100,7 @@ export class Supervisor {
   private onExit(worker: Worker, code: number | null, signal: string | null): void {
     const info = this.workers.get(worker.id);
     this.workers.delete(worker.id);
+    this.counters.retire(worker.id);
     this.metrics.workersUp.set(this.workers.size);
     if (!info) return;
     for (const fn of this.exitListeners) fn(info);
@@ -124,12 +128,18 @@ export class Supervisor {
 
   /** Asks every live worker and collects the answers that arrive in time. */
   async ask(make: (id: number) => PrimaryToWorker): Promise<unknown[]> {
-    const answers: Promise<unknown>[] = [];
+    return (await this.askEach(make)).answers.map((a) => a.body);
+  }
+
+  /** Like `ask`, with who answered and who was asked but did not answer in time. */
+  async askEach(make: (id: number) => PrimaryToWorker): Promise<{ answers: { worker: number; body: unknown }[]; missing: number[] }> {
+    const asked: { worker: number; answer: Promise<unknown> }[] = [];
     for (const w of Object.values(cluster.workers ?? {})) {
       if (!w || !w.isConnected()) continue;
       const id = this.nextRequest++;
-      answers.push(
-        new Promise((resolve) => {
+      asked.push({
+        worker: w.id,
+        answer: new Promise((resolve) => {
           const timer = setTimeout(() => {
             this.pending.delete(id);
             resolve(undefined);
@@ -137,9 +147,17 @@ export class Supervisor {
           this.pending.set(id, { resolve, timer });
           w.send(make(id), undefined, () => undefined);
         }),
-      );
+      });
     }
-    return (await Promise.all(answers)).filter((a) => a !== undefined);
+    const bodies = await Promise.all(asked.map((a) => a.answer));
+    const answers: { worker: number; body: unknown }[] = [];
+    const missing: number[] = [];
+    asked.forEach((a, i) => {
+      const body = bodies[i];
+      if (body === undefined) missing.push(a.worker);
+      else answers.push({ worker: a.worker, body });
+    });
+    return { answers, missing };
   }
 
   /** Tells every worker to drain and resolves when all have exited (or the deadline passes). */

@@ -1,12 +1,78 @@
 import { cpus } from 'node:os';
-import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { readBenchConfig, type BenchConfig } from './bench';
+import { maskValue } from './mask';
+import { normaliseAllowedOrigin } from './origins';
 import { OPTIONS, type GatewayConfig, type HostPort, type OptionKind, type OptionName, type OptionSpec, type RedisConfig } from './schema';
+import { unknownVariableWarnings } from './suggest';
+
+/** Where an option's effective value came from (check-config prints it). */
+export type ValueSource = 'env' | 'file' | 'bench' | 'default';
+
+export interface EffectiveOption {
+  readonly env: string;
+  /** As printable: secrets masked. */
+  readonly value: string;
+  readonly source: ValueSource;
+}
 
 export type LoadResult =
-  | { readonly ok: true; readonly config: GatewayConfig; readonly notes: readonly string[] }
+  | {
+      readonly ok: true;
+      readonly config: GatewayConfig;
+      readonly notes: readonly string[];
+      /** Worth an operator's attention but not fatal (unknown GATEWAY_* variables). */
+      readonly warnings: readonly string[];
+      readonly effective: readonly EffectiveOption[];
+    }
   | { readonly ok: false; readonly errors: readonly string[] };
+
+/**
+ * An option's raw value from the environment: `<VAR>` or, for secrets,
+ * `<VAR>_FILE` (Docker/Kubernetes secrets mounted as files). The file's
+ * trailing newline is not part of the value.
+ */
+function readRaw(env: NodeJS.ProcessEnv, spec: OptionSpec, errors: string[]): { raw?: string; fromFile?: boolean } {
+  const direct = env[spec.env];
+  const has = direct !== undefined && direct !== '';
+  if (!spec.secret) return has ? { raw: direct } : {};
+  const fileVar = `${spec.env}_FILE`;
+  const file = env[fileVar];
+  if (file === undefined || file === '') return has ? { raw: direct } : {};
+  if (has) {
+    errors.push(`${spec.env} and ${fileVar} are both set: set one of them`);
+    return {};
+  }
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    errors.push(`${fileVar}: cannot read ${file}: ${(err as Error).message}`);
+    return {};
+  }
+  const value = text.replace(/\r?\n$/, '');
+  if (value === '') {
+    errors.push(`${fileVar}: ${file} is empty`);
+    return {};
+  }
+  return { raw: value, fromFile: true };
+}
+
+/** A bench directory holds sites/ and apps/; the usual mistakes get a hint. */
+function benchProblem(benchPath: string): string | undefined {
+  const isDir = (p: string): boolean => existsSync(p) && statSync(p).isDirectory();
+  if (!isDir(benchPath)) return `GATEWAY_BENCH_PATH must be a Frappe bench directory, "${benchPath}" is not a directory`;
+  const hasSites = isDir(join(benchPath, 'sites'));
+  const hasApps = isDir(join(benchPath, 'apps'));
+  if (hasSites && hasApps) return undefined;
+  const trimmed = benchPath.replace(/\/+$/, '');
+  if (basename(trimmed) === 'sites' || existsSync(join(benchPath, 'common_site_config.json'))) {
+    return `GATEWAY_BENCH_PATH must be the bench directory (containing sites/ and apps/), "${benchPath}" looks like its sites/ directory: use its parent "${dirname(trimmed)}"`;
+  }
+  const missing = [hasSites ? null : 'sites/', hasApps ? null : 'apps/'].filter((x) => x !== null).join(' and ');
+  return `GATEWAY_BENCH_PATH must be a Frappe bench directory (containing sites/ and apps/), "${benchPath}" has no ${missing}`;
+}
 
 type Parsed = number | string | readonly string[] | readonly HostPort[];
 
@@ -95,32 +161,49 @@ function benchToEnv(bench: BenchConfig): Record<string, string> {
 export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
   const errors: string[] = [];
   const notes: string[] = [];
-  const get = (name: OptionName): string | undefined => {
-    const v = env[OPTIONS[name].env];
-    return v === undefined || v === '' ? undefined : v;
-  };
+  const fromFile = new Set<OptionName>();
+  const rawEnv: Partial<Record<OptionName, string>> = {};
+  for (const name of Object.keys(OPTIONS) as OptionName[]) {
+    const r = readRaw(env, OPTIONS[name], errors);
+    if (r.raw !== undefined) rawEnv[name] = r.raw;
+    if (r.fromFile) fromFile.add(name);
+  }
+  const get = (name: OptionName): string | undefined => rawEnv[name];
 
   let benchEnv: Record<string, string> = {};
   let appsPath: string | null = null;
   const benchPath = get('benchPath');
   if (benchPath !== undefined) {
-    if (!existsSync(benchPath) || !statSync(benchPath).isDirectory()) {
-      errors.push(`GATEWAY_BENCH_PATH must be a Frappe bench directory, "${benchPath}" is not a directory`);
+    const problem = benchProblem(benchPath);
+    if (problem !== undefined) {
+      errors.push(problem);
     } else {
       const bench = readBenchConfig(benchPath);
       errors.push(...bench.problems);
       benchEnv = benchToEnv(bench.values);
       appsPath = join(benchPath, 'apps');
-      if (Object.keys(benchEnv).length > 0) notes.push(`read bench config from ${benchPath}: ${Object.keys(benchEnv).join(', ')}`);
+      const specByEnv = new Map((Object.values(OPTIONS) as OptionSpec[]).map((o) => [o.env, o]));
+      const applied = Object.entries(benchEnv).map(([k, v]) => {
+        const spec = specByEnv.get(k);
+        const overridden = env[k] !== undefined && env[k] !== '' ? ` (overridden by the environment)` : '';
+        return `${k}=${spec ? maskValue(spec, v) : v}${overridden}`;
+      });
+      if (applied.length > 0) notes.push(`read bench config from ${benchPath}: ${applied.join(', ')}`);
     }
   }
 
+  const effective: EffectiveOption[] = [];
   const values: Partial<Record<OptionName, Parsed>> = {};
   for (const name of Object.keys(OPTIONS) as OptionName[]) {
     const spec: OptionSpec = OPTIONS[name];
     const fromEnv = get(name);
     const raw = fromEnv ?? benchEnv[spec.env] ?? spec.default;
     if (raw === undefined) continue;
+    effective.push({
+      env: spec.env,
+      value: maskValue(spec, raw),
+      source: fromEnv !== undefined ? (fromFile.has(name) ? 'file' : 'env') : benchEnv[spec.env] !== undefined ? 'bench' : 'default',
+    });
     if (raw === '' && spec.type.kind === 'list') {
       values[name] = [];
       continue;
@@ -157,6 +240,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
       url: redisUrl ?? 'redis://127.0.0.1:6379',
       sentinels: hosts('redisSentinels'),
       sentinelName: str('redisSentinelName') ?? 'mymaster',
+      sentinelUsername: str('redisSentinelUsername'),
+      sentinelPassword: str('redisSentinelPassword'),
       clusterNodes,
     };
   }
@@ -173,12 +258,20 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     errors.push(`GATEWAY_DRAIN_MS (${num('drainMs')}) must be shorter than GATEWAY_SHUTDOWN_GRACE_MS (${num('shutdownGraceMs')})`);
   }
 
+  const allowedOrigins: string[] = [];
+  for (const entry of list('allowedOrigins')) {
+    const r = normaliseAllowedOrigin(entry);
+    if (r.error) errors.push(r.error);
+    else if (r.value !== undefined) allowedOrigins.push(r.value);
+  }
+
   if (errors.length > 0) return { ok: false, errors };
 
   const config: GatewayConfig = {
     port: num('port'),
     opsPort: num('opsPort'),
     host: str('host') ?? '0.0.0.0',
+    opsHost: str('opsHost') ?? str('host') ?? '0.0.0.0',
     workers: redis === null ? 1 : ((values.workers as number | undefined) ?? Math.max(1, cpus().length)),
     redis,
     adapterMode: str('adapterMode') as GatewayConfig['adapterMode'],
@@ -191,7 +284,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     appsPath,
     permissionFlavour: str('permissionFlavour') as GatewayConfig['permissionFlavour'],
     socketSecret: str('socketSecret'),
-    allowedOrigins: list('allowedOrigins'),
+    allowedOrigins,
     corsOrigins: list('corsOrigins'),
     maxMessageBytes: num('maxMessageBytes'),
     maxHttpBufferBytes: num('maxHttpBufferBytes'),
@@ -210,6 +303,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     drainMs: num('drainMs'),
     workerRespawnMaxBackoffMs: num('workerRespawnMaxBackoffMs'),
     logLevel: str('logLevel') as GatewayConfig['logLevel'],
+    logFormat: str('logFormat') as GatewayConfig['logFormat'],
     dropLogIntervalMs: num('dropLogIntervalMs'),
     clientEventsPerSec: num('clientEventsPerSec'),
     clientEventsBurst: num('clientEventsBurst'),
@@ -220,11 +314,13 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     maxConnectionsPerIp: num('maxConnectionsPerIp'),
     trustProxy: str('trustProxy') === 'true',
     handshakeTimeoutMs: num('handshakeTimeoutMs'),
+    publishTimeoutMs: num('publishTimeoutMs'),
+    metricsMaxSites: num('metricsMaxSites'),
   };
   if (redis === null && values.workers !== undefined && num('workers') > 1) {
     notes.push('GATEWAY_WORKERS is ignored without GATEWAY_REDIS_URL: standalone mode runs one process');
   }
-  return { ok: true, config: deepFreeze(config), notes };
+  return { ok: true, config: deepFreeze(config), notes, warnings: unknownVariableWarnings(env), effective };
 }
 
 function deepFreeze<T>(obj: T): T {

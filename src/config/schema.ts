@@ -20,13 +20,19 @@ export interface RedisConfig {
   readonly url: string;
   readonly sentinels: readonly HostPort[];
   readonly sentinelName: string;
+  /** ioredis sentinelUsername / sentinelPassword: credentials of the sentinels themselves. */
+  readonly sentinelUsername: string | null;
+  readonly sentinelPassword: string | null;
   readonly clusterNodes: readonly HostPort[];
 }
+
+export type LogFormat = 'auto' | 'pretty' | 'json';
 
 export interface GatewayConfig {
   readonly port: number;
   readonly opsPort: number;
   readonly host: string;
+  readonly opsHost: string;
   readonly workers: number;
   readonly redis: RedisConfig | null;
   readonly adapterMode: AdapterMode;
@@ -58,6 +64,7 @@ export interface GatewayConfig {
   readonly drainMs: number;
   readonly workerRespawnMaxBackoffMs: number;
   readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
   readonly dropLogIntervalMs: number;
   readonly clientEventsPerSec: number;
   readonly clientEventsBurst: number;
@@ -68,6 +75,8 @@ export interface GatewayConfig {
   readonly maxConnectionsPerIp: number;
   readonly trustProxy: boolean;
   readonly handshakeTimeoutMs: number;
+  readonly publishTimeoutMs: number;
+  readonly metricsMaxSites: number;
 }
 
 export type OptionKind =
@@ -87,6 +96,7 @@ export interface OptionSpec {
   readonly doc: string;
   /** Key in Frappe's bench config (config.json / common_site_config.json) that feeds this option. */
   readonly benchKey?: string;
+  /** Masked in check-config output and logs; may also be given as `<env>_FILE` (a file holding the value). */
   readonly secret?: boolean;
 }
 
@@ -102,6 +112,11 @@ export const OPTIONS = {
     doc: 'Ops port: /livez, /readyz, /metrics, publish and cluster APIs.',
   },
   host: { env: 'GATEWAY_HOST', type: { kind: 'string' }, default: '0.0.0.0', doc: 'Address both ports bind to.' },
+  opsHost: {
+    env: 'GATEWAY_OPS_HOST',
+    type: { kind: 'string' },
+    doc: 'Address the ops port binds to (default: GATEWAY_HOST), e.g. 127.0.0.1 to keep it off the network.',
+  },
   workers: {
     env: 'GATEWAY_WORKERS',
     type: { kind: 'int', min: 1, max: 256 },
@@ -111,7 +126,8 @@ export const OPTIONS = {
     env: 'GATEWAY_REDIS_URL',
     type: { kind: 'url', protocols: ['redis:', 'rediss:'] },
     benchKey: 'redis_queue (v14: redis_socketio)',
-    doc: 'Redis for the events channel, adapter, leader lease and presence. Unset = standalone (one process, HTTP publish API only).',
+    secret: true,
+    doc: 'Redis for the events channel, adapter, leader lease and presence. Unset = standalone (one process, HTTP publish API only). Or GATEWAY_REDIS_URL_FILE: a file holding it.',
   },
   redisMode: {
     env: 'GATEWAY_REDIS_MODE',
@@ -129,6 +145,17 @@ export const OPTIONS = {
     type: { kind: 'string' },
     default: 'mymaster',
     doc: 'Sentinel mode: monitored master name.',
+  },
+  redisSentinelUsername: {
+    env: 'GATEWAY_REDIS_SENTINEL_USERNAME',
+    type: { kind: 'string' },
+    doc: 'Sentinel mode: username for the sentinels themselves (the master credentials come from GATEWAY_REDIS_URL).',
+  },
+  redisSentinelPassword: {
+    env: 'GATEWAY_REDIS_SENTINEL_PASSWORD',
+    type: { kind: 'string' },
+    secret: true,
+    doc: 'Sentinel mode: password for the sentinels themselves. Or GATEWAY_REDIS_SENTINEL_PASSWORD_FILE.',
   },
   redisClusterNodes: {
     env: 'GATEWAY_REDIS_CLUSTER_NODES',
@@ -169,7 +196,7 @@ export const OPTIONS = {
     env: 'GATEWAY_PUBLISH_TOKEN',
     type: { kind: 'string' },
     secret: true,
-    doc: 'Bearer token of POST /api/v1/publish. Unset = publish API accepts loopback clients only.',
+    doc: 'Bearer token of POST /api/v1/publish and the /api/v1/cluster APIs. Unset = they accept loopback clients only. Or GATEWAY_PUBLISH_TOKEN_FILE.',
   },
   benchPath: {
     env: 'GATEWAY_BENCH_PATH',
@@ -186,13 +213,13 @@ export const OPTIONS = {
     env: 'GATEWAY_SOCKET_SECRET',
     type: { kind: 'string' },
     secret: true,
-    doc: 'Sent as X-Frappe-Socket-Secret on backend calls. Unset = read Redis key socketio_auth_secret when Redis is configured.',
+    doc: 'Sent as X-Frappe-Socket-Secret on backend calls. Unset = read Redis key socketio_auth_secret when Redis is configured. Or GATEWAY_SOCKET_SECRET_FILE.',
   },
   allowedOrigins: {
     env: 'GATEWAY_ALLOWED_ORIGINS',
     type: { kind: 'list' },
     default: '',
-    doc: 'Addition, off by default: extra Origin hostnames accepted even when they differ from the Host.',
+    doc: 'Addition, off by default: extra origins accepted even when they differ from the Host: bare hostnames (any scheme and port) or full origins such as http://dashboard.local:5173 (scheme, host and port must match).',
   },
   maxMessageBytes: {
     env: 'GATEWAY_MAX_MESSAGE_BYTES',
@@ -280,6 +307,24 @@ export const OPTIONS = {
     type: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
     default: 'info',
     doc: 'pino log level.',
+  },
+  logFormat: {
+    env: 'GATEWAY_LOG_FORMAT',
+    type: { kind: 'enum', values: ['auto', 'pretty', 'json'] },
+    default: 'auto',
+    doc: 'auto = human-readable when stdout is a terminal, JSON lines otherwise.',
+  },
+  publishTimeoutMs: {
+    env: 'GATEWAY_PUBLISH_TIMEOUT_MS',
+    type: ms(100, 60_000),
+    default: '2000',
+    doc: 'The publish API answers 503 when Redis has not taken the events within this time (never 202 for an event not handed to Redis).',
+  },
+  metricsMaxSites: {
+    env: 'GATEWAY_METRICS_MAX_SITES',
+    type: { kind: 'int', min: 1, max: 100_000 },
+    default: '100',
+    doc: 'Sites with the most connections that get their own `namespace` label on gateway_connections; the rest are summed as `other`.',
   },
   dropLogIntervalMs: {
     env: 'GATEWAY_DROP_LOG_INTERVAL_MS',

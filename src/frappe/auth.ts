@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Credential, FrappeBackend, UserInfo } from './backend';
 import { GatewayError, errorMessage } from '../shared/errors';
+import { originAllowed } from '../config/origins';
 
 /** CONNECT_ERROR messages of docs/protocol.md section 6, verbatim. */
 export const AUTH_ERRORS = {
@@ -96,7 +97,7 @@ export async function authenticate(hs: Handshake, opts: AuthOptions, backend: Fr
   const origin = first(hs.headers.origin);
   const originHost = hostnameOf(origin);
   const host = hostnameOf(first(hs.headers.host));
-  if (originHost === undefined || (originHost !== host && !opts.allowedOrigins.includes(originHost))) {
+  if (originHost === undefined || (originHost !== host && !originAllowed(opts.allowedOrigins, origin, originHost))) {
     return { ok: false, reason: 'origin', message: AUTH_ERRORS.invalidOrigin };
   }
   const authorization = first(hs.headers.authorization);

@@ -1,19 +1,129 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /**
+ * Every label value a labelled metric can take, where the set is closed:
+ * each series exists at 0 from start, so `rate()` and alerts see the first
+ * increment (a series born at 1 is invisible to `increase()`). Subsystems
+ * that add a reason add it here.
+ */
+export const KNOWN_LABELS = {
+  connectErrorReasons: ['namespace', 'origin', 'no_auth', 'backend', 'internal', 'tls_not_terminated'],
+  eventSources: ['redis', 'api'],
+  dropReasons: ['oversized', 'malformed_json', 'not_object', 'bad_event', 'bad_room', 'bad_namespace', 'no_namespace'],
+  routeTargets: ['room', 'all_sites'],
+  broadcastKinds: ['adapter', 'all_sites'],
+  authResults: ['ok', 'cached', 'guest', 'error'],
+  permissionResults: ['allowed', 'denied', 'error'],
+  publishStatuses: ['202', '400', '401', '403', '413', '503'],
+  leaderTransitions: ['leader', 'standby'],
+  recoveryResults: ['restored', 'expired'],
+  /** socket.io's DisconnectReason values. */
+  disconnectReasons: [
+    'transport error',
+    'transport close',
+    'forced close',
+    'ping timeout',
+    'parse error',
+    'server shutting down',
+    'forced server close',
+    'client namespace disconnect',
+    'server namespace disconnect',
+  ],
+  transports: ['polling', 'websocket'],
+  /** Connection roles of the primary (cmd, events, health) and the workers (pub, sub, ctl, fast). */
+  redisConnections: ['cmd', 'events', 'health', 'pub', 'sub', 'ctl', 'fast'],
+  adapterRequests: ['fetchSockets', 'serverSideEmit', 'other'],
+} as const;
+
+/** Label value for the sites beyond the top N of gateway_connections. */
+export const OTHER_SITES = 'other';
+
+/**
+ * Bounds the `namespace` label: the `max` sites with the most connections
+ * keep their own series, the rest are summed as `other` (a host serving
+ * thousands of sites must not export thousands of series).
+ */
+export function capSites(counts: ReadonlyMap<string, number>, max: number): Map<string, number> {
+  const sorted = [...counts.entries()].filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
+  if (sorted.length <= max) return new Map(sorted);
+  const out = new Map(sorted.slice(0, max));
+  let other = 0;
+  for (const [, n] of sorted.slice(max)) other += n;
+  out.set(OTHER_SITES, (out.get(OTHER_SITES) ?? 0) + other);
+  return out;
+}
+
+/** Open connections per site; exported through a gauge capped to the top sites. */
+export class SiteConnections {
+  readonly counts = new Map<string, number>();
+  constructor(registry: Registry, maxSites: number) {
+    const counts = this.counts;
+    new Gauge({
+      name: 'gateway_connections',
+      help: `Open Socket.IO connections by site namespace (top sites by connections; the rest as namespace="${OTHER_SITES}")`,
+      labelNames: ['namespace'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [namespace, n] of capSites(counts, maxSites)) this.set({ namespace }, n);
+      },
+    });
+  }
+
+  inc(labels: { namespace: string }): void {
+    this.counts.set(labels.namespace, (this.counts.get(labels.namespace) ?? 0) + 1);
+  }
+
+  dec(labels: { namespace: string }): void {
+    const n = (this.counts.get(labels.namespace) ?? 0) - 1;
+    if (n > 0) this.counts.set(labels.namespace, n);
+    else this.counts.delete(labels.namespace);
+  }
+}
+
+function zero<L extends string>(m: Counter<L> | Gauge<L>, label: L, values: readonly string[]): void {
+  for (const v of values) m.inc({ [label]: v } as Partial<Record<L, string>>, 0);
+}
+
+/**
  * All metric definitions. Each process creates the set on its own registry;
  * the primary aggregates its workers' registries (counters summed, gauges
- * summed unless marked otherwise) and adds its own.
+ * summed unless marked otherwise) and adds its own. `maxSites` caps the
+ * site label where the metrics are exported (workers leave it to their primary).
  */
-export function createMetrics(registry: Registry, opts: { defaults: boolean }) {
+export function createMetrics(registry: Registry, opts: { defaults: boolean; maxSites?: number }) {
   if (opts.defaults) collectDefaultMetrics({ register: registry });
   const r = [registry];
-  return {
+  const m = {
     registry,
-    connections: new Gauge({
-      name: 'gateway_connections',
-      help: 'Open Socket.IO connections by site namespace',
-      labelNames: ['namespace'],
+    connections: new SiteConnections(registry, opts.maxSites ?? Infinity),
+    connectionsByTransport: new Gauge({
+      name: 'gateway_connections_by_transport',
+      help: 'Open Engine.IO connections by transport (polling until upgraded to websocket)',
+      labelNames: ['transport'],
+      registers: r,
+    }),
+    disconnects: new Counter({
+      name: 'gateway_disconnects_total',
+      help: 'Socket.IO disconnections, by socket.io disconnect reason',
+      labelNames: ['reason'],
+      registers: r,
+    }),
+    redisCommandErrors: new Counter({
+      name: 'gateway_redis_command_errors_total',
+      help: 'Redis commands that failed (rejected by Redis or by a connection that is down), by connection role',
+      labelNames: ['connection'],
+      registers: r,
+    }),
+    adapterTimeouts: new Counter({
+      name: 'gateway_adapter_request_timeouts_total',
+      help: 'Cluster-wide adapter requests (fetchSockets, serverSideEmit) that timed out waiting for other servers',
+      labelNames: ['request'],
+      registers: r,
+    }),
+    metricsWorkersMissing: new Gauge({
+      name: 'gateway_metrics_workers_missing',
+      help: 'Workers that did not answer the last /metrics scrape in time (their gauges are missing; their counters are carried over)',
       registers: r,
     }),
     connectionsTotal: new Counter({ name: 'gateway_connections_total', help: 'Socket.IO connections accepted', registers: r }),
@@ -90,7 +200,12 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean }) {
       labelNames: ['status'],
       registers: r,
     }),
-    redisUp: new Gauge({ name: 'gateway_redis_up', help: '1 when the process reaches Redis', registers: r, aggregator: 'min' }),
+    redisUp: new Gauge({
+      name: 'gateway_redis_up',
+      help: '1 while all Redis connections of every process of the host are ready',
+      registers: r,
+      aggregator: 'min',
+    }),
     leader: new Gauge({ name: 'gateway_leader', help: '1 while this process is the cluster-wide events consumer', registers: r }),
     leaderEpoch: new Gauge({
       name: 'gateway_leader_epoch',
@@ -155,6 +270,21 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean }) {
       registers: r,
     }),
   };
+  zero(m.connectErrors, 'reason', KNOWN_LABELS.connectErrorReasons);
+  zero(m.eventsReceived, 'source', KNOWN_LABELS.eventSources);
+  zero(m.eventsDropped, 'reason', KNOWN_LABELS.dropReasons);
+  zero(m.eventsRouted, 'target', KNOWN_LABELS.routeTargets);
+  zero(m.broadcastsReceived, 'kind', KNOWN_LABELS.broadcastKinds);
+  zero(m.authRequests, 'result', KNOWN_LABELS.authResults);
+  zero(m.permissionChecks, 'result', KNOWN_LABELS.permissionResults);
+  zero(m.publishRequests, 'status', KNOWN_LABELS.publishStatuses);
+  zero(m.leaderTransitions, 'to', KNOWN_LABELS.leaderTransitions);
+  zero(m.sessionRecoveries, 'result', KNOWN_LABELS.recoveryResults);
+  zero(m.disconnects, 'reason', KNOWN_LABELS.disconnectReasons);
+  zero(m.connectionsByTransport, 'transport', KNOWN_LABELS.transports);
+  zero(m.redisCommandErrors, 'connection', KNOWN_LABELS.redisConnections);
+  zero(m.adapterTimeouts, 'request', KNOWN_LABELS.adapterRequests);
+  return m;
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -51,24 +51,33 @@ export function createOpsServer(d: OpsDeps): FastifyInstance {
     return reply.header('content-type', m.contentType).send(m.body);
   });
 
+  /**
+   * The publish and cluster APIs: the bearer token when one is configured,
+   * loopback clients only otherwise (the cluster APIs reveal node ids,
+   * addresses and who is in which room).
+   */
+  const refusal = (req: { headers: { authorization?: string | undefined }; socket: { remoteAddress?: string | undefined } }) => {
+    if (config.publishToken !== null) {
+      if (bearerMatches(req.headers.authorization, config.publishToken)) return null;
+      return {
+        status: 401,
+        body: { error: 'GW_ERR_UNAUTHORIZED', message: 'a valid "Authorization: Bearer <GATEWAY_PUBLISH_TOKEN>" header is required' },
+      };
+    }
+    if (isLoopback(req.socket.remoteAddress)) return null;
+    return {
+      status: 403,
+      body: { error: 'GW_ERR_FORBIDDEN', message: 'no GATEWAY_PUBLISH_TOKEN is configured: this API accepts loopback clients only' },
+    };
+  };
+
   app.post('/api/v1/publish', async (req, reply) => {
     const send = (status: number, body: unknown) => {
       metrics.publishRequests.inc({ status: String(status) });
       return reply.status(status).send(body);
     };
-    if (config.publishToken !== null) {
-      if (!bearerMatches(req.headers.authorization, config.publishToken)) {
-        return send(401, {
-          error: 'GW_ERR_UNAUTHORIZED',
-          message: 'a valid "Authorization: Bearer <GATEWAY_PUBLISH_TOKEN>" header is required',
-        });
-      }
-    } else if (!isLoopback(req.socket.remoteAddress)) {
-      return send(403, {
-        error: 'GW_ERR_FORBIDDEN',
-        message: 'no GATEWAY_PUBLISH_TOKEN is configured: the publish API accepts loopback clients only',
-      });
-    }
+    const refused = refusal(req);
+    if (refused) return send(refused.status, refused.body);
     const check = checkPublishBody(req.body, d.intake, config.maxMessageBytes);
     if (!check.ok) return send(check.status, check.body);
     try {
@@ -80,9 +89,15 @@ export function createOpsServer(d: OpsDeps): FastifyInstance {
     return send(202, { accepted: check.events.length });
   });
 
-  app.get('/api/v1/cluster', async () => d.cluster());
+  app.get('/api/v1/cluster', async (req, reply) => {
+    const refused = refusal(req);
+    if (refused) return reply.status(refused.status).send(refused.body);
+    return d.cluster();
+  });
 
   app.get<{ Querystring: { site?: string; room?: string } }>('/api/v1/cluster/rooms', async (req, reply) => {
+    const refused = refusal(req);
+    if (refused) return reply.status(refused.status).send(refused.body);
     const site = req.query.site;
     if (!site) return reply.status(400).send({ error: 'GW_ERR_BAD_QUERY', message: 'query parameter "site" is required' });
     return d.rooms(site, req.query.room);

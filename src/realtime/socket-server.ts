@@ -9,7 +9,7 @@ import { automaticRooms, joinLocally, registerFrappeHandlers, type JoinRooms, ty
 import type { Metrics } from '../metrics/metrics';
 import type { PresenceStore } from '../presence/presence';
 import { errorMessage } from '../shared/errors';
-import type { Logger } from '../shared/logger';
+import { RateLimitedLog, type Logger } from '../shared/logger';
 import { MemorySessionStore, SessionKeeper, withSessionRecovery, type SessionStore } from '../recovery/session-recovery';
 import { boundJoins, clientIp, ConnectionsPerIp, mayJoin, rateLimitEvents, retryableError, watchSlowReaders } from './limits';
 
@@ -178,6 +178,9 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     setImmediate(() => dropIfUnused(nsp));
   };
 
+  // Refusals at info, at most one line per reason per interval: an operator
+  // sees why clients cannot connect without a flood from a reconnect storm.
+  const refusedLog = new RateLimitedLog(log, config.dropLogIntervalMs);
   sites.use((socket, next) => {
     const nsp = socket.nsp;
     // A recovered socket arrives with its previous rooms and data.
@@ -210,6 +213,17 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
       (outcome) => {
         if (!outcome.ok) {
           metrics.connectErrors.inc({ reason: outcome.reason });
+          refusedLog.info(
+            outcome.reason,
+            {
+              reason: outcome.reason,
+              site: nsp.name.slice(1),
+              remote: socket.handshake.address,
+              forwardedFor: socket.handshake.headers['x-forwarded-for'],
+              error: outcome.message,
+            },
+            `connection refused: ${outcome.message}`,
+          );
           if (outcome.reason === 'backend') metrics.authRequests.inc({ result: 'error' });
           done(new Error(outcome.message));
           return;

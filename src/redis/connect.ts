@@ -1,4 +1,4 @@
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type ClusterOptions, type Command, type RedisOptions } from 'ioredis';
 import type { RedisConfig } from '../config';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
@@ -14,6 +14,55 @@ export interface ClientOptions {
   readonly pubsub?: boolean;
   /** Fail commands at once while disconnected instead of queueing them (health checks). */
   readonly failFast?: boolean;
+  /** The connection's role in logs and metrics (default: the last `:` part of `name`). */
+  readonly role?: string;
+  /** Called on every transition between ready (true) and not ready (false). */
+  readonly onState?: (up: boolean) => void;
+  /** Called once per command Redis or the client rejected. */
+  readonly onCommandError?: (role: string) => void;
+}
+
+/** While a connection stays down, one reminder line per this period (not one per retry). */
+export const STILL_DOWN_LOG_MS = 60_000;
+
+/**
+ * ioredis' error messages, in words an operator can act on. Connection-level
+ * failures all mean the same to them: the connection is down.
+ */
+export function plainRedisError(err: unknown): string {
+  const e = err as { code?: string; message?: string } | undefined;
+  const msg = errorMessage(err);
+  const code = e?.code ?? /\b(E[A-Z]+)\b/.exec(msg)?.[1];
+  switch (code) {
+    case 'ECONNREFUSED':
+      return 'connection refused (is redis running and listening there?)';
+    case 'ETIMEDOUT':
+      return 'connection timed out';
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return 'host name not found';
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return 'connection reset by redis';
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return 'host unreachable';
+  }
+  if (/enableOfflineQueue|Connection is closed|max retries per request|MaxRetriesPerRequest|Stream isn't writeable/i.test(msg)) {
+    return 'redis connection is down';
+  }
+  if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(msg)) return 'authentication failed (check the credentials)';
+  if (/All sentinels are unreachable/i.test(msg)) return 'no sentinel reachable';
+  if (/Failed to refresh slots cache|None of startup nodes is available/i.test(msg)) return 'no cluster node reachable';
+  return msg;
+}
+
+/** Where a connection goes, for log lines. */
+export function redisAddress(cfg: RedisConfig): string {
+  if (cfg.mode === 'cluster') return cfg.clusterNodes.map((n) => `${n.host}:${n.port}`).join(',');
+  if (cfg.mode === 'sentinel') return `sentinel ${cfg.sentinelName}@${cfg.sentinels.map((n) => `${n.host}:${n.port}`).join(',')}`;
+  const u = new URL(cfg.url);
+  return `${u.hostname}:${u.port || '6379'}`;
 }
 
 function baseOptions(cfg: RedisConfig, opts: ClientOptions): RedisOptions {
@@ -63,6 +112,8 @@ export function createRedisClient(cfg: RedisConfig, opts: ClientOptions, log: Lo
       ...base,
       sentinels: cfg.sentinels.map((s) => ({ host: s.host, port: s.port })),
       name: cfg.sentinelName,
+      ...(cfg.sentinelUsername !== null ? { sentinelUsername: cfg.sentinelUsername } : {}),
+      ...(cfg.sentinelPassword !== null ? { sentinelPassword: cfg.sentinelPassword } : {}),
       sentinelRetryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
       // A replica promoted by Sentinel: reconnect to the new master.
       reconnectOnError: (err) => err.message.startsWith('READONLY'),
@@ -71,26 +122,96 @@ export function createRedisClient(cfg: RedisConfig, opts: ClientOptions, log: Lo
     const url = new URL(cfg.url);
     client = new Redis({ ...base, host: url.hostname, port: Number(url.port || 6379) });
   }
-  let wasReady = false;
-  client.on('error', (err: Error) => log.debug({ client: opts.name, err: errorMessage(err) }, 'redis client error'));
+  watchConnection(client, cfg, opts, log);
+  return client;
+}
+
+/**
+ * One log line per state change of a connection (with its address, role
+ * and a plain reason) and a reminder while it stays down: a Redis outage
+ * retries every couple of seconds, and each retry used to be a line.
+ */
+function watchConnection(client: RedisClient, cfg: RedisConfig, opts: ClientOptions, log: Logger): void {
+  const role = opts.role ?? opts.name.split(':').pop() ?? opts.name;
+  const clog = log.child({ sub: 'redis', connection: role, address: redisAddress(cfg) });
+  let state: 'new' | 'up' | 'down' = 'new';
+  let lastReason = 'connection closed';
+  let downSince = 0;
+  let reminder: NodeJS.Timeout | undefined;
+  const stopReminder = (): void => {
+    clearInterval(reminder);
+    reminder = undefined;
+  };
+  const down = (): void => {
+    if (state === 'down') return;
+    const wasUp = state === 'up';
+    state = 'down';
+    downSince = Date.now();
+    opts.onState?.(false);
+    clog.warn({ reason: lastReason }, wasUp ? `redis connection lost: ${lastReason}` : `redis not reachable: ${lastReason}`);
+    stopReminder();
+    reminder = setInterval(() => {
+      clog.warn({ reason: lastReason, downForS: Math.round((Date.now() - downSince) / 1000) }, `redis still down: ${lastReason}, retrying`);
+    }, STILL_DOWN_LOG_MS);
+    reminder.unref();
+  };
+  client.on('error', (err: Error) => {
+    lastReason = plainRedisError(err);
+    clog.debug({ err: errorMessage(err) }, 'redis client error');
+    if (state === 'new') down();
+  });
   client.on('ready', () => {
-    if (wasReady) log.info({ client: opts.name }, 'redis reconnected');
-    wasReady = true;
+    stopReminder();
+    if (state === 'down' && downSince > 0) {
+      clog.info({ downForMs: Date.now() - downSince }, 'redis connection restored');
+    } else {
+      clog.debug('redis connected');
+    }
+    state = 'up';
+    opts.onState?.(true);
   });
   client.on('close', () => {
-    if (wasReady) log.warn({ client: opts.name }, 'redis connection closed, reconnecting');
+    if (state === 'up') down();
   });
-  return client;
+  client.on('end', () => {
+    stopReminder();
+    if (state === 'up') opts.onState?.(false);
+    state = 'new';
+  });
+  if (opts.onCommandError) {
+    const onError = opts.onCommandError;
+    const c = client as unknown as { sendCommand: (cmd: Command, ...rest: unknown[]) => unknown };
+    const send = c.sendCommand.bind(client);
+    c.sendCommand = (cmd: Command, ...rest: unknown[]) => {
+      // ioredis' own CLIENT SETINFO on connect fails on Redis < 7.2 and is ignored by ioredis: not an error of ours.
+      if (cmd.name === 'client' && String(cmd.args[0]).toUpperCase() === 'SETINFO') return send(cmd, ...rest);
+      cmd.promise.catch((err: unknown) => {
+        onError(role);
+        clog.debug({ command: cmd.name, err: errorMessage(err) }, 'redis command failed');
+      });
+      return send(cmd, ...rest);
+    };
+  }
 }
 
 /** Connects a lazily created client, tolerating that Redis is down right now. */
 export function connectInBackground(client: RedisClient, log: Logger, name: string): void {
-  client.connect().catch((err: unknown) => log.warn({ client: name, err: errorMessage(err) }, 'redis not reachable yet, retrying'));
+  // The connection's own watcher logs the failure (once), with a plain reason.
+  client.connect().catch((err: unknown) => log.debug({ client: name, err: errorMessage(err) }, 'redis not reachable yet, retrying'));
 }
 
-export async function quitClient(client: RedisClient): Promise<void> {
+/**
+ * QUIT when the connection is up (so Redis sees a clean goodbye), at once
+ * otherwise: waiting for a QUIT to reach a Redis that is down would hold
+ * shutdown for its whole grace period.
+ */
+export async function quitClient(client: RedisClient, timeoutMs = 1000): Promise<void> {
+  if (client.status !== 'ready') {
+    client.disconnect();
+    return;
+  }
   try {
-    await Promise.race([client.quit(), new Promise((r) => setTimeout(r, 1000).unref())]);
+    await Promise.race([client.quit(), new Promise((r) => setTimeout(r, timeoutMs).unref())]);
   } catch {
     // already closed
   }

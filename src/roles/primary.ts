@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { Registry } from 'prom-client';
 import { setupStickyMaster } from '../cluster/sticky-master';
@@ -11,7 +12,7 @@ import { createMetrics, type Metrics } from '../metrics/metrics';
 import { createOpsServer } from '../ops/ops-server';
 import { Liveness } from '../presence/redis-presence';
 import { PresenceSweeper } from '../presence/sweeper';
-import { connectInBackground, createRedisClient, quitClient, type RedisClient } from '../redis/connect';
+import { connectInBackground, createRedisClient, plainRedisError, quitClient, type RedisClient } from '../redis/connect';
 import { createKeys } from '../redis/keys';
 import { errorMessage } from '../shared/errors';
 import { closeServer, listen } from '../shared/http';
@@ -34,8 +35,29 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
   const registry = new Registry();
   const metrics = createMetrics(registry, { defaults: true });
 
+  // gateway_redis_up follows the connections' own state, whether or not anyone asks /readyz.
+  const redisState = new Map<string, boolean>();
+  const refreshRedisUp = (): void => {
+    const primaryUp = redisState.size > 0 && [...redisState.values()].every(Boolean);
+    const workersUp = supervisor.list().every((w) => w.nodeId === null || w.redis);
+    metrics.redisUp.set(primaryUp && workersUp ? 1 : 0);
+  };
   const redis = (name: string, opts: Omit<Parameters<typeof createRedisClient>[1], 'name'>): RedisClient => {
-    const c = createRedisClient(redisCfg, { ...opts, name: `${nodeId}:${name}` }, log);
+    redisState.set(name, false);
+    const c = createRedisClient(
+      redisCfg,
+      {
+        ...opts,
+        name: `${nodeId}:${name}`,
+        role: name,
+        onState: (up) => {
+          redisState.set(name, up);
+          refreshRedisUp();
+        },
+        onCommandError: (role) => metrics.redisCommandErrors.inc({ connection: role }),
+      },
+      log,
+    );
     connectInBackground(c, log, name);
     services.onStop(`redis ${name}`, () => quitClient(c));
     return c;
@@ -65,15 +87,38 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
     intake,
     readiness: () =>
       primaryReadiness({ fast, supervisor, consumer, metrics, registry, workersExpected: config.workers, draining: () => draining }),
-    metricsText: () => hostMetrics({ supervisor, registry }),
+    metricsText: () =>
+      hostMetrics({
+        supervisor,
+        registry,
+        metrics,
+        maxSites: config.metricsMaxSites,
+        missingLog: new RateLimitedLog(log.child({ sub: 'metrics' }), 60_000),
+        refresh: refreshRedisUp,
+      }),
     publish: async (events) => {
       // Through the events channel, so API events are sequenced, replayable and
-      // delivered exactly like Frappe's own publishes.
-      const pipe = cmd.pipeline();
+      // delivered exactly like Frappe's own publishes. On the fail-fast
+      // connection with a deadline: a caller must get its 503 while Redis is
+      // away, not a 202 minutes later for an event nobody received.
+      const pipe = fast.pipeline();
       for (const e of events) pipe.publish(config.eventsChannel, JSON.stringify(e));
-      const res = await pipe.exec();
-      const failed = res?.find(([err]) => err);
-      if (failed?.[0]) throw failed[0];
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<never>((_r, rej) => {
+        timer = setTimeout(
+          () => rej(new Error(`redis did not confirm within ${config.publishTimeoutMs} ms (GATEWAY_PUBLISH_TIMEOUT_MS)`)),
+          config.publishTimeoutMs,
+        );
+      });
+      try {
+        const res = await Promise.race([pipe.exec(), deadline]);
+        const failed = res?.find(([err]) => err);
+        if (failed?.[0]) throw failed[0];
+      } catch (err) {
+        throw new Error(plainRedisError(err), { cause: err });
+      } finally {
+        clearTimeout(timer);
+      }
     },
     cluster: async () => {
       const [leader, nodes] = await Promise.all([
@@ -95,6 +140,11 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
   });
 
   const publicServer = createPublicServer(metrics, log);
+  const openSockets = new Set<Socket>();
+  publicServer.on('connection', (socket: Socket) => {
+    openSockets.add(socket);
+    socket.once('close', () => openSockets.delete(socket));
+  });
   const heartbeat = (): void => {
     if (cmd.status !== 'ready') return;
     const st = consumer.state();
@@ -111,7 +161,12 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
   };
 
   // Started in this order, stopped in reverse (the Redis connections above stop last).
-  services.onStop('liveness', () => liveness.remove(nodeId).catch(() => undefined));
+  services.onStop('liveness', () =>
+    bounded(
+      liveness.remove(nodeId).catch(() => undefined),
+      REDIS_STOP_MS,
+    ),
+  );
   services.add(every('heartbeat', Math.max(200, Math.floor(config.presenceTtlMs / 3)), heartbeat));
   services.add(
     every('dead-host sweeper', Math.max(500, Math.floor(config.presenceTtlMs / 2)), () => {
@@ -119,9 +174,7 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
       if (consumer.isLeader) sweeper.sweepDead().catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'presence sweep failed'));
     }),
   );
-  // Both ports first: a port that is taken fails the start before any worker is forked.
-  services.add({ name: 'socket.io port', start: () => listen(publicServer, config.port, config.host) });
-  services.add({ name: 'ops server', start: () => ops.listen({ port: config.opsPort, host: config.host }), stop: () => ops.close() });
+  services.onStop('ops server', () => ops.close());
   services.add({ name: 'supervisor', start: () => supervisor.start() });
   services.add({
     name: 'events consumer',
@@ -130,6 +183,10 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
     },
     stop: () => consumer.stop(),
   });
+  // Both ports before anything starts: a port that is taken fails the start
+  // (main.ts names it, exit 1) before any worker is forked.
+  await listen(publicServer, config.port, config.host);
+  await ops.listen({ port: config.opsPort, host: config.opsHost });
   await services.start();
   heartbeat();
 
@@ -139,6 +196,7 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
       nodeId,
       port: config.port,
       opsPort: config.opsPort,
+      opsHost: config.opsHost,
       workers: config.workers,
       redis: redisCfg.mode,
       adapter: config.adapterMode,
@@ -146,7 +204,10 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
     'realtime-gateway listening',
   );
   if (config.publishToken === null) {
-    log.warn({ opsPort: config.opsPort }, 'GATEWAY_PUBLISH_TOKEN is not set: the publish API accepts requests from loopback only');
+    log.warn(
+      { opsPort: config.opsPort },
+      'GATEWAY_PUBLISH_TOKEN is not set: the publish and cluster APIs accept requests from loopback only',
+    );
   }
 
   return {
@@ -154,15 +215,32 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
       services,
       {
         beginDrain: () => (draining = true),
-        stopAccepting: () => closeServer(publicServer),
+        // Bounded: a connection the sticky balancer proxied to a worker that
+        // died stays open and would hold close() (and the exit) forever.
+        stopAccepting: () =>
+          bounded(closeServer(publicServer), config.drainMs + 3000).then(() => {
+            for (const socket of openSockets) socket.destroy();
+          }),
         // Hand the events over first: a standby takes over within one renew interval.
-        handOver: () => consumer.stop(),
+        handOver: () => bounded(consumer.stop(), REDIS_STOP_MS),
         drainClients: () => supervisor.drain(config.drainMs, Math.max(1000, config.shutdownGraceMs - 2000)),
       },
       config.shutdownGraceMs,
       log,
     ),
   };
+}
+
+/**
+ * Shutdown steps that talk to Redis wait at most this long: with Redis down
+ * they would otherwise queue until the grace period's fuse (Ctrl-C hanging
+ * for 30 s).
+ */
+const REDIS_STOP_MS = 1500;
+
+function bounded(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p.then(() => undefined), new Promise<void>((r) => (timer = setTimeout(r, ms)))]).finally(() => clearTimeout(timer));
 }
 
 /** A timer as a service: runs `fn` every `ms` from start until stop. */

@@ -11,6 +11,7 @@ import { drainConnections } from '../realtime/drain';
 import { deliverLocally } from '../realtime/local-delivery';
 import { roomReport } from '../realtime/room-report';
 import { createSocketServer } from '../realtime/socket-server';
+import { instrumentServer } from '../realtime/server-metrics';
 import { closeServer, listen } from '../shared/http';
 import { Services, createShutdown, type Running } from '../shared/lifecycle';
 import { RateLimitedLog, type Logger } from '../shared/logger';
@@ -22,11 +23,12 @@ import { RateLimitedLog, type Logger } from '../shared/logger';
 export async function runStandalone(config: GatewayConfig, log: Logger): Promise<Running> {
   const services = new Services(log);
   const registry = new Registry();
-  const metrics = createMetrics(registry, { defaults: true });
+  const metrics = createMetrics(registry, { defaults: true, maxSites: config.metricsMaxSites });
   const httpServer = createServer();
   const backend = backendFromConfig(config, { metrics, log, socketSecret: () => config.socketSecret });
   const presence = new LocalPresence();
   const server = createSocketServer({ config, httpServer, backend, presence, metrics, log: log.child({ sub: 'socket' }) });
+  instrumentServer(server.io, metrics);
   const intake = new Intake(metrics, new RateLimitedLog(log.child({ sub: 'intake' }), config.dropLogIntervalMs), config.maxMessageBytes);
   let draining = false;
 
@@ -55,8 +57,10 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
   // Started in this order, stopped in reverse.
   services.onStop('presence', () => presence.stop());
   services.onStop('socket.io', () => new Promise<void>((r) => server.io.close(() => r())));
-  services.add({ name: 'socket.io port', start: () => listen(httpServer, config.port, config.host) });
-  services.add({ name: 'ops server', start: () => ops.listen({ port: config.opsPort, host: config.host }), stop: () => ops.close() });
+  services.onStop('ops server', () => ops.close());
+  // Both ports before anything starts: a taken port is one clear line from main.ts.
+  await listen(httpServer, config.port, config.host);
+  await ops.listen({ port: config.opsPort, host: config.opsHost });
   await services.start();
 
   log.info({ mode: 'standalone', port: config.port, opsPort: config.opsPort }, 'realtime-gateway listening');

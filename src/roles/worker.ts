@@ -27,6 +27,7 @@ import type { Logger } from '../shared/logger';
 import { RedisSessionStore } from '../recovery/session-recovery';
 import { createSocketServer } from '../realtime/socket-server';
 import { withWorkerHooks } from '../realtime/fast-adapter';
+import { countAdapterTimeouts, instrumentServer } from '../realtime/server-metrics';
 
 function send(m: WorkerToPrimary): void {
   if (process.connected) process.send?.(m, undefined, undefined, () => undefined);
@@ -45,11 +46,12 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   const registry = new Registry();
   const metrics = createMetrics(registry, { defaults: true });
 
-  const pub = createRedisClient(redisCfg, { name: `${nodeId}:pub` }, log);
-  const sub = createRedisClient(redisCfg, { name: `${nodeId}:sub`, subscriber: true }, log);
-  const ctl = createRedisClient(redisCfg, { name: `${nodeId}:ctl`, pubsub: true }, log);
+  const onCommandError = (role: string): void => metrics.redisCommandErrors.inc({ connection: role });
+  const pub = createRedisClient(redisCfg, { name: `${nodeId}:pub`, onCommandError }, log);
+  const sub = createRedisClient(redisCfg, { name: `${nodeId}:sub`, subscriber: true, onCommandError }, log);
+  const ctl = createRedisClient(redisCfg, { name: `${nodeId}:ctl`, pubsub: true, onCommandError }, log);
   // Lookups that must not wait for a Redis outage to end (auth cache, secret).
-  const fast = createRedisClient(redisCfg, { name: `${nodeId}:fast`, failFast: true }, log);
+  const fast = createRedisClient(redisCfg, { name: `${nodeId}:fast`, failFast: true, onCommandError }, log);
   for (const [name, c] of [
     ['pub', pub],
     ['sub', sub],
@@ -66,7 +68,10 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   const liveness = new Liveness(pub, keys, config.presenceTtlMs);
   const presence = new RedisPresence(pub, keys, nodeId, liveness);
   // Runs before the Redis clients close: a drained worker leaves the registry at once.
-  services.onStop('liveness', () => liveness.remove(nodeId));
+  // Bounded: with Redis down it would wait for the grace period's fuse.
+  services.onStop('liveness', () =>
+    Promise.race([liveness.remove(nodeId).catch(() => undefined), new Promise((r) => setTimeout(r, 1500).unref())]),
+  );
 
   const baseAdapter =
     config.adapterMode === 'sharded'
@@ -74,7 +79,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
       : createAdapter(pub, sub, { key: keys.adapterPrefix });
   // socket.io instantiates it with `new`: a function (not an arrow) returning the adapter.
   const adapter = function workerAdapter(nsp: Namespace): Adapter {
-    return withWorkerHooks((baseAdapter as (n: Namespace) => Adapter)(nsp), nsp, metrics);
+    return countAdapterTimeouts(withWorkerHooks((baseAdapter as (n: Namespace) => Adapter)(nsp), nsp, metrics), metrics);
   };
   // A room is usable once Redis confirmed its subscription. Re-subscribing to
   // what the adapter just subscribed is idempotent in Redis and, on the same
@@ -106,9 +111,19 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
     sessions: new RedisSessionStore(pub, keys),
   });
   setupWorker(server.io);
+  instrumentServer(server.io, metrics);
   // Session ids name this worker, so the primary routes a session's requests without shared state.
   server.io.engine.generateId = () => sessionIdFor(cluster.worker?.id ?? 0);
-  services.onStop('socket.io', () => new Promise<void>((r) => server.io.close(() => r())));
+  // Bounded: io.close() waits for every adapter to unsubscribe, which with
+  // Redis down would hold the drain until the primary's deadline.
+  services.onStop(
+    'socket.io',
+    () =>
+      new Promise<void>((r) => {
+        server.io.close(() => r());
+        setTimeout(r, 1500).unref();
+      }),
+  );
 
   ctl.on('messageBuffer', (channel: Buffer, message: Buffer) => {
     if (channel.toString() !== keys.allSitesChannel) return;

@@ -1,13 +1,37 @@
-import pino, { type Logger } from 'pino';
+import pino, { type DestinationStream, type Logger } from 'pino';
 
 export type { Logger };
 
+export type LogFormatChoice = 'auto' | 'pretty' | 'json';
+
+/** Whether lines are human-readable: `auto` means when stdout is a terminal (a person is watching). */
+export function wantsPretty(format: LogFormatChoice, isTTY: boolean | undefined): boolean {
+  return format === 'pretty' || (format === 'auto' && isTTY === true);
+}
+
 /**
- * One root logger per process (JSON lines on stdout); subsystems take a child
- * with `{ sub: '<name>' }`, workers add `{ worker: <id> }`.
+ * pino-pretty as a synchronous stream in this process (no transport thread),
+ * so a crash still prints its last line. Optional: without the package the
+ * logs stay JSON.
  */
-export function createRootLogger(level: string, bindings: Record<string, unknown> = {}): Logger {
-  return pino({ level, base: { pid: process.pid, ...bindings }, timestamp: pino.stdTimeFunctions.isoTime });
+function prettyStream(): DestinationStream | undefined {
+  try {
+    const pretty = require('pino-pretty') as (o: Record<string, unknown>) => DestinationStream;
+    return pretty({ colorize: process.stdout.isTTY === true, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'hostname' });
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * One root logger per process (JSON lines on stdout unless `format` asks for
+ * pretty lines); subsystems take a child with `{ sub: '<name>' }`, workers
+ * add `{ worker: <id> }`.
+ */
+export function createRootLogger(level: string, bindings: Record<string, unknown> = {}, format: LogFormatChoice = 'json'): Logger {
+  const opts = { level, base: { pid: process.pid, ...bindings }, timestamp: pino.stdTimeFunctions.isoTime };
+  const stream = wantsPretty(format, process.stdout.isTTY) ? prettyStream() : undefined;
+  return stream ? pino(opts, stream) : pino(opts);
 }
 
 /**
@@ -23,13 +47,21 @@ export class RateLimitedLog {
   ) {}
 
   warn(key: string, obj: Record<string, unknown>, msg: string): void {
+    this.write('warn', key, obj, msg);
+  }
+
+  info(key: string, obj: Record<string, unknown>, msg: string): void {
+    this.write('info', key, obj, msg);
+  }
+
+  private write(level: 'warn' | 'info', key: string, obj: Record<string, unknown>, msg: string): void {
     const now = Date.now();
     const entry = this.last.get(key);
     if (entry && now - entry.at < this.intervalMs) {
       entry.suppressed++;
       return;
     }
-    this.log.warn({ ...obj, suppressed: entry?.suppressed ?? 0 }, msg);
+    this.log[level]({ ...obj, suppressed: entry?.suppressed ?? 0 }, msg);
     // Keys are a small closed set (drop reasons), so this map stays bounded.
     this.last.set(key, { at: now, suppressed: 0 });
   }

@@ -80,6 +80,7 @@ describe('config errors: one clear message, non-zero exit, no port opened', () =
     const bench = mkdtempSync(path.join(os.tmpdir(), 'rtgw-bad-bench-'));
     t.after(() => rmSync(bench, { recursive: true, force: true }));
     mkdirSync(path.join(bench, 'sites'));
+    mkdirSync(path.join(bench, 'apps'));
     writeFileSync(path.join(bench, 'sites', 'common_site_config.json'), '{ "default_site": "site1.local", ');
     const r = await run(t, {
       GATEWAY_PORT: 'abc',

@@ -33,6 +33,7 @@ function bench(t: TestContext, files: BenchFiles): string {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'rtgw-unit-bench-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   mkdirSync(path.join(dir, 'sites'));
+  mkdirSync(path.join(dir, 'apps'));
   if (files.config !== undefined) writeFileSync(path.join(dir, 'config.json'), JSON.stringify(files.config));
   if (files.common !== undefined) writeFileSync(path.join(dir, 'sites', 'common_site_config.json'), JSON.stringify(files.common));
   if (files.commonText !== undefined) writeFileSync(path.join(dir, 'sites', 'common_site_config.json'), files.commonText);

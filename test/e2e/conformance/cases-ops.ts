@@ -59,6 +59,18 @@ function postFrom(localAddress: string, host: string, port: number, body: string
   });
 }
 
+/** GET from a given local address; resolves with the status code. */
+function getFrom(localAddress: string, host: string, port: number, path: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host, port, localAddress, method: 'GET', path, headers: { connection: 'close' }, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.once('error', reject);
+    req.end();
+  });
+}
+
 export const OPS_CASES: ConformanceCase[] = [
   {
     name: 'publish API: 401 without the token or with a wrong one, and nothing is delivered',
@@ -301,4 +313,28 @@ export const OPS_CASES: ConformanceCase[] = [
     },
   },
   BACKEND_PATH_CASE,
+  {
+    name: 'cluster APIs: the publish token when one is configured, loopback only without one',
+    async run(ctx) {
+      const { main, alt } = ctx.topo;
+      const paths = ['/api/v1/cluster', `/api/v1/cluster/rooms?site=${encodeURIComponent(SITE)}`];
+      for (const p of paths) {
+        const none = await main.gw.opsRequest(p);
+        assert.equal(none.status, 401, `${p} without a token: ${none.body}`);
+        assert.equal((JSON.parse(none.body) as ApiError).error, 'GW_ERR_UNAUTHORIZED');
+        const wrong = await main.gw.opsRequest(p, { headers: { authorization: 'Bearer not-the-token' } });
+        assert.equal(wrong.status, 401, `${p} with a wrong token`);
+        const right = await main.gw.opsRequest(p, { headers: { authorization: `Bearer ${main.publishToken ?? ''}` } });
+        assert.equal(right.status, 200, `${p} with the token: ${right.body}`);
+        // No token configured: loopback clients are served.
+        assert.equal((await alt.gw.opsRequest(p)).status, 200, `${p} from loopback without a configured token`);
+      }
+      const external = externalAddress();
+      if (external === undefined) {
+        ctx.diagnostic('no non-loopback IPv4 address on this machine: the remote refusal of the cluster APIs is not exercised');
+        return;
+      }
+      for (const p of paths) assert.equal(await getFrom(external, external, alt.gw.opsPort, p), 403, `${p} from ${external}`);
+    },
+  },
 ];
