@@ -19,7 +19,7 @@ import {
   withScope,
   type GatewayHandle,
 } from '../harness';
-import { startPrometheus, type PrometheusServer, type PromVectorSample } from '../harness/prometheus-server';
+import { requirePrometheus, startPrometheus, type PrometheusServer, type PromVectorSample } from '../harness/prometheus-server';
 import {
   connectTracked,
   defaultSpecs,
@@ -178,6 +178,8 @@ test(
   { timeout: 90_000 },
   async (t) => {
     const startedAt = Date.now();
+    // Before anything starts: a machine without Prometheus fails here, with the install command (.ci/run installs it).
+    requirePrometheus();
     const scope = withScope(t);
     const expressions = allExpressions();
     assert.ok(
@@ -288,13 +290,31 @@ test(
       }
       results.set(`${e.where}\n${e.expr}`, res.samples);
       if (res.samples.length > 0) continue;
-      if (e.source === 'dashboard' && REQUIRED_PANEL.test(e.title)) emptyRequired.push(`${e.where}: ${query}`);
+      // An alert expression with no result is an alert that does not fire.
+      if (e.source === 'alert') continue;
+      if (REQUIRED_PANEL.test(e.title)) emptyRequired.push(`${e.where}: ${query}`);
       else emptyOther.push(`${e.where}: ${query}`);
     }
     assert.deepEqual(failures, [], 'every dashboard and alert expression evaluates');
     assert.deepEqual(emptyRequired, [], 'traffic/events, leader and connections panels return data');
     logDiagnostic(t, 'expressions evaluated', expressions.length);
-    for (const line of emptyOther) logDiagnostic(t, 'empty (not required)', line);
+    for (const line of emptyOther) logDiagnostic(t, 'panel without data (not required)', line);
+    const firing = expressions.filter((e) => e.source === 'alert' && (results.get(`${e.where}\n${e.expr}`)?.length ?? 0) > 0);
+    logDiagnostic(
+      t,
+      'alert expressions with a result (would fire after their `for`)',
+      firing.map((e) => e.title),
+    );
+
+    // The gateway's own `namespace` label (the site) collides with the target's Kubernetes namespace and becomes
+    // exported_namespace; the per-site panel maps it back.
+    const perSite = [...results].filter(([key]) => key.startsWith('realtime-gateway.json: Connections per site'));
+    assert.equal(perSite.length, 1, 'the per-site connections panel exists');
+    assert.deepEqual(
+      perSite[0]?.[1].map((s) => [s.metric['site'], Number(s.value[1])]),
+      [[SITE, clients.length]],
+      'connections per site name the Socket.IO namespace, not the Kubernetes one',
+    );
 
     // Counters moved: the traffic panels show a rate above zero, not just a series.
     const valueOf = (title: RegExp): number => {
@@ -335,3 +355,13 @@ test(
     logDiagnostic(t, 'duration ms', Date.now() - startedAt);
   },
 );
+
+test('a machine without prometheus fails with the install command instead of skipping', () => {
+  assert.throws(
+    () => requirePrometheus('/nonexistent/rtgw-no-such-prometheus'),
+    (err: unknown) =>
+      err instanceof Error &&
+      (err as { code?: unknown }).code === 'HARNESS_ERR_PROMETHEUS_MISSING' &&
+      /apt-get install -y prometheus/.test(err.message),
+  );
+});

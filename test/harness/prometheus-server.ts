@@ -118,7 +118,8 @@ export interface PrometheusServer {
   close(): Promise<void>;
 }
 
-function requireBinary(preferred: string | undefined): string {
+/** The prometheus executable; throws HARNESS_ERR_PROMETHEUS_MISSING with the install command when there is none. */
+export function requirePrometheus(preferred?: string): string {
   const found = findExecutable(preferred ?? '/usr/bin/prometheus', process.env['PATH']);
   if (found === undefined) {
     throw new PrometheusHarnessError(
@@ -158,7 +159,7 @@ interface ApiEnvelope {
 }
 
 export async function startPrometheus(options: StartPrometheusOptions): Promise<PrometheusServer> {
-  const binary = requireBinary(options.binary);
+  const binary = requirePrometheus(options.binary);
   const jobName = options.jobName ?? DEFAULT_JOB;
   const port = await freePort();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'rtgw-prometheus-'));
