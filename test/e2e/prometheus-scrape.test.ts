@@ -39,6 +39,7 @@ const JOB = 'realtime-gateway';
 const K8S_NAMESPACE = 'rtgw-test';
 const PODS = ['realtime-gateway-0', 'realtime-gateway-1'] as const;
 const WORKERS = 2;
+const CLIENTS_PER_HOST = 4;
 /**
  * $__rate_interval and $__range: long enough to hold every scrape since
  * Prometheus started, so a rate() sees the counters before and after the
@@ -160,11 +161,14 @@ async function exported(hosts: readonly GatewayHandle[], name: string): Promise<
   return total;
 }
 
-/** Once every target was scraped again, Prometheus holds exactly what the hosts exported before. */
-async function assertScraped(prom: PrometheusServer, hosts: readonly GatewayHandle[], name: string): Promise<number> {
-  const want = await exported(hosts, name);
+/** Once every target was scraped again, Prometheus holds exactly what the hosts exported before; returns those sums. */
+async function assertScraped(prom: PrometheusServer, hosts: readonly GatewayHandle[], ...names: string[]): Promise<number[]> {
+  const want: number[] = [];
+  for (const name of names) want.push(await exported(hosts, name));
   await prom.waitNextScrape();
-  assert.equal(await scalar(prom, `sum(${name}{job="${JOB}"})`), want, `Prometheus holds the ${name} the hosts export`);
+  for (const [i, name] of names.entries()) {
+    assert.equal(await scalar(prom, `sum(${name}{job="${JOB}"})`), want[i], `Prometheus holds the ${name} the hosts export`);
+  }
   return want;
 }
 
@@ -223,7 +227,7 @@ test(
     // Clients spread over both workers of each host; one refused connection and one malformed event feed the error panels.
     const clients: TrackedClient[] = [];
     for (const host of hosts) {
-      const mine = await connectTracked(scope, host, defaultSpecs().slice(0, 4));
+      const mine = await connectTracked(scope, host, defaultSpecs().slice(0, CLIENTS_PER_HOST));
       await waitSpread(host, mine, WORKERS);
       clients.push(...mine);
     }
@@ -234,11 +238,14 @@ test(
 
     // Three scrapes: one before the events, one after each wave, so every
     // series has samples on both sides of a change and rate() is above zero.
-    assert.equal(await assertScraped(prom, hosts, 'gateway_connect_errors_total'), 1, 'the refused connection was counted');
+    assert.deepEqual(await assertScraped(prom, hosts, 'gateway_connect_errors_total'), [1], 'the refused connection was counted');
+    // Published before the wave, and the events channel is consumed in order: delivered wave = drop counted.
     await publishWave(publisher, clients, 1);
-    const afterFirst = await assertScraped(prom, hosts, 'gateway_events_received_total');
+    const [afterFirst = 0, dropped = 0] = await assertScraped(prom, hosts, 'gateway_events_received_total', 'gateway_events_dropped_total');
+    assert.ok(dropped >= 1, 'the malformed event was counted as dropped');
     await publishWave(publisher, clients, 2);
-    assert.ok((await assertScraped(prom, hosts, 'gateway_events_received_total')) >= afterFirst + WAVE, 'the second wave was counted');
+    const [afterSecond = 0] = await assertScraped(prom, hosts, 'gateway_events_received_total');
+    assert.ok(afterSecond >= afterFirst + WAVE, 'the second wave was counted');
     // Every expression is evaluated at this one instant: the answers do not depend on how long the loop below takes.
     const at = Date.now() / 1000;
 
@@ -251,8 +258,8 @@ test(
     const perHost = await prom.querySamples(`sum by (instance) (gateway_connections{job="${JOB}"})`, at);
     assert.deepEqual(
       perHost.map((s) => [s.metric['instance'], Number(s.value[1])]).sort(),
-      instances.map((i) => [i, 4]).sort(),
-      'each host reports its own 4 clients (both workers aggregated)',
+      instances.map((i) => [i, CLIENTS_PER_HOST]).sort(),
+      'each host reports its own clients (both workers aggregated)',
     );
 
     const vars: Record<string, string> = {
