@@ -164,6 +164,10 @@ test('sharded Redis adapter: the namespace channel and the raw message hook', as
   assert.equal(a.channel, 'ct#/site1.local#');
   assert.equal(typeof a.onRawMessage, 'function');
   assert.equal(typeof a.onMessage, 'function');
+  // Close in order: the server (its adapters unsubscribe without being awaited), then
+  // a round trip on each connection so those replies are in, then the scope quits them.
+  await new Promise<void>((r) => io.close(() => r()));
+  await Promise.all([pub.ping(), sub.ping()]);
 });
 
 test('net socket: stopReading stops the data flow at once', async (t) => {
