@@ -377,8 +377,8 @@ export const OPTIONS = {
   maxConnectionsPerIp: {
     env: 'GATEWAY_MAX_CONNECTIONS_PER_IP',
     type: { kind: 'int', min: 0, max: 1_000_000 },
-    default: '200',
-    doc: 'Limit: Engine.IO connections per client address, per process (a worker, or standalone); beyond it the handshake gets HTTP 403 (0 = off).',
+    default: '0',
+    doc: 'Limit: Engine.IO connections per client address, per process (a worker, or standalone); beyond it the handshake gets HTTP 403. 0 = off, the default: behind a proxy every client shares the proxy address, so enable it with GATEWAY_TRUST_PROXY=true there (or on a gateway that faces clients directly).',
   },
   trustProxy: {
     env: 'GATEWAY_TRUST_PROXY',
