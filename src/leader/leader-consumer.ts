@@ -5,8 +5,9 @@ import type { RedisClient } from '../redis/connect';
 import type { Keys } from '../redis/keys';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
-import { encodeAllSites, encodeRoomBroadcast } from '../events/encode';
+import { closeEventArgs, encodeAllSites, encodeRoomBroadcast, openEventArgs, roomChannel, sitePacket } from '../events/encode';
 import type { Intake } from '../events/intake';
+import type { FrappeEvent } from '../events/parse';
 import { Lease, type Held } from './lease';
 import { BatchPublisher, FencedError, formatProgress, type BatchItem, type Progress } from './publisher';
 import { EventRing } from './ring';
@@ -70,7 +71,10 @@ export class LeaderConsumer {
   constructor(private readonly d: LeaderConsumerDeps) {
     this.ring = new EventRing(d.config.standbyBufferEvents, d.config.standbyBufferMs);
     this.lease = new Lease(d.cmd, d.keys, d.nodeId, d.config.leaderLeaseMs);
-    this.publisher = new BatchPublisher(d.cmd, d.keys, d.config.redis?.mode === 'cluster');
+    this.publisher = new BatchPublisher(d.cmd, d.keys, d.config.redis?.mode === 'cluster', {
+      maxEvents: d.config.historyMaxEvents,
+      maxAgeMs: d.config.historyMs,
+    });
   }
 
   get isLeader(): boolean {
@@ -259,23 +263,54 @@ export class LeaderConsumer {
   }
 
   private encodeRange(first: number, last: number): BatchItem[] {
-    const { intake, config, keys, metrics } = this.d;
+    const { intake, metrics } = this.d;
     const items: BatchItem[] = [];
-    const command = config.adapterMode === 'sharded' ? 'SPUBLISH' : 'PUBLISH';
     for (let p = first; p <= last; p++) {
       const entry = this.ring.get(p);
       if (!entry) continue;
       const e = intake.raw(entry.raw, 'redis');
       if (!e) continue;
-      if (e.room !== null && e.namespace !== null) {
-        items.push({ command, ...encodeRoomBroadcast(config.adapterMode, keys.adapterPrefix, e.namespace, e.room, e.event, [e.message]) });
-        metrics.eventsRouted.inc({ target: 'room' });
-      } else {
-        items.push({ command: 'PUBLISH', channel: keys.allSitesChannel, payload: encodeAllSites(e) });
-        metrics.eventsRouted.inc({ target: 'all_sites' });
+      let item: BatchItem;
+      try {
+        item = this.encodeEvent(e);
+      } catch {
+        // Parsed JSON always re-encodes; this guards the encoder itself.
+        metrics.eventsDropped.inc({ reason: 'unencodable' });
+        continue;
       }
+      items.push(item);
+      metrics.eventsRouted.inc({ target: e.room !== null ? 'room' : 'all_sites' });
     }
     return items;
+  }
+
+  /**
+   * Room and room-less events both travel on channels of the workers' adapter
+   * subscriber connection, so a client gets them in publish order. Sharded
+   * mode: pre-encoded packets; room-less ones carry only the argument list
+   * (each worker prefixes it per site namespace).
+   */
+  private encodeEvent(e: FrappeEvent): BatchItem {
+    const { config, keys } = this.d;
+    const room = e.namespace !== null ? e.room : null;
+    if (config.adapterMode === 'classic') {
+      if (room !== null && e.namespace !== null) {
+        return { command: 'PUBLISH', ...encodeRoomBroadcast('classic', keys.adapterPrefix, e.namespace, room, e.event, [e.message]) };
+      }
+      return { command: 'PUBLISH', channel: keys.allSitesChannel, payload: encodeAllSites(e) };
+    }
+    const args = openEventArgs(e.event, [e.message]);
+    const channel = room !== null && e.namespace !== null ? roomChannel(keys.adapterPrefix, e.namespace, room) : keys.allSitesChannel;
+    const prefix = room !== null && e.namespace !== null ? `!${sitePacket(e.namespace, '')}` : '!';
+    if (config.history) {
+      return {
+        command: 'SPUBLISH',
+        channel,
+        payload: prefix,
+        history: { namespace: room !== null ? (e.namespace ?? '') : '', room: room ?? '', args },
+      };
+    }
+    return { command: 'SPUBLISH', channel, payload: `${prefix}${closeEventArgs(args, null)}` };
   }
 
   /** Graceful stop: broadcast what is pending, then release the lease and tell standbys. */

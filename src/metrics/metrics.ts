@@ -139,8 +139,18 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean }) {
     }),
     sessionRecoveries: new Counter({
       name: 'gateway_session_recoveries_total',
-      help: 'Reconnections that asked for their session back, by result (restored or expired)',
+      help: 'Reconnections that asked for their session back, by result (restored; expired, trimmed, history_lost, foreign_offset: treated as new)',
       labelNames: ['result'],
+      registers: r,
+    }),
+    recoveryReplayed: new Counter({
+      name: 'gateway_recovery_replayed_events_total',
+      help: 'Missed events a recovered client received from history',
+      registers: r,
+    }),
+    gapEvents: new Counter({
+      name: 'gateway_history_gap_events_total',
+      help: "Events a worker read from history after its subscriber connection came back (its clients' gap)",
       registers: r,
     }),
     presenceSweeps: new Counter({
