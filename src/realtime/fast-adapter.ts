@@ -5,6 +5,7 @@ import type { Metrics } from '../metrics/metrics';
 import type { HistoryEntry, HistoryReader } from '../recovery/history';
 import { laterOffset } from '../recovery/history';
 import type { ReplayGate } from '../recovery/replay-gate';
+import { MISSED_EVENT } from '../recovery/replay';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
 
@@ -181,18 +182,25 @@ export class WorkerDelivery {
     const history = this.d.history;
     if (!history || this.pending === null) return;
     let filled = 0;
+    let missed: string | null = null;
     try {
       await resubscribed;
-      if (this.gapFrom !== null && (await history.check(this.gapFrom)) === null) {
-        await history.readAfter(this.gapFrom, (e) => {
+      const from = this.gapFrom;
+      missed = from === null ? null : await history.check(from);
+      if (from !== null && missed === null) {
+        await history.readAfter(from, (e) => {
           if (this.fromHistory(e)) filled++;
         });
-      } else if (this.gapFrom !== null) {
-        this.d.metrics.eventsDropped.inc({ reason: 'history_gap' });
-        this.d.log.warn({ from: this.gapFrom }, 'subscriber gap could not be read from history');
       }
     } catch (err) {
       this.d.log.warn({ err: errorMessage(err) }, 'subscriber gap fill failed');
+      missed = 'history_unreadable';
+    }
+    if (missed !== null) {
+      // Connected clients cannot ask for what they missed: tell them.
+      this.d.metrics.eventsDropped.inc({ reason: 'history_gap' });
+      this.d.log.warn({ from: this.gapFrom, reason: missed }, 'subscriber gap could not be read from history');
+      for (const nsp of this.d.namespaces()) nsp.local.emit(MISSED_EVENT, { reason: missed });
     }
     const held = this.pending;
     this.pending = null;

@@ -18,9 +18,13 @@ export type Unrecoverable = 'foreign_offset' | 'history_lost' | 'trimmed';
 
 // Can the events after ARGV[1] still be read? The stream must be the one the
 // offset came from (its genesis at or below it: Redis may have lost the
-// stream and a new one started), nothing after the offset may have been
-// trimmed (max-deleted-entry-id at or below it), and the offset must not be
-// ahead of the stream (not one of ours).
+// stream and a new one started), the offset must not be ahead of the stream
+// (then it is not one of ours), and trimming (which removes a prefix) must
+// not have reached it: the oldest entry left is at or below the offset, or
+// the stream is empty and the offset is its last id. Trimming does not
+// update max-deleted-entry-id, hence the first entry. An offset that was
+// itself trimmed counts as trimmed even if nothing after it was (one event's
+// worth of caution).
 const CHECK = `
 local function cmp(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
@@ -34,13 +38,15 @@ local genesis = redis.call('GET', KEYS[2])
 if not genesis or redis.call('EXISTS', KEYS[1]) == 0 then return 'history_lost' end
 if cmp(ARGV[1], genesis) < 0 then return 'history_lost' end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local last, deleted
+local last
 for i = 1, #info, 2 do
   if info[i] == 'last-generated-id' then last = info[i + 1] end
-  if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
 end
-if cmp(ARGV[1], last) > 0 then return 'foreign_offset' end
-if cmp(ARGV[1], deleted) < 0 then return 'trimmed' end
+local c = cmp(ARGV[1], last)
+if c > 0 then return 'foreign_offset' end
+if c == 0 then return 'ok' end
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+if not first or cmp(ARGV[1], first[1]) < 0 then return 'trimmed' end
 return 'ok'`;
 // The offset a new client starts from: the stream's last id. A stream that
 // does not exist yet is created empty (XADD then trim to 0 entries) so the
