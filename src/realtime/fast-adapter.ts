@@ -182,7 +182,7 @@ export class WorkerDelivery {
     const history = this.d.history;
     if (!history || this.pending === null) return;
     let filled = 0;
-    let missed: string | null = null;
+    let missed: string | null;
     try {
       await resubscribed;
       const from = this.gapFrom;
