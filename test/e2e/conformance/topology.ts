@@ -33,7 +33,6 @@ import {
 import { makeBench } from './bench';
 
 export type TopologyKind = 'standalone' | 'cluster';
-export const TOPOLOGIES: readonly TopologyKind[] = ['standalone', 'cluster'];
 export const WORKERS = 2;
 export const EVENTS_CHANNEL = 'events';
 /** Frappe (2026) keeps the socket secret in this unprefixed Redis key. */
@@ -199,7 +198,22 @@ async function waitClusterSettled(gw: GatewayHandle): Promise<void> {
   );
 }
 
-export async function startTopology(kind: TopologyKind, scope: Scope): Promise<Topology> {
+/** How a topology's gateways run beyond its kind. */
+export interface TopologyOptions {
+  /** GATEWAY_FAST_PATH for the cluster gateways; default from RTG_CONFORMANCE_FAST_PATH (else the gateway's default). */
+  readonly fastPath?: 'on' | 'off';
+}
+
+/** The runs of the suite: each topology, plus the cluster with every packet on socket.io's normal emit path. */
+export const RUNS: readonly { readonly label: string; readonly kind: TopologyKind; readonly options: TopologyOptions }[] = [
+  { label: 'standalone', kind: 'standalone', options: {} },
+  { label: 'cluster', kind: 'cluster', options: {} },
+  { label: 'cluster, fast path off', kind: 'cluster', options: { fastPath: 'off' } },
+];
+
+export async function startTopology(kind: TopologyKind, scope: Scope, options: TopologyOptions = {}): Promise<Topology> {
+  const fromEnv = process.env['RTG_CONFORMANCE_FAST_PATH'];
+  const fastPath = options.fastPath ?? (fromEnv === 'on' || fromEnv === 'off' ? fromEnv : undefined);
   const frappe = await startFakeFrappe({ scope });
   const [benchSocketioPort = 0, deadPort = 0] = await freePorts(2);
   const cluster = kind === 'cluster';
@@ -228,6 +242,7 @@ export async function startTopology(kind: TopologyKind, scope: Scope): Promise<T
       env: {
         GATEWAY_PERMISSION_FLAVOUR: 'v16',
         GATEWAY_SOCKET_SECRET: cluster ? undefined : secret,
+        GATEWAY_FAST_PATH: fastPath,
       },
     }),
     startGateway({
@@ -238,6 +253,7 @@ export async function startTopology(kind: TopologyKind, scope: Scope): Promise<T
       env: {
         GATEWAY_PERMISSION_FLAVOUR: 'v15',
         GATEWAY_BACKEND_TIMEOUT_MS: String(ALT_BACKEND_TIMEOUT_MS),
+        GATEWAY_FAST_PATH: fastPath,
       },
     }),
   ]);
