@@ -190,12 +190,34 @@ export class LeaderConsumer {
       from = prev !== null ? this.ring.start : Math.max(this.ring.start, this.confirmed ?? this.subscribedFrom);
       if (prev) metrics.replayUnaligned.inc();
     }
+    if (this.d.config.redis?.mode === 'cluster' && this.historyOn) await this.republishTail(held);
+    if (this.held !== held) return;
     const replay = this.ring.end - from;
     if (replay > 0) metrics.replayedEvents.inc(replay);
     this.cursor = from;
     this.aligning = false;
     log.info({ epoch: held.epoch, replay, aligned: prev ? from !== this.ring.start || replay === 0 : null }, 'became events leader');
     this.scheduleFlush();
+  }
+
+  private get historyOn(): boolean {
+    return this.d.config.history && this.d.config.adapterMode === 'sharded';
+  }
+
+  /** See `BatchPublisher.republishTail`: the predecessor's in-flight batches, two leases back at most. */
+  private async republishTail(held: Held): Promise<void> {
+    const { keys, log, metrics } = this.d;
+    try {
+      const n = await this.publisher.republishTail(this.d.config.leaderLeaseMs * 2, MAX_INFLIGHT * BATCH_MAX, (ns, room, args, id) =>
+        ns === ''
+          ? { channel: keys.allSitesChannel, payload: `!${closeEventArgs(args, id)}` }
+          : { channel: roomChannel(keys.adapterPrefix, ns, room), payload: `!${sitePacket(ns, closeEventArgs(args, id))}` },
+      );
+      if (n > 0) metrics.replayedEvents.inc(n);
+      log.info({ epoch: held.epoch, republished: n }, 'history tail re-sent after takeover');
+    } catch (err) {
+      log.warn({ err: errorMessage(err) }, 'could not re-send the history tail');
+    }
   }
 
   private stepDown(reason: string, release: boolean): void {

@@ -235,6 +235,33 @@ export class BatchPublisher {
     return 'applied';
   }
 
+  /**
+   * Redis Cluster with history, at takeover: re-broadcasts the history
+   * entries of the last `windowMs` (at most `max`), with their own offsets,
+   * so a batch the predecessor recorded but did not broadcast reaches the
+   * workers; they drop what they already delivered by offset. Resolves the
+   * count re-sent.
+   */
+  async republishTail(
+    windowMs: number,
+    max: number,
+    route: (namespace: string, room: string, args: string, id: string) => { channel: string; payload: string },
+  ): Promise<number> {
+    const tail = (await this.c.xrevrange(this.keys.history, '+', '-', 'COUNT', max)) as [string, string[]][];
+    const since = Date.now() - windowMs;
+    const recent = tail.filter(([id]) => Number(id.slice(0, id.indexOf('-'))) >= since).reverse();
+    for (const [id, f] of recent) {
+      const field = (k: string): string => {
+        for (let i = 0; i + 1 < f.length; i += 2) if (f[i] === k) return f[i + 1] ?? '';
+        return '';
+      };
+      if (field('a') === '') continue;
+      const { channel, payload } = route(field('n'), field('r'), field('a'), id);
+      await this.c.spublish(channel, payload);
+    }
+    return recent.length;
+  }
+
   private send(command: 'SPUBLISH' | 'PUBLISH', channel: string, payload: string | Buffer): Promise<unknown> {
     return command === 'SPUBLISH' ? this.c.spublish(channel, payload) : this.c.publish(channel, payload);
   }
