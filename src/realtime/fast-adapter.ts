@@ -70,9 +70,19 @@ interface HookableAdapter {
   onMessage?: (message: unknown, offset?: string) => unknown;
 }
 
-/** Writes one pre-encoded packet to one socket the way socket.io's engine path would. */
-export function writePacket(socket: Socket, packet: string): void {
-  (socket.client as unknown as { writeToEngine(p: unknown, o: unknown): void }).writeToEngine([packet], { preEncoded: true });
+const HOOKED = Symbol('preEncodedEncoder');
+
+/** Lets the adapter's encoder pass pre-encoded packets through (`_encode` then builds the frame once). */
+function acceptPreEncoded(h: HookableAdapter & { [HOOKED]?: true }): void {
+  if (h[HOOKED]) return;
+  h[HOOKED] = true;
+  const encoder = h.encoder;
+  h.encoder = {
+    encode: (packet: unknown) => {
+      const pre = (packet as PreEncodedPacket)[PRE_ENCODED];
+      return pre !== undefined ? [pre] : encoder.encode(packet);
+    },
+  };
 }
 
 export interface WorkerDeliveryDeps {
@@ -126,13 +136,7 @@ export class WorkerDelivery {
   hooks(a: Adapter, nsp: Namespace): Adapter {
     const h = a as unknown as HookableAdapter;
     const { metrics } = this.d;
-    const encoder = h.encoder;
-    h.encoder = {
-      encode: (packet: unknown) => {
-        const pre = (packet as PreEncodedPacket)[PRE_ENCODED];
-        return pre !== undefined ? [pre] : encoder.encode(packet);
-      },
-    };
+    acceptPreEncoded(h);
     if (typeof h.onMessage === 'function') {
       const onMessage = h.onMessage.bind(a);
       h.onMessage = (message, offset) => {
@@ -260,29 +264,37 @@ export class WorkerDelivery {
     if (nsp.adapter.rooms.has(room)) this.deliver(nsp, room, packet);
   }
 
-  /** Local delivery only (it must not be published again). */
   private deliver(nsp: Namespace, room: string | null, packet: string): void {
-    const h = nsp.adapter as unknown as HookableAdapter;
-    const gate = this.d.gate?.active ? this.d.gate : null;
-    const offset = gate ? offsetOf(packet) : null;
-    const rooms = new Set<string>(room === null ? [] : [room]);
-    if (!this.d.fastPath) {
-      // socket.io's own path: decode, then the in-memory adapter's broadcast.
-      const except = new Set<string>();
-      if (gate) h.apply({ rooms, except: new Set() }, (s) => gate.offer(s.id, packet, offset) && except.add(s.id));
-      const data = JSON.parse(packet.slice(packet.indexOf(',') + 1)) as unknown[];
-      Adapter.prototype.broadcast.call(nsp.adapter, { type: 2, data, nsp: nsp.name }, { rooms, except, flags: {} });
-      return;
-    }
-    const pre: PreEncodedPacket = { type: 2, data: [], nsp: nsp.name, [PRE_ENCODED]: packet };
-    const packetOpts: Record<string, unknown> = { preEncoded: true };
-    const encoded = h._encode(pre, packetOpts);
-    const frame = packetOpts.wsPreEncodedFrame;
-    h.apply({ rooms, except: new Set(), flags: {} }, (socket) => {
-      if (gate && gate.offer(socket.id, packet, offset)) return;
-      if (frame === undefined || !writeDirect(socket, frame)) {
-        (socket.client as unknown as { writeToEngine(p: unknown, o: unknown): void }).writeToEngine(encoded, packetOpts);
-      }
-    });
+    deliverPreEncoded(nsp, room, packet, this.d.fastPath, this.d.gate?.active ? this.d.gate : null);
   }
+}
+
+/**
+ * Local delivery of a pre-encoded packet (it must not be published again) to
+ * a room's sockets, or every socket of the namespace when `room` is null.
+ * Sockets whose replay is in progress get it through `gate` instead.
+ */
+export function deliverPreEncoded(nsp: Namespace, room: string | null, packet: string, fastPath: boolean, gate: ReplayGate | null): void {
+  const h = nsp.adapter as unknown as HookableAdapter;
+  const offset = gate ? offsetOf(packet) : null;
+  const rooms = new Set<string>(room === null ? [] : [room]);
+  if (!fastPath) {
+    // socket.io's own path: decode, then the in-memory adapter's broadcast.
+    const except = new Set<string>();
+    if (gate) h.apply({ rooms, except: new Set() }, (s) => gate.offer(s.id, packet, offset) && except.add(s.id));
+    const data = JSON.parse(packet.slice(packet.indexOf(',') + 1)) as unknown[];
+    Adapter.prototype.broadcast.call(nsp.adapter, { type: 2, data, nsp: nsp.name }, { rooms, except, flags: {} });
+    return;
+  }
+  acceptPreEncoded(h);
+  const pre: PreEncodedPacket = { type: 2, data: [], nsp: nsp.name, [PRE_ENCODED]: packet };
+  const packetOpts: Record<string, unknown> = { preEncoded: true };
+  const encoded = h._encode(pre, packetOpts);
+  const frame = packetOpts.wsPreEncodedFrame;
+  h.apply({ rooms, except: new Set(), flags: {} }, (socket) => {
+    if (gate && gate.offer(socket.id, packet, offset)) return;
+    if (frame === undefined || !writeDirect(socket, frame)) {
+      (socket.client as unknown as { writeToEngine(p: unknown, o: unknown): void }).writeToEngine(encoded, packetOpts);
+    }
+  });
 }

@@ -1,25 +1,40 @@
+import { encodeEventPacket } from '../events/encode';
 import type { FrappeEvent } from '../events/parse';
 import type { Metrics } from '../metrics/metrics';
+import { deliverPreEncoded } from './fast-adapter';
 import type { SocketServer } from './socket-server';
 
 /**
- * Standalone delivery: straight into this process's namespaces. A site or
- * room nobody is connected to costs a map lookup and allocates nothing.
+ * Standalone delivery: straight into this process's namespaces, with the
+ * packet encoder and writer the cluster's workers use. A site or room nobody
+ * is connected to costs a map lookup and allocates nothing.
  */
-export function deliverLocally(server: SocketServer, metrics: Metrics, events: readonly FrappeEvent[]): void {
+export function deliverLocally(server: SocketServer, metrics: Metrics, events: readonly FrappeEvent[], fastPath = true): void {
   for (const e of events) {
-    if (e.room !== null && e.namespace !== null) {
-      metrics.eventsRouted.inc({ target: 'room' });
-      const nsp = server.existingNamespace(e.namespace);
-      if (nsp && nsp.adapter.rooms.has(e.room)) nsp.to(e.room).emit(e.event, e.message);
-    } else {
-      metrics.eventsRouted.inc({ target: 'all_sites' });
-      deliverToAllSites(server, e.event, e.message);
+    try {
+      deliverOne(server, metrics, e, fastPath);
+    } catch {
+      // Parsed JSON always re-encodes; this guards the encoder itself.
+      metrics.eventsDropped.inc({ reason: 'unencodable' });
     }
   }
 }
 
-/** Events without a room: every site namespace of this process, without going back through the adapter. */
+function deliverOne(server: SocketServer, metrics: Metrics, e: FrappeEvent, fastPath: boolean): void {
+  if (e.room !== null && e.namespace !== null) {
+    metrics.eventsRouted.inc({ target: 'room' });
+    const nsp = server.existingNamespace(e.namespace);
+    if (nsp && nsp.adapter.rooms.has(e.room))
+      deliverPreEncoded(nsp, e.room, encodeEventPacket(e.namespace, e.event, [e.message]), fastPath, null);
+    return;
+  }
+  metrics.eventsRouted.inc({ target: 'all_sites' });
+  for (const nsp of server.siteNamespaces()) {
+    deliverPreEncoded(nsp, null, encodeEventPacket(nsp.name.slice(1), e.event, [e.message]), fastPath, null);
+  }
+}
+
+/** Classic adapter mode, events without a room: every site namespace of this process, without going back through the adapter. */
 export function deliverToAllSites(server: SocketServer, event: string, message: unknown): void {
   for (const nsp of server.siteNamespaces()) nsp.local.emit(event, message);
 }

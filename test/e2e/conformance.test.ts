@@ -2,8 +2,8 @@
  * Protocol conformance (docs/protocol.md sections 1-7): one table of behaviour
  * cases, run against every topology (standalone with the HTTP publish API;
  * one cluster host with 2 workers and a spawned Redis, events through
- * `PUBLISH events`; and that cluster again with GATEWAY_FAST_PATH=off, every
- * packet on socket.io's normal emit path). Each topology's gateways are started once and shared by
+ * `PUBLISH events`; and both again with GATEWAY_FAST_PATH=off, every packet
+ * on socket.io's normal emit path). Each topology's gateways are started once and shared by
  * its cases; every case uses its own users, doctypes and rooms.
  */
 import { after, before, describe, test } from 'node:test';

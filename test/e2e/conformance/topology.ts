@@ -200,14 +200,15 @@ async function waitClusterSettled(gw: GatewayHandle): Promise<void> {
 
 /** How a topology's gateways run beyond its kind. */
 export interface TopologyOptions {
-  /** GATEWAY_FAST_PATH for the cluster gateways; default from RTG_CONFORMANCE_FAST_PATH (else the gateway's default). */
+  /** GATEWAY_FAST_PATH of both gateways; default from RTG_CONFORMANCE_FAST_PATH (else the gateway's default). */
   readonly fastPath?: 'on' | 'off';
 }
 
-/** The runs of the suite: each topology, plus the cluster with every packet on socket.io's normal emit path. */
+/** The runs of the suite: each topology, and each again with every packet on socket.io's normal emit path. */
 export const RUNS: readonly { readonly label: string; readonly kind: TopologyKind; readonly options: TopologyOptions }[] = [
   { label: 'standalone', kind: 'standalone', options: {} },
   { label: 'cluster', kind: 'cluster', options: {} },
+  { label: 'standalone, fast path off', kind: 'standalone', options: { fastPath: 'off' } },
   { label: 'cluster, fast path off', kind: 'cluster', options: { fastPath: 'off' } },
 ];
 
