@@ -119,6 +119,9 @@ export class WorkerDelivery {
   /** Non-null while a subscriber gap is being filled: live packets wait here. */
   private pending: (() => void)[] | null = null;
   private gapFrom: string | null = null;
+  private filling = false;
+  private lostWhileFilling = false;
+  private backWhileFilling: Promise<unknown> | null = null;
 
   constructor(private readonly d: WorkerDeliveryDeps) {}
 
@@ -172,7 +175,9 @@ export class WorkerDelivery {
 
   /** The subscriber connection closed: hold live packets until the gap is filled. */
   subscriberLost(): void {
-    if (!this.d.history || this.pending !== null) return;
+    if (!this.d.history) return;
+    if (this.filling) this.lostWhileFilling = true;
+    if (this.pending !== null) return;
     this.pending = [];
     this.gapFrom = this.newest;
   }
@@ -184,7 +189,15 @@ export class WorkerDelivery {
    */
   async subscriberBack(resubscribed: Promise<unknown>): Promise<void> {
     const history = this.d.history;
+    // One fill at a time; a connection lost again during it gets its own fill on the next 'ready'.
     if (!history || this.pending === null) return;
+    if (this.filling) {
+      this.backWhileFilling = resubscribed;
+      return;
+    }
+    this.filling = true;
+    this.lostWhileFilling = false;
+    this.backWhileFilling = null;
     let filled = 0;
     let missed: string | null;
     try {
@@ -206,10 +219,17 @@ export class WorkerDelivery {
       this.d.log.warn({ from: this.gapFrom, reason: missed }, 'subscriber gap could not be read from history');
       for (const nsp of this.d.namespaces()) nsp.local.emit(MISSED_EVENT, { reason: missed });
     }
-    const held = this.pending;
+    this.filling = false;
+    if (filled > 0) this.d.metrics.gapEvents.inc(filled);
+    if (this.lostWhileFilling) {
+      this.gapFrom = this.newest;
+      const again = this.backWhileFilling;
+      if (again) await this.subscriberBack(again);
+      return;
+    }
+    const held = this.pending ?? [];
     this.pending = null;
     for (const run of held) run();
-    if (filled > 0) this.d.metrics.gapEvents.inc(filled);
     this.d.log.info({ from: this.gapFrom, filled, held: held.length }, 'subscriber gap filled from history');
   }
 

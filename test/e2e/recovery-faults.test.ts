@@ -29,7 +29,7 @@ test('a host SIGKILLed under steady load: its clients come back on the survivor,
   }
   // Every event goes to the doc room, which every client is in.
   const seq = scope.add(new RoomSequence(redis.client(), [DOC_ROOM], 2));
-  seq.start();
+  await seq.start();
   await Promise.all(clients.map((c) => c.rec.waitForCount('replay_seq', 20, undefined, 10_000)));
   const back = clients.map((c) => new Promise<void>((r) => c.socket.once('disconnect', () => c.socket.once('connect', () => r()))));
   aUp = false;
@@ -55,7 +55,7 @@ test("a worker's subscriber connection killed: the gap is read from history and 
   const disconnects: string[] = [];
   for (const c of clients) c.socket.on('disconnect', (r) => disconnects.push(r));
   const seq = scope.add(new RoomSequence(redis.client(), ['website'], 2));
-  seq.start();
+  await seq.start();
   await Promise.all(clients.map((c) => c.rec.waitForCount('replay_seq', 20, undefined, 10_000)));
 
   const admin = redis.client();

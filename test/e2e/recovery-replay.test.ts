@@ -45,7 +45,7 @@ for (const cut of ['worker SIGKILL', 'client engine close'] as const) {
     const { socket, rec } = await recoveringClient(scope, url, sidOf(USER));
     await subscribeAll(socket);
     const seq = scope.add(new RoomSequence(redis.client(), ROOMS, 2));
-    seq.start();
+    await seq.start();
     await rec.waitForCount('replay_seq', 20, undefined, 10_000);
 
     const back = reconnected(socket);

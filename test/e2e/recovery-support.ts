@@ -95,7 +95,7 @@ export class RoomSequence {
   private readonly errors: unknown[] = [];
 
   constructor(
-    private readonly client: Pick<Redis, 'publish'>,
+    private readonly client: Pick<Redis, 'publish' | 'ping'>,
     private readonly rooms: readonly string[],
     private readonly perTick = 1,
   ) {}
@@ -104,7 +104,13 @@ export class RoomSequence {
     return this.next - 1;
   }
 
-  start(): void {
+  /**
+   * Starts once the connection is ready: ioredis can send commands queued
+   * while it connects after ones issued just after it is ready, which would
+   * reorder the first publishes before they reach Redis.
+   */
+  async start(): Promise<void> {
+    await this.client.ping();
     this.timer = setInterval(() => {
       for (let i = 0; i < this.perTick; i++) this.publishOne();
     }, 5);
@@ -161,7 +167,10 @@ export async function assertInOrder(rec: EventRecorder, last: number, what: stri
       firstOutOfOrder: outOfOrder === -1 ? null : got.slice(outOfOrder - 2, outOfOrder + 3),
     },
     { missing: [], duplicated: [], firstOutOfOrder: null },
-    `${what}: ${got.length} received of ${last}`,
+    `${what}: ${got.length} received of ${last}; first received: ${got.slice(0, 30).join(',')}; other events: ${rec.events
+      .filter((e) => e.event !== REPLAY_EVENT)
+      .map((e) => `${e.event}@${e.at}`)
+      .join(' ')}`,
   );
 }
 
