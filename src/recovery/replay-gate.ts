@@ -17,6 +17,7 @@ const MAX_HELD = 10_000;
 
 export class ReplayGate {
   private readonly held = new Map<string, HeldPacket[]>();
+  private readonly overflowed = new Map<string, number>();
 
   get active(): boolean {
     return this.held.size > 0;
@@ -31,13 +32,16 @@ export class ReplayGate {
     const q = this.held.get(sid);
     if (!q) return false;
     if (q.length < MAX_HELD) q.push({ packet, offset });
+    else this.overflowed.set(sid, (this.overflowed.get(sid) ?? 0) + 1);
     return true;
   }
 
-  /** Stops holding; returns what was held, in arrival order. */
-  release(sid: string): HeldPacket[] {
-    const q = this.held.get(sid) ?? [];
+  /** Stops holding; returns what was held, in arrival order, and how many packets did not fit. */
+  release(sid: string): { held: HeldPacket[]; dropped: number } {
+    const held = this.held.get(sid) ?? [];
+    const dropped = this.overflowed.get(sid) ?? 0;
     this.held.delete(sid);
-    return q;
+    this.overflowed.delete(sid);
+    return { held, dropped };
   }
 }

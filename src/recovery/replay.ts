@@ -11,7 +11,7 @@ export const MISSED_EVENT = 'rtg_missed_updates';
 /** The event that hands a fresh client its first offset. */
 export const SESSION_EVENT = 'rtg_session';
 
-export type MissedReason = Unrecoverable | 'expired' | 'no_history' | 'history_unreadable';
+export type MissedReason = Unrecoverable | 'expired' | 'no_history' | 'history_unreadable' | 'overflow';
 
 /** Where missed events come from (a cluster with history on). */
 export interface ReplaySource {
@@ -31,8 +31,13 @@ function write(socket: Socket, packet: string, fastPath: boolean): void {
 }
 
 /** Writes what was held for the socket, minus what `covered` (the last history id read) already includes. */
-function releaseHeld(socket: Socket, src: ReplaySource, covered: string | null): void {
-  for (const h of src.gate.release(socket.id)) {
+function releaseHeld(socket: Socket, src: ReplaySource, covered: string | null, metrics: Metrics): void {
+  const { held, dropped } = src.gate.release(socket.id);
+  if (dropped > 0) {
+    metrics.eventsDropped.inc({ reason: 'replay_overflow' }, dropped);
+    socket.emit(MISSED_EVENT, { reason: 'overflow' });
+  }
+  for (const h of held) {
     if (!socket.connected) continue;
     if (covered !== null && h.offset !== null && compareOffsets(h.offset, covered) <= 0) continue;
     write(socket, h.packet, src.fastPath);
@@ -71,7 +76,7 @@ export async function replayMissed(socket: Socket, offset: string, src: ReplaySo
     socket.emit(MISSED_EVENT, { reason: 'history_unreadable' });
     covered = null;
   }
-  releaseHeld(socket, src, covered);
+  releaseHeld(socket, src, covered, metrics);
   metrics.recoveryReplayed.inc(replayed);
 }
 
@@ -80,7 +85,7 @@ export async function replayMissed(socket: Socket, offset: string, src: ReplaySo
  * recovery replays exactly what came after its connection. Live packets are
  * held until it is written, so the client's last offset never moves back.
  */
-export async function handOutOffset(socket: Socket, src: ReplaySource, log: Logger): Promise<void> {
+export async function handOutOffset(socket: Socket, src: ReplaySource, metrics: Metrics, log: Logger): Promise<void> {
   src.gate.hold(socket.id);
   try {
     const current = await src.history.current();
@@ -88,5 +93,5 @@ export async function handOutOffset(socket: Socket, src: ReplaySource, log: Logg
   } catch (err) {
     log.debug({ err: errorMessage(err) }, 'history position unreadable');
   }
-  releaseHeld(socket, src, null);
+  releaseHeld(socket, src, null, metrics);
 }

@@ -245,7 +245,7 @@ export class SessionKeeper {
       // socket.io-client only asks for its session back if it has seen an
       // offset: the last string argument of an event. Frappe's client
       // listens to nothing by this name.
-      if (replay) void handOutOffset(socket, replay, this.d.log);
+      if (replay) void handOutOffset(socket, replay, this.d.metrics, this.d.log);
       else socket.emit(SESSION_EVENT, `${Date.now().toString(36)}`);
     }
     this.markDirty(socket);
