@@ -60,6 +60,12 @@ export interface GatewayConfig {
   readonly standbyBufferMs: number;
   readonly presenceTtlMs: number;
   readonly recoveryWindowMs: number;
+  /** Missed-event history for replay (sharded adapter mode only). */
+  readonly history: boolean;
+  readonly historyMs: number;
+  readonly historyMaxEvents: number;
+  /** Workers write pre-encoded frames straight to idle WebSockets (off = socket.io's normal emit path only). */
+  readonly fastPath: boolean;
   readonly shutdownGraceMs: number;
   readonly drainMs: number;
   readonly workerRespawnMaxBackoffMs: number;
@@ -288,6 +294,30 @@ export const OPTIONS = {
     type: ms(0, 3_600_000),
     default: '120000',
     doc: 'A client that reconnects within this time, to any worker or host, gets its rooms (doc, doctype, task, app rooms) and open documents back (0 = off).',
+  },
+  history: {
+    env: 'GATEWAY_HISTORY',
+    type: { kind: 'enum', values: ['on', 'off'] },
+    default: 'on',
+    doc: 'Keep the events the leader broadcast in a Redis stream so a recovered client gets what it missed (sharded adapter mode only).',
+  },
+  historyMs: {
+    env: 'GATEWAY_HISTORY_MS',
+    type: ms(1000, 3_600_000),
+    default: '120000',
+    doc: 'Age bound of the missed-event history (a client offline longer is told it may have missed updates).',
+  },
+  historyMaxEvents: {
+    env: 'GATEWAY_HISTORY_MAX_EVENTS',
+    type: { kind: 'int', min: 100, max: 10_000_000 },
+    default: '100000',
+    doc: 'Count bound of the missed-event history (approximate: Redis trims whole stream nodes).',
+  },
+  fastPath: {
+    env: 'GATEWAY_FAST_PATH',
+    type: { kind: 'enum', values: ['on', 'off'] },
+    default: 'on',
+    doc: "Workers write the leader's pre-encoded frames straight to idle WebSockets; off = every packet takes socket.io's normal emit path.",
   },
   shutdownGraceMs: { env: 'GATEWAY_SHUTDOWN_GRACE_MS', type: ms(1000, 600_000), default: '30000', doc: 'SIGTERM: hard deadline for exit.' },
   drainMs: {

@@ -5,8 +5,9 @@ import type { RedisClient } from '../redis/connect';
 import type { Keys } from '../redis/keys';
 import { errorMessage } from '../shared/errors';
 import { RateLimitedLog, type Logger } from '../shared/logger';
-import { encodeAllSites, encodeOrNull, encodeRoomBroadcast } from '../events/encode';
+import { closeEventArgs, encodeAllSites, encodeRoomBroadcast, openEventArgs, roomChannel, sitePacket } from '../events/encode';
 import type { Intake } from '../events/intake';
+import type { FrappeEvent } from '../events/parse';
 import { Lease, type Held } from './lease';
 import { BatchPublisher, FencedError, formatProgress, type BatchItem, type Progress } from './publisher';
 import { EventRing } from './ring';
@@ -72,7 +73,10 @@ export class LeaderConsumer {
     this.dropLog = new RateLimitedLog(d.log, d.config.dropLogIntervalMs);
     this.ring = new EventRing(d.config.standbyBufferEvents, d.config.standbyBufferMs);
     this.lease = new Lease(d.cmd, d.keys, d.nodeId, d.config.leaderLeaseMs);
-    this.publisher = new BatchPublisher(d.cmd, d.keys, d.config.redis?.mode === 'cluster');
+    this.publisher = new BatchPublisher(d.cmd, d.keys, d.config.redis?.mode === 'cluster', {
+      maxEvents: d.config.historyMaxEvents,
+      maxAgeMs: d.config.historyMs,
+    });
   }
 
   get isLeader(): boolean {
@@ -188,12 +192,34 @@ export class LeaderConsumer {
       from = prev !== null ? this.ring.start : Math.max(this.ring.start, this.confirmed ?? this.subscribedFrom);
       if (prev) metrics.replayUnaligned.inc();
     }
+    if (this.d.config.redis?.mode === 'cluster' && this.historyOn) await this.republishTail(held);
+    if (this.held !== held) return;
     const replay = this.ring.end - from;
     if (replay > 0) metrics.replayedEvents.inc(replay);
     this.cursor = from;
     this.aligning = false;
     log.info({ epoch: held.epoch, replay, aligned: prev ? from !== this.ring.start || replay === 0 : null }, 'became events leader');
     this.scheduleFlush();
+  }
+
+  private get historyOn(): boolean {
+    return this.d.config.history && this.d.config.adapterMode === 'sharded';
+  }
+
+  /** See `BatchPublisher.republishTail`: the predecessor's in-flight batches, two leases back at most. */
+  private async republishTail(held: Held): Promise<void> {
+    const { keys, log, metrics } = this.d;
+    try {
+      const n = await this.publisher.republishTail(this.d.config.leaderLeaseMs * 2, MAX_INFLIGHT * BATCH_MAX, (ns, room, args, id) =>
+        ns === ''
+          ? { channel: keys.allSitesChannel, payload: `!${closeEventArgs(args, id)}` }
+          : { channel: roomChannel(keys.adapterPrefix, ns, room), payload: `!${sitePacket(ns, closeEventArgs(args, id))}` },
+      );
+      if (n > 0) metrics.replayedEvents.inc(n);
+      log.info({ epoch: held.epoch, republished: n }, 'history tail re-sent after takeover');
+    } catch (err) {
+      log.warn({ err: errorMessage(err) }, 'could not re-send the history tail');
+    }
   }
 
   private stepDown(reason: string, release: boolean): void {
@@ -261,30 +287,55 @@ export class LeaderConsumer {
   }
 
   private encodeRange(first: number, last: number): BatchItem[] {
-    const { intake, config, keys, metrics } = this.d;
+    const { intake, metrics } = this.d;
     const items: BatchItem[] = [];
-    const command = config.adapterMode === 'sharded' ? 'SPUBLISH' : 'PUBLISH';
     for (let p = first; p <= last; p++) {
       const entry = this.ring.get(p);
       if (!entry) continue;
       const e = intake.raw(entry.raw, 'redis');
       if (!e) continue;
-      const room = e.room !== null && e.namespace !== null ? { room: e.room, site: e.namespace } : null;
-      const item = encodeOrNull<BatchItem>(() =>
-        room
-          ? { command, ...encodeRoomBroadcast(config.adapterMode, keys.adapterPrefix, room.site, room.room, e.event, [e.message]) }
-          : { command: 'PUBLISH', channel: keys.allSitesChannel, payload: encodeAllSites(e) },
-      );
-      if (item === null) {
-        // Dropped, never retried: every leader after this one would fail on it too.
+      let item: BatchItem;
+      try {
+        item = this.encodeEvent(e);
+      } catch {
+        // Parsed JSON always re-encodes; this guards the encoder itself.
         metrics.eventsDropped.inc({ reason: 'unencodable' });
         this.dropLog.warn('unencodable', { event: e.event.slice(0, 64), room: e.room?.slice(0, 64) ?? null }, 'unencodable event dropped');
         continue;
       }
       items.push(item);
-      metrics.eventsRouted.inc({ target: room ? 'room' : 'all_sites' });
+      metrics.eventsRouted.inc({ target: e.room !== null ? 'room' : 'all_sites' });
     }
     return items;
+  }
+
+  /**
+   * Room and room-less events both travel on channels of the workers' adapter
+   * subscriber connection, so a client gets them in publish order. Sharded
+   * mode: pre-encoded packets; room-less ones carry only the argument list
+   * (each worker prefixes it per site namespace).
+   */
+  private encodeEvent(e: FrappeEvent): BatchItem {
+    const { config, keys } = this.d;
+    const room = e.namespace !== null ? e.room : null;
+    if (config.adapterMode === 'classic') {
+      if (room !== null && e.namespace !== null) {
+        return { command: 'PUBLISH', ...encodeRoomBroadcast('classic', keys.adapterPrefix, e.namespace, room, e.event, [e.message]) };
+      }
+      return { command: 'PUBLISH', channel: keys.allSitesChannel, payload: encodeAllSites(e) };
+    }
+    const args = openEventArgs(e.event, [e.message]);
+    const channel = room !== null && e.namespace !== null ? roomChannel(keys.adapterPrefix, e.namespace, room) : keys.allSitesChannel;
+    const prefix = room !== null && e.namespace !== null ? `!${sitePacket(e.namespace, '')}` : '!';
+    if (config.history) {
+      return {
+        command: 'SPUBLISH',
+        channel,
+        payload: prefix,
+        history: { namespace: room !== null ? (e.namespace ?? '') : '', room: room ?? '', args },
+      };
+    }
+    return { command: 'SPUBLISH', channel, payload: `${prefix}${closeEventArgs(args, null)}` };
   }
 
   /** Graceful stop: broadcast what is pending, then release the lease and tell standbys. */

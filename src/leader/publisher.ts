@@ -1,28 +1,74 @@
 import type { RedisClient } from '../redis/connect';
 import { GatewayError } from '../shared/errors';
 import type { Keys } from '../redis/keys';
-import type { Publication } from '../events/encode';
 
-// One batch = the broadcasts plus the leader's progress, applied atomically
-// and only while the caller still holds the lease (fencing). A crash either
-// before or after the script leaves progress consistent with what was sent,
-// which is what makes takeover replay exactly-once. The progress write is a
+// One batch = the broadcasts, their history entries and the leader's
+// progress, applied atomically and only while the caller still holds the
+// lease (fencing). A crash either before or after the script leaves progress
+// and history consistent with what was sent, which is what makes takeover
+// replay exactly-once and missed-event replay exact. The progress write is a
 // compare-and-set on the previous batch's progress: a batch that already ran
 // (ioredis re-sends commands whose reply was lost in a reconnect) is skipped.
-// ARGV: token, expected previous progress, new progress, n, then n triples
-// (command, channel, payload). Returns -1 fenced, -2 already applied.
-const PUBLISH_BATCH = `
+//
+// KEYS: lease, progress, history stream, history genesis.
+// ARGV: token, expected previous progress, new progress, history max events,
+// history max age (ms), n, then n items of ITEM_ARGS: kind, channel, payload,
+// namespace, room, args.
+//  - kind SPUBLISH / PUBLISH: the payload as is;
+//  - kind HISTORY: XADD the event (its id is the offset), then SPUBLISH
+//    payload .. args .. ',"<offset>"]' so the client's last string argument,
+//    which socket.io-client keeps as its offset, is that id.
+// A stream created here records its first id as genesis: an offset below it
+// comes from a stream Redis lost (restart without persistence).
+// Returns -1 fenced, -2 already applied, else n.
+const HISTORY_LIB = `
+local function add(n, r, a, maxlen)
+  local created = redis.call('EXISTS', KEYS[3]) == 0
+  local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'n', n, 'r', r, 'a', a)
+  if created then redis.call('SET', KEYS[4], id) end
+  return id
+end
+local function trim(maxage)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('XTRIM', KEYS[3], 'MINID', '~', tostring(now - tonumber(maxage)))
+end`;
+const ITEM_ARGS = 6;
+const PUBLISH_BATCH = `${HISTORY_LIB}
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then return -2 end
-local n = tonumber(ARGV[4])
+local n = tonumber(ARGV[6])
+local history = false
 for i = 0, n - 1 do
-  local b = 5 + i * 3
-  redis.call(ARGV[b], ARGV[b + 1], ARGV[b + 2])
+  local b = 7 + i * ${ITEM_ARGS}
+  if ARGV[b] == 'HISTORY' then
+    local id = add(ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[4])
+    redis.call('SPUBLISH', ARGV[b + 1], ARGV[b + 2] .. ARGV[b + 5] .. ',"' .. id .. '"]')
+    history = true
+  else
+    redis.call(ARGV[b], ARGV[b + 1], ARGV[b + 2])
+  end
 end
+if history then trim(ARGV[5]) end
 redis.call('SET', KEYS[2], ARGV[3])
 return n`;
 // Redis Cluster: shard channels live in other slots than the lease, so the
-// broadcasts cannot share the script; the fenced progress write follows them.
+// broadcasts cannot share the script. History and progress (one slot) are
+// written fenced first and return the offsets; the broadcasts follow.
+// ARGV: token, expected, progress, max events, max age, n, then n triples
+// (namespace, room, args). Returns the ids, or {-1} fenced, {-2} already applied.
+const FENCED_HISTORY = `${HISTORY_LIB}
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then return {-2} end
+local n = tonumber(ARGV[6])
+local ids = {}
+for i = 0, n - 1 do
+  local b = 7 + i * 3
+  ids[#ids + 1] = add(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[4])
+end
+if n > 0 then trim(ARGV[5]) end
+redis.call('SET', KEYS[2], ARGV[3])
+return ids`;
 const FENCED_PROGRESS = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then return -2 end
@@ -32,15 +78,29 @@ const FENCE_CHECK = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 return 1`;
 
+type Arg = string | Buffer | number;
 type Scripted = RedisClient & {
-  gwPublishBatch(lease: string, progress: string, ...args: (string | Buffer | number)[]): Promise<number>;
+  gwPublishBatch(...args: Arg[]): Promise<number>;
+  gwFencedHistory(...args: Arg[]): Promise<(string | number)[]>;
   gwFencedProgress(lease: string, progress: string, token: string, expected: string, value: string): Promise<number>;
   gwFenceCheck(lease: string, token: string): Promise<number>;
 };
 
-export interface BatchItem extends Publication {
-  /** 'SPUBLISH' for sharded adapter channels, 'PUBLISH' for classic and control channels. */
+/**
+ * One broadcast of a batch. `history` set: the event goes into the history
+ * stream and `payload` is the prefix its offset-carrying argument list is
+ * appended to (always SPUBLISH); unset: `payload` is published as is.
+ */
+export interface BatchItem {
   readonly command: 'SPUBLISH' | 'PUBLISH';
+  readonly channel: string;
+  readonly payload: string | Buffer;
+  readonly history?: { readonly namespace: string; readonly room: string; readonly args: string };
+}
+
+export interface HistoryLimits {
+  readonly maxEvents: number;
+  readonly maxAgeMs: number;
 }
 
 /** The lease is no longer ours: the batch was refused (split-brain guard). */
@@ -58,18 +118,36 @@ export class FencedError extends GatewayError {
  */
 export class BatchPublisher {
   private readonly c: Scripted;
-  /** Cluster mode: the last progress write, so the next one follows it (see `publish`). */
+  /** Cluster mode: the last fenced write, so the next one follows it (see `publish`). */
   private progressChain: Promise<unknown> = Promise.resolve();
 
   constructor(
     client: RedisClient,
     private readonly keys: Keys,
     private readonly clusterMode: boolean,
+    private readonly limits: HistoryLimits,
   ) {
     this.c = client as Scripted;
-    client.defineCommand('gwPublishBatch', { numberOfKeys: 2, lua: PUBLISH_BATCH });
+    client.defineCommand('gwPublishBatch', { numberOfKeys: 4, lua: PUBLISH_BATCH });
+    client.defineCommand('gwFencedHistory', { numberOfKeys: 4, lua: FENCED_HISTORY });
     client.defineCommand('gwFencedProgress', { numberOfKeys: 2, lua: FENCED_PROGRESS });
     client.defineCommand('gwFenceCheck', { numberOfKeys: 1, lua: FENCE_CHECK });
+  }
+
+  private head(token: string, expected: string, progress: string, n: number): Arg[] {
+    const k = this.keys;
+    return [
+      k.leaderLease,
+      k.leaderProgress,
+      k.history,
+      k.historyGenesis,
+      token,
+      expected,
+      progress,
+      this.limits.maxEvents,
+      this.limits.maxAgeMs,
+      n,
+    ];
   }
 
   /**
@@ -79,17 +157,30 @@ export class BatchPublisher {
    */
   async publish(token: string, items: readonly BatchItem[], expected: string, progress: string): Promise<'applied' | 'already-applied'> {
     if (!this.clusterMode) {
-      const args: (string | Buffer | number)[] = [token, expected, progress, items.length];
-      for (const it of items) args.push(it.command, it.channel, it.payload);
-      const r = await this.c.gwPublishBatch(this.keys.leaderLease, this.keys.leaderProgress, ...args);
+      const args = this.head(token, expected, progress, items.length);
+      for (const it of items) {
+        const h = it.history;
+        if (h) args.push('HISTORY', it.channel, it.payload, h.namespace, h.room, h.args);
+        else args.push(it.command, it.channel, it.payload, '', '', '');
+      }
+      const r = await this.c.gwPublishBatch(...args);
       if (r === -1) throw new FencedError();
       return r === -2 ? 'already-applied' : 'applied';
     }
+    return items.some((it) => it.history)
+      ? this.publishClusterHistory(token, items, expected, progress)
+      : this.publishCluster(token, items, expected, progress);
+  }
+
+  private async publishCluster(
+    token: string,
+    items: readonly BatchItem[],
+    expected: string,
+    progress: string,
+  ): Promise<'applied' | 'already-applied'> {
     const sent = (async () => {
       if ((await this.c.gwFenceCheck(this.keys.leaderLease, token)) === -1) throw new FencedError();
-      await Promise.all(
-        items.map((it) => (it.command === 'SPUBLISH' ? this.c.spublish(it.channel, it.payload) : this.c.publish(it.channel, it.payload))),
-      );
+      await Promise.all(items.map((it) => this.send(it.command, it.channel, it.payload)));
     })();
     // Batches in flight run concurrently here, but each progress write is a
     // compare-and-set on the previous batch's: one that ran before its
@@ -106,6 +197,73 @@ export class BatchPublisher {
     const r = await written;
     if (r === -1) throw new FencedError();
     return r === -2 ? 'already-applied' : 'applied';
+  }
+
+  /**
+   * Redis Cluster with history: the offsets exist only once the history is
+   * written, so history and progress go first (fenced, in batch order) and the
+   * broadcasts follow. A leader that dies in between leaves events in history
+   * that were not broadcast; its successor re-sends the history tail
+   * (`republishTail`) and workers drop what they already delivered by offset.
+   */
+  private async publishClusterHistory(
+    token: string,
+    items: readonly BatchItem[],
+    expected: string,
+    progress: string,
+  ): Promise<'applied' | 'already-applied'> {
+    const hist = items.filter((it) => it.history);
+    const args = this.head(token, expected, progress, hist.length);
+    for (const it of hist) if (it.history) args.push(it.history.namespace, it.history.room, it.history.args);
+    const previous = this.progressChain;
+    const written = (async () => {
+      await previous;
+      return this.c.gwFencedHistory(...args);
+    })();
+    this.progressChain = written.catch(() => undefined);
+    const ids = await written;
+    if (ids[0] === -1) throw new FencedError();
+    if (ids[0] === -2) return 'already-applied';
+    let i = 0;
+    await Promise.all(
+      items.map((it) => {
+        if (!it.history) return this.send(it.command, it.channel, it.payload);
+        const id = String(ids[i++]);
+        return this.send('SPUBLISH', it.channel, `${String(it.payload)}${it.history.args},"${id}"]`);
+      }),
+    );
+    return 'applied';
+  }
+
+  /**
+   * Redis Cluster with history, at takeover: re-broadcasts the history
+   * entries of the last `windowMs` (at most `max`), with their own offsets,
+   * so a batch the predecessor recorded but did not broadcast reaches the
+   * workers; they drop what they already delivered by offset. Resolves the
+   * count re-sent.
+   */
+  async republishTail(
+    windowMs: number,
+    max: number,
+    route: (namespace: string, room: string, args: string, id: string) => { channel: string; payload: string },
+  ): Promise<number> {
+    const tail = (await this.c.xrevrange(this.keys.history, '+', '-', 'COUNT', max)) as [string, string[]][];
+    const since = Date.now() - windowMs;
+    const recent = tail.filter(([id]) => Number(id.slice(0, id.indexOf('-'))) >= since).reverse();
+    for (const [id, f] of recent) {
+      const field = (k: string): string => {
+        for (let i = 0; i + 1 < f.length; i += 2) if (f[i] === k) return f[i + 1] ?? '';
+        return '';
+      };
+      if (field('a') === '') continue;
+      const { channel, payload } = route(field('n'), field('r'), field('a'), id);
+      await this.c.spublish(channel, payload);
+    }
+    return recent.length;
+  }
+
+  private send(command: 'SPUBLISH' | 'PUBLISH', channel: string, payload: string | Buffer): Promise<unknown> {
+    return command === 'SPUBLISH' ? this.c.spublish(channel, payload) : this.c.publish(channel, payload);
   }
 
   /** The raw progress value ('' when none) and its parsed form. */

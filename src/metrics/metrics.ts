@@ -16,7 +16,8 @@ export const KNOWN_LABELS = {
   permissionResults: ['allowed', 'denied', 'error'],
   publishStatuses: ['202', '400', '401', '403', '413', '503'],
   leaderTransitions: ['leader', 'standby'],
-  recoveryResults: ['restored', 'expired'],
+  recoveryResults: ['restored', 'expired', 'trimmed', 'history_lost', 'foreign_offset', 'no_history', 'history_unreadable', 'overflow'],
+  limits: ['backend_queue', 'client_events', 'connections_per_ip', 'handshake_timeout', 'outbound_buffer', 'rooms_per_socket'],
   /** socket.io's DisconnectReason values. */
   disconnectReasons: [
     'transport error',
@@ -254,7 +255,7 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
     }),
     sessionRecoveries: new Counter({
       name: 'gateway_session_recoveries_total',
-      help: 'Reconnections that asked for their session back, by result (restored or expired)',
+      help: 'Reconnections that asked for their session back, by result (restored; expired, trimmed, history_lost, foreign_offset: treated as new)',
       labelNames: ['result'],
       registers: r,
     }),
@@ -262,6 +263,16 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       name: 'gateway_limit_exceeded_total',
       help: 'Client actions refused or clients disconnected by a limit (SECURITY.md), by limit',
       labelNames: ['limit'],
+      registers: r,
+    }),
+    recoveryReplayed: new Counter({
+      name: 'gateway_recovery_replayed_events_total',
+      help: 'Missed events a recovered client received from history',
+      registers: r,
+    }),
+    gapEvents: new Counter({
+      name: 'gateway_history_gap_events_total',
+      help: "Events a worker read from history after its subscriber connection came back (its clients' gap)",
       registers: r,
     }),
     presenceSweeps: new Counter({
@@ -280,6 +291,7 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
   zero(m.publishRequests, 'status', KNOWN_LABELS.publishStatuses);
   zero(m.leaderTransitions, 'to', KNOWN_LABELS.leaderTransitions);
   zero(m.sessionRecoveries, 'result', KNOWN_LABELS.recoveryResults);
+  zero(m.limitExceeded, 'limit', KNOWN_LABELS.limits);
   zero(m.disconnects, 'reason', KNOWN_LABELS.disconnectReasons);
   zero(m.connectionsByTransport, 'transport', KNOWN_LABELS.transports);
   zero(m.redisCommandErrors, 'connection', KNOWN_LABELS.redisConnections);

@@ -6,6 +6,7 @@ import type { Keys } from '../redis/keys';
 import type { Metrics } from '../metrics/metrics';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
+import { MISSED_EVENT, SESSION_EVENT, handOutOffset, replayMissed, type MissedReason, type ReplaySource } from './replay';
 
 /**
  * Session recovery across workers and hosts (rooms, user, open documents).
@@ -19,8 +20,10 @@ import type { Logger } from '../shared/logger';
  *
  * Sessions are written when a client connects and whenever its rooms change
  * (so they survive a crashed process), refreshed while it stays connected,
- * and kept for the recovery window after it disconnects. Missed events are
- * not replayed yet (that needs the per-namespace history).
+ * and kept for the recovery window after it disconnects. With history (a
+ * cluster in sharded mode) the events it missed are replayed (`replay.ts`);
+ * an offset that history no longer covers makes it a new client, told so by
+ * `rtg_missed_updates`.
  */
 
 export interface StoredSession {
@@ -36,6 +39,8 @@ export interface SessionStore {
   take(pid: string): Promise<StoredSession | null>;
   touch(pids: readonly string[], ttlMs: number): Promise<void>;
   remove(pid: string): Promise<void>;
+  /** Missed-event replay, when the store's cluster keeps a history. */
+  readonly replay?: ReplaySource | undefined;
 }
 
 const MEMORY_MAX_SESSIONS = 100_000;
@@ -85,6 +90,7 @@ export class RedisSessionStore implements SessionStore {
   constructor(
     private readonly client: RedisClient,
     private readonly keys: Keys,
+    readonly replay?: ReplaySource,
   ) {}
 
   async save(sessions: readonly StoredSession[], ttlMs: number): Promise<void> {
@@ -116,8 +122,14 @@ export class RedisSessionStore implements SessionStore {
   }
 }
 
-/** The event that hands a fresh client its first offset (see `attachRecovery`). */
-export const SESSION_EVENT = 'rtg_session';
+/** Why a reconnection that asked for its session was treated as new, by old pid, until its socket is tracked. */
+const unrecovered = new Map<string, MissedReason>();
+const UNRECOVERED_MAX = 10_000;
+
+function noteUnrecovered(pid: string, reason: MissedReason): void {
+  if (unrecovered.size >= UNRECOVERED_MAX) unrecovered.clear();
+  unrecovered.set(pid, reason);
+}
 /** Disconnect reasons after which socket.io-client reconnects and may ask for its session. */
 const RECOVERABLE = new Set([
   'transport error',
@@ -160,8 +172,8 @@ export interface RecoveryDeps {
 
 /**
  * Wraps one namespace's adapter: sessions go to the shared store instead of
- * process memory, no per-event offsets are added (there is no history to
- * replay from yet), and a socket's own emits stay local instead of being
+ * process memory, no per-event offsets are added (the leader's history
+ * offsets are the only ones: `leader/publisher.ts`), and a socket's own emits stay local instead of being
  * published to every worker (socket.io routes `socket.emit` through the
  * adapter when recovery is on).
  */
@@ -173,10 +185,15 @@ export function withSessionRecovery(adapter: Adapter, d: RecoveryDeps): Adapter 
       .catch((err: unknown) => d.log.warn({ err: errorMessage(err) }, 'could not persist session'));
   };
   // socket.io treats a null session as "not recoverable" (its typings say otherwise).
-  a.restoreSession = (async (pid: string) => {
+  a.restoreSession = (async (pid: string, offset: string) => {
     const s = await d.store.take(pid);
-    d.metrics.sessionRecoveries.inc({ result: s ? 'restored' : 'expired' });
-    if (!s) return null;
+    let reason: MissedReason | null = s ? null : 'expired';
+    if (s && d.store.replay) reason = await d.store.replay.history.check(offset).catch((): MissedReason => 'history_unreadable');
+    d.metrics.sessionRecoveries.inc({ result: reason ?? 'restored' });
+    if (!s || reason !== null) {
+      noteUnrecovered(pid, reason ?? 'expired');
+      return null;
+    }
     return { sid: s.sid, pid: s.pid, rooms: [...s.rooms], data: restoredData(s), missedPackets: [] };
   }) as unknown as Adapter['restoreSession'];
   if (typeof a.addOffsetIfNecessary === 'function') a.addOffsetIfNecessary = () => undefined;
@@ -215,12 +232,25 @@ export class SessionKeeper {
     const pid = (socket as unknown as { pid?: string }).pid;
     if (!pid) return;
     this.live.set(socket.id, socket);
-    // socket.io-client only asks for its session back if it has seen an
-    // offset: the last string argument of an event. Frappe's client listens
-    // to nothing by this name.
-    if (!socket.recovered) socket.emit(SESSION_EVENT, `${Date.now().toString(36)}`);
+    const auth = socket.handshake.auth as { pid?: unknown; offset?: unknown };
+    const replay = this.d.store.replay;
+    if (socket.recovered) {
+      if (replay) void replayMissed(socket, String(auth.offset), replay, this.d.metrics, this.d.log);
+      else socket.emit(MISSED_EVENT, { reason: 'no_history' });
+    } else {
+      if (typeof auth.pid === 'string' && typeof auth.offset === 'string') {
+        socket.emit(MISSED_EVENT, { reason: unrecovered.get(auth.pid) ?? 'expired' });
+        unrecovered.delete(auth.pid);
+      }
+      // socket.io-client only asks for its session back if it has seen an
+      // offset: the last string argument of an event. Frappe's client
+      // listens to nothing by this name.
+      if (replay) void handOutOffset(socket, replay, this.d.metrics, this.d.log);
+      else socket.emit(SESSION_EVENT, `${Date.now().toString(36)}`);
+    }
     this.markDirty(socket);
     socket.on('disconnect', (reason: string) => {
+      replay?.gate.release(socket.id);
       this.live.delete(socket.id);
       this.dirty.delete(socket.id);
       // Recoverable disconnects are persisted by socket.io (persistSession).

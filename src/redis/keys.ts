@@ -13,8 +13,16 @@ export interface Keys {
   readonly leaderProgress: string;
   /** Pub/sub: a leader announces a voluntary release so standbys take over at once. */
   readonly leaderChannel: string;
-  /** Pub/sub: events without a room, delivered by every worker to every local site namespace. */
+  /**
+   * Events without a room, delivered by every worker to every local site
+   * namespace. Subscribed on the adapter's subscriber connection (a shard
+   * channel in sharded mode), so they keep their order with room broadcasts.
+   */
   readonly allSitesChannel: string;
+  /** Stream of every event the leader broadcast (missed-event replay); same slot as the lease. */
+  readonly history: string;
+  /** Id below which the current history stream has nothing (set when the stream is created): older offsets are from a lost stream. */
+  readonly historyGenesis: string;
   /** Socket.IO adapter channel prefix. */
   readonly adapterPrefix: string;
   /** Hash: nodeId -> JSON node descriptor; entries expire by their `seen` field. */
@@ -40,6 +48,8 @@ export function createKeys(prefix: string): Keys {
     leaderEpoch: `${tagged}:leader:epoch`,
     leaderProgress: `${tagged}:leader:progress`,
     leaderChannel: `${p}leader`,
+    history: `${tagged}:history`,
+    historyGenesis: `${tagged}:history:genesis`,
     allSitesChannel: `${p}all-sites`,
     adapterPrefix: `${p}sio`,
     nodes: `${p}nodes`,

@@ -39,7 +39,7 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
     intake,
     readiness: async () => ({ ready: !draining, checks: { mode: 'standalone', draining } }),
     metricsText: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
-    publish: async (events) => deliverLocally(server, metrics, events),
+    publish: async (events) => deliverLocally(server, metrics, events, config.fastPath),
     cluster: async () => {
       const namespaces: Record<string, number> = {};
       for (const nsp of server.siteNamespaces()) namespaces[nsp.name.slice(1)] = nsp.sockets.size;

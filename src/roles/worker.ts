@@ -11,6 +11,8 @@ import type { Adapter } from 'socket.io-adapter';
 import type { GatewayConfig } from '../config';
 import { decodeAllSites } from '../events/encode';
 import { deliverToAllSites } from '../realtime/local-delivery';
+import { HistoryReader } from '../recovery/history';
+import { ReplayGate } from '../recovery/replay-gate';
 import { backendFromConfig } from '../frappe/backend';
 import { createMetrics } from '../metrics/metrics';
 import { Liveness, RedisPresence } from '../presence/redis-presence';
@@ -26,8 +28,9 @@ import { Services, createShutdown } from '../shared/lifecycle';
 import type { Logger } from '../shared/logger';
 import { RedisSessionStore } from '../recovery/session-recovery';
 import { createSocketServer } from '../realtime/socket-server';
-import { withWorkerHooks } from '../realtime/fast-adapter';
 import { countAdapterTimeouts, instrumentServer } from '../realtime/server-metrics';
+import { WorkerDelivery } from '../realtime/fast-adapter';
+import type { SocketServer } from '../realtime/socket-server';
 
 function send(m: WorkerToPrimary): void {
   if (process.connected) process.send?.(m, undefined, undefined, () => undefined);
@@ -49,13 +52,11 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   const onCommandError = (role: string): void => metrics.redisCommandErrors.inc({ connection: role });
   const pub = createRedisClient(redisCfg, { name: `${nodeId}:pub`, onCommandError }, log);
   const sub = createRedisClient(redisCfg, { name: `${nodeId}:sub`, subscriber: true, onCommandError }, log);
-  const ctl = createRedisClient(redisCfg, { name: `${nodeId}:ctl`, pubsub: true, onCommandError }, log);
   // Lookups that must not wait for a Redis outage to end (auth cache, secret).
   const fast = createRedisClient(redisCfg, { name: `${nodeId}:fast`, failFast: true, onCommandError }, log);
   for (const [name, c] of [
     ['pub', pub],
     ['sub', sub],
-    ['ctl', ctl],
     ['fast', fast],
   ] as const) {
     connectInBackground(c, log, name);
@@ -73,13 +74,26 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
     Promise.race([liveness.remove(nodeId).catch(() => undefined), new Promise((r) => setTimeout(r, 1500).unref())]),
   );
 
+  // Missed-event history exists in sharded mode only (the leader appends offsets to pre-encoded packets).
+  const history = config.history && config.adapterMode === 'sharded' ? new HistoryReader(pub, keys) : null;
+  const gate = history ? new ReplayGate() : null;
+  let server: SocketServer | null = null;
+  const delivery = new WorkerDelivery({
+    metrics,
+    log: log.child({ sub: 'delivery' }),
+    fastPath: config.fastPath,
+    history,
+    gate,
+    namespaces: () => server?.siteNamespaces() ?? [],
+    existingNamespace: (site) => server?.existingNamespace(site),
+  });
   const baseAdapter =
     config.adapterMode === 'sharded'
       ? createShardedAdapter(pub, sub, { channelPrefix: keys.adapterPrefix, subscriptionMode: 'dynamic' })
       : createAdapter(pub, sub, { key: keys.adapterPrefix });
   // socket.io instantiates it with `new`: a function (not an arrow) returning the adapter.
   const adapter = function workerAdapter(nsp: Namespace): Adapter {
-    return countAdapterTimeouts(withWorkerHooks((baseAdapter as (n: Namespace) => Adapter)(nsp), nsp, metrics), metrics);
+    return countAdapterTimeouts(delivery.hooks((baseAdapter as (n: Namespace) => Adapter)(nsp), nsp), metrics);
   };
   // A room is usable once Redis confirmed its subscription. Re-subscribing to
   // what the adapter just subscribed is idempotent in Redis and, on the same
@@ -99,7 +113,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   // worker. Closing after each HTTP (polling) response makes every request
   // pass the primary's sid-based routing again. WebSocket upgrades are unaffected.
   httpServer.prependListener('request', (_req, res) => res.setHeader('Connection', 'close'));
-  const server = createSocketServer({
+  server = createSocketServer({
     config,
     httpServer,
     backend,
@@ -108,38 +122,54 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
     log: log.child({ sub: 'socket' }),
     adapter,
     roomsReady,
-    sessions: new RedisSessionStore(pub, keys),
+    sessions: new RedisSessionStore(pub, keys, history && gate ? { history, gate, fastPath: config.fastPath } : undefined),
   });
-  setupWorker(server.io);
-  instrumentServer(server.io, metrics);
+  const io = server.io;
+  const srv = server;
+  setupWorker(io);
+  instrumentServer(io, metrics);
   // Session ids name this worker, so the primary routes a session's requests without shared state.
-  server.io.engine.generateId = () => sessionIdFor(cluster.worker?.id ?? 0);
+  io.engine.generateId = () => sessionIdFor(cluster.worker?.id ?? 0);
   // Bounded: io.close() waits for every adapter to unsubscribe, which with
   // Redis down would hold the drain until the primary's deadline.
   services.onStop(
     'socket.io',
     () =>
       new Promise<void>((r) => {
-        server.io.close(() => r());
+        io.close(() => r());
         setTimeout(r, 1500).unref();
       }),
   );
 
-  ctl.on('messageBuffer', (channel: Buffer, message: Buffer) => {
-    if (channel.toString() !== keys.allSitesChannel) return;
-    const m = decodeAllSites(message.toString('utf8'));
-    if (!m) return;
-    metrics.broadcastsReceived.inc({ kind: 'all_sites' });
-    deliverToAllSites(server, m.event, m.message, metrics);
-  });
-  ctl.subscribe(keys.allSitesChannel).catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'all-sites subscription failed'));
+  // Room-less events arrive on the adapter's subscriber connection, after
+  // and before the room broadcasts they were published between.
+  if (config.adapterMode === 'sharded') {
+    sub.on('smessageBuffer', (channel: Buffer, message: Buffer) => {
+      if (channel.toString() === keys.allSitesChannel) delivery.onAllSites(message);
+    });
+    sub.on('close', () => delivery.subscriberLost());
+    sub.on('ready', () => {
+      void delivery.subscriberBack(sub.ssubscribe(keys.allSitesChannel));
+    });
+    sub.ssubscribe(keys.allSitesChannel).catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'all-sites subscription failed'));
+    void delivery.start();
+  } else {
+    sub.on('messageBuffer', (channel: Buffer, message: Buffer) => {
+      if (channel.toString() !== keys.allSitesChannel) return;
+      const m = decodeAllSites(message.toString('utf8'));
+      if (!m) return;
+      metrics.broadcastsReceived.inc({ kind: 'all_sites' });
+      deliverToAllSites(srv, m.event, m.message, metrics);
+    });
+    sub.subscribe(keys.allSitesChannel).catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'all-sites subscription failed'));
+  }
 
   const status = (): void => {
     const redis = pub.status === 'ready' && sub.status === 'ready';
     metrics.redisUp.set(redis ? 1 : 0);
-    send({ type: 'gw:status', connections: server.connectionCount(), redis });
+    send({ type: 'gw:status', connections: srv.connectionCount(), redis });
     const namespaces: Record<string, number> = {};
-    for (const nsp of server.siteNamespaces()) namespaces[nsp.name.slice(1)] = nsp.sockets.size;
+    for (const nsp of srv.siteNamespaces()) namespaces[nsp.name.slice(1)] = nsp.sockets.size;
     if (pub.status === 'ready') {
       liveness
         .beat(nodeId, {
@@ -147,7 +177,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
           host: hostname(),
           pid: process.pid,
           primaryPid: process.ppid,
-          connections: server.connectionCount(),
+          connections: srv.connectionCount(),
           namespaces,
         })
         .catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'heartbeat failed'));
@@ -158,7 +188,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   for (const c of [pub, sub]) c.on('ready', status).on('close', status);
 
   const shutdown = (drainMs: number) =>
-    createShutdown(services, { drainClients: () => drainConnections(server.io, drainMs, log) }, config.shutdownGraceMs, log)('drain');
+    createShutdown(services, { drainClients: () => drainConnections(io, drainMs, log) }, config.shutdownGraceMs, log)('drain');
   process.on('message', (raw: unknown) => {
     const m = asPrimaryMessage(raw);
     if (!m) return;
@@ -170,7 +200,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
         );
         break;
       case 'gw:rooms':
-        send({ type: 'gw:reply', id: m.id, body: roomReport(server, m.site, m.room) });
+        send({ type: 'gw:reply', id: m.id, body: roomReport(srv, m.site, m.room) });
         break;
       case 'gw:drain':
         if (services.stopped) return;

@@ -5,14 +5,12 @@
  * lands on. The stock socket.io-client does the asking (pid + offset).
  */
 import assert from 'node:assert/strict';
-import { createServer, connect, type Server, type Socket as NetSocket } from 'node:net';
 import { test } from 'node:test';
 import {
   EventRecorder,
   assertNotReceived,
   barrierPublish,
   connectClient,
-  freePort,
   pollUntil,
   publishRedis,
   startFakeFrappe,
@@ -23,59 +21,10 @@ import {
   withScope,
   type GatewayHandle,
   type Scope,
-  type Socket,
 } from '../harness';
+import { ack, frontProxy, reconnected } from './recovery-support';
 
 const SITE = 'site1.local';
-
-/** A TCP front that sends each new connection to the first upstream that accepts it (a load balancer in miniature). */
-async function frontProxy(scope: Scope, upstreams: () => number[]): Promise<number> {
-  const port = await freePort();
-  const open = new Set<NetSocket>();
-  const server: Server = createServer((client) => {
-    open.add(client);
-    client.on('close', () => open.delete(client));
-    const tryNext = (ports: number[]): void => {
-      const [p, ...rest] = ports;
-      if (p === undefined) {
-        client.destroy();
-        return;
-      }
-      const up = connect(p, '127.0.0.1');
-      up.once('error', () => tryNext(rest));
-      up.once('connect', () => {
-        up.removeAllListeners('error');
-        open.add(up);
-        up.on('close', () => {
-          open.delete(up);
-          client.destroy();
-        });
-        up.on('error', () => client.destroy());
-        client.on('error', () => up.destroy());
-        client.on('close', () => up.destroy());
-        client.pipe(up).pipe(client);
-      });
-    };
-    tryNext(upstreams());
-  });
-  await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()));
-  scope.add(() => {
-    for (const s of open) s.destroy();
-    return new Promise<void>((r) => server.close(() => r()));
-  });
-  return port;
-}
-
-function ack(socket: Socket, event: string, ...args: string[]): Promise<unknown> {
-  return socket.timeout(5000).emitWithAck(event, ...args);
-}
-
-/** The socket's next `connect` after a disconnect (the manager's `reconnect` fires before the namespace CONNECT). */
-function reconnected(socket: Socket): Promise<void> {
-  return new Promise((resolve) => {
-    socket.once('disconnect', () => socket.once('connect', () => resolve()));
-  });
-}
 
 async function setup(scope: Scope, hosts: number) {
   const redis = await startRedis({ scope });

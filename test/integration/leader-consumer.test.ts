@@ -76,7 +76,7 @@ test('a batch re-sent after a lost reply is applied once; a wrong token is fence
   const held = await lease.tryAcquire();
   assert.ok(held, 'acquired a free lease');
   assert.equal(await lease.tryAcquire(), null, 'the lease is exclusive');
-  const publisher = new BatchPublisher(client, keys, false);
+  const publisher = new BatchPublisher(client, keys, false, { maxEvents: 1000, maxAgeMs: 60_000 });
   const channel = `${keys.adapterPrefix}#/s#r#`;
   const watcher = redis.client();
   const got: string[] = [];
@@ -97,6 +97,38 @@ test('a batch re-sent after a lost reply is applied once; a wrong token is fence
   const next = await lease.tryAcquire();
   assert.ok(next && next.epoch === held.epoch + 1, 'every acquisition increments the fencing epoch');
   await assert.rejects(publisher.publish(held.token, items, '1 d2', '1 d3'), FencedError, 'the old epoch is fenced');
+});
+
+test('a history batch appends each offset to its live packet and records it once, in the same script', async (t) => {
+  const scope = withScope(t);
+  const redis = await startRedis({ scope });
+  const keys = createKeys(uniqueKeyPrefix());
+  const client = redis.client();
+  const held = await new Lease(client, keys, 'node-a', 5000).tryAcquire();
+  assert.ok(held);
+  const publisher = new BatchPublisher(client, keys, false, { maxEvents: 1000, maxAgeMs: 60_000 });
+  const channel = `${keys.adapterPrefix}#/s#r#`;
+  const watcher = redis.client();
+  const got: string[] = [];
+  watcher.on('smessage', (_c: string, m: string) => got.push(m));
+  await watcher.ssubscribe(channel);
+  const item = (n: number) => ({
+    command: 'SPUBLISH' as const,
+    channel,
+    payload: '!2/s,',
+    history: { namespace: 's', room: 'r', args: `["ev",{"n":${n}}` },
+  });
+  assert.equal(await publisher.publish(held.token, [item(1), item(2)], '', '1 a'), 'applied');
+  assert.equal(await publisher.publish(held.token, [item(1), item(2)], '', '1 a'), 'already-applied');
+  await until(() => got.length >= 2, 'both broadcasts delivered');
+  const entries = (await client.xrange(keys.history, '-', '+')) as [string, string[]][];
+  assert.equal(entries.length, 2, 'the re-sent batch added nothing');
+  assert.deepEqual(
+    got,
+    entries.map(([id], i) => `!2/s,["ev",{"n":${i + 1}},"${id}"]`),
+  );
+  assert.deepEqual(entries[0]?.[1], ['n', 's', 'r', 'r', 'a', '["ev",{"n":1}']);
+  assert.equal(await client.get(keys.historyGenesis), entries[0]?.[0], 'the stream records where it started');
 });
 
 test('graceful hand-over between two consumers broadcasts every event exactly once', async (t) => {

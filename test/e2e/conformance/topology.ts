@@ -222,7 +222,24 @@ async function waitClusterSettled(gw: GatewayHandle, workers: number): Promise<v
   );
 }
 
-export async function startTopology(kind: TopologyKind, scope: Scope): Promise<Topology> {
+/** How a topology's gateways run beyond its kind. */
+export interface TopologyOptions {
+  /** GATEWAY_FAST_PATH of both gateways; default from RTG_CONFORMANCE_FAST_PATH (else the gateway's default). */
+  readonly fastPath?: 'on' | 'off';
+}
+
+/** The runs of the suite: each topology, and each again with every packet on socket.io's normal emit path. */
+export const RUNS: readonly { readonly label: string; readonly kind: TopologyKind; readonly options: TopologyOptions }[] = [
+  { label: 'standalone', kind: 'standalone', options: {} },
+  { label: 'cluster', kind: 'cluster', options: {} },
+  { label: 'two-hosts', kind: 'two-hosts', options: {} },
+  { label: 'standalone, fast path off', kind: 'standalone', options: { fastPath: 'off' } },
+  { label: 'cluster, fast path off', kind: 'cluster', options: { fastPath: 'off' } },
+];
+
+export async function startTopology(kind: TopologyKind, scope: Scope, options: TopologyOptions = {}): Promise<Topology> {
+  const fromEnv = process.env['RTG_CONFORMANCE_FAST_PATH'];
+  const fastPath = options.fastPath ?? (fromEnv === 'on' || fromEnv === 'off' ? fromEnv : undefined);
   const frappe = await startFakeFrappe({ scope });
   const [benchSocketioPort = 0, deadPort = 0] = await freePorts(2);
   const cluster = kind !== 'standalone';
@@ -255,6 +272,7 @@ export async function startTopology(kind: TopologyKind, scope: Scope): Promise<T
       env: {
         GATEWAY_PERMISSION_FLAVOUR: 'v16',
         GATEWAY_SOCKET_SECRET: cluster ? undefined : secret,
+        GATEWAY_FAST_PATH: fastPath,
       },
     });
   const startAlt = () =>
@@ -266,6 +284,7 @@ export async function startTopology(kind: TopologyKind, scope: Scope): Promise<T
       env: {
         GATEWAY_PERMISSION_FLAVOUR: 'v15',
         GATEWAY_BACKEND_TIMEOUT_MS: String(ALT_BACKEND_TIMEOUT_MS),
+        GATEWAY_FAST_PATH: fastPath,
       },
     });
   const range = [...Array(hostCount).keys()];

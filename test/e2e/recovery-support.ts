@@ -1,0 +1,186 @@
+/**
+ * Shared pieces of the session-recovery and missed-event replay suites: a
+ * TCP front (a load balancer in miniature) that can be pointed at other
+ * hosts, a client with fast reconnection, and a sequenced publisher that
+ * addresses a fixed list of rooms in turn.
+ */
+import assert from 'node:assert/strict';
+import { connect, createServer, type Server, type Socket as NetSocket } from 'node:net';
+import type { Redis } from 'ioredis';
+import {
+  connectClient,
+  EventRecorder,
+  freePort,
+  frappeJson,
+  pollUntil,
+  waitConnect,
+  type GatewayHandle,
+  type Scope,
+  type Socket,
+} from '../harness';
+import { SITE } from './cluster-support';
+
+/** A TCP front that sends each new connection to the first upstream that accepts it; none = refused. */
+export async function frontProxy(scope: Scope, upstreams: () => number[]): Promise<number> {
+  const port = await freePort();
+  const open = new Set<NetSocket>();
+  const server: Server = createServer((client) => {
+    open.add(client);
+    client.on('close', () => open.delete(client));
+    const tryNext = (ports: number[]): void => {
+      const [p, ...rest] = ports;
+      if (p === undefined) {
+        client.destroy();
+        return;
+      }
+      const up = connect(p, '127.0.0.1');
+      up.once('error', () => tryNext(rest));
+      up.once('connect', () => {
+        up.removeAllListeners('error');
+        open.add(up);
+        up.on('close', () => {
+          open.delete(up);
+          client.destroy();
+        });
+        up.on('error', () => client.destroy());
+        client.on('error', () => up.destroy());
+        client.on('close', () => up.destroy());
+        client.pipe(up).pipe(client);
+      });
+    };
+    tryNext(upstreams());
+  });
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()));
+  scope.add(() => {
+    for (const s of open) s.destroy();
+    return new Promise<void>((r) => server.close(() => r()));
+  });
+  return port;
+}
+
+export function ack(socket: Socket, event: string, ...args: string[]): Promise<unknown> {
+  return socket.timeout(5000).emitWithAck(event, ...args);
+}
+
+/** The socket's next `connect` after a disconnect (the manager's `reconnect` fires before the namespace CONNECT). */
+export function reconnected(socket: Socket): Promise<void> {
+  return new Promise((resolve) => {
+    socket.once('disconnect', () => socket.once('connect', () => resolve()));
+  });
+}
+
+/** A WebSocket client that reconnects within ~100 ms, with its recorder; resolves once it holds its first offset. */
+export async function recoveringClient(scope: Scope, url: string, sid: string): Promise<{ socket: Socket; rec: EventRecorder }> {
+  const socket = connectClient(url, SITE, {
+    scope,
+    cookie: sid,
+    origin: 'http://127.0.0.1',
+    transports: ['websocket'],
+    reconnection: true,
+    ioOptions: { reconnectionDelay: 100, reconnectionDelayMax: 200 },
+  });
+  const rec = new EventRecorder(socket);
+  await waitConnect(socket);
+  await rec.waitFor('rtg_session', undefined, 5000);
+  return { socket, rec };
+}
+
+export const REPLAY_EVENT = 'replay_seq';
+
+/** Publishes `{ seq, room }` events like Frappe, one room of `rooms` after the other, `perTick` every 5 ms. */
+export class RoomSequence {
+  private next = 1;
+  private timer: NodeJS.Timeout | null = null;
+  private readonly inflight = new Set<Promise<unknown>>();
+  private readonly errors: unknown[] = [];
+
+  constructor(
+    private readonly client: Pick<Redis, 'publish' | 'ping'>,
+    private readonly rooms: readonly string[],
+    private readonly perTick = 1,
+  ) {}
+
+  get published(): number {
+    return this.next - 1;
+  }
+
+  /**
+   * Starts once the connection is ready: ioredis can send commands queued
+   * while it connects after ones issued just after it is ready, which would
+   * reorder the first publishes before they reach Redis.
+   */
+  async start(): Promise<void> {
+    await this.client.ping();
+    this.timer = setInterval(() => {
+      for (let i = 0; i < this.perTick; i++) this.publishOne();
+    }, 5);
+  }
+
+  publishOne(): void {
+    const seq = this.next++;
+    const room = this.rooms[seq % this.rooms.length] as string;
+    const p = this.client
+      .publish('events', frappeJson({ event: REPLAY_EVENT, message: { seq, room }, namespace: SITE, room }))
+      .catch((err: unknown) => this.errors.push(err));
+    this.inflight.add(p);
+    void p.finally(() => this.inflight.delete(p));
+  }
+
+  /** Register with the scope: a failed test must not leave the timer running. */
+  close(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** Stops; resolves the last seq once every publish was acknowledged. */
+  async stop(): Promise<number> {
+    this.close();
+    await Promise.all([...this.inflight]);
+    if (this.errors.length > 0) throw new Error(`${this.errors.length} publishes failed: ${String(this.errors[0])}`);
+    return this.published;
+  }
+
+  /** Resolves once at least `n` more events were published (an event to wait on, instead of a sleep). */
+  async waitPublished(n: number): Promise<void> {
+    const target = this.published + n;
+    await pollUntil(() => (this.published >= target ? true : undefined), {
+      timeoutMs: 10_000,
+      intervalMs: 5,
+      description: `${n} more publishes`,
+    });
+  }
+}
+
+/** Every seq of 1..last exactly once and in order (the replay's promise), else a readable failure. */
+export async function assertInOrder(rec: EventRecorder, last: number, what: string, timeoutMs = 15_000): Promise<void> {
+  await rec.waitForCount(REPLAY_EVENT, last, undefined, timeoutMs).catch(() => undefined);
+  const got = rec.payloads(REPLAY_EVENT).map((p) => (p as { seq: number }).seq);
+  const seen = new Set<number>();
+  const dup = got.filter((s) => (seen.has(s) ? true : (seen.add(s), false)));
+  const missing: number[] = [];
+  for (let s = 1; s <= last; s++) if (!seen.has(s)) missing.push(s);
+  const outOfOrder = got.findIndex((s, i) => i > 0 && s < (got[i - 1] as number));
+  assert.deepEqual(
+    {
+      missing: missing.slice(0, 20),
+      duplicated: dup.slice(0, 20),
+      firstOutOfOrder: outOfOrder === -1 ? null : got.slice(outOfOrder - 2, outOfOrder + 3),
+    },
+    { missing: [], duplicated: [], firstOutOfOrder: null },
+    `${what}: ${got.length} received of ${last}; first received: ${got.slice(0, 30).join(',')}; other events: ${rec.events
+      .filter((e) => e.event !== REPLAY_EVENT)
+      .map((e) => `${e.event}@${e.at}`)
+      .join(' ')}`,
+  );
+}
+
+/** The worker pid (on `host`) holding at least one connection, per /api/v1/cluster heartbeats. */
+export async function busyWorkerPid(host: GatewayHandle): Promise<number> {
+  return pollUntil(
+    async () =>
+      ((await host.cluster()) as { nodes: { kind: string; pid: number; connections: number }[] }).nodes.find(
+        (n) => n.kind === 'worker' && n.connections > 0,
+      )?.pid,
+    { timeoutMs: 10_000, intervalMs: 50, description: 'the worker holding the connection' },
+  );
+}
