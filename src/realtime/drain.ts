@@ -1,5 +1,6 @@
 import type { Server } from 'socket.io';
 import type { Logger } from '../shared/logger';
+import { engineClients } from '../shared/io-internals';
 
 interface EngineConnection {
   readyState: string;
@@ -17,7 +18,7 @@ interface EngineConnection {
  */
 export async function drainConnections(io: Server, drainMs: number, log: Logger): Promise<void> {
   // engine.io keeps its connections in a protected field.
-  const conns = Object.values((io.engine as unknown as { clients: Record<string, EngineConnection> }).clients);
+  const conns = engineClients<EngineConnection>(io);
   // Shuffle so that batches are not biased towards one site.
   for (let i = conns.length - 1; i > 0; i--) {
     const j = Math.floor(Math.random() * (i + 1));

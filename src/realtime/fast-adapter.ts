@@ -1,5 +1,5 @@
-import type { Namespace, Socket } from 'socket.io';
-import { Adapter, type BroadcastOptions } from 'socket.io-adapter';
+import type { Namespace } from 'socket.io';
+import { Adapter } from 'socket.io-adapter';
 import { PRE_ENCODED_MARK, closeEventArgs, compareOffsets, offsetOf, sitePacket } from '../events/encode';
 import type { Metrics } from '../metrics/metrics';
 import type { HistoryEntry, HistoryReader } from '../recovery/history';
@@ -7,48 +7,8 @@ import { laterOffset } from '../recovery/history';
 import type { ReplayGate } from '../recovery/replay-gate';
 import { MISSED_EVENT } from '../recovery/replay';
 import { errorMessage } from '../shared/errors';
+import { adapterInternals, writeFrameDirect, writeToEngine, type AdapterInternals } from '../shared/io-internals';
 import type { Logger } from '../shared/logger';
-
-interface EngineConn {
-  readyState: string;
-  upgrading: boolean;
-  writeBuffer: unknown[];
-  transport: {
-    name: string;
-    writable: boolean;
-    perMessageDeflate?: unknown;
-    socket?: { readyState: number; _sender?: { sendFrame(frame: unknown, cb?: () => void): void } };
-  };
-}
-
-/**
- * Writes a broadcast's pre-built WebSocket frame straight to the socket's
- * ws connection, skipping Engine.IO's per-packet bookkeeping (packet object,
- * write buffer, flush and drain events) that dominates the cost of large
- * rooms. Only when Engine.IO itself would write it at once: open, on
- * WebSocket, not upgrading, nothing queued, the transport writable, no
- * compression. Anything else takes the normal path, so order is kept: every
- * earlier frame already went through the same ws sender.
- */
-function writeDirect(socket: Socket, frame: unknown): boolean {
-  const conn = socket.conn as unknown as EngineConn;
-  const t = conn.transport;
-  const ws = t.socket;
-  if (
-    conn.readyState !== 'open' ||
-    conn.upgrading ||
-    conn.writeBuffer.length > 0 ||
-    t.name !== 'websocket' ||
-    !t.writable ||
-    t.perMessageDeflate ||
-    ws?.readyState !== 1 ||
-    typeof ws._sender?.sendFrame !== 'function'
-  ) {
-    return false;
-  }
-  ws._sender.sendFrame(frame);
-  return true;
-}
 
 /** Marks a packet whose Socket.IO encoding is already known (see `WorkerDelivery.hooks`). */
 const PRE_ENCODED = Symbol('preEncoded');
@@ -60,15 +20,7 @@ interface PreEncodedPacket {
   [PRE_ENCODED]?: string;
 }
 
-interface HookableAdapter {
-  encoder: { encode(packet: unknown): unknown[] };
-  _encode(packet: unknown, packetOpts: Record<string, unknown>): unknown[];
-  apply(opts: BroadcastOptions, callback: (socket: Socket) => void): void;
-  rooms: Map<string, Set<string>>;
-  channel?: string;
-  onRawMessage?: (raw: Buffer, channel: Buffer | string) => unknown;
-  onMessage?: (message: unknown, offset?: string) => unknown;
-}
+type HookableAdapter = AdapterInternals & { rooms: Map<string, Set<string>> };
 
 const HOOKED = Symbol('preEncodedEncoder');
 
@@ -107,7 +59,7 @@ const ALL_SITES_KEY = '*';
  *  - pre-encoded packets (`!` + packet, `events/encode.ts`) go to the room's
  *    sockets without decoding the JSON and encoding it again; the WebSocket
  *    frame is built once for the whole room and written straight to each
- *    idle WebSocket connection (`writeDirect`), unless the fast path is off;
+ *    idle WebSocket connection (`writeFrameDirect` in shared/io-internals.ts), unless the fast path is off;
  *  - with history, each channel remembers the last offset it delivered and
  *    drops what is at or below it (a leader re-sending, a gap filled twice);
  *  - when the subscriber connection drops, live packets are held until the
@@ -137,7 +89,7 @@ export class WorkerDelivery {
 
   /** Instruments one namespace's adapter (see the class comment). */
   hooks(a: Adapter, nsp: Namespace): Adapter {
-    const h = a as unknown as HookableAdapter;
+    const h = adapterInternals(a) as HookableAdapter;
     const { metrics } = this.d;
     acceptPreEncoded(h);
     if (typeof h.onMessage === 'function') {
@@ -295,7 +247,7 @@ export class WorkerDelivery {
  * Sockets whose replay is in progress get it through `gate` instead.
  */
 export function deliverPreEncoded(nsp: Namespace, room: string | null, packet: string, fastPath: boolean, gate: ReplayGate | null): void {
-  const h = nsp.adapter as unknown as HookableAdapter;
+  const h = adapterInternals(nsp.adapter) as HookableAdapter;
   const offset = gate ? offsetOf(packet) : null;
   const rooms = new Set<string>(room === null ? [] : [room]);
   if (!fastPath) {
@@ -313,8 +265,8 @@ export function deliverPreEncoded(nsp: Namespace, room: string | null, packet: s
   const frame = packetOpts.wsPreEncodedFrame;
   h.apply({ rooms, except: new Set(), flags: {} }, (socket) => {
     if (gate && gate.offer(socket.id, packet, offset)) return;
-    if (frame === undefined || !writeDirect(socket, frame)) {
-      (socket.client as unknown as { writeToEngine(p: unknown, o: unknown): void }).writeToEngine(encoded, packetOpts);
+    if (frame === undefined || !writeFrameDirect(socket, frame)) {
+      writeToEngine(socket, encoded, packetOpts);
     }
   });
 }

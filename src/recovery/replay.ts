@@ -5,6 +5,7 @@ import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
 import type { HistoryReader, Unrecoverable } from './history';
 import type { ReplayGate } from './replay-gate';
+import { socketPacket, writeToEngine } from '../shared/io-internals';
 
 /** Tells the page it may have missed updates (docs: README, "Session recovery"). Payload `{ reason }`. */
 export const MISSED_EVENT = 'rtg_missed_updates';
@@ -23,11 +24,11 @@ export interface ReplaySource {
 
 function write(socket: Socket, packet: string, fastPath: boolean): void {
   if (fastPath) {
-    (socket.client as unknown as { writeToEngine(p: unknown, o: unknown): void }).writeToEngine([packet], { preEncoded: true });
+    writeToEngine(socket, [packet], { preEncoded: true });
     return;
   }
   const data = JSON.parse(packet.slice(packet.indexOf(',') + 1)) as unknown[];
-  (socket as unknown as { packet(p: unknown): void }).packet({ type: 2, data });
+  socketPacket(socket, { type: 2, data });
 }
 
 /** Writes what was held for the socket, minus what `covered` (the last history id read) already includes. */

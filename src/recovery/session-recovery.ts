@@ -7,6 +7,7 @@ import type { Metrics } from '../metrics/metrics';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
 import { MISSED_EVENT, SESSION_EVENT, handOutOffset, replayMissed, type MissedReason, type ReplaySource } from './replay';
+import { privateSessionId } from '../shared/io-internals';
 
 /**
  * Session recovery across workers and hosts (rooms, user, open documents).
@@ -229,7 +230,7 @@ export class SessionKeeper {
   }
 
   track(socket: Socket): void {
-    const pid = (socket as unknown as { pid?: string }).pid;
+    const pid = privateSessionId(socket);
     if (!pid) return;
     this.live.set(socket.id, socket);
     const auth = socket.handshake.auth as { pid?: unknown; offset?: unknown };
@@ -272,7 +273,7 @@ export class SessionKeeper {
       this.flushScheduled = false;
       const batch: StoredSession[] = [];
       for (const s of this.dirty.values()) {
-        const pid = (s as unknown as { pid?: string }).pid;
+        const pid = privateSessionId(s);
         if (pid && s.connected) batch.push(toStored(s.id, pid, s.rooms, s.data as SocketData));
       }
       this.dirty.clear();
@@ -284,7 +285,7 @@ export class SessionKeeper {
   private refresh(): void {
     const pids: string[] = [];
     for (const s of this.live.values()) {
-      const pid = (s as unknown as { pid?: string }).pid;
+      const pid = privateSessionId(s);
       if (pid) pids.push(pid);
     }
     if (pids.length > 0)

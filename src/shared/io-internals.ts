@@ -150,6 +150,37 @@ export function adapterInternals(adapter: Adapter): AdapterInternals {
   return adapter as unknown as AdapterInternals;
 }
 
+/** Sends one Socket.IO packet to a socket, bypassing emit (already-decoded replayed events). */
+export function socketPacket(socket: Socket, packet: { type: number; data: unknown[] }): void {
+  (socket as unknown as { packet(p: unknown): void }).packet(packet);
+}
+
+/** Every Engine.IO connection of the server, whatever namespace (if any) its sockets are in. */
+export function engineClients<C = unknown>(io: Server): C[] {
+  return Object.values((io.engine as unknown as { clients: Record<string, C> }).clients);
+}
+
+/** Sockets in a namespace's middleware (handshake in progress), not yet connected. */
+export function preConnectCount(nsp: Namespace): number {
+  return (nsp as unknown as { _preConnectSockets: Map<string, Socket> })._preConnectSockets.size;
+}
+
+/**
+ * Calls `onStart` when a client starts joining `nsp` (socket.io's `_add`,
+ * which session recovery makes asynchronous) and `onSettled` once that step
+ * has settled, so a namespace is never closed under a socket on its way in.
+ */
+export function watchNamespaceAdds(nsp: Namespace, onStart: () => void, onSettled: () => void): void {
+  const internals = nsp as unknown as { _add: (...args: unknown[]) => Promise<unknown> };
+  const add = internals._add.bind(nsp);
+  internals._add = (...args: unknown[]) => {
+    onStart();
+    const p = add(...args);
+    void p.finally(onSettled);
+    return p;
+  };
+}
+
 /** The private session id socket.io gives a socket when connection state recovery is on. */
 export function privateSessionId(socket: Socket): string | undefined {
   return (socket as unknown as { pid?: string }).pid;
