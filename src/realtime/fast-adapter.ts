@@ -2,6 +2,7 @@ import type { Namespace, Socket } from 'socket.io';
 import type { Adapter, BroadcastOptions } from 'socket.io-adapter';
 import { PRE_ENCODED_MARK } from '../events/encode';
 import type { Metrics } from '../metrics/metrics';
+import { conflateIfBackedUp } from './conflation';
 
 interface EngineConn {
   readyState: string;
@@ -106,6 +107,7 @@ export function withWorkerHooks(a: Adapter, nsp: Namespace, metrics: Metrics): A
       const encoded = h._encode(packet, packetOpts);
       const frame = packetOpts.wsPreEncodedFrame;
       h.apply(opts, (socket) => {
+        if (conflateIfBackedUp(socket, room, encoded, packetOpts, metrics)) return;
         if (frame === undefined || !writeDirect(socket, frame)) {
           (socket.client as unknown as { writeToEngine(p: unknown, o: unknown): void }).writeToEngine(encoded, packetOpts);
         }
