@@ -155,10 +155,8 @@ export class MqttIngress {
     client.handleMessage = (packet, done) => this.onMessage(client, packet, done);
     client.on('connect', (connack) => {
       if (this.client !== client) return;
-      this.state = 'connected';
       this.backoff = BACKOFF_MIN_MS;
       this.lastError = undefined;
-      this.d.metrics.mqttConnected.set(1);
       this.d.log.info({ broker: this.report().broker, sessionPresent: connack.sessionPresent }, 'MQTT connected');
       const subs: Record<string, { qos: 0 | 1 }> = {};
       for (const [topic, qos] of this.subscriptions) subs[topic] = { qos };
@@ -169,6 +167,10 @@ export class MqttIngress {
         }
         const refused = (granted ?? []).filter((g) => g.qos === 128).map((g) => g.topic);
         if (refused.length > 0) this.d.log.error({ topics: refused }, 'MQTT broker refused subscriptions');
+        if (this.client !== client) return;
+        // Connected in readiness and metrics once the broker confirmed the subscriptions.
+        this.state = 'connected';
+        this.d.metrics.mqttConnected.set(1);
       });
     });
     client.on('error', (err) => {
