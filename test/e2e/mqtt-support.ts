@@ -3,10 +3,12 @@
  * of gateway hosts on one spawned Redis and one spawned Mosquitto, the rules
  * and custom rooms of docs/mqtt.md, and clients that follow sensor rooms.
  */
+import { connect as netConnect, createServer as createNetServer, type Socket as NetSocket } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import {
   connectClient,
   EventRecorder,
+  freePort,
   pollUntil,
   startRedis,
   waitConnect,
@@ -52,13 +54,15 @@ export interface MqttClusterOptions {
   env?: Record<string, string>;
   /** Broker URL the gateways use (default: the broker itself; a proxy in front of it for fault injection). */
   brokerUrl?: (broker: MosquittoServer) => Promise<string> | string;
+  /** Extra mosquitto.conf lines. */
+  brokerConfig?: string[];
   /** Runs once the broker is up, before any host starts. */
   beforeHosts?: (broker: MosquittoServer) => Promise<void>;
 }
 
 export async function startMqttCluster(o: MqttClusterOptions): Promise<MqttCluster> {
   const redis = await startRedis({ scope: o.scope });
-  const broker = await startMosquitto({ scope: o.scope });
+  const broker = await startMosquitto({ scope: o.scope, extraConfig: o.brokerConfig ?? [] });
   const backend = await startBackend(o.scope);
   // Every known user may read every Sensor and Machine; the outsider none.
   for (const u of USERS) backend.allow(u, 'Sensor');
@@ -129,3 +133,50 @@ export interface SeqPayload {
 }
 
 export const seqOf = (p: unknown): number => (p as SeqPayload).seq;
+
+/**
+ * A TCP proxy in front of the broker that can swallow what the gateway sends
+ * (its PUBACKs) while still passing what the broker sends: the state of a
+ * leader that published messages to Redis but crashed before acknowledging them.
+ */
+export interface AckSwallowingProxy {
+  readonly url: string;
+  /** From now on, bytes from the currently open connections to the broker are discarded. */
+  swallowClientBytes(): void;
+  close(): Promise<void>;
+}
+
+export async function startAckSwallowingProxy(scope: Scope, broker: MosquittoServer): Promise<AckSwallowingProxy> {
+  const port = await freePort();
+  const open = new Set<{ client: NetSocket; upstream: NetSocket; swallow: boolean }>();
+  const server = createNetServer((client) => {
+    const upstream = netConnect({ host: '127.0.0.1', port: broker.port });
+    const conn = { client, upstream, swallow: false };
+    open.add(conn);
+    client.on('data', (d: Buffer) => {
+      if (!conn.swallow) upstream.write(d);
+    });
+    upstream.pipe(client);
+    const end = (): void => {
+      open.delete(conn);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', end).on('error', end);
+    upstream.on('close', end).on('error', end);
+  });
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  const proxy: AckSwallowingProxy = {
+    url: `mqtt://127.0.0.1:${port}`,
+    swallowClientBytes: () => {
+      for (const c of open) c.swallow = true;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const c of open) c.client.destroy();
+        server.close(() => resolve());
+      }),
+  };
+  scope.add(proxy);
+  return proxy;
+}
