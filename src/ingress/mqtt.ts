@@ -28,6 +28,40 @@ const BACKOFF_MAX_MS = 10_000;
 /** A redelivery within this time of the first delivery is recognised as one. */
 const SEEN_TTL_MS = 60_000;
 const KEEPALIVE_S = 30;
+/** Messages read from the broker and not yet settled in Redis; beyond it the broker connection is not read. */
+const MAX_PENDING = 1000;
+
+/** Outcome of the Redis publish of each QoS 1 message not acknowledged yet, by packet id. */
+type AckGates = Map<number, Promise<boolean>>;
+
+interface SendPacket {
+  _sendPacket(packet: { cmd: string; messageId?: number }, cb?: (err?: Error) => void, ...rest: unknown[]): void;
+}
+
+/**
+ * mqtt.js (5.16.0, lib/handlers/publish.js) sends a QoS 1 PUBACK from the
+ * callback of `handleMessage` and reads the next packet only after that
+ * send. To keep reading while the acknowledgement waits for Redis, the
+ * PUBACK of a gated packet id is written once its publish succeeded (never
+ * when it failed: the broker redelivers), and the read loop goes on at once.
+ * Outcomes settle in arrival order, so PUBACKs keep the order MQTT requires.
+ */
+function gateAcks(client: MqttClient, gates: AckGates, stillCurrent: () => boolean): void {
+  const internals = client as unknown as SendPacket;
+  const send = internals._sendPacket.bind(client);
+  internals._sendPacket = (packet, cb, ...rest) => {
+    const gate = packet.cmd === 'puback' && packet.messageId !== undefined ? gates.get(packet.messageId) : undefined;
+    if (!gate || packet.messageId === undefined) {
+      send(packet, cb, ...rest);
+      return;
+    }
+    gates.delete(packet.messageId);
+    cb?.();
+    void gate.then((ok) => {
+      if (ok && stillCurrent()) send(packet, undefined, ...rest);
+    });
+  };
+}
 
 /**
  * KEYS[1] seen marker, KEYS[2] latest value. ARGV: channel, event JSON,
@@ -82,6 +116,8 @@ export class MqttIngress {
   private backoff = BACKOFF_MIN_MS;
   private retry: NodeJS.Timeout | null = null;
   private poll: NodeJS.Timeout | null = null;
+  private pending = 0;
+  private readonly waiting: (() => void)[] = [];
   private readonly latestRooms: RoomPattern[];
   private readonly subscriptions: Map<string, 0 | 1>;
   private readonly dropLog: RateLimitedLog;
@@ -152,7 +188,9 @@ export class MqttIngress {
     };
     const client = connect(m.url, opts);
     this.client = client;
-    client.handleMessage = (packet, done) => this.onMessage(client, packet, done);
+    const gates: AckGates = new Map();
+    gateAcks(client, gates, () => this.client === client);
+    client.handleMessage = (packet, done) => this.onMessage(client, packet, done, gates);
     client.on('connect', (connack) => {
       if (this.client !== client) return;
       this.backoff = BACKOFF_MIN_MS;
@@ -216,7 +254,26 @@ export class MqttIngress {
     return new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
   }
 
-  private onMessage(client: MqttClient, packet: IPublishPacket, done: (err?: Error) => void): void {
+  /**
+   * Messages are published to Redis in arrival order on one connection, so
+   * their outcomes arrive in order; the next message is read at once (up to
+   * MAX_PENDING unsettled) while each QoS 1 acknowledgement waits, through
+   * `gateAcks`, for its own publish.
+   */
+  private onMessage(client: MqttClient, packet: IPublishPacket, done: (err?: Error) => void, gates: AckGates): void {
+    const outcome = this.ingest(client, packet);
+    if (packet.qos === 1 && packet.messageId !== undefined) gates.set(packet.messageId, outcome);
+    this.pending++;
+    void outcome.finally(() => {
+      this.pending--;
+      this.waiting.shift()?.();
+    });
+    if (this.pending < MAX_PENDING) done();
+    else this.waiting.push(() => done());
+  }
+
+  /** Resolves true once the message is published (or deliberately dropped): it may be acknowledged. */
+  private ingest(client: MqttClient, packet: IPublishPacket): Promise<boolean> {
     const started = performance.now();
     const { metrics, config, keys } = this.d;
     const topic = packet.topic;
@@ -225,16 +282,14 @@ export class MqttIngress {
     if (!mapped.ok) {
       metrics.mqttMessages.inc({ rule: mapped.rule, result: `dropped_${mapped.reason}` });
       this.dropLog.warn(mapped.reason, { topic: topic.slice(0, 200), rule: mapped.rule, detail: mapped.detail }, 'MQTT message dropped');
-      done();
-      return;
+      return Promise.resolve(true);
     }
     const e = mapped.event;
     const json = JSON.stringify({ event: e.event, message: e.message, room: e.room, namespace: e.namespace });
     if (Buffer.byteLength(json) > config.maxMessageBytes) {
       metrics.mqttMessages.inc({ rule: mapped.rule.name, result: 'dropped_oversized' });
       this.dropLog.warn('oversized', { topic: topic.slice(0, 200), rule: mapped.rule.name }, 'MQTT message dropped');
-      done();
-      return;
+      return Promise.resolve(true);
     }
     const room = e.room ?? '';
     const site = e.namespace ?? '';
@@ -248,7 +303,7 @@ export class MqttIngress {
       .update('\0')
       .update(String(packet.messageId ?? ''))
       .digest('hex');
-    this.redis
+    return this.redis
       .gwMqttIngest(
         `{${keys.prefix}}:mqtt:seen:${digest}`,
         latestKey(keys, site, room),
@@ -263,14 +318,14 @@ export class MqttIngress {
         (published) => {
           metrics.mqttMessages.inc({ rule: mapped.rule.name, result: published === 1 ? 'published' : 'duplicate' });
           metrics.mqttLag.observe({ rule: mapped.rule.name }, (performance.now() - started) / 1000);
-          // After the publish: this is what sends the PUBACK of a QoS 1 message.
-          if (this.client === client) done();
+          return this.client === client;
         },
         (err: unknown) => {
           // Not acknowledged: the broker redelivers it on the next connection.
           metrics.mqttMessages.inc({ rule: mapped.rule.name, result: 'redis_error' });
           this.dropLog.warn('redis', { err: errorMessage(err) }, 'MQTT message not published to Redis: reconnecting for redelivery');
           this.fail(client, `redis publish failed: ${errorMessage(err)}`);
+          return false;
         },
       );
   }
