@@ -42,7 +42,28 @@ export interface MqttConfig {
 const MAX_RULES = 1000;
 const MAX_ROOM_PATTERNS = 1000;
 const LEVEL_REF = /\{(\d+)\}/g;
+/**
+ * Frappe's own rooms (docs/protocol.md section 3) have their own rules (a user
+ * room is its user's alone): a custom pattern must not reach into them.
+ */
+const FRAPPE_ROOM_PREFIXES = ['user:', 'doc:', 'doctype:', 'open_doc:', 'task_progress:'];
+const FRAPPE_ROOMS = ['all', 'website'];
+
+/** The Frappe room (or room prefix) a custom pattern could produce, if any. */
+function frappeRoomOf(pattern: string): string | undefined {
+  const literal = pattern.split('{')[0] ?? '';
+  const prefix = FRAPPE_ROOM_PREFIXES.find((p) => literal.startsWith(p) || p.startsWith(literal));
+  if (prefix !== undefined) return `${prefix}...`;
+  const re = new RegExp(
+    `^${pattern
+      .split(NAMED_REF_SPLIT)
+      .map((part, i) => (i % 2 === 1 ? '.+' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+      .join('')}$`,
+  );
+  return FRAPPE_ROOMS.find((r) => re.test(r));
+}
 const NAMED_REF = /\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+const NAMED_REF_SPLIT = /\{([A-Za-z_][A-Za-z0-9_]*)\}/;
 
 type Problems = string[];
 
@@ -190,6 +211,8 @@ export function parseCustomRooms(source: string, text: string, problems: Problem
           if (!names.includes(ref)) problems.push(`${where}.${key} uses {${ref}}, which the pattern "${pattern}" does not define`);
         }
       }
+      const frappe = frappeRoomOf(pattern);
+      if (frappe !== undefined) problems.push(`${where}.pattern "${pattern}" could name Frappe's own rooms (${frappe})`);
       if (seen.has(pattern)) problems.push(`${where}.pattern "${pattern}" is listed twice`);
       seen.add(pattern);
     }

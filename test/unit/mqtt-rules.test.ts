@@ -152,9 +152,18 @@ describe('configuration', () => {
       { pattern: 'sensor:{id}', doctype: 'Sensor', name: '{sid}' },
       { pattern: 'fixed', doctype: 'X' },
       { pattern: 'm:{a}{b}', doctype: 'X', latest: 'yes' },
+      { pattern: 'user:{u}', doctype: 'User', name: '{u}' },
+      { pattern: '{anything}', doctype: 'X' },
+      { pattern: 'alliance:{x}', doctype: 'X' },
     ]);
-    assert.deepEqual(parseCustomRooms('GATEWAY_CUSTOM_ROOMS', text, problems), []);
-    assert.equal(problems.length, 4, problems.join('\n'));
+    // Only the last one is valid: a literal prefix that merely starts like `all` is not Frappe's room.
+    assert.deepEqual(
+      parseCustomRooms('GATEWAY_CUSTOM_ROOMS', text, problems).map((r) => r.pattern),
+      ['alliance:{x}'],
+    );
+    assert.equal(problems.length, 6, problems.join('\n'));
+    assert.match(problems.join('\n'), /"user:\{u\}" could name Frappe's own rooms \(user:/);
+    assert.match(problems.join('\n'), /"\{anything\}" could name Frappe's own rooms/);
     assert.match(problems.join('\n'), /\{sid\}, which the pattern "sensor:\{id\}" does not define/);
     assert.match(problems.join('\n'), /"fixed" has no \{placeholder\}/);
     assert.match(problems.join('\n'), /latest must be true or false/);
