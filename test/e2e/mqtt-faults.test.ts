@@ -1,8 +1,9 @@
 /**
- * MQTT ingress when Redis refuses the publish (docs/mqtt.md "Exactly once"):
- * a QoS 1 message is acknowledged to the broker only after its publish on the
- * events channel succeeded, so what Redis refused comes again from the broker
- * once Redis accepts writes, and reaches the clients once.
+ * MQTT ingress faults (docs/mqtt.md): when Redis refuses the publish, a QoS 1
+ * message is not acknowledged to the broker (the acknowledgement follows a
+ * successful publish on the events channel), so it comes again once Redis
+ * accepts writes and reaches the clients once. When the broker goes away the
+ * leader reports it in /readyz (staying ready) and reconnects with backoff.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -51,4 +52,31 @@ test('Redis refuses the publish: the message is not acknowledged, comes again on
     Array.from({ length: 21 }, (_, i) => i + 1),
     'every message once, in order',
   );
+});
+
+test('broker restart: /readyz reports the MQTT state without turning unready, the leader reconnects and messages flow again', async (t) => {
+  const scope = withScope(t);
+  const { broker, hosts } = await startMqttCluster({ scope, hosts: 1, workers: 1 });
+  const host = await waitMqttLeader(hosts);
+  const f = await connectFollower(scope, host, USERS[0], ['websocket']);
+  assert.equal(await subscribeRoom(f, 'sensor:42'), true);
+
+  await broker.kill();
+  const down = await pollUntil(
+    async () => {
+      const r = await host.readyz();
+      const mqtt = (r.body as { mqtt?: { state?: string; lastError?: string } }).mqtt;
+      return mqtt?.state === 'reconnecting' ? { status: r.status, mqtt } : undefined;
+    },
+    { timeoutMs: 20_000, intervalMs: 50, description: 'readyz to report the MQTT connection as reconnecting' },
+  );
+  assert.equal(down.status, 200, 'a broker outage does not make the host unready');
+  assert.equal(await host.metricValue('gateway_mqtt_connected'), 0);
+
+  await broker.restart();
+  await waitMqttLeader([host]);
+  const pub = await broker.client();
+  await publishMqtt(pub, statusTopic(42), JSON.stringify({ seq: 1, sensor: '42' }));
+  await f.rec.waitFor(STATUS_EVENT, (p) => seqOf(p) === 1, 20_000);
+  assert.equal(await host.metricValue('gateway_mqtt_connected'), 1);
 });
