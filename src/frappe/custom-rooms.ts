@@ -52,6 +52,8 @@ interface Compiled {
 const compiledFor = new WeakMap<readonly CustomRoomSpec[], Compiled>();
 const conflationBySocket = new WeakMap<Socket, ConflationSettings>();
 const latestReaders = new WeakMap<Server, RedisClient>();
+/** False until a socket with conflation settings exists: the fast path then skips the lookup. */
+let conflating = false;
 
 function compile(config: GatewayConfig): Compiled {
   const hit = compiledFor.get(config.customRooms);
@@ -81,7 +83,7 @@ function compile(config: GatewayConfig): Compiled {
 
 /** Conflation settings of a socket, when custom rooms with `conflate` are configured. */
 export function conflationOf(socket: Socket): ConflationSettings | undefined {
-  return conflationBySocket.get(socket);
+  return conflating ? conflationBySocket.get(socket) : undefined;
 }
 
 /**
@@ -107,7 +109,10 @@ export function registerCustomRooms(socket: Socket, ctx: RequestContext, deps: C
   const { config, join, backend, metrics, log } = deps;
   if (config.customRooms.length === 0) return;
   const compiled = compile(config);
-  if (compiled.conflation) conflationBySocket.set(socket, compiled.conflation);
+  if (compiled.conflation) {
+    conflating = true;
+    conflationBySocket.set(socket, compiled.conflation);
+  }
   const data = socket.data as SocketData;
 
   const roomArg = (v: unknown): string | undefined => {
