@@ -4,7 +4,7 @@
  * Layers, top to bottom; a folder may import only from folders below it:
  *   main.ts
  *   roles/                 composition roots (primary, worker, standalone)
- *   ops/  cluster/         ops HTTP server; primary<->worker plumbing
+ *   ops/  cluster/  ingress/  ops HTTP server; primary<->worker plumbing; MQTT ingress
  *   realtime/              socket.io server assembly, delivery, fast path
  *   recovery/  leader/     sessions and history; the events leader
  *   frappe/                auth, handlers, rooms, app handlers, backend
@@ -37,9 +37,10 @@ module.exports = {
       from: { path: '^src/', pathNot: '^src/(main\\.ts$|roles/)' },
       to: { path: '^src/roles/' },
     },
-    layer('roles', ['ops', 'cluster', 'realtime', 'recovery', 'leader', 'frappe', 'presence', 'events', 'redis', 'config', 'metrics', 'shared']),
+    layer('roles', ['ops', 'cluster', 'ingress', 'realtime', 'recovery', 'leader', 'frappe', 'presence', 'events', 'redis', 'config', 'metrics', 'shared']),
     layer('ops', ['events', 'config', 'metrics', 'shared']),
     layer('cluster', ['config', 'metrics', 'shared']),
+    layer('ingress', ['events', 'redis', 'config', 'metrics', 'shared']),
     layer('realtime', ['recovery', 'frappe', 'presence', 'events', 'redis', 'config', 'metrics', 'shared']),
     layer('recovery', ['frappe', 'events', 'redis', 'config', 'metrics', 'shared']),
     layer('leader', ['events', 'redis', 'config', 'metrics', 'shared']),

@@ -1,6 +1,6 @@
 /**
  * The benchmark tool: `npm run bench -- <scenario> [--flags]`.
- * Scenarios: fanout, idle-memory, connect-storm, scaling, leader-throughput, failover.
+ * Scenarios: fanout, idle-memory, connect-storm, scaling, leader-throughput, failover, mqtt.
  * Common flags: --runs N (3), --duration S (5), --clients N, --loadgens N (2).
  * Results: a table on stdout, JSON in bench/results/.
  */
@@ -11,6 +11,7 @@ import { failover } from './scenarios/failover';
 import { fanout } from './scenarios/fanout';
 import { idleMemory } from './scenarios/idle-memory';
 import { leaderThroughput } from './scenarios/leader-throughput';
+import { mqtt } from './scenarios/mqtt';
 import { scaling } from './scenarios/scaling';
 
 const SCENARIOS: Record<string, { run: (f: Flags) => Promise<unknown>; clients: number; runs: number }> = {
@@ -20,6 +21,7 @@ const SCENARIOS: Record<string, { run: (f: Flags) => Promise<unknown>; clients: 
   scaling: { run: scaling, clients: 1000, runs: 3 },
   'leader-throughput': { run: leaderThroughput, clients: 1000, runs: 1 },
   failover: { run: failover, clients: 200, runs: 5 },
+  mqtt: { run: mqtt, clients: 1000, runs: 2 },
 };
 
 export function parseArgs(argv: readonly string[]): { scenario: string | undefined; flags: Record<string, string | true> } {

@@ -4,6 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import { readBenchConfig, type BenchConfig } from './bench';
 import { maskValue } from './mask';
 import { normaliseAllowedOrigin } from './origins';
+import { parseCustomRooms, parseMqttRules, type CustomRoomSpec, type MqttConfig } from './mqtt-config';
 import { OPTIONS, type GatewayConfig, type HostPort, type OptionKind, type OptionName, type OptionSpec, type RedisConfig } from './schema';
 import { unknownVariableWarnings } from './suggest';
 
@@ -264,6 +265,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     if (r.error) errors.push(r.error);
     else if (r.value !== undefined) allowedOrigins.push(r.value);
   }
+  const { mqtt, customRooms } = loadIot(str, redis !== null, errors);
 
   if (errors.length > 0) return { ok: false, errors };
 
@@ -320,11 +322,58 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     handshakeTimeoutMs: num('handshakeTimeoutMs'),
     publishTimeoutMs: num('publishTimeoutMs'),
     metricsMaxSites: num('metricsMaxSites'),
+    mqtt,
+    customRooms,
+    latestTtlMs: num('latestTtlMs'),
+    conflateBacklog: num('conflateBacklog'),
   };
   if (redis === null && values.workers !== undefined && num('workers') > 1) {
     notes.push('GATEWAY_WORKERS is ignored without GATEWAY_REDIS_URL: standalone mode runs one process');
   }
   return { ok: true, config: deepFreeze(config), notes, warnings: unknownVariableWarnings(env), effective };
+}
+
+/** The MQTT ingress and custom rooms (docs/mqtt.md): JSON options validated here so start-up reports every problem. */
+function loadIot(
+  str: (n: OptionName) => string | null,
+  clustered: boolean,
+  errors: string[],
+): { mqtt: MqttConfig | null; customRooms: readonly CustomRoomSpec[] } {
+  const roomsJson = str('customRooms');
+  const customRooms = roomsJson === null ? [] : parseCustomRooms(OPTIONS.customRooms.env, roomsJson, errors);
+  const url = str('mqttUrl');
+  const inline = str('mqttRules');
+  const file = str('mqttRulesFile');
+  if (url === null) {
+    if (inline !== null || file !== null) errors.push('GATEWAY_MQTT_RULES/GATEWAY_MQTT_RULES_FILE are set but GATEWAY_MQTT_URL is not');
+    return { mqtt: null, customRooms };
+  }
+  if (!clustered) errors.push('GATEWAY_MQTT_URL needs GATEWAY_REDIS_URL: MQTT messages enter through the events channel');
+  let source: string = OPTIONS.mqttRules.env;
+  let text = inline;
+  if (inline !== null && file !== null) errors.push('set GATEWAY_MQTT_RULES or GATEWAY_MQTT_RULES_FILE, not both');
+  else if (file !== null) {
+    source = `${OPTIONS.mqttRulesFile.env} (${file})`;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      errors.push(`GATEWAY_MQTT_RULES_FILE "${file}" cannot be read: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  } else if (inline === null) errors.push('GATEWAY_MQTT_URL is set but neither GATEWAY_MQTT_RULES nor GATEWAY_MQTT_RULES_FILE is');
+  const qos = str('mqttQos') === '0' ? 0 : 1;
+  const rules = text === null ? [] : parseMqttRules(source, text, qos, errors);
+  return {
+    mqtt: {
+      url,
+      username: str('mqttUsername'),
+      password: str('mqttPassword'),
+      clientId: str('mqttClientId') ?? `${str('keyPrefix') ?? 'rtg'}-gateway-leader`,
+      cleanSession: str('mqttCleanSession') === 'true',
+      qos,
+      rules,
+    },
+    customRooms,
+  };
 }
 
 function deepFreeze<T>(obj: T): T {

@@ -4,6 +4,9 @@
  * Frappe bench) into a frozen `GatewayConfig` using these specs.
  */
 
+import type { CustomRoomSpec, MqttConfig } from './mqtt-config';
+
+export type { CustomRoomSpec, MqttConfig, MqttRule } from './mqtt-config';
 export type RedisMode = 'standalone' | 'sentinel' | 'cluster';
 export type AdapterMode = 'sharded' | 'classic';
 export type PermissionFlavour = 'v15' | 'v16';
@@ -83,6 +86,11 @@ export interface GatewayConfig {
   readonly handshakeTimeoutMs: number;
   readonly publishTimeoutMs: number;
   readonly metricsMaxSites: number;
+  /** MQTT ingress (docs/mqtt.md); null = off. */
+  readonly mqtt: MqttConfig | null;
+  readonly customRooms: readonly CustomRoomSpec[];
+  readonly latestTtlMs: number;
+  readonly conflateBacklog: number;
 }
 
 export type OptionKind =
@@ -421,6 +429,57 @@ export const OPTIONS = {
     type: ms(100, 120_000),
     default: '10000',
     doc: 'Limit: a connection whose authentication and room joins have not completed within this time is refused with a retryable CONNECT_ERROR.',
+  },
+  mqttUrl: {
+    env: 'GATEWAY_MQTT_URL',
+    type: { kind: 'url', protocols: ['mqtt:', 'mqtts:'] },
+    doc: 'MQTT broker of the IoT ingress (docs/mqtt.md), mqtt:// or mqtts:// (TLS). Unset = off. Needs Redis: only the events leader subscribes.',
+  },
+  mqttUsername: { env: 'GATEWAY_MQTT_USERNAME', type: { kind: 'string' }, doc: 'MQTT username.' },
+  mqttPassword: { env: 'GATEWAY_MQTT_PASSWORD', type: { kind: 'string' }, secret: true, doc: 'MQTT password.' },
+  mqttClientId: {
+    env: 'GATEWAY_MQTT_CLIENT_ID',
+    type: { kind: 'string' },
+    doc: 'MQTT client id (default `<GATEWAY_KEY_PREFIX>-gateway-leader`): the same on every host, so the broker session (queued QoS 1 messages) moves to the new leader.',
+  },
+  mqttCleanSession: {
+    env: 'GATEWAY_MQTT_CLEAN_SESSION',
+    type: { kind: 'enum', values: ['false', 'true'] },
+    default: 'false',
+    doc: 'true = the broker forgets the session on disconnect: QoS 1 messages sent during a failover are lost.',
+  },
+  mqttQos: {
+    env: 'GATEWAY_MQTT_QOS',
+    type: { kind: 'enum', values: ['0', '1'] },
+    default: '1',
+    doc: 'Subscription QoS of rules that do not set their own.',
+  },
+  mqttRules: {
+    env: 'GATEWAY_MQTT_RULES',
+    type: { kind: 'string' },
+    doc: 'JSON array of {topic, site, room, event, qos?, name?}: topic filter to Frappe event; `{n}` in site, room and event is the n-th topic level.',
+  },
+  mqttRulesFile: {
+    env: 'GATEWAY_MQTT_RULES_FILE',
+    type: { kind: 'string' },
+    doc: 'Path of a JSON file holding the rules instead of GATEWAY_MQTT_RULES.',
+  },
+  customRooms: {
+    env: 'GATEWAY_CUSTOM_ROOMS',
+    type: { kind: 'string' },
+    doc: 'JSON array of {pattern, doctype, name?, latest?, conflate?}: rooms clients join with `subscribe_room`, each gated by read permission on doctype/name (docs/mqtt.md).',
+  },
+  latestTtlMs: {
+    env: 'GATEWAY_LATEST_TTL_MS',
+    type: ms(1000, 30 * 24 * 3_600_000),
+    default: String(24 * 3_600_000),
+    doc: 'How long the last event of a `latest` custom room is kept for clients that join.',
+  },
+  conflateBacklog: {
+    env: 'GATEWAY_CONFLATE_BACKLOG',
+    type: { kind: 'int', min: 1, max: 1_000_000 },
+    default: '16',
+    doc: 'Packets queued for a client (or 64 KiB unsent on its WebSocket) from which events of `conflate` rooms are conflated: only the newest per room waits.',
   },
 } as const satisfies Record<string, OptionSpec>;
 

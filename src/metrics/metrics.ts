@@ -280,6 +280,32 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       help: 'Presence entries removed because their process died',
       registers: r,
     }),
+    mqttMessages: new Counter({
+      name: 'gateway_mqtt_messages_total',
+      help: 'MQTT messages received by the ingress, by rule and result (published, duplicate, redis_error, dropped_<reason>)',
+      labelNames: ['rule', 'result'],
+      registers: r,
+    }),
+    mqttConnected: new Gauge({ name: 'gateway_mqtt_connected', help: '1 while this process holds the MQTT subscription', registers: r }),
+    mqttLag: new Histogram({
+      name: 'gateway_mqtt_lag_seconds',
+      help: 'From receipt of an MQTT message to its publish on the events channel, by rule',
+      labelNames: ['rule'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: r,
+    }),
+    customRoomSubscriptions: new Counter({
+      name: 'gateway_custom_room_subscriptions_total',
+      help: 'subscribe_room requests, by result (joined, denied, unknown_pattern, error)',
+      labelNames: ['result'],
+      registers: r,
+    }),
+    conflatedEvents: new Counter({
+      name: 'gateway_conflated_events_total',
+      help: 'Events of conflate rooms replaced by a newer one before a backed-up client received them, by room pattern',
+      labelNames: ['room_pattern'],
+      registers: r,
+    }),
   };
   zero(m.connectErrors, 'reason', KNOWN_LABELS.connectErrorReasons);
   zero(m.eventsReceived, 'source', KNOWN_LABELS.eventSources);

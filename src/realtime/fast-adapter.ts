@@ -9,6 +9,7 @@ import { MISSED_EVENT } from '../recovery/replay';
 import { errorMessage } from '../shared/errors';
 import { adapterInternals, writeFrameDirect, writeToEngine, type AdapterInternals } from '../shared/io-internals';
 import type { Logger } from '../shared/logger';
+import { conflateIfBackedUp } from './conflation';
 
 /** Marks a packet whose Socket.IO encoding is already known (see `WorkerDelivery.hooks`). */
 const PRE_ENCODED = Symbol('preEncoded');
@@ -237,7 +238,7 @@ export class WorkerDelivery {
   }
 
   private deliver(nsp: Namespace, room: string | null, packet: string): void {
-    deliverPreEncoded(nsp, room, packet, this.d.fastPath, this.d.gate?.active ? this.d.gate : null);
+    deliverPreEncoded(nsp, room, packet, this.d.fastPath, this.d.gate?.active ? this.d.gate : null, this.d.metrics);
   }
 }
 
@@ -246,7 +247,15 @@ export class WorkerDelivery {
  * a room's sockets, or every socket of the namespace when `room` is null.
  * Sockets whose replay is in progress get it through `gate` instead.
  */
-export function deliverPreEncoded(nsp: Namespace, room: string | null, packet: string, fastPath: boolean, gate: ReplayGate | null): void {
+export function deliverPreEncoded(
+  nsp: Namespace,
+  room: string | null,
+  packet: string,
+  fastPath: boolean,
+  gate: ReplayGate | null,
+  /** Set in workers: conflation of configured rooms for backed-up sockets (docs/mqtt.md). */
+  metrics: Metrics | null = null,
+): void {
   const h = adapterInternals(nsp.adapter) as HookableAdapter;
   const offset = gate ? offsetOf(packet) : null;
   const rooms = new Set<string>(room === null ? [] : [room]);
@@ -265,6 +274,7 @@ export function deliverPreEncoded(nsp: Namespace, room: string | null, packet: s
   const frame = packetOpts.wsPreEncodedFrame;
   h.apply({ rooms, except: new Set(), flags: {} }, (socket) => {
     if (gate && gate.offer(socket.id, packet, offset)) return;
+    if (room !== null && metrics !== null && conflateIfBackedUp(socket, room, encoded, packetOpts, metrics)) return;
     if (frame === undefined || !writeFrameDirect(socket, frame)) {
       writeToEngine(socket, encoded, packetOpts);
     }

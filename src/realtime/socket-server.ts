@@ -3,6 +3,7 @@ import { Server, type Namespace, type Socket } from 'socket.io';
 import { Adapter } from 'socket.io-adapter';
 import type { GatewayConfig } from '../config';
 import { AppHandlers } from '../frappe/app-handlers';
+import { registerCustomRooms } from '../frappe/custom-rooms';
 import { authenticate } from '../frappe/auth';
 import type { FrappeBackend, RequestContext } from '../frappe/backend';
 import { automaticRooms, joinLocally, registerFrappeHandlers, type JoinRooms, type SocketData } from '../frappe/handlers';
@@ -317,6 +318,7 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     rateLimitEvents(socket, config, metrics);
     boundJoins(socket, config.maxRoomsPerSocket, metrics);
     registerFrappeHandlers(socket, ctx, { join, backend, presence, metrics, log });
+    registerCustomRooms(socket, ctx, { config, join, backend, metrics, log: log.child({ sub: 'custom-rooms' }) });
     keeper?.track(socket);
     appHandlers.attach(socket, (socket as unknown as FrappeSocketApi).installed_apps);
   });

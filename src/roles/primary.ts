@@ -7,6 +7,7 @@ import { setupStickyMaster } from '../cluster/sticky-master';
 import { Supervisor } from '../cluster/supervisor';
 import { workerEnv, type GatewayConfig } from '../config';
 import { Intake } from '../events/intake';
+import { MqttIngress } from '../ingress/mqtt';
 import { LeaderConsumer } from '../leader/leader-consumer';
 import { createMetrics, type Metrics } from '../metrics/metrics';
 import { createOpsServer } from '../ops/ops-server';
@@ -75,6 +76,9 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
     log.child({ sub: 'supervisor' }),
     metrics,
   );
+  const mqtt = config.mqtt
+    ? new MqttIngress({ config, mqtt: config.mqtt, keys, cmd, isLeader: () => consumer.isLeader, metrics, log: log.child({ sub: 'mqtt' }) })
+    : null;
   supervisor.onWorkerDied((info) => {
     if (info.nodeId) sweeper.sweepInBackground(info.nodeId);
   });
@@ -85,8 +89,19 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
     log: log.child({ sub: 'ops' }),
     metrics,
     intake,
-    readiness: () =>
-      primaryReadiness({ fast, supervisor, consumer, metrics, registry, workersExpected: config.workers, draining: () => draining }),
+    readiness: async () => {
+      const r = await primaryReadiness({
+        fast,
+        supervisor,
+        consumer,
+        metrics,
+        registry,
+        workersExpected: config.workers,
+        draining: () => draining,
+      });
+      // Reported, never a reason to be unready: clients are served without the broker.
+      return mqtt && consumer.isLeader ? { ...r, checks: { ...r.checks, mqtt: mqtt.report() } } : r;
+    },
     metricsText: () =>
       hostMetrics({
         supervisor,
@@ -183,6 +198,7 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
     },
     stop: () => consumer.stop(),
   });
+  if (mqtt) services.add({ name: 'mqtt ingress', start: () => mqtt.start(), stop: () => mqtt.stop() });
   // Both ports before anything starts: a port that is taken fails the start
   // (main.ts names it, exit 1) before any worker is forked.
   await listen(publicServer, config.port, config.host);
@@ -222,7 +238,11 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
             for (const socket of openSockets) socket.destroy();
           }),
         // Hand the events over first: a standby takes over within one renew interval.
-        handOver: () => bounded(consumer.stop(), REDIS_STOP_MS),
+        handOver: async () => {
+          // Leave the broker first: what it has not had acknowledged goes to the next leader.
+          await mqtt?.stop();
+          await bounded(consumer.stop(), REDIS_STOP_MS);
+        },
         drainClients: () => supervisor.drain(config.drainMs, Math.max(1000, config.shutdownGraceMs - 2000)),
       },
       config.shutdownGraceMs,

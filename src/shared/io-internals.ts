@@ -125,6 +125,12 @@ export function writeFrameDirect(socket: Socket, frame: unknown): boolean {
   return true;
 }
 
+/** What waits to be written to a client: engine.io's queued packets and ws's unsent bytes. */
+export function outboundQueue(socket: Socket): { packets: number; bytes: number } {
+  const conn = socket.conn as unknown as { writeBuffer: unknown[]; transport: { socket?: { bufferedAmount?: number } } };
+  return { packets: conn.writeBuffer.length, bytes: conn.transport.socket?.bufferedAmount ?? 0 };
+}
+
 /** Hands already-encoded packets to engine.io for one socket (what a broadcast does per socket). */
 export function writeToEngine(socket: Socket, encoded: unknown[], packetOpts: Record<string, unknown>): void {
   (socket.client as unknown as { writeToEngine(p: unknown, o: unknown): void }).writeToEngine(encoded, packetOpts);
