@@ -28,8 +28,8 @@ import {
 const SITE = 'site1.local';
 const TOKEN = 'operate-token';
 const WORKERS = 2;
-/** Redis connections of one host: the primary's cmd, events, health and each worker's pub, sub, ctl, fast. */
-const CONNECTIONS = 3 + 4 * WORKERS;
+/** Redis connections of one host: the primary's cmd, events, health and each worker's pub, sub (room and room-less broadcasts), fast. */
+const CONNECTIONS = 3 + 3 * WORKERS;
 
 describe('operating a cluster host', () => {
   const scope = new Scope();

@@ -86,6 +86,7 @@ describe('secrets from *_FILE', () => {
 
   test('every secret option can be read from a file', () => {
     assert.deepEqual(secrets.map((s) => s.env).sort(), [
+      'GATEWAY_MQTT_PASSWORD',
       'GATEWAY_PUBLISH_TOKEN',
       'GATEWAY_REDIS_SENTINEL_PASSWORD',
       'GATEWAY_REDIS_URL',

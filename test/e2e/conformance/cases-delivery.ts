@@ -32,7 +32,7 @@ function keyOf(event: string, message: unknown): string {
  */
 function frappeArgs(kind: string, args: readonly unknown[]): unknown[] {
   const last = args[args.length - 1];
-  return kind === 'cluster' && args.length > 1 && typeof last === 'string' && /^\d+-\d+$/.test(last) ? args.slice(0, -1) : [...args];
+  return kind !== 'standalone' && args.length > 1 && typeof last === 'string' && /^\d+-\d+$/.test(last) ? args.slice(0, -1) : [...args];
 }
 
 export const DELIVERY_CASES: ConformanceCase[] = [
