@@ -17,6 +17,9 @@ import type { Logger } from '../shared/logger';
 import type { FrappeBackend, RequestContext } from './backend';
 import { nameArg, type JoinRooms, type SocketData } from './handlers';
 
+/** The custom rooms' slice of the configuration. */
+export type CustomRoomsConfig = Pick<GatewayConfig, 'conflateBacklog' | 'customRooms' | 'keyPrefix' | 'redis'>;
+
 export const SUBSCRIBE_ROOM = 'subscribe_room';
 export const UNSUBSCRIBE_ROOM = 'unsubscribe_room';
 /** Room names Frappe itself builds from doc names: the same bound as events' rooms. */
@@ -27,7 +30,7 @@ const PATTERN_CACHE_MAX = 10_000;
 const BACKLOG_BYTES = 64 * 1024;
 
 export interface CustomRoomDeps {
-  readonly config: GatewayConfig;
+  readonly config: CustomRoomsConfig;
   readonly join: JoinRooms;
   readonly backend: FrappeBackend;
   readonly metrics: Metrics;
@@ -55,7 +58,7 @@ const latestReaders = new WeakMap<Server, RedisClient>();
 /** False until a socket with conflation settings exists: the fast path then skips the lookup. */
 let conflating = false;
 
-function compile(config: GatewayConfig): Compiled {
+function compile(config: CustomRoomsConfig): Compiled {
   const hit = compiledFor.get(config.customRooms);
   if (hit) return hit;
   const all = config.customRooms.map(compileRoomPattern);
@@ -90,7 +93,7 @@ export function conflationOf(socket: Socket): ConflationSettings | undefined {
  * One fail-fast Redis connection per Socket.IO server for latest values,
  * opened on first use and closed with the server's HTTP listener.
  */
-function latestReader(socket: Socket, config: GatewayConfig, log: Logger): RedisClient | null {
+function latestReader(socket: Socket, config: CustomRoomsConfig, log: Logger): RedisClient | null {
   const redis = config.redis;
   if (!redis) return null;
   const io = socket.nsp.server;

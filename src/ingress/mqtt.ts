@@ -21,6 +21,9 @@ import { errorMessage } from '../shared/errors';
 import { RateLimitedLog, type Logger } from '../shared/logger';
 import { mapMessage, MQTT_DROP_REASONS, NO_RULE } from './mqtt-rules';
 
+/** The MQTT ingress's slice of the configuration. */
+export type IngressConfig = Pick<GatewayConfig, 'customRooms' | 'dropLogIntervalMs' | 'eventsChannel' | 'latestTtlMs' | 'maxMessageBytes'>;
+
 /** How often leadership is checked (the leader consumer has no change callback). */
 const LEADER_POLL_MS = 100;
 const BACKOFF_MIN_MS = 250;
@@ -91,7 +94,7 @@ type IngestClient = RedisClient & {
 export type MqttState = 'standby' | 'connecting' | 'connected' | 'reconnecting';
 
 export interface MqttIngressDeps {
-  readonly config: GatewayConfig;
+  readonly config: IngressConfig;
   readonly mqtt: MqttConfig;
   readonly keys: Keys;
   /** Command connection (not a subscriber). */

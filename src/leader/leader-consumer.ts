@@ -12,6 +12,22 @@ import { Lease, type Held } from './lease';
 import { BatchPublisher, FencedError, formatProgress, type BatchItem, type Progress } from './publisher';
 import { EventRing } from './ring';
 
+/** The events leader's slice of the configuration. */
+export type LeaderConfig = Pick<
+  GatewayConfig,
+  | 'adapterMode'
+  | 'dropLogIntervalMs'
+  | 'eventsChannel'
+  | 'history'
+  | 'historyMaxEvents'
+  | 'historyMs'
+  | 'leaderLeaseMs'
+  | 'leaderRenewMs'
+  | 'redis'
+  | 'standbyBufferEvents'
+  | 'standbyBufferMs'
+>;
+
 /** Digests of the last broadcast events recorded as progress; enough to make a repeated sequence unlikely. */
 const PROGRESS_DIGESTS = 8;
 /** Events per fenced batch. */
@@ -22,7 +38,7 @@ const MAX_INFLIGHT = 8;
 const ALIGN_RETRY_MS = 200;
 
 export interface LeaderConsumerDeps {
-  readonly config: GatewayConfig;
+  readonly config: LeaderConfig;
   readonly keys: Keys;
   /** Subscriber connection: the events channel and the leader notices. */
   readonly sub: RedisClient;

@@ -7,13 +7,16 @@ import type { Logger } from '../shared/logger';
 import type { Metrics } from '../metrics/metrics';
 import { bearerMatches, checkPublishBody, isLoopback } from './publish-api';
 
+/** The ops server's slice of the configuration. */
+export type OpsConfig = Pick<GatewayConfig, 'maxMessageBytes' | 'publishToken'>;
+
 export interface Readiness {
   readonly ready: boolean;
   readonly checks: Record<string, unknown>;
 }
 
 export interface OpsDeps {
-  readonly config: GatewayConfig;
+  readonly config: OpsConfig;
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly intake: Intake;
