@@ -220,6 +220,10 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     maxConnectionsPerIp: num('maxConnectionsPerIp'),
     trustProxy: str('trustProxy') === 'true',
     handshakeTimeoutMs: num('handshakeTimeoutMs'),
+    backendCircuitFailures: num('backendCircuitFailures'),
+    backendCircuitOpenMs: num('backendCircuitOpenMs'),
+    standbyBufferBytes: num('standbyBufferBytes'),
+    maxConnectionsPerUser: num('maxConnectionsPerUser'),
   };
   if (redis === null && values.workers !== undefined && num('workers') > 1) {
     notes.push('GATEWAY_WORKERS is ignored without GATEWAY_REDIS_URL: standalone mode runs one process');

@@ -149,6 +149,22 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean }) {
       labelNames: ['limit'],
       registers: r,
     }),
+    backendCircuitState: new Gauge({
+      name: 'gateway_backend_circuit_state',
+      help: 'Frappe backend circuit breaker: 0 closed, 1 half-open (probing), 2 open (calls fail fast); the worst backend',
+      registers: r,
+      aggregator: 'max',
+    }),
+    eventsSubscriptionLost: new Counter({
+      name: 'gateway_events_subscription_lost_total',
+      help: 'Times the events channel subscription was lost (Redis closed it, e.g. client-output-buffer-limit pubsub) and re-established',
+      registers: r,
+    }),
+    standbyBufferBytes: new Gauge({
+      name: 'gateway_standby_buffer_bytes',
+      help: 'Bytes of events held for replay after a failover',
+      registers: r,
+    }),
     presenceSweeps: new Counter({
       name: 'gateway_presence_swept_total',
       help: 'Presence entries removed because their process died',

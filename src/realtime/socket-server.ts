@@ -99,6 +99,14 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
         callback('Too many connections from this address', false);
         return;
       }
+      // Known before any work: refusing the Engine.IO handshake (HTTP 403)
+      // makes socket.io-client retry with backoff (docs/protocol.md section 6).
+      const origin = req.headers.origin;
+      if (backend.unavailable(Array.isArray(origin) ? origin[0] : origin) || backend.handshakeQueueFull) {
+        metrics.connectErrors.inc({ reason: 'backend_unavailable' });
+        callback('Service unavailable: backend unavailable, retry', false);
+        return;
+      }
       callback(null, true);
     },
     cors: { origin: config.corsOrigins.length > 0 ? [...config.corsOrigins] : true, credentials: true },
@@ -178,6 +186,21 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     setImmediate(() => dropIfUnused(nsp));
   };
 
+  /**
+   * The backend, or the gateway's way to it, is unavailable: close the
+   * transport instead of answering CONNECT_ERROR. socket.io-client gives up
+   * on a namespace after a CONNECT_ERROR, but reconnects with backoff after a
+   * transport close. A connection that already carries another connected
+   * namespace is not cut: that namespace gets a CONNECT_ERROR marked retryable.
+   */
+  const deferConnect = (socket: Socket, reason: string, code: string, message: string, done: (err?: Error) => void): void => {
+    metrics.connectErrors.inc({ reason });
+    log.debug({ reason, code }, 'handshake deferred: transport closed so the client retries');
+    const client = (socket as unknown as { client: { sockets: Map<string, Socket> } }).client;
+    if (client.sockets.size === 0) socket.conn.close();
+    done(retryableError(code, message));
+  };
+
   sites.use((socket, next) => {
     const nsp = socket.nsp;
     // A recovered socket arrives with its previous rooms and data.
@@ -192,25 +215,34 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     };
     const timer = setTimeout(() => {
       metrics.limitExceeded.inc({ limit: 'handshake_timeout' });
-      metrics.connectErrors.inc({ reason: 'handshake_timeout' });
-      done(
-        retryableError(
-          'GW_ERR_HANDSHAKE_TIMEOUT',
-          `Service unavailable: handshake not completed within ${config.handshakeTimeoutMs} ms, retry`,
-        ),
+      deferConnect(
+        socket,
+        'handshake_timeout',
+        'GW_ERR_HANDSHAKE_TIMEOUT',
+        `Service unavailable: handshake not completed within ${config.handshakeTimeoutMs} ms, retry`,
+        done,
       );
     }, config.handshakeTimeoutMs);
     if (backend.handshakeQueueFull) {
       metrics.limitExceeded.inc({ limit: 'backend_queue' });
-      metrics.connectErrors.inc({ reason: 'backend_queue' });
-      done(retryableError('GW_ERR_BACKEND_QUEUE_FULL', 'Service unavailable: too many connections being authenticated, retry'));
+      deferConnect(
+        socket,
+        'backend_queue',
+        'GW_ERR_BACKEND_QUEUE_FULL',
+        'Service unavailable: too many connections being authenticated, retry',
+        done,
+      );
       return;
     }
     authenticate({ namespace: nsp.name, headers: socket.handshake.headers }, config, backend).then(
       (outcome) => {
         if (!outcome.ok) {
-          metrics.connectErrors.inc({ reason: outcome.reason });
           if (outcome.reason === 'backend') metrics.authRequests.inc({ result: 'error' });
+          if (outcome.reason === 'backend' && outcome.retryable) {
+            deferConnect(socket, 'backend_unavailable', 'GW_ERR_BACKEND_UNAVAILABLE', outcome.message, done);
+            return;
+          }
+          metrics.connectErrors.inc({ reason: outcome.reason });
           done(new Error(outcome.message));
           return;
         }
@@ -233,9 +265,14 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
           (err: unknown) => {
             // Connected without its automatic rooms the client would be deaf
             // to its own events while looking healthy: refuse it instead.
-            metrics.connectErrors.inc({ reason: 'join' });
             log.warn({ err: errorMessage(err) }, 'joining automatic rooms failed');
-            done(retryableError('GW_ERR_JOIN_FAILED', `Service unavailable: could not join rooms (${errorMessage(err)}), retry`));
+            deferConnect(
+              socket,
+              'join',
+              'GW_ERR_JOIN_FAILED',
+              `Service unavailable: could not join rooms (${errorMessage(err)}), retry`,
+              done,
+            );
           },
         );
       },
