@@ -140,7 +140,7 @@ export class ConnectionsPerIp {
 /** What a slow-reader check reads of an Engine.IO connection (engine.io Socket, ws WebSocket). */
 interface EngineConnection {
   writeBuffer: unknown[];
-  transport?: { name?: string; socket?: { bufferedAmount?: number } };
+  transport?: { name?: string; socket?: { bufferedAmount?: number; terminate?: () => void } };
   close(discard?: boolean): void;
 }
 
@@ -170,6 +170,10 @@ export function watchSlowReaders(
         log.warn({ packets, bytes }, 'slow client disconnected: outbound buffer over the limit');
         // Discard: a plain close waits for the very buffer that does not drain.
         conn.close(true);
+        // A WebSocket close handshake would wait for the peer to read our
+        // close frame, behind everything it is not reading: up to ws's 30 s
+        // close timeout with the buffer held. Drop the TCP connection now.
+        conn.transport?.socket?.terminate?.();
       }
     }
   }, opts.intervalMs);

@@ -19,7 +19,7 @@ import {
   type Scope,
   type Socket,
 } from '../harness';
-import { collectEverywhere, INSPECT_ARGS, rssMb } from './hardening-support';
+import { heapAfterGc, INSPECT_ARGS, rssMb } from './hardening-support';
 import { clusterInfo, DOCTYPE, newKeyPrefix, SITE, startBackend, waitWorkersUp } from './cluster-support';
 
 const DOCS = 50;
@@ -120,13 +120,13 @@ test('churn on 2 workers: doc_viewers exact for every document, no presence key 
 
   await round(scope, gw.url);
   await everyoneGone('round 1');
-  const warmHeap = await collectEverywhere(gw);
+  const warmHeap = await heapAfterGc(gw);
   const warm = workerPids.map(rssMb);
   for (let k = 1; k < ROUNDS; k++) {
     await round(scope, gw.url);
     await everyoneGone(`round ${k + 1}`);
     t.diagnostic(
-      `after round ${k + 1}: RSS ${workerPids.map((p) => rssMb(p).toFixed(1)).join(' / ')} MB, heap after GC ${(await collectEverywhere(gw)).map((m) => m.toFixed(1)).join(' / ')} MB`,
+      `after round ${k + 1}: RSS ${workerPids.map((p) => rssMb(p).toFixed(1)).join(' / ')} MB, heap after GC ${(await heapAfterGc(gw)).map((m) => m.toFixed(1)).join(' / ')} MB`,
     );
   }
 
@@ -155,7 +155,7 @@ test('churn on 2 workers: doc_viewers exact for every document, no presence key 
   await everyoneGone('checkers');
 
   // Measured after a forced full GC, as after round 1: what is left is what churn retained.
-  const endHeap = await collectEverywhere(gw);
+  const endHeap = await heapAfterGc(gw);
   const settled = await pollUntil(
     () => {
       const now = workerPids.map(rssMb);

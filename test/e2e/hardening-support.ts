@@ -26,8 +26,16 @@ export function inspectorUrls(gw: GatewayHandle): string[] {
   return out;
 }
 
-/** Forces a full GC in the process behind `url`; resolves with its heap used (MB) afterwards. */
-export function collectGarbage(url: string): Promise<number> {
+/** process.memoryUsage() of a gateway process, in MB. */
+export interface MemoryMb {
+  readonly rss: number;
+  readonly heapUsed: number;
+  /** Buffers and other memory outside the JS heap (socket write buffers live here). */
+  readonly external: number;
+}
+
+/** Forces a full GC in the process behind `url`; resolves with its memory usage afterwards. */
+export function collectGarbage(url: string): Promise<MemoryMb> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url);
     const timer = setTimeout(() => {
@@ -40,21 +48,28 @@ export function collectGarbage(url: string): Promise<number> {
     });
     ws.on('open', () => {
       ws.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' }));
-      ws.send(JSON.stringify({ id: 2, method: 'Runtime.getHeapUsage' }));
+      ws.send(JSON.stringify({ id: 2, method: 'Runtime.evaluate', params: { expression: 'JSON.stringify(process.memoryUsage())' } }));
     });
     ws.on('message', (raw) => {
-      const msg = JSON.parse(String(raw)) as { id?: number; result?: { usedSize?: number } };
+      const msg = JSON.parse(String(raw)) as { id?: number; result?: { result?: { value?: string } } };
       if (msg.id !== 2) return;
       clearTimeout(timer);
       ws.close();
-      resolve((msg.result?.usedSize ?? NaN) / (1024 * 1024));
+      const u = JSON.parse(msg.result?.result?.value ?? '{}') as { rss?: number; heapUsed?: number; external?: number };
+      const mb = (n: number | undefined): number => (n ?? NaN) / (1024 * 1024);
+      resolve({ rss: mb(u.rss), heapUsed: mb(u.heapUsed), external: mb(u.external) });
     });
   });
 }
 
-/** Forces a GC in every process of the gateway; resolves with their heap used (MB), in inspector order. */
-export async function collectEverywhere(gw: GatewayHandle): Promise<number[]> {
-  const out: number[] = [];
+/** Forces a GC in every process of the gateway; resolves with their memory usage, in inspector order (primary first). */
+export async function collectEverywhere(gw: GatewayHandle): Promise<MemoryMb[]> {
+  const out: MemoryMb[] = [];
   for (const url of inspectorUrls(gw)) out.push(await collectGarbage(url));
   return out;
+}
+
+/** Heap used after a forced GC, per process (MB). */
+export async function heapAfterGc(gw: GatewayHandle): Promise<number[]> {
+  return (await collectEverywhere(gw)).map((m) => m.heapUsed);
 }
