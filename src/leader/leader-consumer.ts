@@ -70,7 +70,7 @@ export class LeaderConsumer {
 
   constructor(private readonly d: LeaderConsumerDeps) {
     this.dropLog = new RateLimitedLog(d.log, d.config.dropLogIntervalMs);
-    this.ring = new EventRing(d.config.standbyBufferEvents, d.config.standbyBufferMs);
+    this.ring = new EventRing(d.config.standbyBufferEvents, d.config.standbyBufferMs, d.config.standbyBufferBytes);
     this.lease = new Lease(d.cmd, d.keys, d.nodeId, d.config.leaderLeaseMs);
     this.publisher = new BatchPublisher(d.cmd, d.keys, d.config.redis?.mode === 'cluster');
   }
@@ -101,11 +101,18 @@ export class LeaderConsumer {
     });
     // A leader whose subscription dropped may have missed events that the
     // standbys received: hand over to one of them (or re-acquire and re-align).
+    // Redis closes a subscriber that falls behind (client-output-buffer-limit
+    // pubsub) and everything published meanwhile is lost: count each loss once.
+    let subscribed = false;
+    sub.on('ready', () => (subscribed = true));
     sub.on('close', () => {
+      if (subscribed && !this.stopped) this.d.metrics.eventsSubscriptionLost.inc();
+      subscribed = false;
       this.subscribedFrom = this.ring.end;
       if (this.held) this.stepDown('events subscription lost', true);
     });
     await sub.subscribe(config.eventsChannel, keys.leaderChannel);
+    subscribed = true;
     this.timer = setInterval(() => this.tick(), config.leaderRenewMs);
     this.tick();
   }
@@ -115,6 +122,7 @@ export class LeaderConsumer {
     this.ring.push(raw, now);
     this.ring.trim(now, this.held ? this.cursor : this.ring.end);
     this.d.metrics.standbyBuffer.set(this.ring.end - this.ring.start);
+    this.d.metrics.standbyBufferBytes.set(this.ring.byteSize);
     if (this.held && !this.aligning) this.scheduleFlush();
   }
 

@@ -21,11 +21,19 @@ export class EventRing {
   private entries: RingEntry[] = [];
   /** Absolute position of entries[0]. */
   private base = 0;
+  /** Bytes of the raw messages still held (entries trimmed but not yet spliced included). */
+  private bytes = 0;
 
   constructor(
     private readonly maxEntries: number,
     private readonly maxAgeMs: number,
+    /** A burst of large events must not hold hundreds of MB until they age out. */
+    private readonly maxBytes = Infinity,
   ) {}
+
+  get byteSize(): number {
+    return this.bytes;
+  }
 
   get start(): number {
     return this.base;
@@ -37,6 +45,7 @@ export class EventRing {
 
   push(raw: Buffer, at: number): number {
     this.entries.push({ raw, digest: digestOf(raw), at });
+    this.bytes += raw.length;
     return this.end - 1;
   }
 
@@ -45,24 +54,32 @@ export class EventRing {
   }
 
   /**
-   * Drops entries beyond the count and age bounds, but never at or after
-   * `keepFrom` (the leader's cursor: those are not broadcast yet).
+   * Drops entries beyond the count, age and byte bounds, but never at or
+   * after `keepFrom` (the leader's cursor: those are not broadcast yet).
    */
   trim(now: number, keepFrom: number): void {
     let drop = 0;
+    let freed = 0;
+    let overBytes = false;
     const n = this.entries.length;
     const limit = Math.min(keepFrom - this.base, n);
     while (drop < limit) {
       const e = this.entries[drop];
       if (!e) break;
-      if (n - drop > this.maxEntries || now - e.at > this.maxAgeMs) drop++;
-      else break;
+      const bytesOver = this.bytes - freed > this.maxBytes;
+      if (n - drop > this.maxEntries || now - e.at > this.maxAgeMs || bytesOver) {
+        overBytes ||= bytesOver;
+        freed += e.raw.length;
+        drop++;
+      } else break;
     }
     if (drop > 0) {
-      // Amortise: splice only when a meaningful prefix has expired.
-      if (drop >= 1024 || drop === n || drop * 4 >= n) {
+      // Amortise: splice only when a meaningful prefix has expired, or at
+      // once when memory is the reason (large entries are few, so it is cheap).
+      if (overBytes || drop >= 1024 || drop === n || drop * 4 >= n) {
         this.entries = this.entries.slice(drop);
         this.base += drop;
+        this.bytes -= freed;
       }
     }
   }
