@@ -366,8 +366,8 @@ export const OPTIONS = {
   standbyBufferBytes: {
     env: 'GATEWAY_STANDBY_BUFFER_BYTES',
     type: { kind: 'int', min: 1024 * 1024, max: 16 * 1024 * 1024 * 1024 },
-    default: String(64 * 1024 * 1024),
-    doc: 'Events a standby keeps to replay after a failover (bytes bound, with the count and age bounds).',
+    default: String(16 * 1024 * 1024),
+    doc: 'Events a standby keeps to replay after a failover (memory bound, raw bytes plus ~512 bytes per event, with the count and age bounds). The default covers the failover window (lease plus one poll) at up to ~9 MB/s of events and keeps a junk flood under 30 MB.',
   },
   maxConnectionsPerUser: {
     env: 'GATEWAY_MAX_CONNECTIONS_PER_USER',

@@ -128,6 +128,8 @@ export class LeaderConsumer {
 
   private tick(): void {
     if (this.stopped) return;
+    // Age out the standby buffer when no event arrives to trigger it.
+    this.ring.trim(performance.now(), this.held ? this.cursor : this.ring.end);
     if (this.held) {
       const held = this.held;
       if (performance.now() >= held.validUntil) {
