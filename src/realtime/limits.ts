@@ -6,7 +6,13 @@ import type { Logger } from '../shared/logger';
 
 /** Limits on what one client may cost (SECURITY.md); each refusal is counted in gateway_limit_exceeded_total{limit}. */
 export type LimitName =
-  'client_events' | 'rooms_per_socket' | 'backend_queue' | 'outbound_buffer' | 'connections_per_ip' | 'handshake_timeout';
+  | 'client_events'
+  | 'rooms_per_socket'
+  | 'backend_queue'
+  | 'outbound_buffer'
+  | 'connections_per_ip'
+  | 'connections_per_user'
+  | 'handshake_timeout';
 
 /**
  * A CONNECT_ERROR the client may retry (the gateway was busy, not the

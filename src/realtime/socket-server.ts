@@ -11,6 +11,7 @@ import type { PresenceStore } from '../presence/presence';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
 import { MemorySessionStore, SessionKeeper, withSessionRecovery, type SessionStore } from '../recovery/session-recovery';
+import { createUserConnections, type UserConnections } from './user-limit';
 import { boundJoins, clientIp, ConnectionsPerIp, mayJoin, rateLimitEvents, retryableError, watchSlowReaders } from './limits';
 
 export interface SocketServerDeps {
@@ -26,6 +27,8 @@ export interface SocketServerDeps {
   readonly roomsReady?: (nsp: Namespace, rooms: string[]) => Promise<void>;
   /** Where recoverable sessions live (Redis in a cluster); process memory when omitted. */
   readonly sessions?: SessionStore;
+  /** Connections per user (cluster-wide through Redis in a cluster); this process only when omitted. */
+  readonly userConnections?: UserConnections;
 }
 
 export interface SocketServer {
@@ -78,6 +81,7 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     }
     return joinRooms(socket, rooms);
   };
+  const perUser = deps.userConnections ?? createUserConnections(config.maxConnectionsPerUser, log);
   const recovery = config.recoveryWindowMs > 0;
   const store = deps.sessions ?? new MemorySessionStore();
   const keeper = recovery ? new SessionKeeper({ store, windowMs: config.recoveryWindowMs, metrics, log }) : null;
@@ -127,6 +131,7 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     log.child({ sub: 'limits' }),
   );
   io.engine.on('close', stopSlowReaderWatch);
+  io.engine.on('close', () => perUser.stop());
   const baseAdapter = (deps.adapter ?? Adapter) as unknown as new (nsp: Namespace) => Adapter;
   if (keeper) {
     // socket.io instantiates it with `new`: a function (not an arrow) returning the adapter.
@@ -201,6 +206,36 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     done(retryableError(code, message));
   };
 
+  /**
+   * Last step of a handshake: the user's connection count
+   * (GATEWAY_MAX_CONNECTIONS_PER_USER). Counted once admitted, released when
+   * the socket or its connection goes, whichever comes first.
+   */
+  const admitUser = (socket: Socket, site: string, user: string, settled: () => boolean, done: (err?: Error) => void): void => {
+    void perUser.tryOpen(site, user).then((ok) => {
+      if (!ok) {
+        metrics.limitExceeded.inc({ limit: 'connections_per_user' });
+        metrics.connectErrors.inc({ reason: 'connections_per_user' });
+        done(new Error(`Too many connections for this user (GATEWAY_MAX_CONNECTIONS_PER_USER=${config.maxConnectionsPerUser})`));
+        return;
+      }
+      if (settled() || socket.conn.readyState !== 'open') {
+        perUser.close(site, user);
+        done();
+        return;
+      }
+      let released = false;
+      const release = (): void => {
+        if (released) return;
+        released = true;
+        perUser.close(site, user);
+      };
+      socket.once('disconnect', release);
+      socket.conn.once('close', release);
+      done();
+    });
+  };
+
   sites.use((socket, next) => {
     const nsp = socket.nsp;
     // A recovered socket arrives with its previous rooms and data.
@@ -261,7 +296,7 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
         // Joined before the CONNECT acknowledgement: once the client sees
         // `connect`, events to its automatic rooms reach it.
         join(socket, automaticRooms(outcome.info.user, outcome.info.user_type)).then(
-          () => done(),
+          () => admitUser(socket, outcome.site, outcome.info.user, () => settled, done),
           (err: unknown) => {
             // Connected without its automatic rooms the client would be deaf
             // to its own events while looking healthy: refuse it instead.

@@ -26,6 +26,7 @@ import { Services, createShutdown } from '../shared/lifecycle';
 import type { Logger } from '../shared/logger';
 import { RedisSessionStore } from '../recovery/session-recovery';
 import { createSocketServer } from '../realtime/socket-server';
+import { createUserConnections } from '../realtime/user-limit';
 import { withWorkerHooks } from '../realtime/fast-adapter';
 
 function send(m: WorkerToPrimary): void {
@@ -104,6 +105,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
     adapter,
     roomsReady,
     sessions: new RedisSessionStore(pub, keys),
+    userConnections: createUserConnections(config.maxConnectionsPerUser, log, { client: fast, keys }),
   });
   setupWorker(server.io);
   // Session ids name this worker, so the primary routes a session's requests without shared state.
