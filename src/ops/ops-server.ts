@@ -51,24 +51,29 @@ export function createOpsServer(d: OpsDeps): FastifyInstance {
     return reply.header('content-type', m.contentType).send(m.body);
   });
 
+  /** The publish token (or, without one, loopback only) guards every /api/v1 route: the cluster API names users and rooms. */
+  const refusal = (req: { headers: { authorization?: string }; socket: { remoteAddress?: string } }) => {
+    if (config.publishToken !== null) {
+      if (bearerMatches(req.headers.authorization, config.publishToken)) return null;
+      return {
+        status: 401,
+        body: { error: 'GW_ERR_UNAUTHORIZED', message: 'a valid "Authorization: Bearer <GATEWAY_PUBLISH_TOKEN>" header is required' },
+      };
+    }
+    if (isLoopback(req.socket.remoteAddress)) return null;
+    return {
+      status: 403,
+      body: { error: 'GW_ERR_FORBIDDEN', message: 'no GATEWAY_PUBLISH_TOKEN is configured: the API accepts loopback clients only' },
+    };
+  };
+
   app.post('/api/v1/publish', async (req, reply) => {
     const send = (status: number, body: unknown) => {
       metrics.publishRequests.inc({ status: String(status) });
       return reply.status(status).send(body);
     };
-    if (config.publishToken !== null) {
-      if (!bearerMatches(req.headers.authorization, config.publishToken)) {
-        return send(401, {
-          error: 'GW_ERR_UNAUTHORIZED',
-          message: 'a valid "Authorization: Bearer <GATEWAY_PUBLISH_TOKEN>" header is required',
-        });
-      }
-    } else if (!isLoopback(req.socket.remoteAddress)) {
-      return send(403, {
-        error: 'GW_ERR_FORBIDDEN',
-        message: 'no GATEWAY_PUBLISH_TOKEN is configured: the publish API accepts loopback clients only',
-      });
-    }
+    const refused = refusal(req);
+    if (refused) return send(refused.status, refused.body);
     const check = checkPublishBody(req.body, d.intake, config.maxMessageBytes);
     if (!check.ok) return send(check.status, check.body);
     try {
@@ -80,9 +85,15 @@ export function createOpsServer(d: OpsDeps): FastifyInstance {
     return send(202, { accepted: check.events.length });
   });
 
-  app.get('/api/v1/cluster', async () => d.cluster());
+  app.get('/api/v1/cluster', async (req, reply) => {
+    const refused = refusal(req);
+    if (refused) return reply.status(refused.status).send(refused.body);
+    return d.cluster();
+  });
 
   app.get<{ Querystring: { site?: string; room?: string } }>('/api/v1/cluster/rooms', async (req, reply) => {
+    const refused = refusal(req);
+    if (refused) return reply.status(refused.status).send(refused.body);
     const site = req.query.site;
     if (!site) return reply.status(400).send({ error: 'GW_ERR_BAD_QUERY', message: 'query parameter "site" is required' });
     return d.rooms(site, req.query.room);
