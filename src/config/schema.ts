@@ -173,7 +173,7 @@ export const OPTIONS = {
     env: 'GATEWAY_PUBLISH_TOKEN',
     type: { kind: 'string' },
     secret: true,
-    doc: 'Bearer token of POST /api/v1/publish. Unset = publish API accepts loopback clients only.',
+    doc: 'Bearer token of POST /api/v1/publish and GET /api/v1/cluster, /api/v1/cluster/rooms. Unset = those accept loopback clients only.',
   },
   benchPath: {
     env: 'GATEWAY_BENCH_PATH',
@@ -319,7 +319,7 @@ export const OPTIONS = {
     env: 'GATEWAY_BACKEND_QUEUE',
     type: { kind: 'int', min: 1, max: 1_000_000 },
     default: '1000',
-    doc: 'Limit: backend calls waiting for a slot per process, separately for handshakes and for permission checks; beyond it a handshake gets a retryable CONNECT_ERROR and a subscription is refused.',
+    doc: 'Limit: backend calls waiting for a slot per process, separately for handshakes and for permission checks; beyond it a handshake is refused at the transport level (the client retries) and a subscription is refused.',
   },
   maxOutboundBytes: {
     env: 'GATEWAY_MAX_OUTBOUND_BYTES',
