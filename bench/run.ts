@@ -1,6 +1,6 @@
 /**
  * The benchmark tool: `npm run bench -- <scenario> [--flags]`.
- * Scenarios: fanout, idle-memory, connect-storm, scaling, leader-throughput, failover.
+ * Scenarios: fanout, idle-memory, connect-storm, scaling, leader-throughput, failover, soak.
  * Common flags: --runs N (3), --duration S (5), --clients N, --loadgens N (2).
  * Results: a table on stdout, JSON in bench/results/.
  */
@@ -12,6 +12,7 @@ import { fanout } from './scenarios/fanout';
 import { idleMemory } from './scenarios/idle-memory';
 import { leaderThroughput } from './scenarios/leader-throughput';
 import { scaling } from './scenarios/scaling';
+import { soak } from './scenarios/soak';
 
 const SCENARIOS: Record<string, { run: (f: Flags) => Promise<unknown>; clients: number; runs: number }> = {
   fanout: { run: fanout, clients: 2000, runs: 3 },
@@ -20,6 +21,7 @@ const SCENARIOS: Record<string, { run: (f: Flags) => Promise<unknown>; clients: 
   scaling: { run: scaling, clients: 1000, runs: 3 },
   'leader-throughput': { run: leaderThroughput, clients: 1000, runs: 1 },
   failover: { run: failover, clients: 200, runs: 5 },
+  soak: { run: soak, clients: 200, runs: 1 },
 };
 
 export function parseArgs(argv: readonly string[]): { scenario: string | undefined; flags: Record<string, string | true> } {
