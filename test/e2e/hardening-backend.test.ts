@@ -126,7 +126,7 @@ test('real refusals stay CONNECT_ERRORs with Frappe messages, and the stock clie
     },
   ];
   for (const c of cases) {
-    assert.equal(await expectConnectError(c.socket), c.message, c.name);
+    assert.equal(await expectConnectError(c.socket, 20_000), c.message, c.name);
     assert.equal(c.socket.active, false, `${c.name}: the client gave up (no reconnection)`);
   }
   assert.equal(await gw.metricValue('gateway_connect_errors_total', { reason: 'backend_unavailable' }), undefined);

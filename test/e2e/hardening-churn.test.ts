@@ -26,6 +26,13 @@ const DOCS = 50;
 const CLIENTS = 200;
 const ROUNDS = 5;
 const USERS = 20;
+/**
+ * Worker RSS at the end against after round 1 (both after a forced GC). Alone
+ * it ends below round 1's; on a loaded machine (the full suite on 2 shared
+ * cores) the allocator keeps up to ~27% more without any live growth, which
+ * the heap check below catches.
+ */
+const RSS_FACTOR = 1.35;
 
 const docName = (i: number): string => `CHURN-${i % DOCS}`;
 const churnUser = (i: number): string => `churn${i % USERS}@example.com`;
@@ -67,7 +74,7 @@ async function round(scope: Scope, url: string): Promise<void> {
   );
 }
 
-test('churn on 2 workers: doc_viewers exact for every document, no presence key left, RSS flat across rounds', async (t) => {
+test('churn on 2 workers: doc_viewers exact for every document, no presence key left, heap and RSS flat across rounds', async (t) => {
   const scope = withScope(t);
   const redis = await startRedis({ scope });
   const backend = await startBackend(scope);
@@ -159,13 +166,13 @@ test('churn on 2 workers: doc_viewers exact for every document, no presence key 
   const settled = await pollUntil(
     () => {
       const now = workerPids.map(rssMb);
-      return now.every((mb, i) => mb <= (warm[i] ?? 0) * 1.2) ? now : undefined;
+      return now.every((mb, i) => mb <= (warm[i] ?? 0) * RSS_FACTOR) ? now : undefined;
     },
     {
       timeoutMs: 15_000,
       intervalMs: 250,
       description: () =>
-        `worker RSS within 20% of ${warm.map((m) => m.toFixed(0)).join('/')} MB, now ${workerPids.map((p) => rssMb(p).toFixed(0)).join('/')} MB`,
+        `worker RSS within ${Math.round((RSS_FACTOR - 1) * 100)}% of ${warm.map((m) => m.toFixed(0)).join('/')} MB, now ${workerPids.map((p) => rssMb(p).toFixed(0)).join('/')} MB`,
     },
   );
   endHeap.forEach((mb, i) =>
