@@ -1,6 +1,7 @@
 /**
  * The benchmark tool: `npm run bench -- <scenario> [--flags]`.
  * Scenarios: fanout, idle-memory, connect-storm, scaling, leader-throughput, failover, mqtt.
+ * Scenarios: fanout, idle-memory, connect-storm, scaling, leader-throughput, failover, soak.
  * Common flags: --runs N (3), --duration S (5), --clients N, --loadgens N (2).
  * Results: a table on stdout, JSON in bench/results/.
  */
@@ -13,6 +14,7 @@ import { idleMemory } from './scenarios/idle-memory';
 import { leaderThroughput } from './scenarios/leader-throughput';
 import { mqtt } from './scenarios/mqtt';
 import { scaling } from './scenarios/scaling';
+import { soak } from './scenarios/soak';
 
 const SCENARIOS: Record<string, { run: (f: Flags) => Promise<unknown>; clients: number; runs: number }> = {
   fanout: { run: fanout, clients: 2000, runs: 3 },
@@ -22,6 +24,7 @@ const SCENARIOS: Record<string, { run: (f: Flags) => Promise<unknown>; clients: 
   'leader-throughput': { run: leaderThroughput, clients: 1000, runs: 1 },
   failover: { run: failover, clients: 200, runs: 5 },
   mqtt: { run: mqtt, clients: 1000, runs: 2 },
+  soak: { run: soak, clients: 200, runs: 1 },
 };
 
 export function parseArgs(argv: readonly string[]): { scenario: string | undefined; flags: Record<string, string | true> } {

@@ -326,6 +326,10 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     customRooms,
     latestTtlMs: num('latestTtlMs'),
     conflateBacklog: num('conflateBacklog'),
+    backendCircuitFailures: num('backendCircuitFailures'),
+    backendCircuitOpenMs: num('backendCircuitOpenMs'),
+    standbyBufferBytes: num('standbyBufferBytes'),
+    maxConnectionsPerUser: num('maxConnectionsPerUser'),
   };
   if (redis === null && values.workers !== undefined && num('workers') > 1) {
     notes.push('GATEWAY_WORKERS is ignored without GATEWAY_REDIS_URL: standalone mode runs one process');

@@ -91,6 +91,10 @@ export interface GatewayConfig {
   readonly customRooms: readonly CustomRoomSpec[];
   readonly latestTtlMs: number;
   readonly conflateBacklog: number;
+  readonly backendCircuitFailures: number;
+  readonly backendCircuitOpenMs: number;
+  readonly standbyBufferBytes: number;
+  readonly maxConnectionsPerUser: number;
 }
 
 export type OptionKind =
@@ -398,7 +402,7 @@ export const OPTIONS = {
     env: 'GATEWAY_BACKEND_QUEUE',
     type: { kind: 'int', min: 1, max: 1_000_000 },
     default: '1000',
-    doc: 'Limit: backend calls waiting for a slot per process, separately for handshakes and for permission checks; beyond it a handshake gets a retryable CONNECT_ERROR and a subscription is refused.',
+    doc: 'Limit: backend calls waiting for a slot per process, separately for handshakes and for permission checks; beyond it a handshake is refused at the transport level (the client retries) and a subscription is refused.',
   },
   maxOutboundBytes: {
     env: 'GATEWAY_MAX_OUTBOUND_BYTES',
@@ -428,7 +432,31 @@ export const OPTIONS = {
     env: 'GATEWAY_HANDSHAKE_TIMEOUT_MS',
     type: ms(100, 120_000),
     default: '10000',
-    doc: 'Limit: a connection whose authentication and room joins have not completed within this time is refused with a retryable CONNECT_ERROR.',
+    doc: 'Limit: a connection whose authentication and room joins have not completed within this time is closed at the transport level, so the client retries.',
+  },
+  backendCircuitFailures: {
+    env: 'GATEWAY_BACKEND_CIRCUIT_FAILURES',
+    type: { kind: 'int', min: 0, max: 1_000_000 },
+    default: '5',
+    doc: 'Backend calls failing in a row (timeout, unreachable, HTTP 5xx) that open the circuit: calls then fail at once and handshakes are refused at the Engine.IO level, so clients retry (0 = no breaker).',
+  },
+  backendCircuitOpenMs: {
+    env: 'GATEWAY_BACKEND_CIRCUIT_OPEN_MS',
+    type: ms(100, 600_000),
+    default: '5000',
+    doc: 'How long an open backend circuit fails calls before one probe call is let through.',
+  },
+  standbyBufferBytes: {
+    env: 'GATEWAY_STANDBY_BUFFER_BYTES',
+    type: { kind: 'int', min: 1024 * 1024, max: 16 * 1024 * 1024 * 1024 },
+    default: String(16 * 1024 * 1024),
+    doc: 'Events a standby keeps to replay after a failover (memory bound, raw bytes plus ~512 bytes per event, with the count and age bounds). The default covers the failover window (lease plus one poll) at up to ~9 MB/s of events and keeps a junk flood under 30 MB.',
+  },
+  maxConnectionsPerUser: {
+    env: 'GATEWAY_MAX_CONNECTIONS_PER_USER',
+    type: { kind: 'int', min: 0, max: 1_000_000 },
+    default: '100',
+    doc: 'Limit: Socket.IO connections per user and site, cluster-wide (Redis counter); beyond it the connection is refused with a CONNECT_ERROR (0 = off; Guest is not limited).',
   },
   mqttUrl: {
     env: 'GATEWAY_MQTT_URL',

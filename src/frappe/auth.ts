@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import type { Credential, FrappeBackend, UserInfo } from './backend';
+import { isBackendOutage, type Credential, type FrappeBackend, type UserInfo } from './backend';
 import { GatewayError, errorMessage } from '../shared/errors';
 import { originAllowed } from '../config/origins';
 
@@ -82,7 +82,14 @@ export type AuthOutcome =
       readonly info: UserInfo;
       readonly cached: boolean;
     }
-  | { readonly ok: false; readonly reason: 'namespace' | 'origin' | 'no_auth' | 'backend'; readonly message: string };
+  | { readonly ok: false; readonly reason: 'namespace' | 'origin' | 'no_auth'; readonly message: string }
+  | {
+      readonly ok: false;
+      readonly reason: 'backend';
+      readonly message: string;
+      /** The backend was unavailable (timeout, unreachable, 5xx, circuit open, queue full), not refusing. */
+      readonly retryable: boolean;
+    };
 
 /** The connect checks of docs/protocol.md section 6, in order; pure except for the backend call. */
 export async function authenticate(hs: Handshake, opts: AuthOptions, backend: FrappeBackend): Promise<AuthOutcome> {
@@ -111,6 +118,6 @@ export async function authenticate(hs: Handshake, opts: AuthOptions, backend: Fr
     return { ok: true, site, credential, origin, info, cached };
   } catch (err) {
     const reason = err instanceof GatewayError ? err.message : errorMessage(err);
-    return { ok: false, reason: 'backend', message: AUTH_ERRORS.unauthorized(reason) };
+    return { ok: false, reason: 'backend', message: AUTH_ERRORS.unauthorized(reason), retryable: isBackendOutage(err) };
   }
 }

@@ -6,6 +6,7 @@ import type { Keys } from '../redis/keys';
 import { GatewayError, errorMessage } from '../shared/errors';
 import { Semaphore } from '../shared/semaphore';
 import type { Logger } from '../shared/logger';
+import { CIRCUIT_STATE, CircuitBreaker } from './circuit';
 
 /** The one credential forwarded to Frappe: the Authorization header wins over the sid cookie. */
 export type Credential = { readonly kind: 'authorization'; readonly value: string } | { readonly kind: 'sid'; readonly value: string };
@@ -27,6 +28,24 @@ export type PermissionFlavour = 'v15' | 'v16';
 
 const API = '/api/method/frappe.realtime.';
 const LOCAL_CACHE_MAX = 10_000;
+/** Backends are per Origin when none is configured: bound the breakers kept. */
+const BREAKERS_MAX = 256;
+
+const OUTAGE_CODES = new Set([
+  'GW_ERR_BACKEND_TIMEOUT',
+  'GW_ERR_BACKEND_UNREACHABLE',
+  'GW_ERR_BACKEND_QUEUE_FULL',
+  'GW_ERR_BACKEND_CIRCUIT_OPEN',
+]);
+
+/**
+ * True when a backend call failed because the backend (or the gateway's
+ * queue to it) is unavailable, rather than because it refused: a client
+ * should retry later, not give up (docs/protocol.md section 6).
+ */
+export function isBackendOutage(err: unknown): boolean {
+  return err instanceof GatewayError && (err.retryable || OUTAGE_CODES.has(err.code));
+}
 
 export interface BackendOptions {
   readonly backendUrl: string | null;
@@ -35,6 +54,10 @@ export interface BackendOptions {
   readonly concurrency: number;
   /** Calls that may wait per queue; beyond it a call fails at once with GW_ERR_BACKEND_QUEUE_FULL. */
   readonly maxQueued?: number;
+  /** Consecutive failures (timeout, unreachable, HTTP 5xx) that open the circuit; 0 = no breaker. */
+  readonly circuitFailures?: number;
+  /** How long an open circuit fails calls fast before one probe is let through. */
+  readonly circuitOpenMs?: number;
   readonly flavour: PermissionFlavour;
   readonly cacheTtlMs: number;
   readonly socketSecret: () => string | null;
@@ -59,6 +82,8 @@ export function backendFromConfig(
     timeoutMs: config.backendTimeoutMs,
     concurrency: config.backendConcurrency,
     maxQueued: config.backendQueue,
+    circuitFailures: config.backendCircuitFailures,
+    circuitOpenMs: config.backendCircuitOpenMs,
     flavour: config.permissionFlavour,
     cacheTtlMs: config.authCacheTtlMs,
     socketSecret: deps.socketSecret,
@@ -74,6 +99,7 @@ export class FrappeBackend {
   // Separate queues: established sockets' permission checks must not wait
   // behind a reconnect storm's handshakes (nor the other way round).
   private readonly slots: Record<'handshake' | 'permission', Semaphore>;
+  private readonly breakers = new Map<string, CircuitBreaker>();
 
   constructor(private readonly opts: BackendOptions) {
     this.slots = {
@@ -85,6 +111,38 @@ export class FrappeBackend {
   /** True when a handshake's backend call would be refused right now (its queue is full). */
   get handshakeQueueFull(): boolean {
     return this.slots.handshake.full;
+  }
+
+  /**
+   * True while the circuit of the backend serving `origin` is open: a
+   * handshake would fail at once, so it can be refused before any work.
+   */
+  unavailable(origin: string | undefined): boolean {
+    const base = this.opts.backendUrl ?? origin;
+    if (!base) return false;
+    return this.breakers.get(base.replace(/\/+$/, ''))?.rejecting ?? false;
+  }
+
+  private breaker(base: string): CircuitBreaker {
+    let b = this.breakers.get(base);
+    if (!b) {
+      if (this.breakers.size >= BREAKERS_MAX) {
+        for (const [k, v] of this.breakers) {
+          if (v.current === 'closed') {
+            this.breakers.delete(k);
+            break;
+          }
+        }
+      }
+      b = new CircuitBreaker(this.opts.circuitFailures ?? 0, this.opts.circuitOpenMs ?? 5000, (state) => {
+        this.opts.log.warn({ backend: base, state }, 'backend circuit changed state');
+        let worst = 0;
+        for (const x of this.breakers.values()) worst = Math.max(worst, CIRCUIT_STATE[x.current]);
+        this.opts.metrics.backendCircuitState.set(worst);
+      });
+      this.breakers.set(base, b);
+    }
+    return b;
   }
 
   baseUrl(ctx: Pick<RequestContext, 'origin'>): string {
@@ -127,7 +185,7 @@ export class FrappeBackend {
       const body = await this.call('handshake', ctx, 'get_user_info', {}, async (res) => {
         if (res.status < 200 || res.status > 299) {
           await res.arrayBuffer().catch(() => undefined);
-          throw new GatewayError('GW_ERR_BACKEND_STATUS', `backend answered HTTP ${res.status}`);
+          throw new GatewayError('GW_ERR_BACKEND_STATUS', `backend answered HTTP ${res.status}`, { retryable: res.status >= 500 });
         }
         try {
           return (await res.json()) as unknown;
@@ -156,6 +214,7 @@ export class FrappeBackend {
     const { value } = await this.cached(ctx, q, async () => {
       if (this.opts.flavour === 'v16') {
         return this.call('permission', ctx, 'has_permission', { doctype, name: name ?? '' }, async (res) => {
+          unavailableOn5xx(res);
           if (res.status < 200 || res.status > 299) {
             await res.arrayBuffer().catch(() => undefined);
             return 'false';
@@ -171,6 +230,7 @@ export class FrappeBackend {
       const [method, query] =
         name === undefined ? ['can_subscribe_doctype', { doctype }] : ['can_subscribe_doc', { doctype, docname: name }];
       return this.call('permission', ctx, method, query, async (res) => {
+        unavailableOn5xx(res);
         await res.arrayBuffer().catch(() => undefined);
         return res.status === 200 ? 'true' : 'false';
       });
@@ -200,15 +260,28 @@ export class FrappeBackend {
     query: Record<string, string>,
     read: (res: Response) => Promise<T>,
   ): Promise<T> {
+    const breaker = this.breaker(this.baseUrl(ctx));
+    if (!breaker.tryAcquire()) {
+      throw new GatewayError('GW_ERR_BACKEND_CIRCUIT_OPEN', 'backend unavailable (circuit open after consecutive failures), retry later');
+    }
     const end = this.opts.metrics.backendDuration.startTimer({ endpoint: method });
+    let answered = false;
     try {
-      return await read(await this.request(ctx, `${API}${method}`, query));
+      const res = await this.request(ctx, `${API}${method}`, query);
+      answered = true;
+      // Any answer below 500 means the backend is up, whatever it answered.
+      if (res.status >= 500) breaker.failure();
+      else breaker.success();
+      return await read(res);
     } catch (err) {
       const e = err as Error;
       if (e.name === 'TimeoutError' || e.name === 'AbortError') {
+        // Also a body that stalls after the headers: the backend is hanging.
+        breaker.failure();
         throw new GatewayError('GW_ERR_BACKEND_TIMEOUT', `backend did not answer within ${this.opts.timeoutMs} ms`, { cause: err });
       }
       if (err instanceof GatewayError) throw err;
+      if (!answered) breaker.failure();
       const cause = (e as { cause?: { code?: string; message?: string } }).cause;
       throw new GatewayError('GW_ERR_BACKEND_UNREACHABLE', `backend unreachable: ${cause?.code ?? cause?.message ?? e.message}`, {
         cause: err,
@@ -231,12 +304,15 @@ export class FrappeBackend {
     }
     const pending = this.inflight.get(key);
     if (pending) return { value: await pending, cached: true };
-    const p = (async (): Promise<{ value: string; cached: boolean }> => {
+    const p = (async (): Promise<{ value: string; cached: boolean; leftMs?: number }> => {
       const redis = ttl > 0 ? this.opts.redis : undefined;
       if (redis) {
         try {
-          const v = await redis.client.get(redis.keys.authCache(key));
-          if (v !== null) return { value: v, cached: true };
+          const k = redis.keys.authCache(key);
+          const [v, left] = await Promise.all([redis.client.get(k), redis.client.pttl(k)]);
+          // Kept here only for what is left of the shared entry's TTL: never
+          // longer than the TTL after the backend answered.
+          if (v !== null) return { value: v, cached: true, leftMs: left > 0 ? Math.min(left, ttl) : 0 };
         } catch (err) {
           this.opts.log.debug({ err: errorMessage(err) }, 'auth cache read failed');
         }
@@ -254,19 +330,32 @@ export class FrappeBackend {
     shared.catch(() => undefined);
     try {
       const r = await p;
-      if (ttl > 0) this.remember(key, r.value);
-      return r;
+      if (ttl > 0 && r.leftMs !== 0) this.remember(key, r.value, r.leftMs === undefined ? 0 : ttl - r.leftMs);
+      return { value: r.value, cached: r.cached };
     } finally {
       this.inflight.delete(key);
     }
   }
 
-  private remember(key: string, value: string): void {
+  /** `agedMs`: how old the answer already is (read from the shared cache). */
+  private remember(key: string, value: string, agedMs = 0): void {
     if (this.local.size >= LOCAL_CACHE_MAX) {
       // Map iteration is insertion order: drop the oldest entry.
       const oldest = this.local.keys().next().value;
       if (oldest !== undefined) this.local.delete(oldest);
     }
-    this.local.set(key, { at: Date.now(), value });
+    this.local.set(key, { at: Date.now() - agedMs, value });
+  }
+}
+
+/**
+ * A 5xx answer to a permission question is the backend failing, not a
+ * denial: thrown (so it is neither cached nor counted as denied) instead of
+ * being remembered as "no" for the whole TTL.
+ */
+function unavailableOn5xx(res: Response): void {
+  if (res.status >= 500) {
+    void res.arrayBuffer().catch(() => undefined);
+    throw new GatewayError('GW_ERR_BACKEND_STATUS', `backend answered HTTP ${res.status}`, { retryable: true });
   }
 }

@@ -139,7 +139,15 @@ export function registerFrappeHandlers(socket: Socket, ctx: RequestContext, deps
     if (!(await joinIfAllowed(room, doctype, docname))) return false;
     data.openDocs ??= new Map();
     data.openDocs.set(room, { doctype, docname });
-    const users = await presence.open({ site: data.site, doctype, docname }, socket.id, data.user);
+    const ref = { site: data.site, doctype, docname };
+    const users = await presence.open(ref, socket.id, data.user);
+    if (!socket.connected) {
+      // The socket left while this open was on its way to the store: the
+      // disconnect handler's close may have landed before it, which would
+      // leave a ghost viewer (and the key) behind. Close again, after it.
+      notifyViewers(doctype, docname, await presence.close(ref, socket.id), socket.nsp);
+      return false;
+    }
     notifyViewers(doctype, docname, users, socket.nsp);
     return true;
   });

@@ -24,6 +24,7 @@ export type LeaderConfig = Pick<
   | 'leaderLeaseMs'
   | 'leaderRenewMs'
   | 'redis'
+  | 'standbyBufferBytes'
   | 'standbyBufferEvents'
   | 'standbyBufferMs'
 >;
@@ -87,7 +88,7 @@ export class LeaderConsumer {
 
   constructor(private readonly d: LeaderConsumerDeps) {
     this.dropLog = new RateLimitedLog(d.log, d.config.dropLogIntervalMs);
-    this.ring = new EventRing(d.config.standbyBufferEvents, d.config.standbyBufferMs);
+    this.ring = new EventRing(d.config.standbyBufferEvents, d.config.standbyBufferMs, d.config.standbyBufferBytes);
     this.lease = new Lease(d.cmd, d.keys, d.nodeId, d.config.leaderLeaseMs);
     this.publisher = new BatchPublisher(d.cmd, d.keys, d.config.redis?.mode === 'cluster', {
       maxEvents: d.config.historyMaxEvents,
@@ -121,11 +122,18 @@ export class LeaderConsumer {
     });
     // A leader whose subscription dropped may have missed events that the
     // standbys received: hand over to one of them (or re-acquire and re-align).
+    // Redis closes a subscriber that falls behind (client-output-buffer-limit
+    // pubsub) and everything published meanwhile is lost: count each loss once.
+    let subscribed = false;
+    sub.on('ready', () => (subscribed = true));
     sub.on('close', () => {
+      if (subscribed && !this.stopped) this.d.metrics.eventsSubscriptionLost.inc();
+      subscribed = false;
       this.subscribedFrom = this.ring.end;
       if (this.held) this.stepDown('events subscription lost', true);
     });
     await sub.subscribe(config.eventsChannel, keys.leaderChannel);
+    subscribed = true;
     this.timer = setInterval(() => this.tick(), config.leaderRenewMs);
     this.tick();
   }
@@ -135,11 +143,14 @@ export class LeaderConsumer {
     this.ring.push(raw, now);
     this.ring.trim(now, this.held ? this.cursor : this.ring.end);
     this.d.metrics.standbyBuffer.set(this.ring.end - this.ring.start);
+    this.d.metrics.standbyBufferBytes.set(this.ring.byteSize);
     if (this.held && !this.aligning) this.scheduleFlush();
   }
 
   private tick(): void {
     if (this.stopped) return;
+    // Age out the standby buffer when no event arrives to trigger it.
+    this.ring.trim(performance.now(), this.held ? this.cursor : this.ring.end);
     if (this.held) {
       const held = this.held;
       if (performance.now() >= held.validUntil) {

@@ -7,6 +7,13 @@ export interface RingEntry {
   readonly at: number;
 }
 
+/**
+ * Memory an entry costs beyond its raw bytes (the entry object, its digest
+ * string, array slot), counted against the byte bound so that a flood of
+ * tiny messages is bounded too.
+ */
+export const ENTRY_OVERHEAD_BYTES = 512;
+
 export function digestOf(raw: Buffer): string {
   return createHash('sha1').update(raw).digest('base64').slice(0, 16);
 }
@@ -21,11 +28,19 @@ export class EventRing {
   private entries: RingEntry[] = [];
   /** Absolute position of entries[0]. */
   private base = 0;
+  /** Bytes held: raw messages plus per-entry overhead (entries trimmed but not yet spliced included). */
+  private bytes = 0;
 
   constructor(
     private readonly maxEntries: number,
     private readonly maxAgeMs: number,
+    /** A burst of large events must not hold hundreds of MB until they age out. */
+    private readonly maxBytes = Infinity,
   ) {}
+
+  get byteSize(): number {
+    return this.bytes;
+  }
 
   get start(): number {
     return this.base;
@@ -35,8 +50,14 @@ export class EventRing {
     return this.base + this.entries.length;
   }
 
-  push(raw: Buffer, at: number): number {
+  push(received: Buffer, at: number): number {
+    // The subscriber hands out slices of its read buffers: keeping a slice
+    // would keep the whole chunk it came from (measured: twice the bytes
+    // under a flood of small messages). A copy holds exactly its own bytes.
+    const raw = Buffer.allocUnsafeSlow(received.length);
+    received.copy(raw);
     this.entries.push({ raw, digest: digestOf(raw), at });
+    this.bytes += raw.length + ENTRY_OVERHEAD_BYTES;
     return this.end - 1;
   }
 
@@ -45,24 +66,31 @@ export class EventRing {
   }
 
   /**
-   * Drops entries beyond the count and age bounds, but never at or after
-   * `keepFrom` (the leader's cursor: those are not broadcast yet).
+   * Drops entries beyond the count, age and byte bounds, but never at or
+   * after `keepFrom` (the leader's cursor: those are not broadcast yet).
    */
   trim(now: number, keepFrom: number): void {
     let drop = 0;
+    let freed = 0;
+    // Over the byte bound, drop down to 7/8 of it: memory is given back at
+    // once, and the splice happens once per eighth of the bound, not per event.
+    const bytesTarget = this.bytes > this.maxBytes ? this.maxBytes * 0.875 : Infinity;
     const n = this.entries.length;
     const limit = Math.min(keepFrom - this.base, n);
     while (drop < limit) {
       const e = this.entries[drop];
       if (!e) break;
-      if (n - drop > this.maxEntries || now - e.at > this.maxAgeMs) drop++;
-      else break;
+      if (n - drop > this.maxEntries || now - e.at > this.maxAgeMs || this.bytes - freed > bytesTarget) {
+        freed += e.raw.length + ENTRY_OVERHEAD_BYTES;
+        drop++;
+      } else break;
     }
     if (drop > 0) {
-      // Amortise: splice only when a meaningful prefix has expired.
-      if (drop >= 1024 || drop === n || drop * 4 >= n) {
+      // Amortise: splice only when a meaningful prefix has expired (or memory is the reason).
+      if (bytesTarget !== Infinity || drop >= 1024 || drop === n || drop * 4 >= n) {
         this.entries = this.entries.slice(drop);
         this.base += drop;
+        this.bytes -= freed;
       }
     }
   }

@@ -17,7 +17,15 @@ export const KNOWN_LABELS = {
   publishStatuses: ['202', '400', '401', '403', '413', '503'],
   leaderTransitions: ['leader', 'standby'],
   recoveryResults: ['restored', 'expired', 'trimmed', 'history_lost', 'foreign_offset', 'no_history', 'history_unreadable', 'overflow'],
-  limits: ['backend_queue', 'client_events', 'connections_per_ip', 'handshake_timeout', 'outbound_buffer', 'rooms_per_socket'],
+  limits: [
+    'backend_queue',
+    'client_events',
+    'connections_per_ip',
+    'connections_per_user',
+    'handshake_timeout',
+    'outbound_buffer',
+    'rooms_per_socket',
+  ],
   /** socket.io's DisconnectReason values. */
   disconnectReasons: [
     'transport error',
@@ -273,6 +281,22 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
     gapEvents: new Counter({
       name: 'gateway_history_gap_events_total',
       help: "Events a worker read from history after its subscriber connection came back (its clients' gap)",
+      registers: r,
+    }),
+    backendCircuitState: new Gauge({
+      name: 'gateway_backend_circuit_state',
+      help: 'Frappe backend circuit breaker: 0 closed, 1 half-open (probing), 2 open (calls fail fast); the worst backend',
+      registers: r,
+      aggregator: 'max',
+    }),
+    eventsSubscriptionLost: new Counter({
+      name: 'gateway_events_subscription_lost_total',
+      help: 'Times the events channel subscription was lost (Redis closed it, e.g. client-output-buffer-limit pubsub) and re-established',
+      registers: r,
+    }),
+    standbyBufferBytes: new Gauge({
+      name: 'gateway_standby_buffer_bytes',
+      help: 'Bytes of events held for replay after a failover',
       registers: r,
     }),
     presenceSweeps: new Counter({

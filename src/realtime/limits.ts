@@ -6,7 +6,13 @@ import type { Logger } from '../shared/logger';
 
 /** Limits on what one client may cost (SECURITY.md); each refusal is counted in gateway_limit_exceeded_total{limit}. */
 export type LimitName =
-  'client_events' | 'rooms_per_socket' | 'backend_queue' | 'outbound_buffer' | 'connections_per_ip' | 'handshake_timeout';
+  | 'client_events'
+  | 'rooms_per_socket'
+  | 'backend_queue'
+  | 'outbound_buffer'
+  | 'connections_per_ip'
+  | 'connections_per_user'
+  | 'handshake_timeout';
 
 /**
  * A CONNECT_ERROR the client may retry (the gateway was busy, not the
@@ -140,7 +146,7 @@ export class ConnectionsPerIp {
 /** What a slow-reader check reads of an Engine.IO connection (engine.io Socket, ws WebSocket). */
 interface EngineConnection {
   writeBuffer: unknown[];
-  transport?: { name?: string; socket?: { bufferedAmount?: number } };
+  transport?: { name?: string; socket?: { bufferedAmount?: number; terminate?: () => void } };
   close(discard?: boolean): void;
 }
 
@@ -170,6 +176,10 @@ export function watchSlowReaders(
         log.warn({ packets, bytes }, 'slow client disconnected: outbound buffer over the limit');
         // Discard: a plain close waits for the very buffer that does not drain.
         conn.close(true);
+        // A WebSocket close handshake would wait for the peer to read our
+        // close frame, behind everything it is not reading: up to ws's 30 s
+        // close timeout with the buffer held. Drop the TCP connection now.
+        conn.transport?.socket?.terminate?.();
       }
     }
   }, opts.intervalMs);

@@ -12,6 +12,7 @@ import type { PresenceStore } from '../presence/presence';
 import { errorMessage } from '../shared/errors';
 import { RateLimitedLog, type Logger } from '../shared/logger';
 import { MemorySessionStore, SessionKeeper, withSessionRecovery, type SessionStore } from '../recovery/session-recovery';
+import { createUserConnections, type UserConnections } from './user-limit';
 import { boundJoins, clientIp, ConnectionsPerIp, mayJoin, rateLimitEvents, retryableError, watchSlowReaders } from './limits';
 
 export interface SocketServerDeps {
@@ -27,6 +28,8 @@ export interface SocketServerDeps {
   readonly roomsReady?: (nsp: Namespace, rooms: string[]) => Promise<void>;
   /** Where recoverable sessions live (Redis in a cluster); process memory when omitted. */
   readonly sessions?: SessionStore;
+  /** Connections per user (cluster-wide through Redis in a cluster); this process only when omitted. */
+  readonly userConnections?: UserConnections;
 }
 
 export interface SocketServer {
@@ -79,6 +82,7 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     }
     return joinRooms(socket, rooms);
   };
+  const perUser = deps.userConnections ?? createUserConnections(config.maxConnectionsPerUser, log);
   const recovery = config.recoveryWindowMs > 0;
   const store = deps.sessions ?? new MemorySessionStore();
   const keeper = recovery ? new SessionKeeper({ store, windowMs: config.recoveryWindowMs, metrics, log }) : null;
@@ -98,6 +102,14 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
       if (config.maxConnectionsPerIp > 0 && perIp.count(clientIp(req, config.trustProxy)) >= config.maxConnectionsPerIp) {
         metrics.limitExceeded.inc({ limit: 'connections_per_ip' });
         callback('Too many connections from this address', false);
+        return;
+      }
+      // Known before any work: refusing the Engine.IO handshake (HTTP 403)
+      // makes socket.io-client retry with backoff (docs/protocol.md section 6).
+      const origin = req.headers.origin;
+      if (backend.unavailable(Array.isArray(origin) ? origin[0] : origin) || backend.handshakeQueueFull) {
+        metrics.connectErrors.inc({ reason: 'backend_unavailable' });
+        callback('Service unavailable: backend unavailable, retry', false);
         return;
       }
       callback(null, true);
@@ -120,6 +132,7 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     log.child({ sub: 'limits' }),
   );
   io.engine.on('close', stopSlowReaderWatch);
+  io.engine.on('close', () => perUser.stop());
   const baseAdapter = (deps.adapter ?? Adapter) as unknown as new (nsp: Namespace) => Adapter;
   if (keeper) {
     // socket.io instantiates it with `new`: a function (not an arrow) returning the adapter.
@@ -182,6 +195,64 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
   // Refusals at info, at most one line per reason per interval: an operator
   // sees why clients cannot connect without a flood from a reconnect storm.
   const refusedLog = new RateLimitedLog(log, config.dropLogIntervalMs);
+  const logRefusal = (socket: Socket, reason: string, message: string): void =>
+    refusedLog.info(
+      reason,
+      {
+        reason,
+        site: socket.nsp.name.slice(1),
+        remote: socket.handshake.address,
+        forwardedFor: socket.handshake.headers['x-forwarded-for'],
+        error: message,
+      },
+      `connection refused: ${message}`,
+    );
+
+  /**
+   * The backend, or the gateway's way to it, is unavailable: close the
+   * transport instead of answering CONNECT_ERROR. socket.io-client gives up
+   * on a namespace after a CONNECT_ERROR, but reconnects with backoff after a
+   * transport close. A connection that already carries another connected
+   * namespace is not cut: that namespace gets a CONNECT_ERROR marked retryable.
+   */
+  const deferConnect = (socket: Socket, reason: string, code: string, message: string, done: (err?: Error) => void): void => {
+    metrics.connectErrors.inc({ reason });
+    logRefusal(socket, reason, `${message} (transport closed so the client retries)`);
+    const client = (socket as unknown as { client: { sockets: Map<string, Socket> } }).client;
+    if (client.sockets.size === 0) socket.conn.close();
+    done(retryableError(code, message));
+  };
+
+  /**
+   * Last step of a handshake: the user's connection count
+   * (GATEWAY_MAX_CONNECTIONS_PER_USER). Counted once admitted, released when
+   * the socket or its connection goes, whichever comes first.
+   */
+  const admitUser = (socket: Socket, site: string, user: string, settled: () => boolean, done: (err?: Error) => void): void => {
+    void perUser.tryOpen(site, user).then((ok) => {
+      if (!ok) {
+        metrics.limitExceeded.inc({ limit: 'connections_per_user' });
+        metrics.connectErrors.inc({ reason: 'connections_per_user' });
+        done(new Error(`Too many connections for this user (GATEWAY_MAX_CONNECTIONS_PER_USER=${config.maxConnectionsPerUser})`));
+        return;
+      }
+      if (settled() || socket.conn.readyState !== 'open') {
+        perUser.close(site, user);
+        done();
+        return;
+      }
+      let released = false;
+      const release = (): void => {
+        if (released) return;
+        released = true;
+        perUser.close(site, user);
+      };
+      socket.once('disconnect', release);
+      socket.conn.once('close', release);
+      done();
+    });
+  };
+
   sites.use((socket, next) => {
     const nsp = socket.nsp;
     // A recovered socket arrives with its previous rooms and data.
@@ -196,36 +267,35 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     };
     const timer = setTimeout(() => {
       metrics.limitExceeded.inc({ limit: 'handshake_timeout' });
-      metrics.connectErrors.inc({ reason: 'handshake_timeout' });
-      done(
-        retryableError(
-          'GW_ERR_HANDSHAKE_TIMEOUT',
-          `Service unavailable: handshake not completed within ${config.handshakeTimeoutMs} ms, retry`,
-        ),
+      deferConnect(
+        socket,
+        'handshake_timeout',
+        'GW_ERR_HANDSHAKE_TIMEOUT',
+        `Service unavailable: handshake not completed within ${config.handshakeTimeoutMs} ms, retry`,
+        done,
       );
     }, config.handshakeTimeoutMs);
     if (backend.handshakeQueueFull) {
       metrics.limitExceeded.inc({ limit: 'backend_queue' });
-      metrics.connectErrors.inc({ reason: 'backend_queue' });
-      done(retryableError('GW_ERR_BACKEND_QUEUE_FULL', 'Service unavailable: too many connections being authenticated, retry'));
+      deferConnect(
+        socket,
+        'backend_queue',
+        'GW_ERR_BACKEND_QUEUE_FULL',
+        'Service unavailable: too many connections being authenticated, retry',
+        done,
+      );
       return;
     }
     authenticate({ namespace: nsp.name, headers: socket.handshake.headers }, config, backend).then(
       (outcome) => {
         if (!outcome.ok) {
-          metrics.connectErrors.inc({ reason: outcome.reason });
-          refusedLog.info(
-            outcome.reason,
-            {
-              reason: outcome.reason,
-              site: nsp.name.slice(1),
-              remote: socket.handshake.address,
-              forwardedFor: socket.handshake.headers['x-forwarded-for'],
-              error: outcome.message,
-            },
-            `connection refused: ${outcome.message}`,
-          );
           if (outcome.reason === 'backend') metrics.authRequests.inc({ result: 'error' });
+          if (outcome.reason === 'backend' && outcome.retryable) {
+            deferConnect(socket, 'backend_unavailable', 'GW_ERR_BACKEND_UNAVAILABLE', outcome.message, done);
+            return;
+          }
+          metrics.connectErrors.inc({ reason: outcome.reason });
+          logRefusal(socket, outcome.reason, outcome.message);
           done(new Error(outcome.message));
           return;
         }
@@ -244,13 +314,18 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
         // Joined before the CONNECT acknowledgement: once the client sees
         // `connect`, events to its automatic rooms reach it.
         join(socket, automaticRooms(outcome.info.user, outcome.info.user_type)).then(
-          () => done(),
+          () => admitUser(socket, outcome.site, outcome.info.user, () => settled, done),
           (err: unknown) => {
             // Connected without its automatic rooms the client would be deaf
             // to its own events while looking healthy: refuse it instead.
-            metrics.connectErrors.inc({ reason: 'join' });
             log.warn({ err: errorMessage(err) }, 'joining automatic rooms failed');
-            done(retryableError('GW_ERR_JOIN_FAILED', `Service unavailable: could not join rooms (${errorMessage(err)}), retry`));
+            deferConnect(
+              socket,
+              'join',
+              'GW_ERR_JOIN_FAILED',
+              `Service unavailable: could not join rooms (${errorMessage(err)}), retry`,
+              done,
+            );
           },
         );
       },

@@ -37,6 +37,8 @@ export interface Keys {
   authCache(digest: string): string;
   /** A client's recoverable session (rooms, user, open documents), by its private session id. */
   session(pid: string): string;
+  /** Counter: connections of one user of one site, cluster-wide (GATEWAY_MAX_CONNECTIONS_PER_USER). */
+  userConnections(site: string, user: string): string;
 }
 
 export function createKeys(prefix: string): Keys {
@@ -58,5 +60,6 @@ export function createKeys(prefix: string): Keys {
     workerAlive: (workerId) => `${p}alive:${workerId}`,
     authCache: (digest) => `${p}auth:${digest}`,
     session: (pid) => `${p}session:${pid}`,
+    userConnections: (site, user) => `${p}conns:${site}:${user}`,
   };
 }

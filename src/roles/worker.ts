@@ -31,6 +31,7 @@ import { createSocketServer } from '../realtime/socket-server';
 import { countAdapterTimeouts, instrumentServer } from '../realtime/server-metrics';
 import { WorkerDelivery } from '../realtime/fast-adapter';
 import type { SocketServer } from '../realtime/socket-server';
+import { createUserConnections } from '../realtime/user-limit';
 
 function send(m: WorkerToPrimary): void {
   if (process.connected) process.send?.(m, undefined, undefined, () => undefined);
@@ -123,6 +124,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
     adapter,
     roomsReady,
     sessions: new RedisSessionStore(pub, keys, history && gate ? { history, gate, fastPath: config.fastPath } : undefined),
+    userConnections: createUserConnections(config.maxConnectionsPerUser, log, { client: fast, keys }),
   });
   const io = server.io;
   const srv = server;

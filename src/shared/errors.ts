@@ -5,17 +5,22 @@ export type ErrorCode =
   | 'GW_ERR_BACKEND_BODY'
   | 'GW_ERR_BACKEND_TIMEOUT'
   | 'GW_ERR_BACKEND_QUEUE_FULL'
+  | 'GW_ERR_BACKEND_CIRCUIT_OPEN'
   | 'GW_ERR_FENCED';
 
 export class GatewayError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; retryable?: boolean },
   ) {
     super(message, options);
     this.name = 'GatewayError';
+    this.retryable = options?.retryable ?? false;
   }
+
+  /** The failure is an outage (retrying later may succeed), not a refusal. */
+  readonly retryable: boolean;
 }
 
 export function errorMessage(err: unknown): string {

@@ -25,6 +25,7 @@ import {
   type GatewayHandle,
   type Scope,
 } from '../harness';
+import { collectEverywhere, INSPECT_ARGS, rssMb, type MemoryMb } from './hardening-support';
 
 const SITE = 'site1.local';
 const MAX_MESSAGE_BYTES = 4096;
@@ -417,4 +418,128 @@ test('hostile input: reserved event names (with and without a room) and 10,000-l
   const after = (await gw.cluster()) as { workers: { pid: number }[] };
   assert.deepEqual(after.workers.map((w) => w.pid).sort(), pidsBefore, 'no worker respawned');
   assert.equal((await gw.readyz()).status, 200);
+});
+
+const FLOOD_ROUNDS = 10;
+/** The issue's bound: what 100,000 junk messages may leave held in a process (live memory after a GC). */
+const FLOOD_HELD_MB = 30;
+/** Standby buffer age bound for the flood test, so "comes back" is observed within the test's time. */
+const FLOOD_STANDBY_MS = 10_000;
+/** Live memory of a process: JS heap plus Buffers. */
+const live = (m: MemoryMb | undefined): number => (m ? m.heapUsed + m.external : NaN);
+
+test('hostile input: 100,000 junk messages (random namespaces and rooms among them): every process holds < 30 MB more live memory afterwards, and it comes back once the standby buffer aged out', async (t) => {
+  const scope = withScope(t);
+  const redis = await startRedis({ scope });
+  const frappe = await startFakeFrappe({ scope });
+  frappe.addSession('sid-watcher', { user: 'watcher@example.com', user_type: 'System User' });
+  const gw = await startGateway({
+    scope,
+    redisUrl: redis.url,
+    workers: 2,
+    backendUrl: frappe.url,
+    defaultSite: SITE,
+    nodeArgs: INSPECT_ARGS,
+    // Default count and byte bounds of the standby buffer; a shorter age bound (default 30 s) so it empties within the test.
+    env: {
+      GATEWAY_MAX_MESSAGE_BYTES: String(MAX_MESSAGE_BYTES),
+      GATEWAY_DROP_LOG_INTERVAL_MS: '600000',
+      GATEWAY_STANDBY_BUFFER_MS: String(FLOOD_STANDBY_MS),
+    },
+  });
+  await pollUntil(
+    async () => {
+      const info = (await gw.cluster()) as { workers: { nodeId: string | null }[]; leader: unknown };
+      return info.workers.length === 2 && info.workers.every((w) => w.nodeId !== null) && info.leader ? true : undefined;
+    },
+    { timeoutMs: 20_000, intervalMs: 50, description: '2 workers and a leader' },
+  );
+  const pub = redis.client();
+  const socket = connectClient(gw.url, SITE, { scope, cookie: 'sid-watcher' });
+  const rec = new EventRecorder(socket);
+  await waitConnect(socket, 10_000);
+  const room = 'user:watcher@example.com';
+  const flood = async (first: number, rounds: number): Promise<void> => {
+    const before = (await counters(gw)).received;
+    const pipe = pub.pipeline();
+    for (let r = first; r < first + rounds; r++) for (const p of makeJunk(r).payloads) pipe.publish('events', p);
+    await pipe.exec();
+    let lost: number | undefined;
+    await pollUntil(
+      async () => {
+        lost = await gw.metricValue('gateway_events_subscription_lost_total');
+        // Received, and broadcast by the leader (what it has not broadcast yet it must keep).
+        if ((await counters(gw)).received < before + rounds * JUNK) return undefined;
+        return (await gw.metricValue('gateway_consumer_lag_events')) === 0 ? true : undefined;
+      },
+      {
+        timeoutMs: 60_000,
+        intervalMs: 100,
+        description: () => `${rounds * JUNK} junk messages consumed and broadcast (subscription losses so far: ${lost})`,
+      },
+    );
+  };
+  // Warm-up at the small size, so pools and code caches exist before the baseline.
+  await flood(1000, 1);
+  const pids = await gatewayPids(gw);
+  const baseMem = await collectEverywhere(gw);
+  const baseline = pids.map(rssMb);
+  const peak = [...baseline];
+  const sampler = setInterval(() => pids.forEach((p, i) => (peak[i] = Math.max(peak[i] ?? 0, rssMb(p)))), 50);
+  const started = Date.now();
+  try {
+    // 10,000 at a time: one 100,000-message pipeline exceeds Redis's default
+    // pubsub output buffer limit (32 MB) for any subscriber and Redis cuts
+    // the events subscription (counted; see hardening-subscription.test.ts).
+    for (let r = 0; r < FLOOD_ROUNDS; r++) await flood(2000 + r, 1);
+  } finally {
+    clearInterval(sampler);
+  }
+  const floodMs = Date.now() - started;
+  const atEnd = pids.map(rssMb);
+  const atEndMem = await collectEverywhere(gw);
+  const atEndGc = pids.map(rssMb);
+  t.diagnostic(
+    `after the flood (forced GC), MB heap / external: ${atEndMem.map((m) => `${m.heapUsed.toFixed(1)} / ${m.external.toFixed(1)}`).join(', ')}`,
+  );
+  await publishRedis(pub, 'events', { event: 'still_alive', message: { flood: true }, namespace: SITE, room });
+  assert.deepEqual(await rec.waitFor('still_alive', undefined, 10_000), { flood: true });
+
+  t.diagnostic(
+    `${FLOOD_ROUNDS * JUNK} junk messages in ${floodMs} ms; RSS MB baseline / peak / at the end / after GC (primary, workers): ${pids
+      .map((_, i) => `${baseline[i]?.toFixed(1)} / ${peak[i]?.toFixed(1)} / ${atEnd[i]?.toFixed(1)} / ${atEndGc[i]?.toFixed(1)}`)
+      .join(
+        ', ',
+      )}; standby buffer ${((await gw.metricValue('gateway_standby_buffer_bytes')) ?? 0) / 1e6} MB in ${await gw.metricValue('gateway_standby_buffer_events')} events`,
+  );
+  // What the flood leaves held, live after a GC (JS heap plus Buffers), stays
+  // within the bound: the standby buffer is bounded by bytes
+  // (GATEWAY_STANDBY_BUFFER_BYTES). The transient peak is garbage not yet
+  // collected, and RSS after the GC includes memory the allocator has not
+  // returned to the system yet; both are reported, not asserted.
+  pids.forEach((pid, i) => {
+    const growth = live(atEndMem[i]) - live(baseMem[i]);
+    assert.ok(growth < FLOOD_HELD_MB, `pid ${pid} (${i === 0 ? 'primary' : 'worker'}) holds ${growth.toFixed(1)} MB more after the flood`);
+  });
+  // Back once the standby buffer has aged out (GATEWAY_STANDBY_BUFFER_MS),
+  // even with no further event: live memory to within the tolerance.
+  let afterMem = atEndMem;
+  await pollUntil(
+    async () => {
+      afterMem = await collectEverywhere(gw);
+      return afterMem.every((m, i) => live(m) <= live(baseMem[i]) + RSS_TOLERANCE_KB / 1024) ? true : undefined;
+    },
+    {
+      timeoutMs: FLOOD_STANDBY_MS + 10_000,
+      intervalMs: 500,
+      description: () =>
+        `live memory back within ${RSS_TOLERANCE_KB / 1024} MB: ${afterMem.map((m, i) => `${live(baseMem[i]).toFixed(1)} -> ${live(m).toFixed(1)}`).join(', ')}`,
+    },
+  );
+  const after = pids.map(rssMb);
+  t.diagnostic(
+    `after the standby buffer aged out (forced GC): RSS ${after.map((m) => m.toFixed(1)).join(', ')} MB; live ${afterMem.map((m) => live(m).toFixed(1)).join(', ')} MB (baseline ${baseMem.map((m) => live(m).toFixed(1)).join(', ')})`,
+  );
+  assert.ok(socket.connected);
+  assert.equal((await gw.metricValue('gateway_events_subscription_lost_total')) ?? 0, 0, 'no events subscription lost');
 });

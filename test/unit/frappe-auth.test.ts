@@ -143,7 +143,10 @@ describe('authenticate: checks in order, exactly one credential', () => {
   test('a backend failure is "Unauthorized: <reason>"', async () => {
     const { backend } = stub(new GatewayError('GW_ERR_BACKEND_STATUS', 'backend answered HTTP 500'));
     const r = await authenticate({ namespace: '/site1.local', headers: base }, opts, backend);
-    assert.deepEqual(r, { ok: false, reason: 'backend', message: 'Unauthorized: backend answered HTTP 500' });
+    assert.deepEqual(r, { ok: false, reason: 'backend', message: 'Unauthorized: backend answered HTTP 500', retryable: false });
+    const outage = stub(new GatewayError('GW_ERR_BACKEND_TIMEOUT', 'backend did not answer within 5000 ms'));
+    const o = await authenticate({ namespace: '/site1.local', headers: base }, opts, outage.backend);
+    assert.deepEqual(o, { ok: false, reason: 'backend', message: 'Unauthorized: backend did not answer within 5000 ms', retryable: true });
   });
 
   test('site case (6.1): the namespace matches the resolved site case-insensitively and its spelling is the site sent to the backend', async () => {

@@ -1,0 +1,75 @@
+/**
+ * Memory measurements of gateway processes for the hardening suites: RSS from
+ * /proc, and a full garbage collection forced from outside through the V8
+ * inspector (the gateway runs with `--inspect=127.0.0.1:0`; every process,
+ * workers included, logs its inspector URL on stderr). Measuring after a
+ * forced GC separates leaks from garbage not collected yet.
+ */
+import { readFileSync } from 'node:fs';
+import WebSocket from 'ws';
+import type { GatewayHandle } from '../harness';
+
+export const INSPECT_ARGS = ['--inspect=127.0.0.1:0'];
+
+export function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** Inspector URLs the gateway's processes logged, in start order (primary first). */
+export function inspectorUrls(gw: GatewayHandle): string[] {
+  const out: string[] = [];
+  for (const line of gw.logs) {
+    const m = /Debugger listening on (ws:\/\/\S+)/.exec(line);
+    if (m?.[1]) out.push(m[1]);
+  }
+  return out;
+}
+
+/** process.memoryUsage() of a gateway process, in MB. */
+export interface MemoryMb {
+  readonly rss: number;
+  readonly heapUsed: number;
+  /** Buffers and other memory outside the JS heap (socket write buffers live here). */
+  readonly external: number;
+}
+
+/** Forces a full GC in the process behind `url`; resolves with its memory usage afterwards. */
+export function collectGarbage(url: string): Promise<MemoryMb> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    const timer = setTimeout(() => {
+      ws.terminate();
+      reject(new Error(`inspector ${url} did not answer`));
+    }, 10_000);
+    ws.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    ws.on('open', () => {
+      ws.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' }));
+      ws.send(JSON.stringify({ id: 2, method: 'Runtime.evaluate', params: { expression: 'JSON.stringify(process.memoryUsage())' } }));
+    });
+    ws.on('message', (raw) => {
+      const msg = JSON.parse(String(raw)) as { id?: number; result?: { result?: { value?: string } } };
+      if (msg.id !== 2) return;
+      clearTimeout(timer);
+      ws.close();
+      const u = JSON.parse(msg.result?.result?.value ?? '{}') as { rss?: number; heapUsed?: number; external?: number };
+      const mb = (n: number | undefined): number => (n ?? NaN) / (1024 * 1024);
+      resolve({ rss: mb(u.rss), heapUsed: mb(u.heapUsed), external: mb(u.external) });
+    });
+  });
+}
+
+/** Forces a GC in every process of the gateway; resolves with their memory usage, in inspector order (primary first). */
+export async function collectEverywhere(gw: GatewayHandle): Promise<MemoryMb[]> {
+  const out: MemoryMb[] = [];
+  for (const url of inspectorUrls(gw)) out.push(await collectGarbage(url));
+  return out;
+}
+
+/** Heap used after a forced GC, per process (MB). */
+export async function heapAfterGc(gw: GatewayHandle): Promise<number[]> {
+  return (await collectEverywhere(gw)).map((m) => m.heapUsed);
+}

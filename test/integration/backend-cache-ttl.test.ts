@@ -1,0 +1,67 @@
+/**
+ * The auth cache never keeps an answer longer than GATEWAY_AUTH_CACHE_TTL_MS after
+ * the backend gave it (also when one process read it from the shared Redis
+ * cache), and a backend failure is never remembered as a permission denial.
+ */
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { test } from 'node:test';
+import { Registry } from 'prom-client';
+import pino from 'pino';
+import { FrappeBackend, type BackendOptions, type RequestContext } from '../../src/frappe/backend';
+import { createMetrics } from '../../src/metrics/metrics';
+import { createKeys } from '../../src/redis/keys';
+import { pollUntil, startRedis, uniqueKeyPrefix, withScope } from '../harness';
+
+const ctx: RequestContext = { site: 'site1.local', credential: { kind: 'sid', value: 's1' }, origin: undefined };
+
+async function fakeFrappe(t: { after(fn: () => unknown): void }, status: () => number) {
+  const calls = { n: 0 };
+  const srv = http.createServer((_req, res) => {
+    calls.n++;
+    res.writeHead(status(), { 'content-type': 'application/json' }).end(JSON.stringify({ message: true }));
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  t.after(() => new Promise<void>((r) => srv.close(() => r())));
+  return { url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}`, calls };
+}
+
+const mk = (url: string, ttl: number, redis?: BackendOptions['redis']) =>
+  new FrappeBackend({
+    backendUrl: url,
+    timeoutMs: 2000,
+    concurrency: 8,
+    flavour: 'v16',
+    cacheTtlMs: ttl,
+    socketSecret: () => null,
+    metrics: createMetrics(new Registry(), { defaults: false }),
+    log: pino({ level: 'silent' }),
+    redis,
+  });
+
+test('an answer read from the shared Redis cache is kept locally only for what is left of its TTL', async (t) => {
+  const scope = withScope(t);
+  const redis = await startRedis({ scope });
+  const shared = { client: redis.client(), keys: createKeys(uniqueKeyPrefix()) };
+  const f = await fakeFrappe(t, () => 200);
+  const a = mk(f.url, 400, shared);
+  const b = mk(f.url, 400, shared);
+  const t0 = Date.now();
+  await a.canSubscribe(ctx, 'ToDo', 'T-1'); // backend call 1, written to Redis with PX 400
+  await pollUntil(() => (Date.now() - t0 >= 300 ? true : undefined), { timeoutMs: 2000, intervalMs: 10, description: '300 ms' });
+  await b.canSubscribe(ctx, 'ToDo', 'T-1'); // from Redis, 100 ms left
+  const expired = async () => ((await shared.client.keys(`${shared.keys.prefix}:auth:*`)).length === 0 ? true : undefined);
+  await pollUntil(expired, { timeoutMs: 2000, intervalMs: 10, description: 'the Redis entry to expire' });
+  await b.canSubscribe(ctx, 'ToDo', 'T-1');
+  assert.equal(f.calls.n, 2, 'the TTL has passed since the backend answered: ask again');
+});
+
+test('a 5xx from has_permission is an error, not a denial cached for the TTL', async (t) => {
+  let status = 503;
+  const f = await fakeFrappe(t, () => status);
+  const b = mk(f.url, 10_000);
+  await b.canSubscribe(ctx, 'ToDo', 'T-1').catch(() => undefined); // transient backend failure
+  status = 200;
+  assert.equal(await b.canSubscribe(ctx, 'ToDo', 'T-1'), true, 'a failed check must not be cached');
+});
