@@ -111,9 +111,11 @@ export const ROOM_CASES: ConformanceCase[] = [
       const c = await ctx.connect(u);
       frappe.setFailure(u.sid, 'http500', 'has_permission');
       ctx.scope.add(() => frappe.setFailure(u.sid, null));
-      const deniedBefore = await main.metric('gateway_permission_checks_total', DENIED);
+      // A 5xx is the backend failing, not a denial: counted as an error and not cached.
+      const ERROR = { result: 'error' };
+      const errorsBefore = await main.metric('gateway_permission_checks_total', ERROR);
       c.socket.emit('doctype_subscribe', dt);
-      await main.waitMetric('gateway_permission_checks_total', DENIED, (v) => v >= deniedBefore + 1, 'the failed check to be decided');
+      await main.waitMetric('gateway_permission_checks_total', ERROR, (v) => v >= errorsBefore + 1, 'the failed check to be decided');
       await expectNotDelivered(ctx, c, [`doctype:${dt}`]);
     },
   },
