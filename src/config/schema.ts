@@ -455,8 +455,8 @@ export const OPTIONS = {
   maxConnectionsPerUser: {
     env: 'GATEWAY_MAX_CONNECTIONS_PER_USER',
     type: { kind: 'int', min: 0, max: 1_000_000 },
-    default: '100',
-    doc: 'Limit: Socket.IO connections per user and site, cluster-wide (Redis counter); beyond it the connection is refused with a CONNECT_ERROR (0 = off; Guest is not limited).',
+    default: '1000',
+    doc: 'Limit: Socket.IO connections per user and site, cluster-wide (Redis counter); beyond it the connection is refused with a CONNECT_ERROR (0 = off; Guest is not limited). High by default: IoT dashboards often share one account across hundreds of screens.',
   },
   mqttUrl: {
     env: 'GATEWAY_MQTT_URL',
