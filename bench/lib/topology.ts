@@ -62,7 +62,17 @@ export async function startGatewayTarget(o: GatewayTargetOptions): Promise<Targe
     logLevel: 'warn',
     readyTimeoutMs: 60_000,
     closeGraceMs: 3000,
-    env: { GATEWAY_DRAIN_MS: '500', GATEWAY_SHUTDOWN_GRACE_MS: '5000', GATEWAY_HOST: '127.0.0.1', ...(o.env ?? {}) },
+    env: {
+      GATEWAY_DRAIN_MS: '500',
+      GATEWAY_SHUTDOWN_GRACE_MS: '5000',
+      GATEWAY_HOST: '127.0.0.1',
+      // Every load-generator client comes from 127.0.0.1, most with one credential;
+      // the stock server has none of these limits.
+      GATEWAY_MAX_CONNECTIONS_PER_IP: '0',
+      GATEWAY_MAX_CONNECTIONS_PER_USER: '0',
+      GATEWAY_CLIENT_EVENTS_PER_SEC: '0',
+      ...(o.env ?? {}),
+    },
   });
   if (cluster) {
     // readyz is green with one worker up; wait for all of them.
