@@ -3,6 +3,7 @@ import type { Server, Socket } from 'socket.io';
 import type { GatewayConfig } from '../config';
 import type { Metrics } from '../metrics/metrics';
 import type { Logger } from '../shared/logger';
+import { engineClients } from '../shared/io-internals';
 
 /** Limits on what one client may cost (SECURITY.md); each refusal is counted in gateway_limit_exceeded_total{limit}. */
 export type LimitName =
@@ -166,9 +167,7 @@ export function watchSlowReaders(
 ): () => void {
   if (opts.maxBytes <= 0 && opts.maxPackets <= 0) return () => undefined;
   const timer = setInterval(() => {
-    // engine.io keeps its connections in a protected field; read-only here.
-    const clients = (io.engine as unknown as { clients: Record<string, EngineConnection> }).clients;
-    for (const conn of Object.values(clients)) {
+    for (const conn of engineClients<EngineConnection>(io)) {
       const packets = conn.writeBuffer.length;
       const bytes = conn.transport?.name === 'websocket' ? (conn.transport.socket?.bufferedAmount ?? 0) : 0;
       if ((opts.maxPackets > 0 && packets > opts.maxPackets) || (opts.maxBytes > 0 && bytes > opts.maxBytes)) {

@@ -14,6 +14,15 @@ import { RateLimitedLog, type Logger } from '../shared/logger';
 import { MemorySessionStore, SessionKeeper, withSessionRecovery, type SessionStore } from '../recovery/session-recovery';
 import { createUserConnections, type UserConnections } from './user-limit';
 import { boundJoins, clientIp, ConnectionsPerIp, mayJoin, rateLimitEvents, retryableError, watchSlowReaders } from './limits';
+import {
+  childNamespaces,
+  connectedNamespaceCount,
+  preConnectCount,
+  registeredNamespace,
+  slimHandshakeRequest,
+  unregisterNamespace,
+  watchNamespaceAdds,
+} from '../shared/io-internals';
 
 export interface SocketServerDeps {
   readonly config: GatewayConfig;
@@ -157,32 +166,24 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
   const adding = new Map<Namespace, number>();
   io.on('new_namespace', (nsp: Namespace) => {
     if (!SITE_NSP.test(nsp.name)) return;
-    const internals = nsp as unknown as { _add: (...args: unknown[]) => Promise<unknown> };
-    const add = internals._add.bind(nsp);
-    internals._add = (...args: unknown[]) => {
-      adding.set(nsp, (adding.get(nsp) ?? 0) + 1);
-      const p = add(...args);
-      void p.finally(() => {
+    watchNamespaceAdds(
+      nsp,
+      () => adding.set(nsp, (adding.get(nsp) ?? 0) + 1),
+      () => {
         const n = (adding.get(nsp) ?? 1) - 1;
         if (n <= 0) adding.delete(nsp);
         else adding.set(nsp, n);
         dropLater(nsp);
-      });
-      return p;
-    };
+      },
+    );
   });
 
   // A site namespace lives while it has a socket, connected or in its
   // middleware, or one on its way in; then it goes, with its adapter (and
   // Redis subscriptions), so junk namespaces do not accumulate.
   const dropIfUnused = (nsp: Namespace): void => {
-    const preConnect = (nsp as unknown as { _preConnectSockets: Map<string, Socket> })._preConnectSockets;
-    if (nsp.sockets.size > 0 || preConnect.size > 0 || (adding.get(nsp) ?? 0) > 0) return;
-    const parent = sites as unknown as { children: Set<Namespace> };
-    const server = io as unknown as { _nsps: Map<string, Namespace> };
-    if (server._nsps.get(nsp.name) !== nsp) return;
-    server._nsps.delete(nsp.name);
-    parent.children.delete(nsp);
+    if (nsp.sockets.size > 0 || preConnectCount(nsp) > 0 || (adding.get(nsp) ?? 0) > 0) return;
+    if (!unregisterNamespace(io, sites, nsp)) return;
     Promise.resolve(nsp.adapter.close()).catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'adapter close failed'));
   };
   // socket.io settles a handshake (connect or clean up) a tick after the
@@ -218,8 +219,7 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
   const deferConnect = (socket: Socket, reason: string, code: string, message: string, done: (err?: Error) => void): void => {
     metrics.connectErrors.inc({ reason });
     logRefusal(socket, reason, `${message} (transport closed so the client retries)`);
-    const client = (socket as unknown as { client: { sockets: Map<string, Socket> } }).client;
-    if (client.sockets.size === 0) socket.conn.close();
+    if (connectedNamespaceCount(socket) === 0) socket.conn.close();
     done(retryableError(code, message));
   };
 
@@ -382,8 +382,7 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     // Engine.IO keeps the handshake's IncomingMessage for the connection's
     // lifetime (parser state, raw header list, socket references). Keep only
     // what handlers read (`socket.request.headers`, `url`, `method`).
-    const conn = socket.conn as unknown as { request: { headers: unknown; url?: string; method?: string } | null };
-    if (conn.request) conn.request = { headers: conn.request.headers, url: conn.request.url, method: conn.request.method };
+    slimHandshakeRequest(socket);
     metrics.connectionsTotal.inc();
     metrics.connections.inc({ namespace: data.site });
     socket.on('disconnect', () => {
@@ -400,9 +399,9 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
 
   return {
     io,
-    siteNamespaces: () => (sites as unknown as { children: Set<Namespace> }).children,
+    siteNamespaces: () => childNamespaces(sites),
     existingNamespace: (site) => {
-      const nsp = (io as unknown as { _nsps: Map<string, Namespace> })._nsps.get(`/${site}`);
+      const nsp = registeredNamespace(io, `/${site}`);
       return nsp && nsp.name !== '/' ? nsp : undefined;
     },
     connectionCount: () => io.engine.clientsCount,

@@ -166,6 +166,11 @@ export function engineClients<C = unknown>(io: Server): C[] {
   return Object.values((io.engine as unknown as { clients: Record<string, C> }).clients);
 }
 
+/** How many namespaces the socket's Engine.IO connection carries connected sockets in. */
+export function connectedNamespaceCount(socket: Socket): number {
+  return (socket as unknown as { client: { sockets: Map<string, Socket> } }).client.sockets.size;
+}
+
 /** Sockets in a namespace's middleware (handshake in progress), not yet connected. */
 export function preConnectCount(nsp: Namespace): number {
   return (nsp as unknown as { _preConnectSockets: Map<string, Socket> })._preConnectSockets.size;

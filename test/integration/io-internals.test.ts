@@ -20,7 +20,13 @@ import {
   adapterInternals,
   allNamespaces,
   childNamespaces,
+  connectedNamespaceCount,
+  engineClients,
+  outboundQueue,
+  preConnectCount,
   privateSessionId,
+  socketPacket,
+  watchNamespaceAdds,
   registeredNamespace,
   slimHandshakeRequest,
   stopReading,
@@ -91,6 +97,31 @@ test('namespace registry: find without creating, list, unregister a dynamic chil
     ['/', '/site1.local'],
   );
   assert.ok(childNamespaces(sites).has(child));
+  const first = [...child.sockets.values()][0] as Socket;
+  assert.equal(engineClients(io).length, 1);
+  assert.equal(connectedNamespaceCount(first), 1);
+  assert.equal(preConnectCount(child), 0);
+  assert.equal(typeof outboundQueue(first).packets, 'number');
+  assert.equal(typeof outboundQueue(first).bytes, 'number');
+  const seen: string[] = [];
+  let settle: () => void = () => undefined;
+  const settled = new Promise<void>((r) => (settle = r));
+  watchNamespaceAdds(
+    child,
+    () => seen.push('start'),
+    () => {
+      seen.push('settled');
+      settle();
+    },
+  );
+  const second = nextConnection(child);
+  const c2 = await connected(scope, port, '/site1.local');
+  const s2 = await second;
+  await settled;
+  assert.deepEqual(seen, ['start', 'settled'], 'a client joining the namespace goes through the watched step');
+  const packet = new Promise((r) => c2.once('raw_packet', r));
+  socketPacket(s2, { type: 2, data: ['raw_packet', { n: 3 }] });
+  assert.deepEqual(await packet, { n: 3 });
   assert.equal(unregisterNamespace(io, sites, child), true);
   assert.equal(registeredNamespace(io, '/site1.local'), undefined);
   assert.equal(childNamespaces(sites).has(child), false);
