@@ -62,14 +62,15 @@ export async function startGatewayTarget(o: GatewayTargetOptions): Promise<Targe
     logLevel: 'warn',
     readyTimeoutMs: 60_000,
     closeGraceMs: 3000,
+    // BENCH_CPU_PROF_DIR=dir: every gateway process writes a .cpuprofile there on exit
+    // (workers inherit the primary's execArgv; NODE_OPTIONS may not carry --cpu-prof).
+    nodeArgs: process.env['BENCH_CPU_PROF_DIR'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_CPU_PROF_DIR']}`] : [],
     env: {
       GATEWAY_DRAIN_MS: '500',
       GATEWAY_SHUTDOWN_GRACE_MS: '5000',
       GATEWAY_HOST: '127.0.0.1',
       // Every load-generator client comes from 127.0.0.1; the stock server has no such limit.
       GATEWAY_MAX_CONNECTIONS_PER_IP: '0',
-      // BENCH_CPU_PROF_DIR=dir: every gateway process (primary, workers) writes a .cpuprofile there on exit.
-      ...(process.env['BENCH_CPU_PROF_DIR'] ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env['BENCH_CPU_PROF_DIR']}` } : {}),
       ...(o.env ?? {}),
     },
   });
