@@ -1,4 +1,5 @@
 import cluster, { type Worker } from 'node:cluster';
+import { isAscii } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import type { Server, Socket } from 'node:net';
 import { stopReading } from '../shared/io-internals';
@@ -107,10 +108,14 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
         socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
         return;
       }
-      // The Buffer itself, not a string: IPC serialises it as {type:'Buffer', data}
-      // and the worker side (`Buffer.from(data)`) rebuilds the exact bytes, so
-      // a multi-byte character cut at the chunk boundary survives.
-      worker.send({ type: 'sticky:connection', data }, socket, { keepOpen: false }, (err: Error | null) => {
+      // The worker side rebuilds the bytes with `Buffer.from(data)`. IPC sends
+      // JSON, where a Buffer becomes {type:'Buffer', data:[...]}: a number per
+      // byte, the most expensive part of a hand-over in a connect storm. An
+      // all-ASCII head goes as a string (UTF-8 of ASCII is the same bytes);
+      // anything else as the Buffer, so a multi-byte character cut at the
+      // chunk boundary survives.
+      const payload = isAscii(data) ? data.toString('latin1') : data;
+      worker.send({ type: 'sticky:connection', data: payload }, socket, { keepOpen: false }, (err: Error | null) => {
         if (err) {
           socket.destroy();
           return;
