@@ -1,20 +1,24 @@
 /**
- * Baseline: a minimal reimplementation of Frappe's stock realtime server
- * (realtime/index.js + middlewares/authenticate.js + handlers): socket.io with
- * the in-memory adapter, every process subscribes to the `events` channel and
- * emits locally, every auth and permission check is an HTTP call (no cache).
+ * Baseline: Frappe's stock realtime server (realtime/index.js +
+ * middlewares/authenticate.js + handlers/frappe_handlers.js) as the issue
+ * compares against: socket.io 4.7.2 (the `socket.io-stock` alias) with its
+ * in-memory adapter and 4.7 defaults plus Frappe's two options (cors
+ * origin:true with credentials, cleanupEmptyChildNamespaces), ONE node-redis 4
+ * subscriber on the events channel, `io.of(namespace).to(room).emit` per
+ * message, and every auth and permission check an HTTP call to the backend
+ * (no cache), as Frappe does.
  *
  * BENCH_WORKERS=0: one process (Frappe's deployment). BENCH_WORKERS=N: the
  * "every process consumes the channel" design: a sticky primary
- * (@socket.io/sticky, as the gateway) in front of N such processes.
+ * (@socket.io/sticky) in front of N such processes.
  *
  * Env: BENCH_PORT, BENCH_REDIS_URL, BENCH_BACKEND_URL, BENCH_WORKERS, BENCH_CHANNEL.
  */
 import cluster from 'node:cluster';
 import http from 'node:http';
 import { setupMaster, setupWorker } from '@socket.io/sticky';
-import { Redis } from 'ioredis';
-import { Server, type Socket } from 'socket.io';
+import { createClient } from 'redis';
+import { Server, type Socket } from 'socket.io-stock';
 
 const port = Number(process.env['BENCH_PORT'] ?? 9000);
 const redisUrl = process.env['BENCH_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
@@ -40,11 +44,11 @@ async function frappeGet(socket: Socket, path: string): Promise<Response> {
   return fetch(`${backendUrl}/api/method/${path}`, { headers: { cookie: `sid=${sid ?? ''}`, 'x-frappe-site-name': siteOf(socket) } });
 }
 
-function startServer(server: http.Server, sticky: boolean): void {
-  const io = new Server(server, { serveClient: false, cors: { origin: true, credentials: true } });
+async function startServer(server: http.Server, sticky: boolean): Promise<void> {
+  const io = new Server(server, { cors: { origin: true, credentials: true }, cleanupEmptyChildNamespaces: true });
   if (sticky) {
-    setupWorker(io);
-    console.log('stock worker ready');
+    // @socket.io/sticky is typed against the 4.8 Server; at runtime it only uses io.engine / io.httpServer.
+    setupWorker(io as unknown as Parameters<typeof setupWorker>[0]);
   }
   const realtime = io.of(/^\/.*$/);
   realtime.use((socket, next) => {
@@ -76,9 +80,11 @@ function startServer(server: http.Server, sticky: boolean): void {
     socket.on('ping', () => socket.emit('pong'));
   });
 
-  const sub = new Redis(redisUrl);
-  sub.subscribe(channel).catch((err: unknown) => console.error('subscribe failed', err));
-  sub.on('message', (_ch: string, raw: string) => {
+  // Frappe's get_redis_subscriber(): one node-redis client in subscriber mode.
+  const sub = createClient({ url: redisUrl });
+  sub.on('error', (err: unknown) => console.error('redis error', err));
+  await sub.connect();
+  await sub.subscribe(channel, (raw: string) => {
     const m = JSON.parse(raw) as { event: string; message: unknown; room?: string | null; namespace: string };
     if (m.room) io.of(`/${m.namespace}`).to(m.room).emit(m.event, m.message);
     else realtime.emit(m.event, m.message);
@@ -93,6 +99,15 @@ if (workers > 0 && cluster.isPrimary) {
   process.on('SIGTERM', () => process.exit(0));
 } else {
   const server = http.createServer();
-  startServer(server, workers > 0);
-  if (workers === 0) server.listen(port, '127.0.0.1', () => console.log('stock baseline listening'));
+  startServer(server, workers > 0).then(
+    () => {
+      // Ready only once subscribed: the bench's warm-up must not race the subscription.
+      if (workers === 0) server.listen(port, '127.0.0.1', () => console.log('stock baseline listening'));
+      else console.log('stock worker ready');
+    },
+    (err: unknown) => {
+      console.error('stock baseline failed to start', err);
+      process.exit(1);
+    },
+  );
 }

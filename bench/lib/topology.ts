@@ -62,6 +62,9 @@ export async function startGatewayTarget(o: GatewayTargetOptions): Promise<Targe
     logLevel: 'warn',
     readyTimeoutMs: 60_000,
     closeGraceMs: 3000,
+    // BENCH_CPU_PROF_DIR=dir: every gateway process writes a .cpuprofile there on exit
+    // (workers inherit the primary's execArgv; NODE_OPTIONS may not carry --cpu-prof).
+    nodeArgs: process.env['BENCH_CPU_PROF_DIR'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_CPU_PROF_DIR']}`] : [],
     env: {
       GATEWAY_DRAIN_MS: '500',
       GATEWAY_SHUTDOWN_GRACE_MS: '5000',

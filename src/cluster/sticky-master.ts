@@ -1,7 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
+import { isAscii } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
-import type { Server } from 'node:http';
-import type { Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import { stopReading } from '../shared/io-internals';
 
 /**
@@ -18,6 +18,9 @@ import { stopReading } from '../shared/io-internals';
  *    client's first frame (the CONNECT packet) was sometimes lost that way.
  *    The primary stops reading once it has the request line: everything
  *    after the chunks it forwards is read by the worker.
+ * The public port is a plain net.Server: an http.Server would give every
+ * connection an HTTP parser and request objects in the primary, which only
+ * needs the request line.
  */
 
 /** Engine.IO session ids are `<worker id, base 36>.<random>`. */
@@ -26,6 +29,17 @@ const SID_RE = /[?&]sid=([0-9a-z]+)\./;
 const PENDING_RESET_MS = 5000;
 /** A request line longer than this is not ours to wait for. */
 const MAX_HEAD_BYTES = 8192;
+/**
+ * A connection that has not sent its request line by then is closed: without
+ * http.Server's headersTimeout nothing else would ever free it in the primary.
+ */
+export const REQUEST_LINE_TIMEOUT_MS = 30_000;
+
+export interface StickyMasterOptions {
+  /** Called for each connection closed because its request line never came. */
+  onRequestLineTimeout?: () => void;
+  requestLineTimeoutMs?: number;
+}
 
 /** A session id that tells the primary which worker owns it (set as the worker's Engine.IO `generateId`). */
 export function sessionIdFor(workerId: number): string {
@@ -39,7 +53,8 @@ export function workerIdOfRequest(head: string): number | undefined {
   return m?.[1] ? parseInt(m[1], 36) : undefined;
 }
 
-export function setupStickyMaster(server: Server): void {
+export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}): void {
+  const headTimeoutMs = opts.requestLineTimeoutMs ?? REQUEST_LINE_TIMEOUT_MS;
   // Open sessions per worker (reported by setupWorker), plus handshakes routed
   // to it that it has not reported yet: a burst of new clients would otherwise
   // all see the same stale counts and land on one worker. Handshakes that never
@@ -86,25 +101,38 @@ export function setupStickyMaster(server: Server): void {
       const data = chunks.length === 1 ? chunk : Buffer.concat(chunks);
       if (data.indexOf('\r\n') === -1 && size < MAX_HEAD_BYTES) return;
       socket.off('data', onData);
+      socket.setTimeout(0);
       stopReading(socket);
       const worker = pick(data.toString('latin1'));
       if (!worker) {
         socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
         return;
       }
-      // The Buffer itself, not a string: IPC serialises it as {type:'Buffer', data}
-      // and the worker side (`Buffer.from(data)`) rebuilds the exact bytes, so
-      // a multi-byte character cut at the chunk boundary survives.
-      worker.send({ type: 'sticky:connection', data }, socket, { keepOpen: false }, (err: Error | null) => {
-        if (err) socket.destroy();
+      // The worker side rebuilds the bytes with `Buffer.from(data)`. IPC sends
+      // JSON, where a Buffer becomes {type:'Buffer', data:[...]}: a number per
+      // byte, the most expensive part of a hand-over in a connect storm. An
+      // all-ASCII head goes as a string (UTF-8 of ASCII is the same bytes);
+      // anything else as the Buffer, so a multi-byte character cut at the
+      // chunk boundary survives.
+      const payload = isAscii(data) ? data.toString('latin1') : data;
+      worker.send({ type: 'sticky:connection', data: payload }, socket, { keepOpen: false }, (err: Error | null) => {
+        if (err) {
+          socket.destroy();
+          return;
+        }
+        // Node detaches the handle (and already uncounted the connection in
+        // server._connections) but never ends the JS socket: it would emit no
+        // 'close', so whoever tracks open sockets here would keep it, and
+        // everything it references, for good. destroy() would uncount it a
+        // second time; 'close' is the end of its life in this process.
+        socket.emit('close', false);
       });
     };
     socket.on('data', onData);
     socket.on('error', () => socket.destroy());
-  });
-
-  // The primary's HTTP parser sees the forwarded requests too: drain their bodies, never answer.
-  server.on('request', (req) => {
-    req.on('data', () => undefined);
+    socket.setTimeout(headTimeoutMs, () => {
+      opts.onRequestLineTimeout?.();
+      socket.destroy();
+    });
   });
 }

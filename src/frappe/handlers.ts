@@ -67,31 +67,63 @@ export function automaticRooms(user: string, userType: string): string[] {
   return rooms;
 }
 
+/** Listeners receive the socket as `this` (EventEmitter's contract). */
+type Listener = (this: Socket, ...args: unknown[]) => void;
+
 /**
- * Client events of docs/protocol.md section 4. Bad arguments are ignored and
- * counted; a failed permission check joins nothing and answers nothing.
+ * The listeners of one set of deps, shared by every socket: a socket costs its
+ * listener slots and one WeakMap entry, not a dozen closures. Per-socket
+ * state is read from the socket (`this`, `socket.data`) and `contexts`.
  */
-export function registerFrappeHandlers(socket: Socket, ctx: RequestContext, deps: HandlerDeps): void {
+interface SharedHandlers {
+  readonly deps: HandlerDeps;
+  readonly events: readonly (readonly [string, Listener])[];
+  readonly disconnect: Listener;
+  notifyViewers(socket: Socket, doctype: string, docname: string, users: string[], nsp: Namespace): void;
+}
+
+const contexts = new WeakMap<Socket, RequestContext>();
+// Keyed by the deps' join function (one per server); rebuilt if any other dep differs.
+const shared = new WeakMap<JoinRooms, SharedHandlers>();
+
+function sameDeps(a: HandlerDeps, b: HandlerDeps): boolean {
+  return a.join === b.join && a.backend === b.backend && a.presence === b.presence && a.metrics === b.metrics && a.log === b.log;
+}
+
+function sharedHandlers(deps: HandlerDeps): SharedHandlers {
+  const cached = shared.get(deps.join);
+  if (cached && sameDeps(cached.deps, deps)) return cached;
+  const built = buildHandlers(deps);
+  shared.set(deps.join, built);
+  return built;
+}
+
+function buildHandlers(deps: HandlerDeps): SharedHandlers {
   const { backend, presence, metrics, log, join } = deps;
-  const data = socket.data as SocketData;
+  const events: [string, Listener][] = [];
 
   // Frappe's client sends no acknowledgement callback. Other clients (load
   // tests, app code) may pass one as the last argument: it is called with
   // true once the subscription is effective, false when it was refused.
-  const on = (event: string, arity: 1 | 2, fn: (a: string, b: string) => boolean | void | Promise<boolean | void>): void => {
-    socket.on(event, (...args: unknown[]) => {
+  const on = (
+    event: string,
+    arity: 1 | 2,
+    fn: (socket: Socket, ctx: RequestContext, a: string, b: string) => boolean | void | Promise<boolean | void>,
+  ): void => {
+    const handle = (socket: Socket, args: unknown[]): void => {
       const last = args[args.length - 1];
       const ack = typeof last === 'function' ? (last as (ok: boolean) => void) : undefined;
       const a = nameArg(args[0]);
       const b = arity === 2 ? nameArg(args[1]) : '';
-      if (a === undefined || b === undefined) {
+      const ctx = contexts.get(socket);
+      if (a === undefined || b === undefined || !ctx) {
         metrics.clientEventsRejected.inc({ event });
         ack?.(false);
         return;
       }
       metrics.clientEvents.inc({ event });
       Promise.resolve()
-        .then(() => fn(a, b))
+        .then(() => fn(socket, ctx, a, b))
         .then(
           (r) => ack?.(r !== false),
           (err: unknown) => {
@@ -99,10 +131,16 @@ export function registerFrappeHandlers(socket: Socket, ctx: RequestContext, deps
             ack?.(false);
           },
         );
-    });
+    };
+    events.push([
+      event,
+      function (this: Socket, ...args: unknown[]) {
+        handle(this, args);
+      },
+    ]);
   };
 
-  const allowed = async (doctype: string, name?: string): Promise<boolean> => {
+  const allowed = async (ctx: RequestContext, doctype: string, name?: string): Promise<boolean> => {
     try {
       const ok = await backend.canSubscribe(ctx, doctype, name);
       metrics.permissionChecks.inc({ result: ok ? 'allowed' : 'denied' });
@@ -114,29 +152,30 @@ export function registerFrappeHandlers(socket: Socket, ctx: RequestContext, deps
     }
   };
 
-  const notifyViewers = (doctype: string, docname: string, users: string[], nsp: Namespace): void => {
+  const notifyViewers = (socket: Socket, doctype: string, docname: string, users: string[], nsp: Namespace): void => {
     // Frappe: no update when the only viewer is the user who caused the change.
-    if (users.length === 1 && users[0] === data.user) return;
+    if (users.length === 1 && users[0] === (socket.data as SocketData).user) return;
     nsp.to(openDocRoom(doctype, docname)).emit('doc_viewers', { doctype, docname, users });
   };
 
-  const joinIfAllowed = async (room: string, doctype: string, docname?: string): Promise<boolean> => {
-    if (!(await allowed(doctype, docname)) || !socket.connected) return false;
+  const joinIfAllowed = async (socket: Socket, ctx: RequestContext, room: string, doctype: string, docname?: string): Promise<boolean> => {
+    if (!(await allowed(ctx, doctype, docname)) || !socket.connected) return false;
     await join(socket, [room]);
     return true;
   };
 
-  on('doctype_subscribe', 1, (doctype) => joinIfAllowed(doctypeRoom(doctype), doctype));
-  on('doctype_unsubscribe', 1, (doctype) => socket.leave(doctypeRoom(doctype)));
-  on('doc_subscribe', 2, (doctype, docname) => joinIfAllowed(docRoom(doctype, docname), doctype, docname));
-  on('doc_unsubscribe', 2, (doctype, docname) => socket.leave(docRoom(doctype, docname)));
-  on('task_subscribe', 1, (id) => join(socket, [taskRoom(id)]));
-  on('progress_subscribe', 1, (id) => join(socket, [taskRoom(id)]));
-  on('task_unsubscribe', 1, (id) => socket.leave(taskRoom(id)));
+  on('doctype_subscribe', 1, (socket, ctx, doctype) => joinIfAllowed(socket, ctx, doctypeRoom(doctype), doctype));
+  on('doctype_unsubscribe', 1, (socket, _ctx, doctype) => socket.leave(doctypeRoom(doctype)));
+  on('doc_subscribe', 2, (socket, ctx, doctype, docname) => joinIfAllowed(socket, ctx, docRoom(doctype, docname), doctype, docname));
+  on('doc_unsubscribe', 2, (socket, _ctx, doctype, docname) => socket.leave(docRoom(doctype, docname)));
+  on('task_subscribe', 1, (socket, _ctx, id) => join(socket, [taskRoom(id)]));
+  on('progress_subscribe', 1, (socket, _ctx, id) => join(socket, [taskRoom(id)]));
+  on('task_unsubscribe', 1, (socket, _ctx, id) => socket.leave(taskRoom(id)));
 
-  on('doc_open', 2, async (doctype, docname) => {
+  on('doc_open', 2, async (socket, ctx, doctype, docname) => {
+    const data = socket.data as SocketData;
     const room = openDocRoom(doctype, docname);
-    if (!(await joinIfAllowed(room, doctype, docname))) return false;
+    if (!(await joinIfAllowed(socket, ctx, room, doctype, docname))) return false;
     data.openDocs ??= new Map();
     data.openDocs.set(room, { doctype, docname });
     const ref = { site: data.site, doctype, docname };
@@ -145,47 +184,70 @@ export function registerFrappeHandlers(socket: Socket, ctx: RequestContext, deps
       // The socket left while this open was on its way to the store: the
       // disconnect handler's close may have landed before it, which would
       // leave a ghost viewer (and the key) behind. Close again, after it.
-      notifyViewers(doctype, docname, await presence.close(ref, socket.id), socket.nsp);
+      notifyViewers(socket, doctype, docname, await presence.close(ref, socket.id), socket.nsp);
       return false;
     }
-    notifyViewers(doctype, docname, users, socket.nsp);
+    notifyViewers(socket, doctype, docname, users, socket.nsp);
     return true;
   });
-  on('doc_close', 2, async (doctype, docname) => {
+  on('doc_close', 2, async (socket, _ctx, doctype, docname) => {
+    const data = socket.data as SocketData;
     const room = openDocRoom(doctype, docname);
     socket.leave(room);
     data.openDocs?.delete(room);
     const users = await presence.close({ site: data.site, doctype, docname }, socket.id);
-    notifyViewers(doctype, docname, users, socket.nsp);
+    notifyViewers(socket, doctype, docname, users, socket.nsp);
   });
 
-  socket.on('ping', () => {
-    metrics.clientEvents.inc({ event: 'ping' });
-    socket.emit('pong');
-  });
-
-  // A session recovered on this process (after its worker or host went away):
-  // its documents are open here now.
-  if (socket.recovered && data.openDocs && data.openDocs.size > 0) {
-    for (const { doctype, docname } of data.openDocs.values()) {
-      presence
-        .open({ site: data.site, doctype, docname }, socket.id, data.user)
-        .then((users) => notifyViewers(doctype, docname, users, socket.nsp))
-        .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'presence re-open after recovery failed'));
-    }
-  }
+  events.push([
+    'ping',
+    function (this: Socket) {
+      metrics.clientEvents.inc({ event: 'ping' });
+      this.emit('pong');
+    },
+  ]);
 
   // Closing the connection counts as doc_close for every document it had open.
-  socket.on('disconnect', () => {
+  const closeOpenDocs = (socket: Socket): void => {
+    const data = socket.data as SocketData;
     const docs = data.openDocs;
     if (!docs || docs.size === 0) return;
     const nsp = socket.nsp;
     for (const { doctype, docname } of docs.values()) {
       presence
         .close({ site: data.site, doctype, docname }, socket.id)
-        .then((users) => notifyViewers(doctype, docname, users, nsp))
+        .then((users) => notifyViewers(socket, doctype, docname, users, nsp))
         .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'presence close on disconnect failed'));
     }
     docs.clear();
-  });
+  };
+  const disconnect = function (this: Socket): void {
+    closeOpenDocs(this);
+  };
+
+  return { deps, events, disconnect, notifyViewers };
+}
+
+/**
+ * Client events of docs/protocol.md section 4. Bad arguments are ignored and
+ * counted; a failed permission check joins nothing and answers nothing.
+ */
+export function registerFrappeHandlers(socket: Socket, ctx: RequestContext, deps: HandlerDeps): void {
+  const h = sharedHandlers(deps);
+  const data = socket.data as SocketData;
+  contexts.set(socket, ctx);
+  for (const [event, listener] of h.events) socket.on(event, listener);
+
+  // A session recovered on this process (after its worker or host went away):
+  // its documents are open here now.
+  if (socket.recovered && data.openDocs && data.openDocs.size > 0) {
+    for (const { doctype, docname } of data.openDocs.values()) {
+      deps.presence
+        .open({ site: data.site, doctype, docname }, socket.id, data.user)
+        .then((users) => h.notifyViewers(socket, doctype, docname, users, socket.nsp))
+        .catch((err: unknown) => deps.log.warn({ err: errorMessage(err) }, 'presence re-open after recovery failed'));
+    }
+  }
+
+  socket.on('disconnect', h.disconnect);
 }

@@ -7,7 +7,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
  * that add a reason add it here.
  */
 export const KNOWN_LABELS = {
-  connectErrorReasons: ['namespace', 'origin', 'no_auth', 'backend', 'internal', 'tls_not_terminated'],
+  connectErrorReasons: ['namespace', 'origin', 'no_auth', 'backend', 'internal', 'tls_not_terminated', 'request_line_timeout'],
   eventSources: ['redis', 'api'],
   dropReasons: ['oversized', 'malformed_json', 'not_object', 'bad_event', 'bad_room', 'bad_namespace', 'no_namespace'],
   routeTargets: ['room', 'all_sites'],

@@ -11,6 +11,7 @@ import type { Metrics } from '../metrics/metrics';
 import type { PresenceStore } from '../presence/presence';
 import { errorMessage } from '../shared/errors';
 import { RateLimitedLog, type Logger } from '../shared/logger';
+import { registerSocketApiServer, setSocketApiContext } from './socket-api';
 import { MemorySessionStore, SessionKeeper, withSessionRecovery, type SessionStore } from '../recovery/session-recovery';
 import { createUserConnections, type UserConnections } from './user-limit';
 import { boundJoins, clientIp, ConnectionsPerIp, mayJoin, rateLimitEvents, retryableError, watchSlowReaders } from './limits';
@@ -339,8 +340,11 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
 
   const ctxOf = new WeakMap<Socket, RequestContext>();
 
+  // has_permission, frappe_request and gateway come from the prototype, bound on first use (socket-api.ts).
+  registerSocketApiServer(io, { backend, log });
   const decorate = (socket: Socket, ctx: RequestContext, installedApps: readonly string[]): void => {
     ctxOf.set(socket, ctx);
+    setSocketApiContext(socket, ctx);
     const s = socket as unknown as FrappeSocketApi;
     s.user = (socket.data as SocketData).user;
     s.user_type = (socket.data as SocketData).user_type;
@@ -348,28 +352,6 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     s.site_name = ctx.site;
     s.sid = ctx.credential.kind === 'sid' ? ctx.credential.value : undefined;
     s.authorization_header = ctx.credential.kind === 'authorization' ? ctx.credential.value : undefined;
-    // Frappe's contract: resolves when allowed and never settles otherwise, so
-    // handlers written as `has_permission(...).then(join)` cannot crash on denial.
-    s.has_permission = (doctype, name) =>
-      new Promise<void>((resolve) => {
-        backend.canSubscribe(ctx, doctype, name ?? '').then(
-          (ok) => {
-            if (ok) resolve();
-          },
-          (err: unknown) => log.warn({ doctype, err: errorMessage(err) }, "can't check permissions"),
-        );
-      });
-    s.frappe_request = (path, args, opts) => backend.request(ctx, path, args, opts);
-    s.gateway = {
-      roomSockets: async (room) => {
-        const sockets = await socket.nsp.in(room).fetchSockets();
-        return sockets.map((r) => ({ id: r.id, user: (r.data as SocketData).user }));
-      },
-      roomUsers: async (room) => {
-        const sockets = await socket.nsp.in(room).fetchSockets();
-        return [...new Set(sockets.map((r) => (r.data as SocketData).user))];
-      },
-    };
   };
 
   sites.on('connection', (socket: Socket) => {

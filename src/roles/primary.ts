@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
-import type { Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { Registry } from 'prom-client';
 import { setupStickyMaster } from '../cluster/sticky-master';
@@ -275,8 +274,11 @@ function every(name: string, ms: number, fn: () => void): { name: string; start(
   };
 }
 
-/** The public Socket.IO port: sticky routing to the workers. */
-function createPublicServer(metrics: Metrics, log: Logger): Server {
+/**
+ * The public Socket.IO port: sticky routing to the workers. A plain TCP
+ * server: the primary reads the request line only and hands the socket over.
+ */
+export function createPublicServer(metrics: Metrics, log: Logger): Server {
   const server = createServer();
   // The sticky balancer routes on the plain-text request line (Engine.IO sid),
   // so TLS has to be terminated in front of the gateway. A TLS ClientHello
@@ -294,6 +296,6 @@ function createPublicServer(metrics: Metrics, log: Logger): Server {
       socket.destroy();
     });
   });
-  setupStickyMaster(server);
+  setupStickyMaster(server, { onRequestLineTimeout: () => metrics.connectErrors.inc({ reason: 'request_line_timeout' }) });
   return server;
 }

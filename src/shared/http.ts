@@ -1,4 +1,4 @@
-import type { Server } from 'node:http';
+import type { Server } from 'node:net';
 
 /**
  * Accept queue length: Node's default (511) overflows in a reconnect storm
@@ -21,6 +21,7 @@ export function closeServer(server: Server): Promise<void> {
   return new Promise((resolve) => {
     if (!server.listening) return resolve();
     server.close(() => resolve());
-    server.closeIdleConnections?.();
+    // An http.Server also closes its keep-alive connections; the primary's net.Server has none of its own.
+    (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
   });
 }

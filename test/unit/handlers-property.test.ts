@@ -61,8 +61,10 @@ function harness(allow: boolean): Harness {
     data: { site: 'site1.local', user: 'ana@example.com', user_type: 'System User' } satisfies SocketData,
     nsp: { to: () => ({ emit: () => true }) },
     on(event: string, fn: (...args: unknown[]) => void) {
-      h.listeners.set(event, fn);
-      sink.on(event, fn);
+      // As an EventEmitter calls it: with the socket as `this`.
+      const listener = (...args: unknown[]): void => fn.apply(socket, args);
+      h.listeners.set(event, listener);
+      sink.on(event, listener);
       return socket;
     },
     leave(room: string) {
