@@ -49,6 +49,9 @@ export interface GatewayTargetOptions {
   keyPrefix?: string;
   env?: Record<string, string | undefined>;
   name?: string;
+  /** Fixed ports, to restart a host on the same address. */
+  port?: number;
+  opsPort?: number;
 }
 
 export async function startGatewayTarget(o: GatewayTargetOptions): Promise<Target> {
@@ -62,6 +65,8 @@ export async function startGatewayTarget(o: GatewayTargetOptions): Promise<Targe
     logLevel: 'warn',
     readyTimeoutMs: 60_000,
     closeGraceMs: 3000,
+    ...(o.port === undefined ? {} : { port: o.port }),
+    ...(o.opsPort === undefined ? {} : { opsPort: o.opsPort }),
     env: { GATEWAY_DRAIN_MS: '500', GATEWAY_SHUTDOWN_GRACE_MS: '5000', GATEWAY_HOST: '127.0.0.1', ...(o.env ?? {}) },
   });
   if (cluster) {
