@@ -1,7 +1,6 @@
 /**
  * The benchmark tool: `npm run bench -- <scenario> [--flags]`.
- * Scenarios: fanout, idle-memory, connect-storm, scaling, leader-throughput, failover, mqtt.
- * Scenarios: fanout, idle-memory, connect-storm, scaling, leader-throughput, failover, soak.
+ * Scenarios: fanout, idle-memory, connect-storm, scaling, leader-throughput, failover, mqtt, soak, jitter, history-cost, rolling-restart.
  * Common flags: --runs N (3), --duration S (5), --clients N, --loadgens N (2).
  * Results: a table on stdout, JSON in bench/results/.
  */
@@ -10,9 +9,12 @@ import { machineInfo, saveResult, type Flags } from './lib/common';
 import { connectStorm } from './scenarios/connect-storm';
 import { failover } from './scenarios/failover';
 import { fanout } from './scenarios/fanout';
+import { historyCost } from './scenarios/history-cost';
 import { idleMemory } from './scenarios/idle-memory';
+import { jitter } from './scenarios/jitter';
 import { leaderThroughput } from './scenarios/leader-throughput';
 import { mqtt } from './scenarios/mqtt';
+import { rollingRestart } from './scenarios/rolling-restart';
 import { scaling } from './scenarios/scaling';
 import { soak } from './scenarios/soak';
 
@@ -25,6 +27,9 @@ const SCENARIOS: Record<string, { run: (f: Flags) => Promise<unknown>; clients: 
   failover: { run: failover, clients: 200, runs: 5 },
   mqtt: { run: mqtt, clients: 1000, runs: 2 },
   soak: { run: soak, clients: 200, runs: 1 },
+  jitter: { run: jitter, clients: 200, runs: 1 },
+  'history-cost': { run: historyCost, clients: 1000, runs: 3 },
+  'rolling-restart': { run: rollingRestart, clients: 1000, runs: 1 },
 };
 
 export function parseArgs(argv: readonly string[]): { scenario: string | undefined; flags: Record<string, string | true> } {

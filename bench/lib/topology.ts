@@ -49,6 +49,9 @@ export interface GatewayTargetOptions {
   keyPrefix?: string;
   env?: Record<string, string | undefined>;
   name?: string;
+  /** Fixed ports, to restart a host on the same address. */
+  port?: number;
+  opsPort?: number;
 }
 
 export async function startGatewayTarget(o: GatewayTargetOptions): Promise<Target> {
@@ -62,6 +65,8 @@ export async function startGatewayTarget(o: GatewayTargetOptions): Promise<Targe
     logLevel: 'warn',
     readyTimeoutMs: 60_000,
     closeGraceMs: 3000,
+    ...(o.port === undefined ? {} : { port: o.port }),
+    ...(o.opsPort === undefined ? {} : { opsPort: o.opsPort }),
     // BENCH_CPU_PROF_DIR=dir: every gateway process writes a .cpuprofile there on exit
     // (workers inherit the primary's execArgv; NODE_OPTIONS may not carry --cpu-prof).
     nodeArgs: process.env['BENCH_CPU_PROF_DIR'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_CPU_PROF_DIR']}`] : [],

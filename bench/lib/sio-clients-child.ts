@@ -1,0 +1,138 @@
+/**
+ * Generator process of real socket.io-client instances (the recovery handshake
+ * `{pid, offset}` in CONNECT auth is the stock client's, which the lean ws
+ * client does not speak). Optionally force-closes each client's transport at
+ * random intervals; socket.io-client then reconnects by itself after its
+ * reconnection delay, as a browser on a flaky network would.
+ */
+import { io, type Socket } from 'socket.io-client';
+import { ClientLedger, jitterDelay } from './recovery-accounting';
+import type { SioChildCommand, SioChildReport } from './sio-clients-protocol';
+
+interface Client {
+  socket: Socket;
+  ledger: ClientLedger;
+  warm: boolean;
+  timer: NodeJS.Timeout | undefined;
+  /** When the transport was lost (force-closed or by the server), for reconnect times. */
+  downAt: number;
+}
+
+const clients: Client[] = [];
+let drops = 0;
+let reconnects = 0;
+let recovered = 0;
+const missed: Record<string, number> = {};
+let reconnectMs: number[] = [];
+let jitter: { meanMs: number; spread: number } | undefined;
+
+function scheduleDrop(c: Client): void {
+  if (!jitter) return;
+  c.timer = setTimeout(
+    () => {
+      c.timer = undefined;
+      if (!jitter) return;
+      if (c.socket.connected) {
+        drops++;
+        // Closing the Engine.IO transport (not socket.disconnect()) is a lost connection to the client: it reconnects.
+        c.socket.io.engine.close();
+      }
+      scheduleDrop(c);
+    },
+    jitterDelay(jitter.meanMs, jitter.spread, Math.random()),
+  );
+}
+
+function handle(cmd: SioChildCommand): SioChildReport | Promise<SioChildReport> {
+  switch (cmd.type) {
+    case 'connect': {
+      for (const spec of cmd.clients) {
+        const socket = io(`${cmd.url.replace(/\/+$/, '')}/${cmd.site}`, {
+          forceNew: true,
+          transports: ['websocket'],
+          extraHeaders: { Origin: cmd.origin, Cookie: `sid=${spec.sid}`, 'X-Frappe-Site-Name': cmd.site },
+          reconnectionDelay: cmd.reconnectionDelayMs,
+          reconnectionDelayMax: cmd.reconnectionDelayMs * 3,
+          randomizationFactor: 0.5,
+        });
+        const c: Client = { socket, ledger: new ClientLedger(), warm: false, timer: undefined, downAt: 0 };
+        socket.on('bench', (msg: { s?: unknown }) => c.ledger.record(Number(msg?.s)));
+        socket.on('warm', () => (c.warm = true));
+        socket.on('rtg_missed_updates', (m: { reason?: unknown }) => {
+          const r = String(m?.reason ?? 'unknown');
+          missed[r] = (missed[r] ?? 0) + 1;
+        });
+        socket.on('disconnect', () => (c.downAt = performance.now()));
+        socket.on('connect', () => {
+          if (c.downAt > 0) {
+            reconnects++;
+            reconnectMs.push(performance.now() - c.downAt);
+            if (socket.recovered) recovered++;
+          }
+        });
+        clients.push(c);
+      }
+      return waitAll((c) => c.socket.connected, cmd.timeoutMs).then(() => report(false));
+    }
+    case 'jitter':
+      jitter = { meanMs: cmd.meanMs, spread: cmd.spread };
+      for (const c of clients) scheduleDrop(c);
+      return report(false);
+    case 'stop-jitter':
+      jitter = undefined;
+      for (const c of clients) if (c.timer) clearTimeout(c.timer);
+      return waitAll((c) => c.socket.connected, cmd.timeoutMs).then(
+        () => report(false),
+        () => report(false),
+      );
+    case 'reset-warm':
+      for (const c of clients) c.warm = false;
+      return report(false);
+    case 'report':
+      return report(cmd.full);
+    case 'reset':
+      for (const c of clients) c.ledger = new ClientLedger();
+      drops = 0;
+      reconnects = 0;
+      recovered = 0;
+      reconnectMs = [];
+      for (const k of Object.keys(missed)) delete missed[k];
+      return report(false);
+  }
+}
+
+function waitAll(pred: (c: Client) => boolean, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const check = (): void => {
+      if (clients.every(pred)) return resolve();
+      if (performance.now() > deadline) return reject(new Error('timeout'));
+      setTimeout(check, 50);
+    };
+    check();
+  });
+}
+
+function report(full: boolean): SioChildReport {
+  return {
+    type: 'report',
+    connected: clients.filter((c) => c.socket.connected).length,
+    warm: clients.filter((c) => c.warm).length,
+    received: clients.reduce((a, c) => a + c.ledger.unique, 0),
+    drops,
+    reconnects,
+    recovered,
+    missed: { ...missed },
+    reconnectMs: full ? reconnectMs : [],
+    ledgers: full ? clients.map((c) => c.ledger.toJSON()) : [],
+  };
+}
+
+process.on('message', (raw: unknown) => {
+  Promise.resolve(handle(raw as SioChildCommand)).then(
+    (r) => process.send?.(r),
+    (err: unknown) => process.send?.({ type: 'error', message: err instanceof Error ? err.message : String(err) }),
+  );
+});
+process.on('disconnect', () => process.exit(0));
+process.send?.({ type: 'ready' });
