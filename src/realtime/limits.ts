@@ -108,34 +108,6 @@ export function clientIp(req: IncomingMessage, trustProxy: boolean): string {
   return req.socket.remoteAddress ?? 'unknown';
 }
 
-/**
- * Engine.IO connections per client address, in this process. Checked in
- * `allowRequest` for the handshake request (the one without a sid), so a
- * refused client never gets an Engine.IO session.
- */
-export class ConnectionsPerIp {
-  private readonly open = new Map<string, number>();
-
-  constructor(private readonly max: number) {}
-
-  tryOpen(ip: string): boolean {
-    const n = this.open.get(ip) ?? 0;
-    if (this.max > 0 && n >= this.max) return false;
-    this.open.set(ip, n + 1);
-    return true;
-  }
-
-  close(ip: string): void {
-    const n = (this.open.get(ip) ?? 1) - 1;
-    if (n <= 0) this.open.delete(ip);
-    else this.open.set(ip, n);
-  }
-
-  count(ip: string): number {
-    return this.open.get(ip) ?? 0;
-  }
-}
-
 /** What a slow-reader check reads of an Engine.IO connection (engine.io Socket, ws WebSocket). */
 interface EngineConnection {
   writeBuffer: unknown[];

@@ -32,6 +32,7 @@ import { countAdapterTimeouts, instrumentServer } from '../realtime/server-metri
 import { WorkerDelivery } from '../realtime/fast-adapter';
 import type { SocketServer } from '../realtime/socket-server';
 import { createUserConnections } from '../realtime/user-limit';
+import { createConnectionCounter } from '../realtime/connection-counter';
 
 function send(m: WorkerToPrimary): void {
   if (process.connected) process.send?.(m, undefined, undefined, () => undefined);
@@ -125,6 +126,12 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
     roomsReady,
     sessions: new RedisSessionStore(pub, keys, history && gate ? { history, gate, fastPath: config.fastPath } : undefined),
     userConnections: createUserConnections(config.maxConnectionsPerUser, log, { client: fast, keys }),
+    ipConnections: createConnectionCounter({
+      max: config.maxConnectionsPerIp,
+      what: 'address',
+      log,
+      redis: { client: fast, key: (ip) => keys.ipConnections(ip) },
+    }),
   });
   const io = server.io;
   const srv = server;
