@@ -19,14 +19,16 @@ export interface ConnectionCounter {
 
 // INCR, refuse (and undo) beyond the limit; the expiry bounds what a crashed
 // process leaves counted: every process refreshes the keys it holds, so a key
-// only expires once no live process holds a connection for it.
+// only expires once no live process holds a connection for it. A refused
+// attempt leaves the expiry alone: retries must not keep a crashed process's
+// counts alive.
 const OPEN = `
 local n = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if n > tonumber(ARGV[1]) then
   redis.call('DECR', KEYS[1])
   return 0
 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return n`;
 const CLOSE = `
 local n = redis.call('DECR', KEYS[1])
