@@ -64,9 +64,12 @@ export function createConnectionCounter(opts: {
   };
   let timer: NodeJS.Timeout | null = null;
   if (redis && max > 0) {
-    timer = setInterval(() => {
-      for (const k of local.keys()) redis.client.pexpire(redis.key(k), ttlMs).catch(() => undefined);
-    }, redis.refreshMs ?? ttlMs / 4);
+    timer = setInterval(
+      () => {
+        for (const k of local.keys()) redis.client.pexpire(redis.key(k), ttlMs).catch(() => undefined);
+      },
+      redis.refreshMs ?? ttlMs / 4,
+    );
     timer.unref();
   }
   return {

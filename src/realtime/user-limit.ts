@@ -26,7 +26,9 @@ export function createUserConnections(
     max,
     what: 'user',
     log,
-    ...(redis ? { redis: { client: redis.client, key: (k: string) => k, ...(redis.refreshMs ? { refreshMs: redis.refreshMs } : {}) } } : {}),
+    ...(redis
+      ? { redis: { client: redis.client, key: (k: string) => k, ...(redis.refreshMs ? { refreshMs: redis.refreshMs } : {}) } }
+      : {}),
   });
   return {
     tryOpen: (site, user) => (user === 'Guest' ? Promise.resolve(true) : counter.tryOpen(key(site, user))),

@@ -311,7 +311,9 @@ export function createPublicServer(
   const admissionLog = new RateLimitedLog(log.child({ sub: 'admission' }), admission?.config.dropLogIntervalMs ?? 10_000);
   setupStickyMaster(server, {
     onRequestLineTimeout: () => metrics.connectErrors.inc({ reason: 'request_line_timeout' }),
-    ...(admission ? { admission: admission.bucket, onAdmissionRefused: () => admissionRefused(metrics, admissionLog, admission.config) } : {}),
+    ...(admission
+      ? { admission: admission.bucket, onAdmissionRefused: () => admissionRefused(metrics, admissionLog, admission.config) }
+      : {}),
   });
   return server;
 }

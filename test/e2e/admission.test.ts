@@ -170,7 +170,12 @@ test('admission, standalone: the same bucket in front of Engine.IO', async (t) =
 test('admission off (rate 0): a herd larger than any burst connects at once', async (t) => {
   const scope = withScope(t);
   const backend = await startBackend(scope);
-  const gw = await startGateway({ scope, backendUrl: backend.url, defaultSite: SITE, env: { GATEWAY_ADMISSION_RATE: '0', GATEWAY_ADMISSION_BURST: '1' } });
+  const gw = await startGateway({
+    scope,
+    backendUrl: backend.url,
+    defaultSite: SITE,
+    env: { GATEWAY_ADMISSION_RATE: '0', GATEWAY_ADMISSION_BURST: '1' },
+  });
   const clients = Array.from({ length: 6 }, (_, i) => herdClient(scope, gw.url, i));
   assert.deepEqual(await Promise.all(clients.map((c) => c.first)), Array(6).fill('connect'));
   assert.equal(await gw.metricValue('gateway_limit_exceeded_total', { limit: 'admission' }), 0);

@@ -25,9 +25,10 @@ function attempt(scope: Scope, url: string, i: number): Attempt {
   const socket = connectClient(url, SITE, { scope, cookie: sidOf(USERS[i % USERS.length] as string) });
   const outcome = new Promise<'connect' | { status: unknown; body: string }>((resolve) => {
     socket.once('connect', () => resolve('connect'));
-    socket.once('connect_error', (err: { description?: unknown; context?: { responseText?: string } }) =>
-      resolve({ status: err.description, body: err.context?.responseText ?? '' }),
-    );
+    socket.once('connect_error', (e: Error) => {
+      const err = e as Error & { description?: unknown; context?: { responseText?: string } };
+      resolve({ status: err.description, body: err.context?.responseText ?? '' });
+    });
   });
   return { socket, outcome: withTimeout(outcome, 10_000, `client ${i} to connect or be refused`) };
 }

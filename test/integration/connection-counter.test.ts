@@ -66,7 +66,12 @@ test('connection counter: a live holder refreshes the expiry of what it holds', 
   const redis = await startRedis({ scope });
   const client = redis.client();
   const keys = createKeys(uniqueKeyPrefix());
-  const c = createConnectionCounter({ max: 5, what: 'address', log, redis: { client, key: keys.ipConnections, ttlMs: 2000, refreshMs: 100 } });
+  const c = createConnectionCounter({
+    max: 5,
+    what: 'address',
+    log,
+    redis: { client, key: keys.ipConnections, ttlMs: 2000, refreshMs: 100 },
+  });
   scope.add(() => c.stop());
   assert.equal(await c.tryOpen('10.0.0.3'), true);
   const key = keys.ipConnections('10.0.0.3');
