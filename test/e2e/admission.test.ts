@@ -118,7 +118,13 @@ test('admission, 2 workers: a herd gets exactly the burst at once, the rest 503 
     keyPrefix: newKeyPrefix(),
     redisUrl: redis.url,
     workers: 2,
-    env: { GATEWAY_ADMISSION_RATE: '1', GATEWAY_ADMISSION_BURST: String(burst) },
+    // Pings every second: the established client's heartbeats run during the herd too.
+    env: {
+      GATEWAY_ADMISSION_RATE: '1',
+      GATEWAY_ADMISSION_BURST: String(burst),
+      GATEWAY_PING_INTERVAL_MS: '1000',
+      GATEWAY_PING_TIMEOUT_MS: '2000',
+    },
   });
   const user = USERS[0] as string;
   const established = connectClient(gw.url, SITE, { scope, cookie: sidOf(user), transports: ['websocket'] });
@@ -126,6 +132,8 @@ test('admission, 2 workers: a herd gets exactly the burst at once, the rest 503 
   const disconnects: string[] = [];
   established.on('disconnect', (reason: string) => disconnects.push(reason));
   await waitConnect(established);
+  let pings = 0;
+  established.io.engine.on('ping', () => pings++);
 
   // Events for the established client all along the herd, every 50 ms.
   const pub = redis.client();
@@ -135,12 +143,21 @@ test('admission, 2 workers: a herd gets exactly the burst at once, the rest 503 
     const n = ++seq;
     publishing = publishing.then(() => publishFrappe(pub, 'tick', { n }, userRoom(user)));
   }, 50);
+  let herdMs = 0;
+  let pingsDuringHerd = 0;
   try {
     await rec.waitForCount('tick', 1);
+    const started = Date.now();
+    const pingsBefore = pings;
     await herd(scope, gw, 8, burst);
+    herdMs = Date.now() - started;
+    pingsDuringHerd = pings - pingsBefore;
   } finally {
     clearInterval(timer);
   }
+  // The herd lasts several seconds (5 refused clients, 1 token a second): the server's pings kept coming.
+  assert.ok(herdMs >= 4000, `the herd took ${herdMs} ms`);
+  assert.ok(pingsDuringHerd >= Math.floor(herdMs / 1000) - 2, `${pingsDuringHerd} pings in ${herdMs} ms`);
   await publishing;
   const last = seq;
   const ticks = await rec.waitForCount('tick', last);
