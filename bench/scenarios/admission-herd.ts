@@ -7,7 +7,19 @@
  * long the herd took to be connected (refused attempts are retried by the
  * load generator, as socket.io-client would).
  */
-import { flagList, flagNumber, fmtSpread, makeClients, measure, printTable, startEnv, userRooms, warmUp, type Flags, type RunResult } from '../lib/common';
+import {
+  flagList,
+  flagNumber,
+  fmtSpread,
+  makeClients,
+  measure,
+  printTable,
+  startEnv,
+  userRooms,
+  warmUp,
+  type Flags,
+  type RunResult,
+} from '../lib/common';
 import { LoadGen } from '../lib/loadgen';
 import { Publisher } from '../lib/publisher';
 import { spread } from '../lib/stats';
