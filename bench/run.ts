@@ -6,6 +6,7 @@
  */
 import os from 'node:os';
 import { machineInfo, saveResult, type Flags } from './lib/common';
+import { admissionHerd } from './scenarios/admission-herd';
 import { connectStorm } from './scenarios/connect-storm';
 import { failover } from './scenarios/failover';
 import { fanout } from './scenarios/fanout';
@@ -22,6 +23,7 @@ const SCENARIOS: Record<string, { run: (f: Flags) => Promise<unknown>; clients: 
   fanout: { run: fanout, clients: 2000, runs: 3 },
   'idle-memory': { run: idleMemory, clients: 10_000, runs: 3 },
   'connect-storm': { run: connectStorm, clients: 10_000, runs: 3 },
+  'admission-herd': { run: admissionHerd, clients: 500, runs: 3 },
   scaling: { run: scaling, clients: 1000, runs: 3 },
   'leader-throughput': { run: leaderThroughput, clients: 1000, runs: 1 },
   failover: { run: failover, clients: 200, runs: 5 },

@@ -79,6 +79,9 @@ export async function startGatewayTarget(o: GatewayTargetOptions): Promise<Targe
       GATEWAY_MAX_CONNECTIONS_PER_IP: '0',
       GATEWAY_MAX_CONNECTIONS_PER_USER: '0',
       GATEWAY_CLIENT_EVENTS_PER_SEC: '0',
+      // Capacity is measured without admission control (the stock server has none);
+      // scenarios that study it set it themselves.
+      GATEWAY_ADMISSION_RATE: '0',
       ...(o.env ?? {}),
     },
   });

@@ -2,6 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { isAscii } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import type { Server, Socket } from 'node:net';
+import { isHandshake, refuseRaw, requestLineParts, type Admission } from '../shared/admission';
 import { stopReading } from '../shared/io-internals';
 
 /**
@@ -39,6 +40,13 @@ export interface StickyMasterOptions {
   /** Called for each connection closed because its request line never came. */
   onRequestLineTimeout?: () => void;
   requestLineTimeoutMs?: number;
+  /**
+   * Admission control of this host's new connections: a handshake without a
+   * token is answered HTTP 503 here, before any worker sees it.
+   */
+  admission?: Admission;
+  /** Called for each handshake refused by `admission`. */
+  onAdmissionRefused?: () => void;
 }
 
 /** A session id that tells the primary which worker owns it (set as the worker's Engine.IO `generateId`). */
@@ -55,6 +63,14 @@ export function workerIdOfRequest(head: string): number | undefined {
 
 export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}): void {
   const headTimeoutMs = opts.requestLineTimeoutMs ?? REQUEST_LINE_TIMEOUT_MS;
+  const admission = opts.admission?.enabled ? opts.admission : undefined;
+  const admitted = (head: string): boolean => {
+    if (!admission) return true;
+    const line = requestLineParts(head);
+    if (!line || !isHandshake(line.method, line.target) || admission.admit()) return true;
+    opts.onAdmissionRefused?.();
+    return false;
+  };
   // Open sessions per worker (reported by setupWorker), plus handshakes routed
   // to it that it has not reported yet: a burst of new clients would otherwise
   // all see the same stale counts and land on one worker. Handshakes that never
@@ -102,8 +118,13 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
       if (data.indexOf('\r\n') === -1 && size < MAX_HEAD_BYTES) return;
       socket.off('data', onData);
       socket.setTimeout(0);
+      const head = data.toString('latin1');
+      if (!admitted(head)) {
+        refuseRaw(socket);
+        return;
+      }
       stopReading(socket);
-      const worker = pick(data.toString('latin1'));
+      const worker = pick(head);
       if (!worker) {
         socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
         return;

@@ -319,6 +319,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     maxOutboundPackets: num('maxOutboundPackets'),
     maxConnectionsPerIp: num('maxConnectionsPerIp'),
     trustProxy: str('trustProxy') === 'true',
+    admissionRate: num('admissionRate'),
+    admissionBurst: num('admissionBurst'),
     handshakeTimeoutMs: num('handshakeTimeoutMs'),
     publishTimeoutMs: num('publishTimeoutMs'),
     metricsMaxSites: num('metricsMaxSites'),

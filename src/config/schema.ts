@@ -83,6 +83,9 @@ export interface GatewayConfig {
   readonly maxOutboundPackets: number;
   readonly maxConnectionsPerIp: number;
   readonly trustProxy: boolean;
+  /** New connections (Engine.IO handshakes) admitted per second per host; 0 = no admission control. */
+  readonly admissionRate: number;
+  readonly admissionBurst: number;
   readonly handshakeTimeoutMs: number;
   readonly publishTimeoutMs: number;
   readonly metricsMaxSites: number;
@@ -420,13 +423,25 @@ export const OPTIONS = {
     env: 'GATEWAY_MAX_CONNECTIONS_PER_IP',
     type: { kind: 'int', min: 0, max: 1_000_000 },
     default: '0',
-    doc: 'Limit: Engine.IO connections per client address, per process (a worker, or standalone); beyond it the handshake gets HTTP 403. 0 = off, the default: behind a proxy every client shares the proxy address, so enable it with GATEWAY_TRUST_PROXY=true there (or on a gateway that faces clients directly).',
+    doc: 'Limit: Engine.IO connections per client address, cluster-wide (Redis counter; standalone without Redis: the process); beyond it the handshake gets HTTP 403. 0 = off, the default: behind a proxy every client shares the proxy address, so enable it with GATEWAY_TRUST_PROXY=true there (or on a gateway that faces clients directly).',
   },
   trustProxy: {
     env: 'GATEWAY_TRUST_PROXY',
     type: { kind: 'enum', values: ['false', 'true'] },
     default: 'false',
     doc: 'true = the client address for per-address limits is the first X-Forwarded-For hop (set it only behind a proxy that overwrites that header).',
+  },
+  admissionRate: {
+    env: 'GATEWAY_ADMISSION_RATE',
+    type: { kind: 'int', min: 0, max: 1_000_000 },
+    default: '250',
+    doc: 'Limit: new connections (Engine.IO handshakes) admitted per second per host, token bucket in the primary (standalone: the process); beyond it the handshake gets HTTP 503 and socket.io-client retries with its backoff, so a reconnect herd after a host loss is spread out instead of starving established sockets (0 = off). Size it to about half the handshakes per second a host sustains (bench connect-storm).',
+  },
+  admissionBurst: {
+    env: 'GATEWAY_ADMISSION_BURST',
+    type: { kind: 'int', min: 1, max: 1_000_000 },
+    default: '500',
+    doc: 'Limit: new connections a host admits at once before GATEWAY_ADMISSION_RATE applies (token bucket size).',
   },
   handshakeTimeoutMs: {
     env: 'GATEWAY_HANDSHAKE_TIMEOUT_MS',

@@ -7,7 +7,17 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
  * that add a reason add it here.
  */
 export const KNOWN_LABELS = {
-  connectErrorReasons: ['namespace', 'origin', 'no_auth', 'backend', 'internal', 'tls_not_terminated', 'request_line_timeout'],
+  connectErrorReasons: [
+    'namespace',
+    'origin',
+    'no_auth',
+    'backend',
+    'internal',
+    'tls_not_terminated',
+    'request_line_timeout',
+    'admission',
+    'connections_per_ip',
+  ],
   eventSources: ['redis', 'api'],
   dropReasons: ['oversized', 'malformed_json', 'not_object', 'bad_event', 'bad_room', 'bad_namespace', 'no_namespace'],
   routeTargets: ['room', 'all_sites'],
@@ -18,6 +28,7 @@ export const KNOWN_LABELS = {
   leaderTransitions: ['leader', 'standby'],
   recoveryResults: ['restored', 'expired', 'trimmed', 'history_lost', 'foreign_offset', 'no_history', 'history_unreadable', 'overflow'],
   limits: [
+    'admission',
     'backend_queue',
     'client_events',
     'connections_per_ip',
@@ -271,6 +282,11 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       name: 'gateway_limit_exceeded_total',
       help: 'Client actions refused or clients disconnected by a limit (SECURITY.md), by limit',
       labelNames: ['limit'],
+      registers: r,
+    }),
+    admissionTokens: new Gauge({
+      name: 'gateway_admission_tokens',
+      help: 'New connections this host would admit at once now (GATEWAY_ADMISSION_BURST when idle; 0 while a herd is being refused)',
       registers: r,
     }),
     recoveryReplayed: new Counter({

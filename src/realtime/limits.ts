@@ -2,11 +2,13 @@ import type { IncomingMessage } from 'node:http';
 import type { Server, Socket } from 'socket.io';
 import type { GatewayConfig } from '../config';
 import type { Metrics } from '../metrics/metrics';
-import type { Logger } from '../shared/logger';
+import type { Logger, RateLimitedLog } from '../shared/logger';
 import { engineClients } from '../shared/io-internals';
+import { TokenBucket } from '../shared/token-bucket';
 
 /** Limits on what one client may cost (SECURITY.md); each refusal is counted in gateway_limit_exceeded_total{limit}. */
 export type LimitName =
+  | 'admission'
   | 'client_events'
   | 'rooms_per_socket'
   | 'backend_queue'
@@ -16,39 +18,29 @@ export type LimitName =
   | 'handshake_timeout';
 
 /**
+ * Counts a handshake refused by admission control (GATEWAY_ADMISSION_RATE),
+ * logged at most once per interval: a herd is one line, not thousands.
+ */
+export function admissionRefused(
+  metrics: Metrics,
+  log: RateLimitedLog,
+  config: Pick<GatewayConfig, 'admissionRate' | 'admissionBurst'>,
+): void {
+  metrics.limitExceeded.inc({ limit: 'admission' });
+  metrics.connectErrors.inc({ reason: 'admission' });
+  log.warn(
+    'admission',
+    { rate: config.admissionRate, burst: config.admissionBurst },
+    'new connections refused with HTTP 503 by admission control (GATEWAY_ADMISSION_RATE/_BURST); clients retry',
+  );
+}
+
+/**
  * A CONNECT_ERROR the client may retry (the gateway was busy, not the
  * credentials wrong): `data.retryable` tells a client's reconnect logic so.
  */
 export function retryableError(code: string, message: string): Error & { data: { code: string; retryable: true } } {
   return Object.assign(new Error(message), { data: { code, retryable: true as const } });
-}
-
-/**
- * Token bucket: `ratePerSec` tokens a second, at most `burst` saved up.
- * Refilled lazily from the clock, so an idle socket costs nothing.
- */
-export class TokenBucket {
-  private tokens: number;
-  private at: number;
-
-  constructor(
-    private readonly ratePerSec: number,
-    private readonly burst: number,
-    now: number,
-  ) {
-    this.tokens = burst;
-    this.at = now;
-  }
-
-  take(now: number): boolean {
-    if (now > this.at) {
-      this.tokens = Math.min(this.burst, this.tokens + ((now - this.at) * this.ratePerSec) / 1000);
-      this.at = now;
-    }
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
-  }
 }
 
 /**
@@ -114,34 +106,6 @@ export function clientIp(req: IncomingMessage, trustProxy: boolean): string {
     if (first) return first;
   }
   return req.socket.remoteAddress ?? 'unknown';
-}
-
-/**
- * Engine.IO connections per client address, in this process. Checked in
- * `allowRequest` for the handshake request (the one without a sid), so a
- * refused client never gets an Engine.IO session.
- */
-export class ConnectionsPerIp {
-  private readonly open = new Map<string, number>();
-
-  constructor(private readonly max: number) {}
-
-  tryOpen(ip: string): boolean {
-    const n = this.open.get(ip) ?? 0;
-    if (this.max > 0 && n >= this.max) return false;
-    this.open.set(ip, n + 1);
-    return true;
-  }
-
-  close(ip: string): void {
-    const n = (this.open.get(ip) ?? 1) - 1;
-    if (n <= 0) this.open.delete(ip);
-    else this.open.set(ip, n);
-  }
-
-  count(ip: string): number {
-    return this.open.get(ip) ?? 0;
-  }
 }
 
 /** What a slow-reader check reads of an Engine.IO connection (engine.io Socket, ws WebSocket). */

@@ -14,7 +14,8 @@ import { RateLimitedLog, type Logger } from '../shared/logger';
 import { registerSocketApiServer, setSocketApiContext } from './socket-api';
 import { MemorySessionStore, SessionKeeper, withSessionRecovery, type SessionStore } from '../recovery/session-recovery';
 import { createUserConnections, type UserConnections } from './user-limit';
-import { boundJoins, clientIp, ConnectionsPerIp, mayJoin, rateLimitEvents, retryableError, watchSlowReaders } from './limits';
+import { createConnectionCounter, type ConnectionCounter } from './connection-counter';
+import { boundJoins, clientIp, mayJoin, rateLimitEvents, retryableError, watchSlowReaders } from './limits';
 import {
   childNamespaces,
   connectedNamespaceCount,
@@ -40,6 +41,8 @@ export interface SocketServerDeps {
   readonly sessions?: SessionStore;
   /** Connections per user (cluster-wide through Redis in a cluster); this process only when omitted. */
   readonly userConnections?: UserConnections;
+  /** Engine.IO connections per client address (cluster-wide through Redis in a cluster); this process only when omitted. */
+  readonly ipConnections?: ConnectionCounter;
 }
 
 export interface SocketServer {
@@ -74,6 +77,12 @@ interface FrappeSocketApi {
 }
 
 const SITE_NSP = /^\/[^/]+$/;
+/**
+ * An address slot taken by a handshake whose Engine.IO connection never came
+ * (the handshake failed after allowRequest) is given back after this. A
+ * successful handshake claims its slot within milliseconds.
+ */
+const UNCLAIMED_SLOT_MS = 10_000;
 /** How often outbound buffers are checked against GATEWAY_MAX_OUTBOUND_BYTES/PACKETS. */
 const SLOW_READER_CHECK_MS = 1000;
 
@@ -93,6 +102,9 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     return joinRooms(socket, rooms);
   };
   const perUser = deps.userConnections ?? createUserConnections(config.maxConnectionsPerUser, log);
+  const perIp = deps.ipConnections ?? createConnectionCounter({ max: config.maxConnectionsPerIp, what: 'address', log });
+  // Address slots taken by a handshake that has no Engine.IO connection yet.
+  const reserved = new WeakMap<IncomingMessage, { ip: string; timer: NodeJS.Timeout }>();
   const recovery = config.recoveryWindowMs > 0;
   const store = deps.sessions ?? new MemorySessionStore();
   const keeper = recovery ? new SessionKeeper({ store, windowMs: config.recoveryWindowMs, metrics, log }) : null;
@@ -109,11 +121,6 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     cleanupEmptyChildNamespaces: false,
     // engine.io asks only for handshakes (requests without a sid).
     allowRequest: (req, callback) => {
-      if (config.maxConnectionsPerIp > 0 && perIp.count(clientIp(req, config.trustProxy)) >= config.maxConnectionsPerIp) {
-        metrics.limitExceeded.inc({ limit: 'connections_per_ip' });
-        callback('Too many connections from this address', false);
-        return;
-      }
       // Known before any work: refusing the Engine.IO handshake (HTTP 403)
       // makes socket.io-client retry with backoff (docs/protocol.md section 6).
       const origin = req.headers.origin;
@@ -122,18 +129,39 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
         callback('Service unavailable: backend unavailable, retry', false);
         return;
       }
-      callback(null, true);
+      if (config.maxConnectionsPerIp <= 0) {
+        callback(null, true);
+        return;
+      }
+      // The address's slot is taken now, atomically (cluster-wide through
+      // Redis), so concurrent handshakes cannot overshoot the limit; the
+      // Engine.IO connection of this request claims it below.
+      const ip = clientIp(req, config.trustProxy);
+      void perIp.tryOpen(ip).then((ok) => {
+        if (!ok) {
+          metrics.limitExceeded.inc({ limit: 'connections_per_ip' });
+          metrics.connectErrors.inc({ reason: 'connections_per_ip' });
+          callback(`Too many connections from this address (GATEWAY_MAX_CONNECTIONS_PER_IP=${config.maxConnectionsPerIp})`, false);
+          return;
+        }
+        const timer = setTimeout(() => {
+          if (reserved.delete(req)) perIp.close(ip);
+        }, UNCLAIMED_SLOT_MS);
+        timer.unref();
+        reserved.set(req, { ip, timer });
+        callback(null, true);
+      });
     },
     cors: { origin: config.corsOrigins.length > 0 ? [...config.corsOrigins] : true, credentials: true },
     // Middlewares run again on recovery: credentials are re-checked.
     ...(recovery ? { connectionStateRecovery: { maxDisconnectionDuration: config.recoveryWindowMs, skipMiddlewares: false } } : {}),
   });
-  const perIp = new ConnectionsPerIp(config.maxConnectionsPerIp);
   io.engine.on('connection', (conn: { request: IncomingMessage; once(ev: 'close', fn: () => void): void }) => {
-    if (config.maxConnectionsPerIp <= 0) return;
-    const ip = clientIp(conn.request, config.trustProxy);
-    perIp.tryOpen(ip);
-    conn.once('close', () => perIp.close(ip));
+    const slot = reserved.get(conn.request);
+    if (!slot) return;
+    reserved.delete(conn.request);
+    clearTimeout(slot.timer);
+    conn.once('close', () => perIp.close(slot.ip));
   });
   const stopSlowReaderWatch = watchSlowReaders(
     io,
@@ -142,7 +170,10 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     log.child({ sub: 'limits' }),
   );
   io.engine.on('close', stopSlowReaderWatch);
-  io.engine.on('close', () => perUser.stop());
+  io.engine.on('close', () => {
+    perUser.stop();
+    perIp.stop();
+  });
   const baseAdapter = (deps.adapter ?? Adapter) as unknown as new (nsp: Namespace) => Adapter;
   if (keeper) {
     // socket.io instantiates it with `new`: a function (not an arrow) returning the adapter.

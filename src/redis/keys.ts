@@ -39,6 +39,8 @@ export interface Keys {
   session(pid: string): string;
   /** Counter: connections of one user of one site, cluster-wide (GATEWAY_MAX_CONNECTIONS_PER_USER). */
   userConnections(site: string, user: string): string;
+  /** Counter: Engine.IO connections from one client address, cluster-wide (GATEWAY_MAX_CONNECTIONS_PER_IP). */
+  ipConnections(ip: string): string;
 }
 
 export function createKeys(prefix: string): Keys {
@@ -61,5 +63,6 @@ export function createKeys(prefix: string): Keys {
     authCache: (digest) => `${p}auth:${digest}`,
     session: (pid) => `${p}session:${pid}`,
     userConnections: (site, user) => `${p}conns:${site}:${user}`,
+    ipConnections: (ip) => `${p}conns-ip:${ip}`,
   };
 }

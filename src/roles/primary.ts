@@ -14,11 +14,13 @@ import { Liveness } from '../presence/redis-presence';
 import { PresenceSweeper } from '../presence/sweeper';
 import { connectInBackground, createRedisClient, plainRedisError, quitClient, type RedisClient } from '../redis/connect';
 import { createKeys } from '../redis/keys';
+import { Admission } from '../shared/admission';
 import { errorMessage } from '../shared/errors';
 import { closeServer, listen } from '../shared/http';
 import { Services, createShutdown, type Running } from '../shared/lifecycle';
 import { RateLimitedLog, type Logger } from '../shared/logger';
 import { hostMetrics, primaryReadiness } from './primary-health';
+import { admissionRefused } from '../realtime/limits';
 
 /**
  * The primary of one host: owns the public port (sticky routing to workers),
@@ -82,6 +84,9 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
     if (info.nodeId) sweeper.sweepInBackground(info.nodeId);
   });
 
+  // One bucket for the host: the primary sees every handshake before a worker does.
+  const admission = new Admission(config.admissionRate, config.admissionBurst);
+
   let draining = false;
   const ops = createOpsServer({
     config,
@@ -108,7 +113,10 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
         metrics,
         maxSites: config.metricsMaxSites,
         missingLog: new RateLimitedLog(log.child({ sub: 'metrics' }), 60_000),
-        refresh: refreshRedisUp,
+        refresh: () => {
+          refreshRedisUp();
+          metrics.admissionTokens.set(admission.tokens());
+        },
       }),
     publish: async (events) => {
       // Through the events channel, so API events are sequenced, replayable and
@@ -153,7 +161,7 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
     },
   });
 
-  const publicServer = createPublicServer(metrics, log);
+  const publicServer = createPublicServer(metrics, log, { bucket: admission, config });
   const openSockets = new Set<Socket>();
   publicServer.on('connection', (socket: Socket) => {
     openSockets.add(socket);
@@ -278,7 +286,11 @@ function every(name: string, ms: number, fn: () => void): { name: string; start(
  * The public Socket.IO port: sticky routing to the workers. A plain TCP
  * server: the primary reads the request line only and hands the socket over.
  */
-export function createPublicServer(metrics: Metrics, log: Logger): Server {
+export function createPublicServer(
+  metrics: Metrics,
+  log: Logger,
+  admission?: { bucket: Admission; config: Pick<GatewayConfig, 'admissionRate' | 'admissionBurst' | 'dropLogIntervalMs'> },
+): Server {
   const server = createServer();
   // The sticky balancer routes on the plain-text request line (Engine.IO sid),
   // so TLS has to be terminated in front of the gateway. A TLS ClientHello
@@ -296,6 +308,12 @@ export function createPublicServer(metrics: Metrics, log: Logger): Server {
       socket.destroy();
     });
   });
-  setupStickyMaster(server, { onRequestLineTimeout: () => metrics.connectErrors.inc({ reason: 'request_line_timeout' }) });
+  const admissionLog = new RateLimitedLog(log.child({ sub: 'admission' }), admission?.config.dropLogIntervalMs ?? 10_000);
+  setupStickyMaster(server, {
+    onRequestLineTimeout: () => metrics.connectErrors.inc({ reason: 'request_line_timeout' }),
+    ...(admission
+      ? { admission: admission.bucket, onAdmissionRefused: () => admissionRefused(metrics, admissionLog, admission.config) }
+      : {}),
+  });
   return server;
 }

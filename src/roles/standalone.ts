@@ -12,6 +12,8 @@ import { deliverLocally } from '../realtime/local-delivery';
 import { roomReport } from '../realtime/room-report';
 import { createSocketServer } from '../realtime/socket-server';
 import { instrumentServer } from '../realtime/server-metrics';
+import { admissionRefused } from '../realtime/limits';
+import { Admission, gateHandshakes } from '../shared/admission';
 import { closeServer, listen } from '../shared/http';
 import { Services, createShutdown, type Running } from '../shared/lifecycle';
 import { RateLimitedLog, type Logger } from '../shared/logger';
@@ -29,6 +31,10 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
   const presence = new LocalPresence();
   const server = createSocketServer({ config, httpServer, backend, presence, metrics, log: log.child({ sub: 'socket' }) });
   instrumentServer(server.io, metrics);
+  // Admission control in front of Engine.IO: this process is the whole host.
+  const admission = new Admission(config.admissionRate, config.admissionBurst);
+  const admissionLog = new RateLimitedLog(log.child({ sub: 'admission' }), config.dropLogIntervalMs);
+  gateHandshakes(httpServer, admission, () => admissionRefused(metrics, admissionLog, config));
   const intake = new Intake(metrics, new RateLimitedLog(log.child({ sub: 'intake' }), config.dropLogIntervalMs), config.maxMessageBytes);
   let draining = false;
 
@@ -38,7 +44,10 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
     metrics,
     intake,
     readiness: async () => ({ ready: !draining, checks: { mode: 'standalone', draining } }),
-    metricsText: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
+    metricsText: async () => {
+      metrics.admissionTokens.set(admission.tokens());
+      return { contentType: registry.contentType, body: await registry.metrics() };
+    },
     publish: async (events) => deliverLocally(server, metrics, events, config.fastPath),
     cluster: async () => {
       const namespaces: Record<string, number> = {};

@@ -32,6 +32,7 @@ import { countAdapterTimeouts, instrumentServer } from '../realtime/server-metri
 import { WorkerDelivery } from '../realtime/fast-adapter';
 import type { SocketServer } from '../realtime/socket-server';
 import { createUserConnections } from '../realtime/user-limit';
+import { createConnectionCounter } from '../realtime/connection-counter';
 
 function send(m: WorkerToPrimary): void {
   if (process.connected) process.send?.(m, undefined, undefined, () => undefined);
@@ -125,6 +126,12 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
     roomsReady,
     sessions: new RedisSessionStore(pub, keys, history && gate ? { history, gate, fastPath: config.fastPath } : undefined),
     userConnections: createUserConnections(config.maxConnectionsPerUser, log, { client: fast, keys }),
+    ipConnections: createConnectionCounter({
+      max: config.maxConnectionsPerIp,
+      what: 'address',
+      log,
+      redis: { client: fast, key: (ip) => keys.ipConnections(ip) },
+    }),
   });
   const io = server.io;
   const srv = server;
@@ -167,7 +174,8 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   }
 
   const status = (): void => {
-    const redis = pub.status === 'ready' && sub.status === 'ready';
+    // fast too: the auth cache and the connection counters fail open without it.
+    const redis = pub.status === 'ready' && sub.status === 'ready' && fast.status === 'ready';
     metrics.redisUp.set(redis ? 1 : 0);
     send({ type: 'gw:status', connections: srv.connectionCount(), redis });
     const namespaces: Record<string, number> = {};
@@ -187,7 +195,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   };
   const beat = setInterval(status, Math.max(200, Math.floor(config.presenceTtlMs / 3)));
   services.onStop('heartbeat', () => clearInterval(beat));
-  for (const c of [pub, sub]) c.on('ready', status).on('close', status);
+  for (const c of [pub, sub, fast]) c.on('ready', status).on('close', status);
 
   const shutdown = (drainMs: number) =>
     createShutdown(services, { drainClients: () => drainConnections(io, drainMs, log) }, config.shutdownGraceMs, log)('drain');

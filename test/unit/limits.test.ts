@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ConnectionsPerIp, TokenBucket } from '../../src/realtime/limits';
+import { createConnectionCounter } from '../../src/realtime/connection-counter';
+import { TokenBucket } from '../../src/shared/token-bucket';
+import { createRootLogger } from '../../src/shared/logger';
 import { GatewayError } from '../../src/shared/errors';
 import { Semaphore } from '../../src/shared/semaphore';
 
@@ -42,13 +44,19 @@ test('semaphore: at most maxWaiting calls wait; the next fails fast with GW_ERR_
   }
 });
 
-test('connections per address: counted per address, released on close', () => {
-  const c = new ConnectionsPerIp(2);
-  assert.equal(c.tryOpen('a'), true);
-  assert.equal(c.tryOpen('a'), true);
-  assert.equal(c.tryOpen('a'), false);
-  assert.equal(c.tryOpen('b'), true);
+test('connection counter without Redis: counted per key, refused at the limit, released on close', async () => {
+  const c = createConnectionCounter({ max: 2, what: 'address', log: createRootLogger('silent') });
+  assert.equal(await c.tryOpen('a'), true);
+  assert.equal(await c.tryOpen('a'), true);
+  assert.equal(await c.tryOpen('a'), false);
+  assert.equal(await c.tryOpen('b'), true);
   c.close('a');
-  assert.equal(c.count('a'), 1);
-  assert.equal(c.tryOpen('a'), true);
+  assert.equal(await c.tryOpen('a'), true);
+  assert.equal(await c.tryOpen('a'), false);
+  c.stop();
+});
+
+test('connection counter with max 0 counts nothing and refuses nothing', async () => {
+  const c = createConnectionCounter({ max: 0, what: 'address', log: createRootLogger('silent') });
+  for (let i = 0; i < 5; i++) assert.equal(await c.tryOpen('a'), true);
 });

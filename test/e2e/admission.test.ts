@@ -1,0 +1,199 @@
+/**
+ * Admission control of new connections per host (GATEWAY_ADMISSION_RATE /
+ * _BURST): a herd of clients arriving at once gets exactly `burst`
+ * connections admitted, the rest an HTTP 503 with the documented body, which
+ * stock socket.io-client retries by itself until everyone is connected; each
+ * refusal is counted once, and an established client keeps receiving events
+ * throughout.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import {
+  connectClient,
+  EventRecorder,
+  pollUntil,
+  startGateway,
+  startRedis,
+  waitConnect,
+  withScope,
+  withTimeout,
+  type GatewayHandle,
+  type Scope,
+  type Socket,
+} from '../harness';
+import { ADMISSION_REFUSAL } from '../../src/shared/admission';
+import { newKeyPrefix, publishFrappe, SITE, sidOf, startBackend, startHost, userRoom, USERS } from './cluster-support';
+
+/** What a refused attempt looks like to socket.io-client: a transport error of the Engine.IO handshake. */
+interface TransportError {
+  message: string;
+  description?: unknown;
+  context?: { responseText?: string };
+}
+
+interface HerdClient {
+  socket: Socket;
+  transport: 'polling' | 'websocket';
+  /** The outcome of the first attempt: 'connect' or 'refused'. */
+  first: Promise<'connect' | 'refused'>;
+  /** Settles on the first successful connect, whatever failed before it. */
+  connected: Promise<void>;
+  errors: TransportError[];
+}
+
+function herdClient(scope: Scope, url: string, i: number): HerdClient {
+  const transport = i % 2 === 0 ? 'polling' : 'websocket';
+  const socket = connectClient(url, SITE, {
+    scope,
+    cookie: sidOf(USERS[i % USERS.length] as string),
+    reconnection: true,
+    // polling = socket.io-client's default (polling, then upgrade), like a browser.
+    ...(transport === 'websocket' ? { transports: ['websocket'] } : {}),
+    ioOptions: { reconnectionDelay: 300, reconnectionDelayMax: 1000 },
+  });
+  const errors: TransportError[] = [];
+  // The response body is read now: the client aborts the request right after.
+  socket.on('connect_error', (err: TransportError) =>
+    errors.push({ message: err.message, description: err.description, context: { responseText: err.context?.responseText ?? '' } }),
+  );
+  const first = new Promise<'connect' | 'refused'>((resolve) => {
+    socket.once('connect', () => resolve('connect'));
+    socket.once('connect_error', () => resolve('refused'));
+  });
+  const connected = new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+  return { socket, transport, first, connected, errors };
+}
+
+/** Every refusal a client saw is the admission 503, with the documented body where the transport exposes it. */
+function assertAdmissionRefusal(c: HerdClient, err: TransportError): void {
+  if (c.transport === 'polling') {
+    assert.equal(err.message, 'xhr poll error');
+    assert.equal(err.description, 503);
+    assert.deepEqual(JSON.parse(err.context?.responseText ?? 'null'), ADMISSION_REFUSAL);
+  } else {
+    assert.equal(err.message, 'websocket error');
+    assert.match(String((err.description as { message?: unknown } | undefined)?.message), /Unexpected server response: 503/);
+  }
+}
+
+async function waitBucketFull(gw: GatewayHandle, burst: number): Promise<void> {
+  await pollUntil(async () => ((await gw.metricValue('gateway_admission_tokens')) ?? 0) >= burst || undefined, {
+    timeoutMs: 10_000,
+    intervalMs: 100,
+    description: `the admission bucket to hold ${burst} tokens`,
+  });
+}
+
+/**
+ * The herd: `n` clients at once against a full bucket of `burst`. Returns
+ * the clients once every one of them is connected.
+ */
+async function herd(scope: Scope, gw: GatewayHandle, n: number, burst: number): Promise<HerdClient[]> {
+  await waitBucketFull(gw, burst);
+  const clients = Array.from({ length: n }, (_, i) => herdClient(scope, gw.url, i));
+  const firsts = await Promise.all(clients.map((c) => c.first));
+  assert.equal(firsts.filter((f) => f === 'connect').length, burst, `exactly the burst is admitted at once: ${firsts.join(', ')}`);
+  // Nobody gives up: socket.io-client reconnects by itself until admitted.
+  await withTimeout(
+    Promise.all(clients.map((c) => c.connected)),
+    60_000,
+    'every client of the herd to be connected through its own reconnection',
+  );
+  for (const c of clients) for (const err of c.errors) assertAdmissionRefusal(c, err);
+  const refusals = clients.reduce((n, c) => n + c.errors.length, 0);
+  assert.ok(refusals >= n - burst, `at least the ${n - burst} not admitted at once were refused (${refusals})`);
+  assert.equal(await gw.metricValue('gateway_limit_exceeded_total', { limit: 'admission' }), refusals);
+  assert.equal(await gw.metricValue('gateway_connect_errors_total', { reason: 'admission' }), refusals);
+  return clients;
+}
+
+test('admission, 2 workers: a herd gets exactly the burst at once, the rest 503 and reconnect by themselves; an established client keeps receiving events', async (t) => {
+  const scope = withScope(t);
+  const redis = await startRedis({ scope });
+  const backend = await startBackend(scope);
+  const burst = 3;
+  const gw = await startHost({
+    scope,
+    backend,
+    keyPrefix: newKeyPrefix(),
+    redisUrl: redis.url,
+    workers: 2,
+    // Pings every second: the established client's heartbeats run during the herd too.
+    env: {
+      GATEWAY_ADMISSION_RATE: '1',
+      GATEWAY_ADMISSION_BURST: String(burst),
+      GATEWAY_PING_INTERVAL_MS: '1000',
+      GATEWAY_PING_TIMEOUT_MS: '2000',
+    },
+  });
+  const user = USERS[0] as string;
+  const established = connectClient(gw.url, SITE, { scope, cookie: sidOf(user), transports: ['websocket'] });
+  const rec = new EventRecorder(established);
+  const disconnects: string[] = [];
+  established.on('disconnect', (reason: string) => disconnects.push(reason));
+  await waitConnect(established);
+  let pings = 0;
+  established.io.engine.on('ping', () => pings++);
+
+  // Events for the established client all along the herd, every 50 ms.
+  const pub = redis.client();
+  let seq = 0;
+  let publishing: Promise<unknown> = Promise.resolve();
+  const timer = setInterval(() => {
+    const n = ++seq;
+    publishing = publishing.then(() => publishFrappe(pub, 'tick', { n }, userRoom(user)));
+  }, 50);
+  const during = async (): Promise<{ herdMs: number; pingsDuringHerd: number }> => {
+    try {
+      await rec.waitForCount('tick', 1);
+      const started = Date.now();
+      const pingsBefore = pings;
+      await herd(scope, gw, 8, burst);
+      return { herdMs: Date.now() - started, pingsDuringHerd: pings - pingsBefore };
+    } finally {
+      clearInterval(timer);
+    }
+  };
+  const { herdMs, pingsDuringHerd } = await during();
+  // The herd lasts several seconds (5 refused clients, 1 token a second): the server's pings kept coming.
+  assert.ok(herdMs >= 4000, `the herd took ${herdMs} ms`);
+  assert.ok(pingsDuringHerd >= Math.floor(herdMs / 1000) - 2, `${pingsDuringHerd} pings in ${herdMs} ms`);
+  await publishing;
+  const last = seq;
+  const ticks = await rec.waitForCount('tick', last);
+  assert.deepEqual(
+    ticks.map((r) => (r.args[0] as { n: number }).n),
+    Array.from({ length: last }, (_, i) => i + 1),
+    'every event, in order, during the herd',
+  );
+  assert.ok(last >= 20, `events were published throughout the herd (${last})`);
+  assert.deepEqual(disconnects, []);
+  assert.equal(established.connected, true);
+});
+
+test('admission, standalone: the same bucket in front of Engine.IO', async (t) => {
+  const scope = withScope(t);
+  const backend = await startBackend(scope);
+  const burst = 2;
+  const gw = await startGateway({
+    scope,
+    backendUrl: backend.url,
+    defaultSite: SITE,
+    env: { GATEWAY_ADMISSION_RATE: '1', GATEWAY_ADMISSION_BURST: String(burst) },
+  });
+  await herd(scope, gw, 5, burst);
+});
+
+test('admission off (rate 0): a herd larger than any burst connects at once', async (t) => {
+  const scope = withScope(t);
+  const backend = await startBackend(scope);
+  const gw = await startGateway({
+    scope,
+    backendUrl: backend.url,
+    defaultSite: SITE,
+    env: { GATEWAY_ADMISSION_RATE: '0', GATEWAY_ADMISSION_BURST: '1' },
+  });
+  const clients = Array.from({ length: 6 }, (_, i) => herdClient(scope, gw.url, i));
+  assert.deepEqual(await Promise.all(clients.map((c) => c.first)), Array(6).fill('connect'));
+  assert.equal(await gw.metricValue('gateway_limit_exceeded_total', { limit: 'admission' }), 0);
+});
