@@ -77,6 +77,9 @@ test('slow reader: disconnected over the outbound limit, counted, memory back; r
   const baseline = before.rss;
   const stalled = await stalledClient(gw.port, gw.url, sidOf(USERS[1]));
   scope.add(() => stalled.terminate());
+  // Read now: once the gateway drops the connection, ws destroys its socket
+  // and the port is no longer readable from it.
+  const localPort = (stalled as unknown as { _socket: { localPort: number } })._socket.localPort;
 
   const payload = 'x'.repeat(EVENT_BYTES);
   let sent = 0;
@@ -108,7 +111,6 @@ test('slow reader: disconnected over the outbound limit, counted, memory back; r
   // The gateway dropped the TCP connection at once: the client end saw the
   // FIN/RST (CLOSE_WAIT or gone), rather than staying ESTABLISHED until ws's
   // 30 s close timeout with everything it did not read still queued.
-  const localPort = (stalled as unknown as { _socket: { localPort: number } })._socket.localPort;
   await pollUntil(() => (tcpState(localPort) !== '01' ? true : undefined), {
     timeoutMs: 3000,
     intervalMs: 50,
