@@ -1,7 +1,10 @@
 /**
  * Prints the README's configuration table from the schema, so the two cannot
- * drift (test/unit/readme-config.test.ts compares them).
+ * drift (test/unit/readme-config.test.ts compares them). With `--write` it
+ * replaces the table between the README's config-table markers instead.
  */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { OPTIONS, type OptionSpec } from '../src/config/schema';
 
 export function configTable(): string {
@@ -14,4 +17,18 @@ export function configTable(): string {
   return rows.join('\n');
 }
 
-if (require.main === module) process.stdout.write(`${configTable()}\n`);
+function writeReadme(): void {
+  const path = join(__dirname, '..', 'README.md');
+  const text = readFileSync(path, 'utf8');
+  const start = '<!-- config-table:start -->';
+  const end = '<!-- config-table:end -->';
+  const a = text.indexOf(start);
+  const b = text.indexOf(end);
+  if (a < 0 || b < a) throw new Error(`README.md: markers ${start} ... ${end} not found`);
+  writeFileSync(path, `${text.slice(0, a + start.length)}\n${configTable()}\n${text.slice(b)}`);
+}
+
+if (require.main === module) {
+  if (process.argv.includes('--write')) writeReadme();
+  else process.stdout.write(`${configTable()}\n`);
+}
