@@ -18,7 +18,7 @@ import {
   type Scope,
   type Socket,
 } from '../harness';
-import { SITE } from './cluster-support';
+import { DOCNAME, DOCTYPE, SITE } from './cluster-support';
 
 /** A TCP front that sends each new connection to the first upstream that accepts it; none = refused. */
 export async function frontProxy(scope: Scope, upstreams: () => number[]): Promise<number> {
@@ -60,6 +60,22 @@ export async function frontProxy(scope: Scope, upstreams: () => number[]): Promi
 
 export function ack(socket: Socket, event: string, ...args: string[]): Promise<unknown> {
   return socket.timeout(5000).emitWithAck(event, ...args);
+}
+
+export const TASK = 'task-7';
+/** The rooms a Frappe page subscribes to (doc, doctype, open doc, task progress), once each by `subscribeAll`. */
+export const SUBSCRIBED_ROOMS = [
+  `doc:${DOCTYPE}/${DOCNAME}`,
+  `doctype:${DOCTYPE}`,
+  `open_doc:${DOCTYPE}/${DOCNAME}`,
+  `task_progress:${TASK}`,
+] as const;
+
+export async function subscribeAll(socket: Socket): Promise<void> {
+  assert.equal(await ack(socket, 'doc_subscribe', DOCTYPE, DOCNAME), true);
+  assert.equal(await ack(socket, 'doctype_subscribe', DOCTYPE), true);
+  assert.equal(await ack(socket, 'doc_open', DOCTYPE, DOCNAME), true);
+  assert.equal(await ack(socket, 'task_subscribe', TASK), true);
 }
 
 /** The socket's next `connect` after a disconnect (the manager's `reconnect` fires before the namespace CONNECT). */
