@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import { pollUntil, startRedis, withScope, type GatewayHandle } from '../harness';
 import { HAS_PERMISSION, METHOD_PREFIX } from '../harness/fake-frappe';
 import { newKeyPrefix, roomMembersPerWorker, sidOf, startBackend, startHost, USERS, type HostOptions } from './cluster-support';
-import { assertInOrder, frontProxy, recoveringClient, RoomSequence, subscribeAll, SUBSCRIBED_ROOMS } from './recovery-support';
+import { assertInOrder, frontProxy, recoveringClient, RoomSequence, roundRobin, subscribeAll, SUBSCRIBED_ROOMS } from './recovery-support';
 
 const DRAIN_MS = 1500;
 const CLIENTS = 8;
@@ -28,12 +28,10 @@ test('rolling restart of every host under steady load: every client back, recove
     env: { GATEWAY_DRAIN_MS: String(DRAIN_MS), GATEWAY_SHUTDOWN_GRACE_MS: '10000' },
   };
   const hosts: GatewayHandle[] = await Promise.all([0, 1].map(() => startHost(base)));
-  let turn = 0;
-  // Round robin over both addresses; a refused connection falls through to the next one.
-  const front = await frontProxy(scope, () => {
-    const ports = hosts.map((h) => h.port);
-    return turn++ % 2 === 0 ? ports : ports.reverse();
-  });
+  const front = await frontProxy(
+    scope,
+    roundRobin(() => hosts.map((h) => h.port)),
+  );
   const url = `http://127.0.0.1:${front}`;
 
   const clients = [];
@@ -92,7 +90,9 @@ test('rolling restart of every host under steady load: every client back, recove
     assert.equal(inRoom.length, CLIENTS, `${room} holds every client once`);
   }
   const permissionChecks = (from: number, to?: number) =>
-    backend.requests.slice(from, to).filter((r) => r.path === HAS_PERMISSION || r.path.startsWith(`${METHOD_PREFIX}frappe.realtime.can_subscribe`));
+    backend.requests
+      .slice(from, to)
+      .filter((r) => r.path === HAS_PERMISSION || r.path.startsWith(`${METHOD_PREFIX}frappe.realtime.can_subscribe`));
   assert.ok(permissionChecks(0, subscribeCalls).length > 0, 'the subscriptions before the roll asked the backend');
   assert.deepEqual(permissionChecks(subscribeCalls), [], 'nothing subscribed again');
 });

@@ -58,6 +58,16 @@ export async function frontProxy(scope: Scope, upstreams: () => number[]): Promi
   return port;
 }
 
+/** Upstream order for `frontProxy`: round robin over `ports()` (a refused one falls through to the next). */
+export function roundRobin(ports: () => number[]): () => number[] {
+  let turn = 0;
+  return () => {
+    const list = ports();
+    const k = turn++ % Math.max(1, list.length);
+    return [...list.slice(k), ...list.slice(0, k)];
+  };
+}
+
 export function ack(socket: Socket, event: string, ...args: string[]): Promise<unknown> {
   return socket.timeout(5000).emitWithAck(event, ...args);
 }
