@@ -14,7 +14,7 @@ import { newKeyPrefix, sidOf, SITE, startBackend, startHost, USERS, type Cluster
 import { frontProxy, roundRobin } from './recovery-support';
 
 const CLIENTS = 200;
-const TTL_MS = 4000;
+const TTL_MS = 6000;
 
 test(`${CLIENTS} clients with ${USERS.length} credentials reconnecting at once: one get_user_info per credential per auth-cache TTL, cluster-wide`, async (t) => {
   const scope = withScope(t);
