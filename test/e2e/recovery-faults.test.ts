@@ -6,7 +6,19 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { assertNotReceived, barrierPublish, pollUntil, publishRedis, startRedis, withScope } from '../harness';
-import { DOCNAME, DOCTYPE, newKeyPrefix, sidOf, SITE, startBackend, startHost, USERS, userRoom, waitSpread } from './cluster-support';
+import {
+  DOCNAME,
+  DOCTYPE,
+  newKeyPrefix,
+  roomMembersPerWorker,
+  sidOf,
+  SITE,
+  startBackend,
+  startHost,
+  USERS,
+  userRoom,
+  waitSpread,
+} from './cluster-support';
 import { ack, assertInOrder, frontProxy, recoveringClient, RoomSequence } from './recovery-support';
 
 const DOC_ROOM = `doc:${DOCTYPE}/${DOCNAME}`;
@@ -40,7 +52,15 @@ test('a host SIGKILLed under steady load: its clients come back on the survivor,
   for (const c of clients) {
     assert.equal(c.socket.recovered, true, `${c.user} recovered`);
     await assertInOrder(c.rec, last, c.user);
+    assert.equal(c.rec.count('rtg_missed_updates'), 0, `${c.user} was not told it missed updates`);
   }
+  // On the survivor, with the room they joined on the dead host (no re-subscribe: the client code above never sends one).
+  const inDoc = new Set((await roomMembersPerWorker(b, DOC_ROOM)).flat().map((m) => m.id));
+  assert.deepEqual(
+    clients.filter((c) => !inDoc.has(c.socket.id as string)).map((c) => c.user),
+    [],
+    `every client is in ${DOC_ROOM} on the survivor`,
+  );
 });
 
 test("a worker's subscriber connection killed: the gap is read from history and its connected clients lose nothing", async (t) => {
