@@ -110,9 +110,17 @@ test('Redis restarted without persistence: connected clients are told, a reconne
   await Promise.all([stays, leaves].map((c) => c.rec.waitFor('doc_update', undefined, 5000)));
 
   const away = new Promise<void>((r) => leaves.socket.once('disconnect', () => r()));
+  const leftId = leaves.socket.id;
   open = false;
   (leaves.socket.io.engine as unknown as { close(): void }).close();
   await away;
+  // The worker has seen the disconnect (and sent the session save it makes then): a save still to come
+  // would land in the new, empty Redis and outlive the history ('history_lost' instead of 'expired').
+  await pollUntil(async () => ((await roomMembersPerWorker(host, 'website')).flat().some((m) => m.id === leftId) ? undefined : true), {
+    timeoutMs: 5000,
+    intervalMs: 20,
+    description: 'the worker to see the disconnect',
+  });
   await redis.restart();
   assert.deepEqual(await stays.rec.waitFor('rtg_missed_updates', undefined, 15_000), { reason: 'history_lost' });
 
