@@ -1,4 +1,5 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Redis, Cluster } from 'ioredis';
 import type { GatewayConfig } from '../config';
 import type { Metrics } from '../metrics/metrics';
@@ -28,6 +29,11 @@ export type PermissionFlavour = 'v15' | 'v16';
 
 const API = '/api/method/frappe.realtime.';
 const LOCAL_CACHE_MAX = 10_000;
+/** How often a process waiting for another's backend answer looks at the shared cache. */
+const LOCK_POLL_MS = 20;
+/** A lock outlives the backend timeout by this much (queueing before the request). */
+const LOCK_SLACK_MS = 1000;
+const RELEASE_LOCK = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
 /** Backends are per Origin when none is configured: bound the breakers kept. */
 const BREAKERS_MAX = 256;
 
@@ -70,7 +76,9 @@ export interface BackendOptions {
 /**
  * Calls to the Frappe web server. Answers are cached for `cacheTtlMs` per
  * (site, credential, question), in process and in Redis, and concurrent
- * identical questions share one request.
+ * identical questions share one request: in the process (`inflight`) and,
+ * with Redis, across the cluster (a lock per question, `sharedFlight`), so
+ * a reconnect storm asks the backend once per credential per TTL.
  */
 /** The backend client as the configuration describes it (both process roles use this). */
 export function backendFromConfig(
@@ -312,27 +320,10 @@ export class FrappeBackend {
     }
     const pending = this.inflight.get(key);
     if (pending) return { value: await pending, cached: true };
-    const p = (async (): Promise<{ value: string; cached: boolean; leftMs?: number }> => {
-      const redis = ttl > 0 ? this.opts.redis : undefined;
-      if (redis) {
-        try {
-          const k = redis.keys.authCache(key);
-          const [v, left] = await Promise.all([redis.client.get(k), redis.client.pttl(k)]);
-          // Kept here only for what is left of the shared entry's TTL: never
-          // longer than the TTL after the backend answered.
-          if (v !== null) return { value: v, cached: true, leftMs: left > 0 ? Math.min(left, ttl) : 0 };
-        } catch (err) {
-          this.opts.log.debug({ err: errorMessage(err) }, 'auth cache read failed');
-        }
-      }
-      const value = await load();
-      if (redis) {
-        redis.client.set(redis.keys.authCache(key), value, 'PX', ttl).catch((err: unknown) => {
-          this.opts.log.debug({ err: errorMessage(err) }, 'auth cache write failed');
-        });
-      }
-      return { value, cached: false };
-    })();
+    const redis = ttl > 0 ? this.opts.redis : undefined;
+    const p: Promise<{ value: string; cached: boolean; leftMs?: number }> = redis
+      ? this.sharedFlight(redis, key, load)
+      : load().then((value) => ({ value, cached: false }));
     const shared = p.then((r) => r.value);
     this.inflight.set(key, shared);
     shared.catch(() => undefined);
@@ -342,6 +333,60 @@ export class FrappeBackend {
       return { value: r.value, cached: r.cached };
     } finally {
       this.inflight.delete(key);
+    }
+  }
+
+  /**
+   * The shared cache with a cluster-wide single flight: on a miss, the
+   * process that takes the key's lock asks the backend and writes the
+   * answer; the others poll the cache until it is there (or the lock is
+   * released without one: then the next one takes it), for at most the
+   * backend timeout, after which they ask themselves. A Redis error skips
+   * the shared cache (each process then asks once, through `inflight`).
+   */
+  private async sharedFlight(
+    redis: NonNullable<BackendOptions['redis']>,
+    key: string,
+    load: () => Promise<string>,
+  ): Promise<{ value: string; cached: boolean; leftMs?: number }> {
+    const ttl = this.opts.cacheTtlMs;
+    const cacheKey = redis.keys.authCache(key);
+    const lockKey = redis.keys.authLock(key);
+    const token = randomBytes(9).toString('base64url');
+    const deadline = Date.now() + this.opts.timeoutMs;
+    const read = async (): Promise<{ value: string; cached: true; leftMs: number } | null> => {
+      const [v, left] = await Promise.all([redis.client.get(cacheKey), redis.client.pttl(cacheKey)]);
+      // Kept here only for what is left of the shared entry's TTL: never
+      // longer than the TTL after the backend answered.
+      return v === null ? null : { value: v, cached: true, leftMs: left > 0 ? Math.min(left, ttl) : 0 };
+    };
+    let locked = false;
+    try {
+      try {
+        for (;;) {
+          const hit = await read();
+          if (hit) return hit;
+          locked = (await redis.client.set(lockKey, token, 'PX', this.opts.timeoutMs + LOCK_SLACK_MS, 'NX')) === 'OK';
+          if (locked) {
+            // The previous holder may have written its answer and let go between our read and our lock.
+            const late = await read();
+            if (late) return late;
+            break;
+          }
+          if (Date.now() >= deadline) break;
+          await delay(LOCK_POLL_MS);
+        }
+      } catch (err) {
+        this.opts.log.debug({ err: errorMessage(err) }, 'auth cache read failed');
+      }
+      const value = await load();
+      redis.client.set(cacheKey, value, 'PX', ttl).catch((err: unknown) => {
+        this.opts.log.debug({ err: errorMessage(err) }, 'auth cache write failed');
+      });
+      return { value, cached: false };
+    } finally {
+      // After the write (same connection and slot, in order); only our own lock (it may have expired and been taken).
+      if (locked) redis.client.eval(RELEASE_LOCK, 1, lockKey, token).catch(() => undefined);
     }
   }
 

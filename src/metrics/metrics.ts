@@ -294,6 +294,11 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       help: 'Missed events a recovered client received from history',
       registers: r,
     }),
+    recoveryLiveDuplicates: new Counter({
+      name: 'gateway_recovery_live_duplicates_total',
+      help: 'Live copies of events a replay had already written, arriving after it (dropped; recovery/replay-gate.ts)',
+      registers: r,
+    }),
     gapEvents: new Counter({
       name: 'gateway_history_gap_events_total',
       help: "Events a worker read from history after its subscriber connection came back (its clients' gap)",

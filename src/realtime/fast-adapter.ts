@@ -262,7 +262,7 @@ export function deliverPreEncoded(
   if (!fastPath) {
     // socket.io's own path: decode, then the in-memory adapter's broadcast.
     const except = new Set<string>();
-    if (gate) h.apply({ rooms, except: new Set() }, (s) => gate.offer(s.id, packet, offset) && except.add(s.id));
+    if (gate) h.apply({ rooms, except: new Set() }, (s) => offerToGate(gate, s.id, packet, offset, metrics) && except.add(s.id));
     const data = JSON.parse(packet.slice(packet.indexOf(',') + 1)) as unknown[];
     Adapter.prototype.broadcast.call(nsp.adapter, { type: 2, data, nsp: nsp.name }, { rooms, except, flags: {} });
     return;
@@ -273,10 +273,17 @@ export function deliverPreEncoded(
   const encoded = h._encode(pre, packetOpts);
   const frame = packetOpts.wsPreEncodedFrame;
   h.apply({ rooms, except: new Set(), flags: {} }, (socket) => {
-    if (gate && gate.offer(socket.id, packet, offset)) return;
+    if (gate && offerToGate(gate, socket.id, packet, offset, metrics)) return;
     if (room !== null && metrics !== null && conflateIfBackedUp(socket, room, encoded, packetOpts, metrics)) return;
     if (frame === undefined || !writeFrameDirect(socket, frame)) {
       writeToEngine(socket, encoded, packetOpts);
     }
   });
+}
+
+/** True when the gate took the packet (held during a replay, or a live copy of what the replay wrote: counted, dropped). */
+function offerToGate(gate: ReplayGate, sid: string, packet: string, offset: string | null, metrics: Metrics | null): boolean {
+  const r = gate.offerLive(sid, packet, offset);
+  if (r === 'duplicate') metrics?.recoveryLiveDuplicates.inc();
+  return r !== 'write';
 }

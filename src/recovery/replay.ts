@@ -33,7 +33,8 @@ function write(socket: Socket, packet: string, fastPath: boolean): void {
 
 /** Writes what was held for the socket, minus what `covered` (the last history id read) already includes. */
 function releaseHeld(socket: Socket, src: ReplaySource, covered: string | null, metrics: Metrics): void {
-  const { held, dropped } = src.gate.release(socket.id);
+  // A socket gone meanwhile keeps no floor (its disconnect already cleared the gate).
+  const { held, dropped } = src.gate.release(socket.id, socket.connected ? covered : null);
   if (dropped > 0) {
     metrics.eventsDropped.inc({ reason: 'replay_overflow' }, dropped);
     socket.emit(MISSED_EVENT, { reason: 'overflow' });

@@ -251,7 +251,7 @@ export class SessionKeeper {
     }
     this.markDirty(socket);
     socket.on('disconnect', (reason: string) => {
-      replay?.gate.release(socket.id);
+      replay?.gate.forget(socket.id);
       this.live.delete(socket.id);
       this.dirty.delete(socket.id);
       // Recoverable disconnects are persisted by socket.io (persistSession).

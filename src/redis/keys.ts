@@ -35,6 +35,8 @@ export interface Keys {
   workerAlive(workerId: string): string;
   /** Cached get_user_info answers. */
   authCache(digest: string): string;
+  /** Lock of one get_user_info/permission question: the process holding it asks the backend, the others wait for its answer. */
+  authLock(digest: string): string;
   /** A client's recoverable session (rooms, user, open documents), by its private session id. */
   session(pid: string): string;
   /** Counter: connections of one user of one site, cluster-wide (GATEWAY_MAX_CONNECTIONS_PER_USER). */
@@ -60,7 +62,9 @@ export function createKeys(prefix: string): Keys {
     presenceDoc: (site, doctype, docname) => `${p}presence:${site}:${doctype}/${docname}`,
     presenceIndex: (workerId) => `${p}presence-index:${workerId}`,
     workerAlive: (workerId) => `${p}alive:${workerId}`,
-    authCache: (digest) => `${p}auth:${digest}`,
+    // One hash slot per question: the answer is written before the lock is released, on one connection.
+    authCache: (digest) => `${p}auth:{${digest}}`,
+    authLock: (digest) => `${p}auth:{${digest}}:lock`,
     session: (pid) => `${p}session:${pid}`,
     userConnections: (site, user) => `${p}conns:${site}:${user}`,
     ipConnections: (ip) => `${p}conns-ip:${ip}`,

@@ -78,6 +78,9 @@ export interface HostOptions {
   redisUrl?: string;
   env?: Record<string, string | undefined>;
   workers?: number;
+  /** Fixed ports: a host restarted on its address (default: free ports). */
+  port?: number;
+  opsPort?: number;
 }
 
 /** One host of the cluster, ready, with every worker registered (its /api/v1/cluster lists `workers` nodeIds). */
@@ -91,6 +94,8 @@ export async function startHost(o: HostOptions): Promise<GatewayHandle> {
     env: { ...FAST_LEASE_ENV, ...o.env },
   };
   if (o.redisUrl !== undefined) options.redisUrl = o.redisUrl;
+  if (o.port !== undefined) options.port = o.port;
+  if (o.opsPort !== undefined) options.opsPort = o.opsPort;
   const gw = await startGateway(options);
   await waitWorkersUp(gw, o.workers ?? 2);
   return gw;

@@ -6,7 +6,19 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { assertNotReceived, barrierPublish, pollUntil, publishRedis, startRedis, withScope } from '../harness';
-import { DOCNAME, DOCTYPE, newKeyPrefix, sidOf, SITE, startBackend, startHost, USERS, userRoom, waitSpread } from './cluster-support';
+import {
+  DOCNAME,
+  DOCTYPE,
+  newKeyPrefix,
+  roomMembersPerWorker,
+  sidOf,
+  SITE,
+  startBackend,
+  startHost,
+  USERS,
+  userRoom,
+  waitSpread,
+} from './cluster-support';
 import { ack, assertInOrder, frontProxy, recoveringClient, RoomSequence } from './recovery-support';
 
 const DOC_ROOM = `doc:${DOCTYPE}/${DOCNAME}`;
@@ -40,7 +52,15 @@ test('a host SIGKILLed under steady load: its clients come back on the survivor,
   for (const c of clients) {
     assert.equal(c.socket.recovered, true, `${c.user} recovered`);
     await assertInOrder(c.rec, last, c.user);
+    assert.equal(c.rec.count('rtg_missed_updates'), 0, `${c.user} was not told it missed updates`);
   }
+  // On the survivor, with the room they joined on the dead host (no re-subscribe: the client code above never sends one).
+  const inDoc = new Set((await roomMembersPerWorker(b, DOC_ROOM)).flat().map((m) => m.id));
+  assert.deepEqual(
+    clients.filter((c) => !inDoc.has(c.socket.id as string)).map((c) => c.user),
+    [],
+    `every client is in ${DOC_ROOM} on the survivor`,
+  );
 });
 
 test("a worker's subscriber connection killed: the gap is read from history and its connected clients lose nothing", async (t) => {
@@ -90,9 +110,17 @@ test('Redis restarted without persistence: connected clients are told, a reconne
   await Promise.all([stays, leaves].map((c) => c.rec.waitFor('doc_update', undefined, 5000)));
 
   const away = new Promise<void>((r) => leaves.socket.once('disconnect', () => r()));
+  const leftId = leaves.socket.id;
   open = false;
   (leaves.socket.io.engine as unknown as { close(): void }).close();
   await away;
+  // The worker has seen the disconnect (and sent the session save it makes then): a save still to come
+  // would land in the new, empty Redis and outlive the history ('history_lost' instead of 'expired').
+  await pollUntil(async () => ((await roomMembersPerWorker(host, 'website')).flat().some((m) => m.id === leftId) ? undefined : true), {
+    timeoutMs: 5000,
+    intervalMs: 20,
+    description: 'the worker to see the disconnect',
+  });
   await redis.restart();
   assert.deepEqual(await stays.rec.waitFor('rtg_missed_updates', undefined, 15_000), { reason: 'history_lost' });
 

@@ -6,26 +6,21 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { startRedis, withScope, type Socket } from '../harness';
-import { DOCNAME, DOCTYPE, newKeyPrefix, sidOf, startBackend, startHost, USERS, userRoom } from './cluster-support';
-import { ack, assertInOrder, busyWorkerPid, frontProxy, reconnected, recoveringClient, RoomSequence } from './recovery-support';
+import { startRedis, withScope } from '../harness';
+import { newKeyPrefix, sidOf, startBackend, startHost, USERS, userRoom } from './cluster-support';
+import {
+  assertInOrder,
+  busyWorkerPid,
+  frontProxy,
+  reconnected,
+  recoveringClient,
+  RoomSequence,
+  subscribeAll,
+  SUBSCRIBED_ROOMS,
+} from './recovery-support';
 
 const USER = USERS[0];
-const TASK = 'task-7';
-const ROOMS = [
-  `doc:${DOCTYPE}/${DOCNAME}`,
-  `doctype:${DOCTYPE}`,
-  `open_doc:${DOCTYPE}/${DOCNAME}`,
-  `task_progress:${TASK}`,
-  userRoom(USER),
-];
-
-async function subscribeAll(socket: Socket): Promise<void> {
-  assert.equal(await ack(socket, 'doc_subscribe', DOCTYPE, DOCNAME), true);
-  assert.equal(await ack(socket, 'doctype_subscribe', DOCTYPE), true);
-  assert.equal(await ack(socket, 'doc_open', DOCTYPE, DOCNAME), true);
-  assert.equal(await ack(socket, 'task_subscribe', TASK), true);
-}
+const ROOMS = [...SUBSCRIBED_ROOMS, userRoom(USER)];
 
 async function twoHosts(t: import('node:test').TestContext) {
   const scope = withScope(t);

@@ -18,7 +18,7 @@ import {
   type Scope,
   type Socket,
 } from '../harness';
-import { SITE } from './cluster-support';
+import { DOCNAME, DOCTYPE, SITE } from './cluster-support';
 
 /** A TCP front that sends each new connection to the first upstream that accepts it; none = refused. */
 export async function frontProxy(scope: Scope, upstreams: () => number[]): Promise<number> {
@@ -58,8 +58,34 @@ export async function frontProxy(scope: Scope, upstreams: () => number[]): Promi
   return port;
 }
 
+/** Upstream order for `frontProxy`: round robin over `ports()` (a refused one falls through to the next). */
+export function roundRobin(ports: () => number[]): () => number[] {
+  let turn = 0;
+  return () => {
+    const list = ports();
+    const k = turn++ % Math.max(1, list.length);
+    return [...list.slice(k), ...list.slice(0, k)];
+  };
+}
+
 export function ack(socket: Socket, event: string, ...args: string[]): Promise<unknown> {
   return socket.timeout(5000).emitWithAck(event, ...args);
+}
+
+export const TASK = 'task-7';
+/** The rooms a Frappe page subscribes to (doc, doctype, open doc, task progress), once each by `subscribeAll`. */
+export const SUBSCRIBED_ROOMS = [
+  `doc:${DOCTYPE}/${DOCNAME}`,
+  `doctype:${DOCTYPE}`,
+  `open_doc:${DOCTYPE}/${DOCNAME}`,
+  `task_progress:${TASK}`,
+] as const;
+
+export async function subscribeAll(socket: Socket): Promise<void> {
+  assert.equal(await ack(socket, 'doc_subscribe', DOCTYPE, DOCNAME), true);
+  assert.equal(await ack(socket, 'doctype_subscribe', DOCTYPE), true);
+  assert.equal(await ack(socket, 'doc_open', DOCTYPE, DOCNAME), true);
+  assert.equal(await ack(socket, 'task_subscribe', TASK), true);
 }
 
 /** The socket's next `connect` after a disconnect (the manager's `reconnect` fires before the namespace CONNECT). */
@@ -132,11 +158,16 @@ export class RoomSequence {
     this.timer = null;
   }
 
-  /** Stops; resolves the last seq once every publish was acknowledged. */
-  async stop(): Promise<number> {
+  /**
+   * Stops; resolves the last seq once every publish was answered. A failed
+   * publish throws, unless `allowFailures` (Redis was down: the caller takes
+   * what reached the gateway from the history stream).
+   */
+  async stop(options: { allowFailures?: boolean } = {}): Promise<number> {
     this.close();
     await Promise.all([...this.inflight]);
-    if (this.errors.length > 0) throw new Error(`${this.errors.length} publishes failed: ${String(this.errors[0])}`);
+    if (this.errors.length > 0 && options.allowFailures !== true)
+      throw new Error(`${this.errors.length} publishes failed: ${String(this.errors[0])}`);
     return this.published;
   }
 
@@ -151,15 +182,22 @@ export class RoomSequence {
   }
 }
 
-/** Every seq of 1..last exactly once and in order (the replay's promise), else a readable failure. */
-export async function assertInOrder(rec: EventRecorder, last: number, what: string, timeoutMs = 15_000): Promise<void> {
-  await rec.waitForCount(REPLAY_EVENT, last, undefined, timeoutMs).catch(() => undefined);
+/**
+ * Every seq of 1..last exactly once and in order (the replay's promise), or
+ * of the list `expected`, in its order (the history stream's: a publisher
+ * retrying after an outage can reach Redis out of seq order), else a
+ * readable failure.
+ */
+export async function assertInOrder(rec: EventRecorder, last: number | readonly number[], what: string, timeoutMs = 15_000): Promise<void> {
+  const expected = typeof last === 'number' ? Array.from({ length: last }, (_, i) => i + 1) : last;
+  await rec.waitForCount(REPLAY_EVENT, expected.length, undefined, timeoutMs).catch(() => undefined);
   const got = rec.payloads(REPLAY_EVENT).map((p) => (p as { seq: number }).seq);
   const seen = new Set<number>();
   const dup = got.filter((s) => (seen.has(s) ? true : (seen.add(s), false)));
-  const missing: number[] = [];
-  for (let s = 1; s <= last; s++) if (!seen.has(s)) missing.push(s);
-  const outOfOrder = got.findIndex((s, i) => i > 0 && s < (got[i - 1] as number));
+  const missing = expected.filter((s) => !seen.has(s));
+  const rank = new Map(expected.map((s, i) => [s, i]));
+  const at = (s: number | undefined): number => rank.get(s as number) ?? Infinity;
+  const outOfOrder = got.findIndex((s, i) => i > 0 && at(s) < at(got[i - 1]));
   assert.deepEqual(
     {
       missing: missing.slice(0, 20),
@@ -167,11 +205,25 @@ export async function assertInOrder(rec: EventRecorder, last: number, what: stri
       firstOutOfOrder: outOfOrder === -1 ? null : got.slice(outOfOrder - 2, outOfOrder + 3),
     },
     { missing: [], duplicated: [], firstOutOfOrder: null },
-    `${what}: ${got.length} received of ${last}; first received: ${got.slice(0, 30).join(',')}; other events: ${rec.events
+    `${what}: ${got.length} received of ${expected.length}; first received: ${got.slice(0, 30).join(',')}; other events: ${rec.events
       .filter((e) => e.event !== REPLAY_EVENT)
       .map((e) => `${e.event}@${e.at}`)
       .join(' ')}`,
   );
+}
+
+/** The seqs of the sequenced events in the leader's history stream, in stream order: what the gateway accepted. */
+export async function historySeqs(client: Pick<Redis, 'xrange'>, keyPrefix: string): Promise<number[]> {
+  const entries = (await client.xrange(`{${keyPrefix}}:history`, '-', '+')) as [string, string[]][];
+  const out: number[] = [];
+  for (const [, fields] of entries) {
+    let a: string | undefined;
+    for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'a') a = fields[i + 1];
+    if (!a) continue;
+    const [event, message] = JSON.parse(`${a}]`) as [string, { seq?: number }];
+    if (event === REPLAY_EVENT && typeof message.seq === 'number') out.push(message.seq);
+  }
+  return out;
 }
 
 /** The worker pid (on `host`) holding at least one connection, per /api/v1/cluster heartbeats. */

@@ -16,11 +16,13 @@ import { pollUntil, startRedis, uniqueKeyPrefix, withScope } from '../harness';
 
 const ctx: RequestContext = { site: 'site1.local', credential: { kind: 'sid', value: 's1' }, origin: undefined };
 
-async function fakeFrappe(t: { after(fn: () => unknown): void }, status: () => number) {
+async function fakeFrappe(t: { after(fn: () => unknown): void }, status: () => number, latencyMs = 0) {
   const calls = { n: 0 };
   const srv = http.createServer((_req, res) => {
     calls.n++;
-    res.writeHead(status(), { 'content-type': 'application/json' }).end(JSON.stringify({ message: true }));
+    const answer = (): void => void res.writeHead(status(), { 'content-type': 'application/json' }).end(JSON.stringify({ message: true }));
+    if (latencyMs > 0) setTimeout(answer, latencyMs);
+    else answer();
   });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
   t.after(() => new Promise<void>((r) => srv.close(() => r())));
@@ -64,4 +66,27 @@ test('a 5xx from has_permission is an error, not a denial cached for the TTL', a
   await b.canSubscribe(ctx, 'ToDo', 'T-1').catch(() => undefined); // transient backend failure
   status = 200;
   assert.equal(await b.canSubscribe(ctx, 'ToDo', 'T-1'), true, 'a failed check must not be cached');
+});
+
+test('concurrent misses of one question in several processes make one backend call; a failed one lets the next ask', async (t) => {
+  const scope = withScope(t);
+  const redis = await startRedis({ scope });
+  const shared = { client: redis.client(), keys: createKeys(uniqueKeyPrefix()) };
+  let status = 200;
+  const f = await fakeFrappe(t, () => status, 200);
+  const procs = [0, 1, 2].map(() => mk(f.url, 10_000, { client: redis.client(), keys: shared.keys }));
+  const answers = await Promise.all(procs.flatMap((p) => [p.canSubscribe(ctx, 'ToDo', 'T-1'), p.canSubscribe(ctx, 'ToDo', 'T-1')]));
+  assert.deepEqual(answers, [true, true, true, true, true, true]);
+  assert.equal(f.calls.n, 1, 'one call for the whole cluster');
+  assert.deepEqual(await shared.client.keys(`${shared.keys.prefix}:auth:*:lock`), [], 'the lock was released');
+
+  // The holder's call fails (not cached): the waiting processes do not hang, one of them asks next.
+  status = 503;
+  const other = { ...ctx, credential: { kind: 'sid', value: 's2' } as const };
+  const results = await Promise.allSettled(procs.map((p) => p.canSubscribe(other, 'ToDo', 'T-1')));
+  assert.ok(
+    results.every((r) => r.status === 'rejected'),
+    'a 5xx is an error for everyone',
+  );
+  assert.equal(f.calls.n - 1, 3, 'each process asked once, one after the other (a failure is not shared)');
 });
