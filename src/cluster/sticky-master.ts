@@ -39,6 +39,8 @@ export interface StickyMasterOptions {
   /** Called for each connection closed because its request line never came. */
   onRequestLineTimeout?: () => void;
   requestLineTimeoutMs?: number;
+  /** False for a worker that stopped answering: new sessions go to the others while any is responsive. */
+  responsive?: (workerId: number) => boolean;
 }
 
 /** A session id that tells the primary which worker owns it (set as the worker's Engine.IO `generateId`). */
@@ -83,9 +85,18 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
     const owner = id === undefined ? undefined : cluster.workers?.[id];
     // A session of a worker that died is unknown everywhere: any worker answers 400 and the client reconnects.
     if (live(owner)) return owner;
+    // A stopped or stalled worker still has its IPC channel: without this,
+    // a client that gave up on it (ping timeout) could be routed back to it.
+    const responsive = opts.responsive ?? (() => true);
     let best: Worker | undefined;
+    let bestResponsive = false;
     for (const w of Object.values(cluster.workers ?? {})) {
-      if (live(w) && (best === undefined || load(w) < load(best))) best = w;
+      if (!live(w)) continue;
+      const r = responsive(w.id);
+      if (best === undefined || (r && !bestResponsive) || (r === bestResponsive && load(w) < load(best))) {
+        best = w;
+        bestResponsive = r;
+      }
     }
     if (best && id === undefined) pending.set(best.id, (pending.get(best.id) ?? 0) + 1);
     return best;

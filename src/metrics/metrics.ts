@@ -256,6 +256,11 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       registers: r,
     }),
     workersUp: new Gauge({ name: 'gateway_workers_up', help: 'Worker processes running on this host', registers: r }),
+    workersUnresponsive: new Gauge({
+      name: 'gateway_workers_unresponsive',
+      help: 'Workers of this host silent on IPC for 1.5 s or more (stopped, or event loop stalled): new sessions avoid them',
+      registers: r,
+    }),
     workerRestarts: new Counter({
       name: 'gateway_worker_restarts_total',
       help: 'Workers respawned after an unexpected exit',

@@ -153,7 +153,7 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
     },
   });
 
-  const publicServer = createPublicServer(metrics, log);
+  const publicServer = createPublicServer(metrics, log, (id) => supervisor.isResponsive(id));
   const openSockets = new Set<Socket>();
   publicServer.on('connection', (socket: Socket) => {
     openSockets.add(socket);
@@ -278,7 +278,7 @@ function every(name: string, ms: number, fn: () => void): { name: string; start(
  * The public Socket.IO port: sticky routing to the workers. A plain TCP
  * server: the primary reads the request line only and hands the socket over.
  */
-export function createPublicServer(metrics: Metrics, log: Logger): Server {
+export function createPublicServer(metrics: Metrics, log: Logger, responsive?: (workerId: number) => boolean): Server {
   const server = createServer();
   // The sticky balancer routes on the plain-text request line (Engine.IO sid),
   // so TLS has to be terminated in front of the gateway. A TLS ClientHello
@@ -296,6 +296,9 @@ export function createPublicServer(metrics: Metrics, log: Logger): Server {
       socket.destroy();
     });
   });
-  setupStickyMaster(server, { onRequestLineTimeout: () => metrics.connectErrors.inc({ reason: 'request_line_timeout' }) });
+  setupStickyMaster(server, {
+    onRequestLineTimeout: () => metrics.connectErrors.inc({ reason: 'request_line_timeout' }),
+    ...(responsive ? { responsive } : {}),
+  });
   return server;
 }

@@ -23,7 +23,7 @@ import { SocketSecret } from '../redis/socket-secret';
 import { roomReport } from '../realtime/room-report';
 import { drainConnections } from '../realtime/drain';
 import { errorMessage } from '../shared/errors';
-import { asPrimaryMessage, type WorkerToPrimary } from '../cluster/ipc';
+import { asPrimaryMessage, WORKER_ALIVE_INTERVAL_MS, type WorkerToPrimary } from '../cluster/ipc';
 import { Services, createShutdown } from '../shared/lifecycle';
 import type { Logger } from '../shared/logger';
 import { RedisSessionStore } from '../recovery/session-recovery';
@@ -187,6 +187,10 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   };
   const beat = setInterval(status, Math.max(200, Math.floor(config.presenceTtlMs / 3)));
   services.onStop('heartbeat', () => clearInterval(beat));
+  // Tells the primary this event loop runs (see WORKER_UNRESPONSIVE_MS).
+  const alive = setInterval(() => send({ type: 'gw:alive' }), WORKER_ALIVE_INTERVAL_MS);
+  alive.unref();
+  services.onStop('alive', () => clearInterval(alive));
   for (const c of [pub, sub]) c.on('ready', status).on('close', status);
 
   const shutdown = (drainMs: number) =>
