@@ -124,6 +124,12 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       labelNames: ['connection'],
       registers: r,
     }),
+    redisUnanswered: new Gauge({
+      name: 'gateway_redis_commands_unanswered',
+      help: 'Redis commands sent and not answered yet, by connection role (grows while a connection is stalled, e.g. a network partition)',
+      labelNames: ['connection'],
+      registers: r,
+    }),
     adapterTimeouts: new Counter({
       name: 'gateway_adapter_request_timeouts_total',
       help: 'Cluster-wide adapter requests (fetchSockets, serverSideEmit) that timed out waiting for other servers',

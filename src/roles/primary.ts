@@ -55,6 +55,7 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
           refreshRedisUp();
         },
         onCommandError: (role) => metrics.redisCommandErrors.inc({ connection: role }),
+        onUnanswered: (role, n) => metrics.redisUnanswered.set({ connection: role }, n),
       },
       log,
     );

@@ -51,10 +51,16 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   const metrics = createMetrics(registry, { defaults: true });
 
   const onCommandError = (role: string): void => metrics.redisCommandErrors.inc({ connection: role });
-  const pub = createRedisClient(redisCfg, { name: `${nodeId}:pub`, onCommandError }, log);
-  const sub = createRedisClient(redisCfg, { name: `${nodeId}:sub`, subscriber: true, onCommandError }, log);
+  const onUnanswered = (role: string, n: number): void => metrics.redisUnanswered.set({ connection: role }, n);
+  // The command connection stalled (commands without replies): not connected to Redis, whatever its status says.
+  let pubStalled = false;
+  const onPubState = (up: boolean): void => {
+    pubStalled = !up && pub.status === 'ready';
+  };
+  const pub = createRedisClient(redisCfg, { name: `${nodeId}:pub`, onCommandError, onUnanswered, onState: onPubState }, log);
+  const sub = createRedisClient(redisCfg, { name: `${nodeId}:sub`, subscriber: true, onCommandError, onUnanswered }, log);
   // Lookups that must not wait for a Redis outage to end (auth cache, secret).
-  const fast = createRedisClient(redisCfg, { name: `${nodeId}:fast`, failFast: true, onCommandError }, log);
+  const fast = createRedisClient(redisCfg, { name: `${nodeId}:fast`, failFast: true, onCommandError, onUnanswered }, log);
   for (const [name, c] of [
     ['pub', pub],
     ['sub', sub],
@@ -167,7 +173,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   }
 
   const status = (): void => {
-    const redis = pub.status === 'ready' && sub.status === 'ready';
+    const redis = pub.status === 'ready' && sub.status === 'ready' && !pubStalled;
     metrics.redisUp.set(redis ? 1 : 0);
     send({ type: 'gw:status', connections: srv.connectionCount(), redis });
     const namespaces: Record<string, number> = {};

@@ -37,6 +37,12 @@ const BLACKHOLE_MS = 10_000;
  * scheduling slack on a shared 2-core machine.
  */
 const READYZ_503_BOUND_MS = 3000;
+/**
+ * Commands host A (primary + 2 workers) may hold unanswered after the
+ * blackhole: periodic heartbeats and probes, not events (which Redis holds
+ * for its subscribers). Growth is linear in time, a few per second.
+ */
+const UNANSWERED_BOUND = 200;
 
 test('host cut off from Redis (blackhole longer than the lease): the other host takes over without split brain, loses and duplicates nothing; the cut-off host is 503 meanwhile and its clients get every event exactly once after heal', async (t) => {
   const scope = withScope(t);
@@ -95,6 +101,10 @@ test('host cut off from Redis (blackhole longer than the lease): the other host 
   const metricsWhileCut = await hostA.metrics();
   const remaining = BLACKHOLE_MS - (Date.now() - cutAt);
   if (remaining > 0) await new Promise((r) => setTimeout(r, remaining)); // the fault's duration, not a wait for an event
+  // What A holds meanwhile: the commands it sent and got no reply for (a
+  // few periodic ones per process), and its Redis connections count as down.
+  const unansweredAtHeal = (await hostA.metricValue('gateway_redis_commands_unanswered')) ?? NaN;
+  const redisUpAtHeal = await hostA.metricValue('gateway_redis_up');
   const connectedAtHeal = onA.filter((c) => c.socket.connected).length;
   const seqAtHeal = publisher.published;
   proxy.heal();
@@ -106,6 +116,13 @@ test('host cut off from Redis (blackhole longer than the lease): the other host 
     description: 'host A /readyz to answer 200 after heal',
   });
   const readyAgainMs = Date.now() - healAt;
+  await pollUntil(
+    async () =>
+      (await hostA.metricValue('gateway_redis_commands_unanswered')) === 0 && ((await hostA.metricValue('gateway_redis_up')) ?? 0) > 0
+        ? true
+        : undefined,
+    { timeoutMs: 15_000, intervalMs: 200, description: 'host A: every command answered and gateway_redis_up back after heal' },
+  );
   // A keeps publishing traffic flowing after heal, then everything settles.
   await waitDelivered(clients, seqAtHeal + 200, 20_000);
   const last = await publisher.stop();
@@ -124,6 +141,8 @@ test('host cut off from Redis (blackhole longer than the lease): the other host 
     seqAtHeal,
     last,
     connectedAtHeal,
+    unansweredAtHeal,
+    redisUpAtHeal,
     epochBefore,
     epochAfter: takeover.info.node.epoch,
     leaderAfter: leaderAfter.info.leader,
@@ -144,6 +163,10 @@ test('host cut off from Redis (blackhole longer than the lease): the other host 
   assert.ok(fencedAfter - fencedBefore >= 1, "the batch A sent before the cut reached Redis after B's takeover and was fenced");
   assert.match(metricsWhileCut, /^gateway_leader 0$/m, 'host A is not the leader while cut off');
   assert.ok(pidsA.every(processAlive), 'no process of host A died');
+  // Stall detection (src/redis/connect.ts STALL_MS): the connections that look open count as down.
+  assert.equal(redisUpAtHeal, 0, 'gateway_redis_up is 0 on host A while it is cut off');
+  assert.ok(unansweredAtHeal > 0, 'gateway_redis_commands_unanswered shows what waits for Redis');
+  assert.ok(unansweredAtHeal < UNANSWERED_BOUND, `host A queued ${unansweredAtHeal} commands in ${BLACKHOLE_MS} ms (bound ${UNANSWERED_BOUND})`);
   // Every client got every event of its rooms exactly once: B's through the
   // partition, A's after heal (what Redis held for their subscriptions).
   assertExactlyOnce(onB, 1, last, 'client of the host that kept Redis');
