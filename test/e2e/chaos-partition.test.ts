@@ -158,7 +158,10 @@ test('host cut off from Redis (blackhole longer than the lease): the other host 
   assert.equal(notReady['redis'], false);
   assert.match(String(notReady['reason']), /redis unreachable/);
   // No split brain: B leads under a newer epoch, A stepped down and counted it.
-  assert.ok(takeover.info.node.epoch !== null && epochBefore !== null && takeover.info.node.epoch > epochBefore, 'B leads under a newer epoch');
+  assert.ok(
+    takeover.info.node.epoch !== null && epochBefore !== null && takeover.info.node.epoch > epochBefore,
+    'B leads under a newer epoch',
+  );
   assert.ok((transitionsA ?? 0) >= 1, 'host A counted its step-down');
   assert.ok(fencedAfter - fencedBefore >= 1, "the batch A sent before the cut reached Redis after B's takeover and was fenced");
   assert.match(metricsWhileCut, /^gateway_leader 0$/m, 'host A is not the leader while cut off');
@@ -166,7 +169,10 @@ test('host cut off from Redis (blackhole longer than the lease): the other host 
   // Stall detection (src/redis/connect.ts STALL_MS): the connections that look open count as down.
   assert.equal(redisUpAtHeal, 0, 'gateway_redis_up is 0 on host A while it is cut off');
   assert.ok(unansweredAtHeal > 0, 'gateway_redis_commands_unanswered shows what waits for Redis');
-  assert.ok(unansweredAtHeal < UNANSWERED_BOUND, `host A queued ${unansweredAtHeal} commands in ${BLACKHOLE_MS} ms (bound ${UNANSWERED_BOUND})`);
+  assert.ok(
+    unansweredAtHeal < UNANSWERED_BOUND,
+    `host A queued ${unansweredAtHeal} commands in ${BLACKHOLE_MS} ms (bound ${UNANSWERED_BOUND})`,
+  );
   // Every client got every event of its rooms exactly once: B's through the
   // partition, A's after heal (what Redis held for their subscriptions).
   assertExactlyOnce(onB, 1, last, 'client of the host that kept Redis');

@@ -123,7 +123,9 @@ test('SIGSTOP of one worker past the ping timeout: its clients reconnect to the 
   publisher.start();
   await Promise.all(clients.filter((c) => c.rooms.size > 0).map((c) => c.recorder.waitForCount(SEQ_EVENT, 5, undefined, 10_000)));
 
-  const reconnected = onVictim.map((c) => new Promise<number>((r) => c.socket.once('disconnect', () => c.socket.once('connect', () => r(Date.now())))));
+  const reconnected = onVictim.map(
+    (c) => new Promise<number>((r) => c.socket.once('disconnect', () => c.socket.once('connect', () => r(Date.now())))),
+  );
   const stopAt = Date.now();
   process.kill(victimPid, 'SIGSTOP');
   let continued = false;
@@ -136,7 +138,12 @@ test('SIGSTOP of one worker past the ping timeout: its clients reconnect to the 
   t.diagnostic(`scrape while stopped: ${scrape.ms} ms, missing ${String(scrape.missing)}`);
   const readyWhileStopped = await withTimeout(host.readyz(), 10_000, '/readyz while a worker is stopped');
   // Its clients notice (no ping), reconnect, and are routed to the live worker.
-  const backAt = await withTimeout(Promise.all(reconnected), 30_000, () => `clients of the stopped worker to reconnect: ${onVictim.map((c) => `${c.spec.user} connected=${String(c.socket.connected)} disconnects=${c.disconnects.join('/')}`).join('; ')}`);
+  const backAt = await withTimeout(
+    Promise.all(reconnected),
+    30_000,
+    () =>
+      `clients of the stopped worker to reconnect: ${onVictim.map((c) => `${c.spec.user} connected=${String(c.socket.connected)} disconnects=${c.disconnects.join('/')}`).join('; ')}`,
+  );
   const recoveredMs = Math.max(...backAt) - stopAt;
   // Only the live worker answers the rooms API now: the moved clients must be among its members.
   const answering = await roomMembersPerWorker(host, 'website');
@@ -145,7 +152,11 @@ test('SIGSTOP of one worker past the ping timeout: its clients reconnect to the 
   const idsBefore = presenceBefore;
   const presenceWhileStopped = await redis.client().hgetall(`${keyPrefix}:presence:${SITE}:${DOCTYPE}/${PRESENCE_DOC}`);
   const seqWhileStopped = publisher.published;
-  await waitDelivered(clients.filter((c) => c.rooms.size > 0), seqWhileStopped, 15_000);
+  await waitDelivered(
+    clients.filter((c) => c.rooms.size > 0),
+    seqWhileStopped,
+    15_000,
+  );
 
   process.kill(victimPid, 'SIGCONT');
   continued = true;
