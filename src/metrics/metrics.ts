@@ -356,6 +356,7 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
   zero(m.disconnects, 'reason', KNOWN_LABELS.disconnectReasons);
   zero(m.connectionsByTransport, 'transport', KNOWN_LABELS.transports);
   zero(m.redisCommandErrors, 'connection', KNOWN_LABELS.redisConnections);
+  zero(m.redisUnanswered, 'connection', KNOWN_LABELS.redisConnections);
   zero(m.adapterTimeouts, 'request', KNOWN_LABELS.adapterRequests);
   return m;
 }
