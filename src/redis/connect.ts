@@ -221,12 +221,14 @@ function watchConnection(client: RedisClient, cfg: RedisConfig, opts: ClientOpti
     };
     const check = setInterval(() => {
       opts.onUnanswered?.(role, unanswered);
-      if (stalled || unanswered === 0 || Date.now() - progressAt < STALL_MS) return;
+      // Only a connection that claims to be up can be stalled (while it reconnects, commands wait in the offline queue).
+      if (stalled || unanswered === 0 || client.status !== 'ready' || Date.now() - progressAt < STALL_MS) return;
       stalled = true;
       clog.warn({ unanswered, silentMs: Date.now() - progressAt }, `redis connection stalled: ${unanswered} command(s) without a reply`);
       if (state === 'up') opts.onState?.(false);
     }, STALL_CHECK_MS);
     check.unref();
+    client.on('ready', () => (progressAt = Date.now()));
     client.once('end', () => clearInterval(check));
   }
 }
