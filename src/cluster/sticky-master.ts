@@ -55,6 +55,29 @@ export function workerIdOfRequest(head: string): number | undefined {
   return m?.[1] ? parseInt(m[1], 36) : undefined;
 }
 
+/**
+ * Where a new session goes: the least loaded responsive worker, else the
+ * least loaded one. A stopped or stalled worker still has its IPC channel:
+ * without the preference, a client that gave up on it (ping timeout) could
+ * be routed straight back to it.
+ */
+export function leastLoaded<W extends { id: number }>(
+  workers: readonly W[],
+  load: (w: W) => number,
+  responsive: (id: number) => boolean,
+): W | undefined {
+  let best: W | undefined;
+  let bestResponsive = false;
+  for (const w of workers) {
+    const r = responsive(w.id);
+    if (best === undefined || (r && !bestResponsive) || (r === bestResponsive && load(w) < load(best))) {
+      best = w;
+      bestResponsive = r;
+    }
+  }
+  return best;
+}
+
 export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}): void {
   const headTimeoutMs = opts.requestLineTimeoutMs ?? REQUEST_LINE_TIMEOUT_MS;
   // Open sessions per worker (reported by setupWorker), plus handshakes routed
@@ -85,19 +108,7 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
     const owner = id === undefined ? undefined : cluster.workers?.[id];
     // A session of a worker that died is unknown everywhere: any worker answers 400 and the client reconnects.
     if (live(owner)) return owner;
-    // A stopped or stalled worker still has its IPC channel: without this,
-    // a client that gave up on it (ping timeout) could be routed back to it.
-    const responsive = opts.responsive ?? (() => true);
-    let best: Worker | undefined;
-    let bestResponsive = false;
-    for (const w of Object.values(cluster.workers ?? {})) {
-      if (!live(w)) continue;
-      const r = responsive(w.id);
-      if (best === undefined || (r && !bestResponsive) || (r === bestResponsive && load(w) < load(best))) {
-        best = w;
-        bestResponsive = r;
-      }
-    }
+    const best = leastLoaded(Object.values(cluster.workers ?? {}).filter(live), load, opts.responsive ?? (() => true));
     if (best && id === undefined) pending.set(best.id, (pending.get(best.id) ?? 0) + 1);
     return best;
   };
