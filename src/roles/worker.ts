@@ -54,8 +54,13 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   const onUnanswered = (role: string, n: number): void => metrics.redisUnanswered.set({ connection: role }, n);
   // The command connection stalled (commands without replies): not connected to Redis, whatever its status says.
   let pubStalled = false;
+  let reportStatus: (() => void) | null = null;
   const onPubState = (up: boolean): void => {
-    pubStalled = !up && pub.status === 'ready';
+    const stalled = !up && pub.status === 'ready';
+    if (stalled === pubStalled) return;
+    pubStalled = stalled;
+    // Tell the primary now (readiness), not at the next heartbeat.
+    reportStatus?.();
   };
   const pub = createRedisClient(redisCfg, { name: `${nodeId}:pub`, onCommandError, onUnanswered, onState: onPubState }, log);
   const sub = createRedisClient(redisCfg, { name: `${nodeId}:sub`, subscriber: true, onCommandError, onUnanswered }, log);
@@ -191,6 +196,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
         .catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'heartbeat failed'));
     }
   };
+  reportStatus = status;
   const beat = setInterval(status, Math.max(200, Math.floor(config.presenceTtlMs / 3)));
   services.onStop('heartbeat', () => clearInterval(beat));
   // Tells the primary this event loop runs (see WORKER_UNRESPONSIVE_MS).
