@@ -8,10 +8,19 @@ export type WorkerToPrimary =
   | { readonly type: 'gw:hello'; readonly nodeId: string }
   | { readonly type: 'gw:reply'; readonly id: number; readonly body: unknown }
   | { readonly type: 'gw:status'; readonly connections: number; readonly redis: boolean }
-  | { readonly type: 'gw:drained' };
+  | { readonly type: 'gw:drained' }
+  | { readonly type: 'gw:alive' };
+
+/** A worker says `gw:alive` this often, from its event loop, whatever else it does. */
+export const WORKER_ALIVE_INTERVAL_MS = 250;
+/**
+ * A worker silent for this long is unresponsive (stopped, or its event loop
+ * stalled): new sessions go to the other workers while it is.
+ */
+export const WORKER_UNRESPONSIVE_MS = 1500;
 
 const PRIMARY_TYPES = new Set(['gw:metrics', 'gw:rooms', 'gw:drain']);
-const WORKER_TYPES = new Set(['gw:hello', 'gw:reply', 'gw:status', 'gw:drained']);
+const WORKER_TYPES = new Set(['gw:hello', 'gw:reply', 'gw:status', 'gw:drained', 'gw:alive']);
 
 export function asPrimaryMessage(m: unknown): PrimaryToWorker | null {
   return m !== null && typeof m === 'object' && PRIMARY_TYPES.has((m as { type?: string }).type ?? '') ? (m as PrimaryToWorker) : null;

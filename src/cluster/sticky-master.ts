@@ -47,6 +47,8 @@ export interface StickyMasterOptions {
   admission?: Admission;
   /** Called for each handshake refused by `admission`. */
   onAdmissionRefused?: () => void;
+  /** False for a worker that stopped answering: new sessions go to the others while any is responsive. */
+  responsive?: (workerId: number) => boolean;
 }
 
 /** A session id that tells the primary which worker owns it (set as the worker's Engine.IO `generateId`). */
@@ -59,6 +61,29 @@ export function workerIdOfRequest(head: string): number | undefined {
   const eol = head.indexOf('\r\n');
   const m = SID_RE.exec(eol === -1 ? head : head.slice(0, eol));
   return m?.[1] ? parseInt(m[1], 36) : undefined;
+}
+
+/**
+ * Where a new session goes: the least loaded responsive worker, else the
+ * least loaded one. A stopped or stalled worker still has its IPC channel:
+ * without the preference, a client that gave up on it (ping timeout) could
+ * be routed straight back to it.
+ */
+export function leastLoaded<W extends { id: number }>(
+  workers: readonly W[],
+  load: (w: W) => number,
+  responsive: (id: number) => boolean,
+): W | undefined {
+  let best: W | undefined;
+  let bestResponsive = false;
+  for (const w of workers) {
+    const r = responsive(w.id);
+    if (best === undefined || (r && !bestResponsive) || (r === bestResponsive && load(w) < load(best))) {
+      best = w;
+      bestResponsive = r;
+    }
+  }
+  return best;
 }
 
 export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}): void {
@@ -99,10 +124,7 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
     const owner = id === undefined ? undefined : cluster.workers?.[id];
     // A session of a worker that died is unknown everywhere: any worker answers 400 and the client reconnects.
     if (live(owner)) return owner;
-    let best: Worker | undefined;
-    for (const w of Object.values(cluster.workers ?? {})) {
-      if (live(w) && (best === undefined || load(w) < load(best))) best = w;
-    }
+    const best = leastLoaded(Object.values(cluster.workers ?? {}).filter(live), load, opts.responsive ?? (() => true));
     if (best && id === undefined) pending.set(best.id, (pending.get(best.id) ?? 0) + 1);
     return best;
   };

@@ -1,6 +1,6 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Metrics } from '../metrics/metrics';
-import { asWorkerMessage, type PrimaryToWorker } from './ipc';
+import { asWorkerMessage, WORKER_UNRESPONSIVE_MS, type PrimaryToWorker } from './ipc';
 import { CounterBaseline } from './metrics-baseline';
 import type { Logger } from '../shared/logger';
 
@@ -35,6 +35,10 @@ export interface WorkerInfo {
   connections: number;
   redis: boolean;
   readonly startedAt: number;
+  /** Date.now() of its last IPC message. */
+  lastSeenAt: number;
+  /** False while it has been silent for WORKER_UNRESPONSIVE_MS (after it said hello). */
+  responsive: boolean;
 }
 
 /**
@@ -47,6 +51,7 @@ export class Supervisor {
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; timer: NodeJS.Timeout }>();
   private nextRequest = 1;
   private stopping = false;
+  private watch: NodeJS.Timeout | null = null;
   private readonly exitListeners = new Set<(info: WorkerInfo) => void>();
   /** What dead workers counted, so host counters survive worker restarts. */
   readonly counters = new CounterBaseline();
@@ -66,6 +71,8 @@ export class Supervisor {
       const m = asWorkerMessage(raw);
       const info = this.workers.get(worker.id);
       if (!m || !info) return;
+      info.lastSeenAt = Date.now();
+      if (!info.responsive) this.markResponsive(info, true);
       if (m.type === 'gw:hello') info.nodeId = m.nodeId;
       else if (m.type === 'gw:status') {
         info.connections = m.connections;
@@ -80,6 +87,8 @@ export class Supervisor {
       }
     });
     cluster.on('exit', (worker, code, signal) => this.onExit(worker, code, signal));
+    this.watch = setInterval(() => this.checkResponsive(), Math.floor(WORKER_UNRESPONSIVE_MS / 3));
+    this.watch.unref();
     for (let slot = 0; slot < this.config.workers; slot++) this.fork(slot);
   }
 
@@ -93,6 +102,8 @@ export class Supervisor {
       connections: 0,
       redis: false,
       startedAt: Date.now(),
+      lastSeenAt: Date.now(),
+      responsive: true,
     });
     this.metrics.workersUp.set(this.workers.size);
   }
@@ -102,6 +113,7 @@ export class Supervisor {
     this.workers.delete(worker.id);
     this.counters.retire(worker.id);
     this.metrics.workersUp.set(this.workers.size);
+    this.metrics.workersUnresponsive.set([...this.workers.values()].filter((w) => !w.responsive).length);
     if (!info) return;
     for (const fn of this.exitListeners) fn(info);
     if (this.stopping) return;
@@ -114,6 +126,31 @@ export class Supervisor {
     setTimeout(() => {
       if (!this.stopping) this.fork(info.slot);
     }, backoff).unref();
+  }
+
+  /** A worker that said hello and then nothing for WORKER_UNRESPONSIVE_MS is unresponsive (a booting one is not). */
+  private checkResponsive(): void {
+    const now = Date.now();
+    for (const info of this.workers.values()) {
+      if (info.responsive && info.nodeId !== null && now - info.lastSeenAt >= WORKER_UNRESPONSIVE_MS) this.markResponsive(info, false);
+    }
+  }
+
+  private markResponsive(info: WorkerInfo, responsive: boolean): void {
+    info.responsive = responsive;
+    this.metrics.workersUnresponsive.set([...this.workers.values()].filter((w) => !w.responsive).length);
+    if (responsive) this.log.info({ worker: info.id, pid: info.pid }, 'worker responsive again');
+    else {
+      this.log.warn(
+        { worker: info.id, pid: info.pid, silentMs: Date.now() - info.lastSeenAt },
+        'worker unresponsive (stopped or event loop stalled): new sessions go to the other workers',
+      );
+    }
+  }
+
+  /** False for a worker that stopped answering (see `checkResponsive`); true for unknown ids. */
+  isResponsive(id: number): boolean {
+    return this.workers.get(id)?.responsive ?? true;
   }
 
   list(): WorkerInfo[] {
@@ -163,6 +200,7 @@ export class Supervisor {
   /** Tells every worker to drain and resolves when all have exited (or the deadline passes). */
   async drain(drainMs: number, deadlineMs: number): Promise<void> {
     this.stopping = true;
+    if (this.watch) clearInterval(this.watch);
     const alive = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && !w.isDead());
     await Promise.all(
       alive.map(

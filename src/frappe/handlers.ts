@@ -175,9 +175,13 @@ function buildHandlers(deps: HandlerDeps): SharedHandlers {
   on('doc_open', 2, async (socket, ctx, doctype, docname) => {
     const data = socket.data as SocketData;
     const room = openDocRoom(doctype, docname);
-    if (!(await joinIfAllowed(socket, ctx, room, doctype, docname))) return false;
+    if (!(await allowed(ctx, doctype, docname)) || !socket.connected) return false;
+    // Recorded before the join: joining saves the recoverable session (at
+    // once, before the room's subscription is confirmed), and a session saved
+    // without the document would be recovered elsewhere without its presence.
     data.openDocs ??= new Map();
     data.openDocs.set(room, { doctype, docname });
+    await join(socket, [room]);
     const ref = { site: data.site, doctype, docname };
     const users = await presence.open(ref, socket.id, data.user);
     if (!socket.connected) {

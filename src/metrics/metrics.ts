@@ -135,6 +135,12 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       labelNames: ['connection'],
       registers: r,
     }),
+    redisUnanswered: new Gauge({
+      name: 'gateway_redis_commands_unanswered',
+      help: 'Redis commands sent and not answered yet, by connection role (grows while a connection is stalled, e.g. a network partition)',
+      labelNames: ['connection'],
+      registers: r,
+    }),
     adapterTimeouts: new Counter({
       name: 'gateway_adapter_request_timeouts_total',
       help: 'Cluster-wide adapter requests (fetchSockets, serverSideEmit) that timed out waiting for other servers',
@@ -267,6 +273,11 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       registers: r,
     }),
     workersUp: new Gauge({ name: 'gateway_workers_up', help: 'Worker processes running on this host', registers: r }),
+    workersUnresponsive: new Gauge({
+      name: 'gateway_workers_unresponsive',
+      help: 'Workers of this host silent on IPC for 1.5 s or more (stopped, or event loop stalled): new sessions avoid them',
+      registers: r,
+    }),
     workerRestarts: new Counter({
       name: 'gateway_worker_restarts_total',
       help: 'Workers respawned after an unexpected exit',
@@ -366,6 +377,7 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
   zero(m.disconnects, 'reason', KNOWN_LABELS.disconnectReasons);
   zero(m.connectionsByTransport, 'transport', KNOWN_LABELS.transports);
   zero(m.redisCommandErrors, 'connection', KNOWN_LABELS.redisConnections);
+  zero(m.redisUnanswered, 'connection', KNOWN_LABELS.redisConnections);
   zero(m.adapterTimeouts, 'request', KNOWN_LABELS.adapterRequests);
   return m;
 }

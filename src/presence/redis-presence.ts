@@ -6,6 +6,11 @@ type Client = Redis | Cluster;
 
 // A field of the per-document hash that holds the opening counter, not a socket.
 const SEQ_FIELD = '__seq';
+/** HDEL of a socket's entry only when ARGV[2] (`<TAB>worker<TAB>`) wrote it. */
+const CLOSE_OWN = `
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and string.find(v, ARGV[2], 1, true) then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0`;
 
 interface Entry {
   readonly seq: number;
@@ -125,16 +130,23 @@ export class RedisPresence implements PresenceStore {
     }
     local.add(socketId);
     const existing = await this.client.hget(key, socketId);
-    if (existing === null) {
+    const entry = existing === null ? null : decodeEntry(existing);
+    if (entry === null) {
       const seq = await this.client.hincrby(key, SEQ_FIELD, 1);
       await this.client.hset(key, socketId, encodeEntry(seq, this.workerId, user));
+    } else if (entry.worker !== this.workerId) {
+      // A recovered session keeps its socket id: the entry its old worker
+      // wrote becomes ours (same place in the order), so that worker's late
+      // cleanup (it was stopped, or stalled) cannot remove it.
+      await this.client.hset(key, socketId, encodeEntry(entry.seq, this.workerId, user));
     }
     return this.users(key);
   }
 
   async close(ref: DocRef, socketId: string): Promise<string[]> {
     const key = this.keys.presenceDoc(ref.site, ref.doctype, ref.docname);
-    await this.client.hdel(key, socketId);
+    // Only our own entry: the socket may live on another worker by now (see `open`).
+    await this.client.eval(CLOSE_OWN, 1, key, socketId, `\t${this.workerId}\t`);
     const local = this.localOpen.get(key);
     if (local?.delete(socketId) && local.size === 0) {
       this.localOpen.delete(key);

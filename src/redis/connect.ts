@@ -20,7 +20,19 @@ export interface ClientOptions {
   readonly onState?: (up: boolean) => void;
   /** Called once per command Redis or the client rejected. */
   readonly onCommandError?: (role: string) => void;
+  /** Called every STALL_CHECK_MS with the commands sent on this connection and not answered yet. */
+  readonly onUnanswered?: (role: string, count: number) => void;
 }
+
+/**
+ * A connection with commands in flight and no reply for this long is
+ * stalled: the TCP connection looks open but nothing comes back (a network
+ * partition, a frozen Redis). It counts as down (gateway_redis_up, readiness)
+ * until a reply arrives; ioredis keeps it and the commands, which Redis runs
+ * if the link comes back before TCP gives up.
+ */
+export const STALL_MS = 3000;
+const STALL_CHECK_MS = 1000;
 
 /** While a connection stays down, one reminder line per this period (not one per retry). */
 export const STILL_DOWN_LOG_MS = 60_000;
@@ -182,7 +194,23 @@ function watchConnection(client: RedisClient, cfg: RedisConfig, opts: ClientOpti
     const onError = opts.onCommandError;
     const c = client as unknown as { sendCommand: (cmd: Command, ...rest: unknown[]) => unknown };
     const send = c.sendCommand.bind(client);
+    // Commands in flight, and when the last one settled (or the first was sent after none was in flight).
+    let unanswered = 0;
+    let progressAt = Date.now();
+    let stalled = false;
+    const settled = (): void => {
+      unanswered--;
+      progressAt = Date.now();
+      if (stalled) {
+        stalled = false;
+        clog.warn('redis connection answers again');
+        if (state === 'up') opts.onState?.(true);
+      }
+    };
     c.sendCommand = (cmd: Command, ...rest: unknown[]) => {
+      if (unanswered === 0) progressAt = Date.now();
+      unanswered++;
+      cmd.promise.then(settled, settled);
       // ioredis' own CLIENT SETINFO on connect fails on Redis < 7.2 and is ignored by ioredis: not an error of ours.
       if (cmd.name === 'client' && String(cmd.args[0]).toUpperCase() === 'SETINFO') return send(cmd, ...rest);
       cmd.promise.catch((err: unknown) => {
@@ -191,6 +219,17 @@ function watchConnection(client: RedisClient, cfg: RedisConfig, opts: ClientOpti
       });
       return send(cmd, ...rest);
     };
+    const check = setInterval(() => {
+      opts.onUnanswered?.(role, unanswered);
+      // Only a connection that claims to be up can be stalled (while it reconnects, commands wait in the offline queue).
+      if (stalled || unanswered === 0 || client.status !== 'ready' || Date.now() - progressAt < STALL_MS) return;
+      stalled = true;
+      clog.warn({ unanswered, silentMs: Date.now() - progressAt }, `redis connection stalled: ${unanswered} command(s) without a reply`);
+      if (state === 'up') opts.onState?.(false);
+    }, STALL_CHECK_MS);
+    check.unref();
+    client.on('ready', () => (progressAt = Date.now()));
+    client.once('end', () => clearInterval(check));
   }
 }
 

@@ -43,7 +43,10 @@ export async function primaryReadiness(d: PrimaryHealthDeps): Promise<Readiness>
   // host can serve; requiring all would take a host out of rotation while
   // one respawned worker connects, so the count is reported instead.
   const workersRedis = d.supervisor.list().filter((w) => w.nodeId !== null && w.redis).length;
-  const ready = redis && workersRedis > 0 && !draining;
+  // A stopped or stalled worker keeps its Redis flag: only responsive ones can serve.
+  const workersServing = d.supervisor.list().filter((w) => w.nodeId !== null && w.redis && w.responsive).length;
+  const workersUnresponsive = d.supervisor.list().filter((w) => !w.responsive).length;
+  const ready = redis && workersServing > 0 && !draining;
   const reason = draining
     ? 'draining'
     : !redis
@@ -52,7 +55,9 @@ export async function primaryReadiness(d: PrimaryHealthDeps): Promise<Readiness>
         ? 'no worker is up'
         : workersRedis === 0
           ? 'no worker is connected to redis yet'
-          : undefined;
+          : workersServing === 0
+            ? 'no worker is responsive (stopped or event loop stalled)'
+            : undefined;
   return {
     ready,
     checks: {
@@ -60,6 +65,7 @@ export async function primaryReadiness(d: PrimaryHealthDeps): Promise<Readiness>
       redis,
       workersUp,
       workersRedis,
+      workersUnresponsive,
       workersExpected: d.workersExpected,
       draining,
       leader: d.consumer.state().leader,

@@ -57,6 +57,7 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
           refreshRedisUp();
         },
         onCommandError: (role) => metrics.redisCommandErrors.inc({ connection: role }),
+        onUnanswered: (role, n) => metrics.redisUnanswered.set({ connection: role }, n),
       },
       log,
     );
@@ -161,7 +162,10 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
     },
   });
 
-  const publicServer = createPublicServer(metrics, log, { bucket: admission, config });
+  const publicServer = createPublicServer(metrics, log, {
+    admission: { bucket: admission, config },
+    responsive: (id) => supervisor.isResponsive(id),
+  });
   const openSockets = new Set<Socket>();
   publicServer.on('connection', (socket: Socket) => {
     openSockets.add(socket);
@@ -289,8 +293,13 @@ function every(name: string, ms: number, fn: () => void): { name: string; start(
 export function createPublicServer(
   metrics: Metrics,
   log: Logger,
-  admission?: { bucket: Admission; config: Pick<GatewayConfig, 'admissionRate' | 'admissionBurst' | 'dropLogIntervalMs'> },
+  options: {
+    admission?: { bucket: Admission; config: Pick<GatewayConfig, 'admissionRate' | 'admissionBurst' | 'dropLogIntervalMs'> };
+    /** False for a worker that stopped answering (see the supervisor's WORKER_UNRESPONSIVE_MS). */
+    responsive?: (workerId: number) => boolean;
+  } = {},
 ): Server {
+  const { admission, responsive } = options;
   const server = createServer();
   // The sticky balancer routes on the plain-text request line (Engine.IO sid),
   // so TLS has to be terminated in front of the gateway. A TLS ClientHello
@@ -314,6 +323,7 @@ export function createPublicServer(
     ...(admission
       ? { admission: admission.bucket, onAdmissionRefused: () => admissionRefused(metrics, admissionLog, admission.config) }
       : {}),
+    ...(responsive ? { responsive } : {}),
   });
   return server;
 }

@@ -23,7 +23,7 @@ import { SocketSecret } from '../redis/socket-secret';
 import { roomReport } from '../realtime/room-report';
 import { drainConnections } from '../realtime/drain';
 import { errorMessage } from '../shared/errors';
-import { asPrimaryMessage, type WorkerToPrimary } from '../cluster/ipc';
+import { asPrimaryMessage, WORKER_ALIVE_INTERVAL_MS, type WorkerToPrimary } from '../cluster/ipc';
 import { Services, createShutdown } from '../shared/lifecycle';
 import type { Logger } from '../shared/logger';
 import { RedisSessionStore } from '../recovery/session-recovery';
@@ -52,10 +52,21 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   const metrics = createMetrics(registry, { defaults: true });
 
   const onCommandError = (role: string): void => metrics.redisCommandErrors.inc({ connection: role });
-  const pub = createRedisClient(redisCfg, { name: `${nodeId}:pub`, onCommandError }, log);
-  const sub = createRedisClient(redisCfg, { name: `${nodeId}:sub`, subscriber: true, onCommandError }, log);
+  const onUnanswered = (role: string, n: number): void => metrics.redisUnanswered.set({ connection: role }, n);
+  // The command connection stalled (commands without replies): not connected to Redis, whatever its status says.
+  let pubStalled = false;
+  let reportStatus: (() => void) | null = null;
+  const onPubState = (up: boolean): void => {
+    const stalled = !up && pub.status === 'ready';
+    if (stalled === pubStalled) return;
+    pubStalled = stalled;
+    // Tell the primary now (readiness), not at the next heartbeat.
+    reportStatus?.();
+  };
+  const pub = createRedisClient(redisCfg, { name: `${nodeId}:pub`, onCommandError, onUnanswered, onState: onPubState }, log);
+  const sub = createRedisClient(redisCfg, { name: `${nodeId}:sub`, subscriber: true, onCommandError, onUnanswered }, log);
   // Lookups that must not wait for a Redis outage to end (auth cache, secret).
-  const fast = createRedisClient(redisCfg, { name: `${nodeId}:fast`, failFast: true, onCommandError }, log);
+  const fast = createRedisClient(redisCfg, { name: `${nodeId}:fast`, failFast: true, onCommandError, onUnanswered }, log);
   for (const [name, c] of [
     ['pub', pub],
     ['sub', sub],
@@ -175,7 +186,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
 
   const status = (): void => {
     // fast too: the auth cache and the connection counters fail open without it.
-    const redis = pub.status === 'ready' && sub.status === 'ready' && fast.status === 'ready';
+    const redis = pub.status === 'ready' && sub.status === 'ready' && fast.status === 'ready' && !pubStalled;
     metrics.redisUp.set(redis ? 1 : 0);
     send({ type: 'gw:status', connections: srv.connectionCount(), redis });
     const namespaces: Record<string, number> = {};
@@ -193,8 +204,13 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
         .catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'heartbeat failed'));
     }
   };
+  reportStatus = status;
   const beat = setInterval(status, Math.max(200, Math.floor(config.presenceTtlMs / 3)));
   services.onStop('heartbeat', () => clearInterval(beat));
+  // Tells the primary this event loop runs (see WORKER_UNRESPONSIVE_MS).
+  const alive = setInterval(() => send({ type: 'gw:alive' }), WORKER_ALIVE_INTERVAL_MS);
+  alive.unref();
+  services.onStop('alive', () => clearInterval(alive));
   for (const c of [pub, sub, fast]) c.on('ready', status).on('close', status);
 
   const shutdown = (drainMs: number) =>

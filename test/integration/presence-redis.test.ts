@@ -50,6 +50,22 @@ test('presence in Redis', async (t) => {
     return { keys, liveness, w1: new RedisPresence(client, keys, 'w1', liveness), w2: new RedisPresence(client, keys, 'w2', liveness) };
   }
 
+  await t.test('a socket recovered on another worker keeps its place; its old worker closing it late removes nothing', async () => {
+    const { w1, w2, keys } = await cluster();
+    const d = doc('MOVED-1');
+    const key = keys.presenceDoc(d.site, d.doctype, d.docname);
+    assert.deepEqual(await w1.open(d, 's-a', 'ana'), ['ana']);
+    assert.deepEqual(await w1.open(d, 's-b', 'bo'), ['ana', 'bo']);
+    // s-a recovered on w2 (same socket id), while w1 was stopped.
+    assert.deepEqual(await w2.open(d, 's-a', 'ana'), ['ana', 'bo']);
+    assert.match((await client.hget(key, 's-a')) ?? '', /\tw2\t/);
+    // w1 resumes and sees s-a time out: the entry is w2's now.
+    assert.deepEqual(await w1.close(d, 's-a'), ['ana', 'bo']);
+    assert.deepEqual(await w1.close(d, 's-b'), ['ana']);
+    assert.deepEqual(await w2.close(d, 's-a'), []);
+    assert.equal(await client.exists(key), 0);
+  });
+
   await t.test('order of first opening across workers, each user once, a second open from a socket changes nothing', async () => {
     const { w1, w2 } = await cluster();
     const d = doc('T-1');

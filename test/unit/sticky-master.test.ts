@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { sessionIdFor, workerIdOfRequest } from '../../src/cluster/sticky-master';
+import { leastLoaded, sessionIdFor, workerIdOfRequest } from '../../src/cluster/sticky-master';
 
 test('sessionIdFor: URL-safe, unique, and names its worker', () => {
   const ids = new Set<string>();
@@ -28,4 +28,24 @@ test('workerIdOfRequest: only the request line counts, not a Frappe sid cookie',
   assert.equal(workerIdOfRequest('GET /socket.io/?EIO=4&sid=AbCdEfGhIjKlMnOpQrSt HTTP/1.1\r\n'), undefined);
   // A request line split before its end still routes.
   assert.equal(workerIdOfRequest('GET /socket.io/?EIO=4&transport=polling&sid=a.xyz'), 10);
+});
+
+test('leastLoaded: the least loaded responsive worker; an unresponsive one only when no other is left', () => {
+  const workers = [{ id: 1 }, { id: 2 }, { id: 3 }];
+  const loads = new Map([
+    [1, 0],
+    [2, 5],
+    [3, 3],
+  ]);
+  const load = (w: { id: number }): number => loads.get(w.id) ?? 0;
+  assert.equal(leastLoaded(workers, load, () => true)?.id, 1);
+  // Worker 1 is stopped: its low load (its clients left without telling it) must not attract new sessions.
+  assert.equal(leastLoaded(workers, load, (id) => id !== 1)?.id, 3);
+  assert.equal(leastLoaded(workers, load, (id) => id === 2)?.id, 2);
+  // Nobody responsive: still the least loaded, rather than refusing.
+  assert.equal(leastLoaded(workers, load, () => false)?.id, 1);
+  assert.equal(
+    leastLoaded([], load, () => true),
+    undefined,
+  );
 });

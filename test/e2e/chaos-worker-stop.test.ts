@@ -1,0 +1,274 @@
+/**
+ * One of a host's two workers frozen (SIGSTOP) while its process stays
+ * alive: longer than the Engine.IO ping timeout (its clients give up on it
+ * and reconnect), and shorter (an event-loop stall: clients stay).
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import {
+  connectClient,
+  EventRecorder,
+  pollUntil,
+  startRedis,
+  withTimeout,
+  waitConnect,
+  withScope,
+  type GatewayHandle,
+  type Scope,
+} from '../harness';
+import {
+  assertExactlyOnce,
+  clusterInfo,
+  defaultSpecs,
+  DOC_ROOM,
+  DOCTYPE,
+  DOCNAME,
+  logDiagnostic,
+  roomMembersPerWorker,
+  newKeyPrefix,
+  processAlive,
+  SEQ_EVENT,
+  SeqPublisher,
+  sidOf,
+  SITE,
+  startBackend,
+  startHost,
+  summarise,
+  userRoom,
+  USERS,
+  waitDelivered,
+  waitSpread,
+  warmUp,
+  websiteBarrier,
+  workerIndexOf,
+  type TrackedClient,
+} from './cluster-support';
+
+const PRESENCE_DOC = 'PRESENCE-1';
+/** The opening counter's field in a presence hash (src/presence/redis-presence.ts). */
+const SEQ_FIELD = '__seq';
+
+/** Clients that reconnect on their own (like the browser's), each with a recoverable session, every one viewing PRESENCE_DOC. */
+async function connectRecovering(scope: Scope, host: GatewayHandle): Promise<TrackedClient[]> {
+  const out: TrackedClient[] = [];
+  for (const spec of defaultSpecs()) {
+    const socket = connectClient(host.url, SITE, {
+      scope,
+      cookie: sidOf(spec.user),
+      reconnection: true,
+      ioOptions: { reconnectionDelay: 100, reconnectionDelayMax: 300 },
+      ...(spec.transports === undefined ? {} : { transports: spec.transports }),
+    });
+    const recorder = new EventRecorder(socket);
+    const rooms = new Set<string>();
+    if ((USERS as readonly string[]).includes(spec.user)) rooms.add(userRoom(spec.user));
+    if (spec.docRoom) rooms.add(DOC_ROOM);
+    const tracked: TrackedClient = { host, spec, socket, recorder, rooms, disconnects: [] };
+    socket.on('disconnect', (reason) => tracked.disconnects.push(reason));
+    await waitConnect(socket, 10_000);
+    await recorder.waitFor('rtg_session', undefined, 5000);
+    if (spec.docRoom) socket.emit('doc_subscribe', DOCTYPE, DOCNAME);
+    assert.equal(await socket.timeout(5000).emitWithAck('doc_open', DOCTYPE, PRESENCE_DOC), true);
+    out.push(tracked);
+  }
+  return out;
+}
+
+/** Presence entries (one per viewing socket, with the worker that wrote it) of PRESENCE_DOC in Redis. */
+async function presenceSockets(redis: { client(): { hkeys(key: string): Promise<string[]> } }, prefix: string): Promise<string[]> {
+  // Every field but the hash's opening counter is a socket id.
+  return (await redis.client().hkeys(`${prefix}:presence:${SITE}:${DOCTYPE}/${PRESENCE_DOC}`)).filter((f) => f !== SEQ_FIELD).sort();
+}
+
+/** GET /metrics, timed. */
+async function timedMetrics(host: GatewayHandle): Promise<{ ms: number; missing: number | undefined; text: string }> {
+  const t0 = Date.now();
+  const text = await host.metrics();
+  const m = /^gateway_metrics_workers_missing (\S+)$/m.exec(text);
+  return { ms: Date.now() - t0, missing: m ? Number(m[1]) : undefined, text };
+}
+
+/** A worker's metrics scrape answer wait (REPLY_TIMEOUT_MS in src/cluster/supervisor.ts) plus slack on a shared machine. */
+const METRICS_BOUND_MS = 2000 + 1500;
+
+test('SIGSTOP of one worker past the ping timeout: its clients reconnect to the other worker and recover every missed event; /metrics answers in time and names the missing worker; after SIGCONT nothing is delivered twice and presence is exact', async (t) => {
+  const scope = withScope(t);
+  const redis = await startRedis({ scope });
+  const backend = await startBackend(scope);
+  const keyPrefix = newKeyPrefix();
+  const host = await startHost({
+    scope,
+    backend,
+    keyPrefix,
+    redisUrl: redis.url,
+    // Clients give up on a silent worker 2-4 s after it stopped: later than the
+    // primary marks it unresponsive (WORKER_UNRESPONSIVE_MS, 1.5 s, checked every 0.5 s).
+    env: { GATEWAY_PING_INTERVAL_MS: '2000', GATEWAY_PING_TIMEOUT_MS: '2000' },
+  });
+  const clients = await connectRecovering(scope, host);
+  await waitSpread(host, clients, 2);
+  const pub = redis.client();
+  await warmUp(pub, clients);
+  const info = await clusterInfo(host);
+  const index = await workerIndexOf(host, clients);
+  const victimPid = info.workers[0]?.pid;
+  assert.ok(victimPid !== undefined);
+  const onVictim = clients.filter((c) => index.get(c) === 0);
+  const others = clients.filter((c) => index.get(c) === 1);
+  assert.ok(onVictim.length > 0 && others.length > 0, 'clients on both workers');
+  const presenceBefore = await presenceSockets(redis, keyPrefix);
+  assert.equal(presenceBefore.length, clients.length);
+
+  const publisher = scope.add(new SeqPublisher(pub, 200));
+  publisher.start();
+  await Promise.all(clients.filter((c) => c.rooms.size > 0).map((c) => c.recorder.waitForCount(SEQ_EVENT, 5, undefined, 10_000)));
+
+  const reconnected = onVictim.map(
+    (c) => new Promise<number>((r) => c.socket.once('disconnect', () => c.socket.once('connect', () => r(Date.now())))),
+  );
+  const stopAt = Date.now();
+  process.kill(victimPid, 'SIGSTOP');
+  let continued = false;
+  scope.add(() => {
+    if (!continued) process.kill(victimPid, 'SIGCONT');
+  });
+
+  // While it is stopped: /metrics answers within its bound and reports the worker missing; /readyz stays 200 (the other worker serves).
+  const scrape = await withTimeout(timedMetrics(host), 10_000, '/metrics while a worker is stopped');
+  t.diagnostic(`scrape while stopped: ${scrape.ms} ms, missing ${String(scrape.missing)}`);
+  const readyWhileStopped = await withTimeout(host.readyz(), 10_000, '/readyz while a worker is stopped');
+  // Its clients notice (no ping), reconnect, and are routed to the live worker.
+  const backAt = await withTimeout(
+    Promise.all(reconnected),
+    30_000,
+    () =>
+      `clients of the stopped worker to reconnect: ${onVictim.map((c) => `${c.spec.user} connected=${String(c.socket.connected)} disconnects=${c.disconnects.join('/')}`).join('; ')}`,
+  );
+  const recoveredMs = Math.max(...backAt) - stopAt;
+  // Only the live worker answers the rooms API now: the moved clients must be among its members.
+  const answering = await roomMembersPerWorker(host, 'website');
+  const onLiveWorker = onVictim.map((c) => answering.length === 1 && (answering[0] ?? []).some((m) => m.id === c.socket.id));
+  const scrapeAfterMove = await timedMetrics(host);
+  const idsBefore = presenceBefore;
+  const presenceWhileStopped = await redis.client().hgetall(`${keyPrefix}:presence:${SITE}:${DOCTYPE}/${PRESENCE_DOC}`);
+  const seqWhileStopped = publisher.published;
+  await waitDelivered(
+    clients.filter((c) => c.rooms.size > 0),
+    seqWhileStopped,
+    15_000,
+  );
+
+  process.kill(victimPid, 'SIGCONT');
+  continued = true;
+  const contAt = Date.now();
+  // The resumed worker answers scrapes again.
+  const resumed = await pollUntil(
+    async () => {
+      const s = await timedMetrics(host);
+      return s.missing === 0 ? s : undefined;
+    },
+    { timeoutMs: 10_000, intervalMs: 100, description: 'the resumed worker to answer the metrics scrape' },
+  );
+  const seqAfterCont = publisher.published;
+  await waitDelivered(clients, seqAfterCont + 200, 15_000);
+  const last = await publisher.stop();
+  await waitDelivered(clients, last, 15_000);
+  await websiteBarrier(pub, clients);
+
+  // Presence: once the resumed worker noticed its clients are gone, exactly one entry per connected socket.
+  const expectedSockets = clients.map((c) => c.socket.id ?? '').sort();
+  let presenceNow: string[] = [];
+  const presenceAfter = await pollUntil<string[] | null>(
+    async () => {
+      presenceNow = await presenceSockets(redis, keyPrefix);
+      return JSON.stringify(presenceNow) === JSON.stringify(expectedSockets) ? presenceNow : undefined;
+    },
+    {
+      timeoutMs: 10_000,
+      intervalMs: 100,
+      description: () => `presence of ${PRESENCE_DOC} = the connected sockets ${expectedSockets.join(',')}; now ${presenceNow.join(',')}`,
+    },
+  ).catch(() => null);
+  const recoveries = await host.metricValue('gateway_session_recoveries_total', { result: 'restored' });
+  logDiagnostic(t, 'worker SIGSTOP', {
+    victimPid,
+    onVictim: onVictim.length,
+    recoveredMs,
+    stoppedForMs: contAt - stopAt,
+    scrapeWhileStopped: { ms: scrape.ms, missing: scrape.missing },
+    scrapeAfterMove: { ms: scrapeAfterMove.ms, missing: scrapeAfterMove.missing },
+    scrapeAfterCont: { ms: resumed.ms, missing: resumed.missing },
+    readyWhileStopped: readyWhileStopped.status,
+    onLiveWorker,
+    idsBefore,
+    presenceWhileStopped,
+    recovered: onVictim.map((c) => c.socket.recovered),
+    disconnects: onVictim.map((c) => c.disconnects),
+    recoveries,
+    deliveries: summarise(clients, 1, last),
+    presence: { expected: expectedSockets, now: presenceNow },
+  });
+
+  assert.ok(scrape.ms <= METRICS_BOUND_MS, `/metrics answered in ${scrape.ms} ms while a worker was stopped (bound ${METRICS_BOUND_MS})`);
+  assert.equal(scrape.missing, 1, 'gateway_metrics_workers_missing names the stopped worker');
+  assert.equal(readyWhileStopped.status, 200, 'the host stays ready: its other worker serves');
+  for (const c of onVictim) {
+    assert.equal(c.socket.connected, true, `${c.spec.user} reconnected`);
+    assert.equal(c.socket.recovered, true, `${c.spec.user} recovered its session`);
+    assert.equal(onLiveWorker[onVictim.indexOf(c)], true, `${c.spec.user} landed on the live worker, not the stopped one`);
+  }
+  for (const c of others) assert.deepEqual(c.disconnects, [], `${c.spec.user} on the live worker was not disconnected`);
+  assert.ok(processAlive(victimPid), 'the stopped worker was not killed');
+  assert.deepEqual(presenceAfter ?? presenceNow, expectedSockets, 'presence: one entry per connected viewer');
+  assertExactlyOnce(clients, 1, last, 'across a worker SIGSTOP/SIGCONT');
+});
+
+test('event-loop stall of one worker shorter than the ping timeout: its clients stay connected, events are delayed, none lost or duplicated', async (t) => {
+  const scope = withScope(t);
+  const redis = await startRedis({ scope });
+  const backend = await startBackend(scope);
+  const host = await startHost({
+    scope,
+    backend,
+    keyPrefix: newKeyPrefix(),
+    redisUrl: redis.url,
+    env: { GATEWAY_PING_INTERVAL_MS: '1000', GATEWAY_PING_TIMEOUT_MS: '3000' },
+  });
+  const clients = await connectRecovering(scope, host);
+  await waitSpread(host, clients, 2);
+  const pub = redis.client();
+  await warmUp(pub, clients);
+  const info = await clusterInfo(host);
+  const index = await workerIndexOf(host, clients);
+  const victimPid = info.workers[0]?.pid;
+  assert.ok(victimPid !== undefined);
+  const onVictim = clients.filter((c) => index.get(c) === 0 && c.rooms.size > 0);
+  assert.ok(onVictim.length > 0);
+
+  const publisher = scope.add(new SeqPublisher(pub, 200));
+  publisher.start();
+  await Promise.all(onVictim.map((c) => c.recorder.waitForCount(SEQ_EVENT, 5, undefined, 10_000)));
+  const STALL_MS = 1500;
+  process.kill(victimPid, 'SIGSTOP');
+  const stallAt = Date.now();
+  let continued = false;
+  scope.add(() => {
+    if (!continued) process.kill(victimPid, 'SIGCONT');
+  });
+  await new Promise((r) => setTimeout(r, STALL_MS)); // the fault's duration, not a wait for an event
+  process.kill(victimPid, 'SIGCONT');
+  continued = true;
+  const last = await publisher.stop();
+  await waitDelivered(clients, last, 15_000);
+  await websiteBarrier(pub, clients);
+
+  const delayed = onVictim.flatMap((c) => c.recorder.records(SEQ_EVENT).map((r) => r.at - (r.args[0] as { t: number }).t));
+  logDiagnostic(t, 'worker stall', {
+    stalledForMs: Date.now() - stallAt,
+    worstDelayOnStalledWorkerMs: Math.max(...delayed),
+    deliveries: summarise(clients, 1, last),
+  });
+  for (const c of clients) assert.deepEqual(c.disconnects, [], `${c.spec.user} stayed connected through the stall`);
+  assert.ok(Math.max(...delayed) >= STALL_MS / 2, 'events to the stalled worker were delayed by the stall (it really stopped)');
+  assertExactlyOnce(clients, 1, last, 'across a worker stall');
+});
