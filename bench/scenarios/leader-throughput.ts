@@ -3,15 +3,20 @@
  * one-host cluster and reports the highest rate sustained with zero loss
  * (and a bounded p99), with every process's share of a core at each step so
  * the limit is visible: leader primary, workers, redis, generators, machine.
+ * With `--runs N` each step also reports the medians and spreads over its runs
+ * of the leader's (primary's) CPU per event, Redis's CPU per event and the
+ * p99 publish-to-receive latency (`npm run bench -- leader-throughput --rates 500,5000`).
  */
 import {
   flagList,
   flagNumber,
   fmt,
+  fmtSpread,
   makeClients,
   measure,
   printTable,
   startEnv,
+  summarize,
   userRooms,
   warmUp,
   type Flags,
@@ -84,6 +89,31 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
       s.sustained ? 'yes' : r.valid ? 'no' : `invalid: ${r.invalid.join('; ')}`,
     ];
   });
+  const primaryCpu = (r: RunResult): number =>
+    Object.entries(r.cpuByProcess)
+      .filter(([name]) => name.startsWith('primary'))
+      .reduce((a, [, v]) => a + v, 0);
+  const perEvent = steps.map((s) => {
+    const leader = summarize(s.runs, (r) => (primaryCpu(r) / Math.max(1, r.sent)) * 1e6);
+    const redis = summarize(s.runs, (r) => (r.redisCpuSec / Math.max(1, r.sent)) * 1e6);
+    const workers = summarize(s.runs, (r) => ((r.gatewayCpuSec - primaryCpu(r)) / Math.max(1, r.sent)) * 1e6);
+    const p99 = summarize(s.runs, (r) => r.latencyMs.p99);
+    const lost = s.runs.reduce((a, r) => a + r.lost, 0);
+    return { rate: s.rate, leaderUsPerEvent: leader, redisUsPerEvent: redis, workersUsPerEvent: workers, p99Ms: p99, lost };
+  });
+  printTable(
+    `leader-throughput per event: medians (min-max) over the valid runs of each step`,
+    ['offered', 'valid runs', 'leader (primary) CPU us/event', 'workers CPU us/event', 'redis CPU us/event', 'p99 ms', 'lost'],
+    perEvent.map((p, i) => [
+      `${p.rate}/s`,
+      `${p.leaderUsPerEvent.validRuns}/${steps[i]?.runs.length ?? 0}`,
+      fmtSpread(p.leaderUsPerEvent, 1),
+      fmtSpread(p.workersUsPerEvent, 1),
+      fmtSpread(p.redisUsPerEvent, 1),
+      fmtSpread(p.p99Ms, 1),
+      String(p.lost),
+    ]),
+  );
   const best = steps.filter((s) => s.sustained).map((s) => s.rate);
   printTable(
     `leader-throughput: ${w} workers, ${n} clients in user rooms, ${flags.durationMs / 1000} s per step (CPU as % of one core over the window)`,
@@ -103,5 +133,5 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
     rows,
   );
   console.log(`highest sustained rate: ${best.length ? Math.max(...best) : 'none'} events/s`);
-  return { clients: n, workers: w, steps, highestSustained: best.length ? Math.max(...best) : null };
+  return { clients: n, workers: w, steps, perEvent, highestSustained: best.length ? Math.max(...best) : null };
 }
