@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { RedisClient } from '../redis/connect';
 import { GatewayError } from '../shared/errors';
 import type { Keys } from '../redis/keys';
@@ -12,7 +13,8 @@ import type { Keys } from '../redis/keys';
 //
 // KEYS: lease, progress, history stream, history genesis.
 // ARGV: token, expected previous progress, new progress, history max events,
-// history max age (ms), n, then n items, each its kind then its arguments:
+// history max age (ms; '' = do not trim by age in this batch), n, then n
+// items, each its kind then its arguments:
 //  - SPUBLISH / PUBLISH, channel, payload: the payload as is;
 //  - HISTORY, channel, prefix, namespace, room, args: XADD the event (its id
 //    is the offset), then SPUBLISH prefix .. args .. ',"<offset>"]' so the
@@ -55,7 +57,7 @@ for i = 1, n do
     b = b + 1 + ${PLAIN_ARGS}
   end
 end
-if created ~= nil then trim(ARGV[5]) end
+if created ~= nil and ARGV[5] ~= '' then trim(ARGV[5]) end
 redis.call('SET', KEYS[2], ARGV[3])
 return n`;
 // Redis Cluster: shard channels live in other slots than the lease, so the
@@ -74,7 +76,7 @@ for i = 0, n - 1 do
   ids[#ids + 1] = add(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[4])
 end
 if created then redis.call('SET', KEYS[4], ids[1]) end
-if n > 0 then trim(ARGV[5]) end
+if n > 0 and ARGV[5] ~= '' then trim(ARGV[5]) end
 redis.call('SET', KEYS[2], ARGV[3])
 return ids`;
 const FENCED_PROGRESS = `
@@ -87,6 +89,8 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 return 1`;
 
 type Arg = string | Buffer | number;
+/** The history's age bound is applied at most this often (see `BatchPublisher.ageTrim`). */
+const AGE_TRIM_EVERY_MS = 1000;
 type Scripted = RedisClient & {
   gwPublishBatch(...args: Arg[]): Promise<number>;
   gwFencedHistory(...args: Arg[]): Promise<(string | number)[]>;
@@ -128,6 +132,8 @@ export class BatchPublisher {
   private readonly c: Scripted;
   /** Cluster mode: the last fenced write, so the next one follows it (see `publish`). */
   private progressChain: Promise<unknown> = Promise.resolve();
+  /** performance.now() of the last batch that trimmed the history by age. */
+  private lastAgeTrim = -Infinity;
 
   constructor(
     client: RedisClient,
@@ -142,6 +148,19 @@ export class BatchPublisher {
     client.defineCommand('gwFenceCheck', { numberOfKeys: 1, lua: FENCE_CHECK });
   }
 
+  /**
+   * The age bound as the script's argument, or '' when the history was
+   * trimmed by age less than `AGE_TRIM_EVERY` ago: the stream's count bound
+   * is applied with every XADD, the age bound (TIME + XTRIM, two of the
+   * script's calls) at most this often, i.e. late by at most that much.
+   */
+  private ageTrim(): number | '' {
+    const now = performance.now();
+    if (now - this.lastAgeTrim < Math.min(AGE_TRIM_EVERY_MS, this.limits.maxAgeMs / 10)) return '';
+    this.lastAgeTrim = now;
+    return this.limits.maxAgeMs;
+  }
+
   private head(token: string, expected: string, progress: string, n: number): Arg[] {
     const k = this.keys;
     return [
@@ -153,7 +172,7 @@ export class BatchPublisher {
       expected,
       progress,
       this.limits.maxEvents,
-      this.limits.maxAgeMs,
+      this.ageTrim(),
       n,
     ];
   }
