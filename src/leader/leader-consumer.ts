@@ -34,14 +34,16 @@ const PROGRESS_DIGESTS = 8;
 /** Events per fenced batch. */
 const BATCH_MAX = 512;
 /**
- * Batches in flight at once (pipelined on one connection) when a backlog of
- * full batches is waiting. Below that, one batch is in flight and what
- * arrives meanwhile joins the next one, sent as soon as the reply is in (in
- * the same event-loop turn): events coalesce over one Redis round trip, with
- * no timer, and each Lua call, socket write and reply wake-up is shared by
- * more events the busier the leader is.
+ * Batches in flight at once (pipelined on one connection) when at least
+ * PIPELINE_BACKLOG events are waiting. Below that, one batch is in flight and
+ * what arrives meanwhile joins the next one, sent as soon as the reply is in
+ * (in the same event-loop turn): events coalesce over one Redis round trip,
+ * with no timer, and each Lua call, socket write and reply wake-up is shared
+ * by more events the busier the leader is. A slow reply holds back at most
+ * PIPELINE_BACKLOG events before batches are pipelined again.
  */
 const MAX_INFLIGHT = 8;
+const PIPELINE_BACKLOG = 64;
 /** A freshly elected leader waits this long for its subscriber to catch up before replaying unaligned. */
 const ALIGN_RETRY_MS = 200;
 
@@ -286,10 +288,10 @@ export class LeaderConsumer {
   private flush(): void {
     const held = this.held;
     if (!held || this.aligning) return;
-    // One batch in flight unless full batches are waiting (see MAX_INFLIGHT).
+    // One batch in flight unless a backlog is waiting (see MAX_INFLIGHT).
     while (
       this.cursor < this.ring.end &&
-      (this.inflight === 0 || (this.inflight < MAX_INFLIGHT && this.ring.end - this.cursor >= BATCH_MAX))
+      (this.inflight === 0 || (this.inflight < MAX_INFLIGHT && this.ring.end - this.cursor >= PIPELINE_BACKLOG))
     ) {
       if (performance.now() >= held.validUntil) {
         this.stepDown('lease validity ran out before broadcast', false);
