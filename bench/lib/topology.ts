@@ -52,6 +52,8 @@ export interface GatewayTargetOptions {
   /** Fixed ports, to restart a host on the same address. */
   port?: number;
   opsPort?: number;
+  /** Another build's entry point (`dist/main.js`), to compare builds in one run. */
+  mainPath?: string;
 }
 
 export async function startGatewayTarget(o: GatewayTargetOptions): Promise<Target> {
@@ -67,6 +69,7 @@ export async function startGatewayTarget(o: GatewayTargetOptions): Promise<Targe
     closeGraceMs: 3000,
     ...(o.port === undefined ? {} : { port: o.port }),
     ...(o.opsPort === undefined ? {} : { opsPort: o.opsPort }),
+    ...(o.mainPath === undefined ? {} : { mainPath: o.mainPath }),
     // BENCH_CPU_PROF_DIR=dir: every gateway process writes a .cpuprofile there on exit
     // (workers inherit the primary's execArgv; NODE_OPTIONS may not carry --cpu-prof).
     nodeArgs: process.env['BENCH_CPU_PROF_DIR'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_CPU_PROF_DIR']}`] : [],

@@ -3,6 +3,7 @@
  * latency for room sizes 1 (user rooms), 10 (doc rooms) and all (site
  * broadcast to every client), for the gateway and the baselines.
  */
+import path from 'node:path';
 import {
   docRooms,
   flagList,
@@ -58,7 +59,21 @@ export async function fanout(flags: Flags): Promise<unknown> {
       if (name === 'gateway-standalone') target = await startGatewayTarget({ fake: env.fake });
       else if (/^gateway-\d+w$/.test(name))
         target = await startGatewayTarget({ fake: env.fake, redis: env.redis, workers: Number(name.slice(8, -1)) });
-      else if (name === 'stock') target = await startBaseline({ kind: 'stock', redis: env.redis, fake: env.fake });
+      else if (name === 'gateway-1w-nonative')
+        // ws without its optional native helpers (bufferutil, utf-8-validate), same build.
+        target = await startGatewayTarget({
+          fake: env.fake,
+          redis: env.redis,
+          workers: 1,
+          name,
+          env: { WS_NO_BUFFER_UTIL: '1', WS_NO_UTF_8_VALIDATE: '1' },
+        });
+      else if (name === 'gateway-1w-before') {
+        // Another build (--before <dir with main.js>), e.g. the branch's base, in the same run.
+        const dir = flags['before'];
+        if (typeof dir !== 'string') throw new Error('gateway-1w-before needs --before <dist dir>');
+        target = await startGatewayTarget({ fake: env.fake, redis: env.redis, workers: 1, name, mainPath: path.resolve(dir, 'main.js') });
+      } else if (name === 'stock') target = await startBaseline({ kind: 'stock', redis: env.redis, fake: env.fake });
       else if (name === 'raw-ws') target = await startBaseline({ kind: 'raw-ws', redis: env.redis, fake: env.fake });
       else throw new Error(`unknown target ${name}`);
       console.error(`[fanout] ${target.name}: connecting ${n} clients`);

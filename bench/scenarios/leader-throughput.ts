@@ -3,15 +3,21 @@
  * one-host cluster and reports the highest rate sustained with zero loss
  * (and a bounded p99), with every process's share of a core at each step so
  * the limit is visible: leader primary, workers, redis, generators, machine.
+ * With `--runs N` each step also reports the medians and spreads over its runs
+ * of the leader's (primary's) CPU per event, Redis's CPU per event and the
+ * p99 publish-to-receive latency (`npm run bench -- leader-throughput --rates 500,5000`).
  */
+import path from 'node:path';
 import {
   flagList,
   flagNumber,
   fmt,
+  fmtSpread,
   makeClients,
   measure,
   printTable,
   startEnv,
+  summarize,
   userRooms,
   warmUp,
   type Flags,
@@ -28,40 +34,67 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
   const p99Limit = flagNumber(flags, 'p99Limit', 1000);
   const env = await startEnv();
   const publisher = await Publisher.start();
-  const t = await startGatewayTarget({ fake: env.fake, redis: env.redis, workers: w });
-  const loadgen = await LoadGen.start(flags.loadgens);
   const rooms = userRooms(n);
-  const steps: { rate: number; runs: RunResult[]; sustained: boolean }[] = [];
+  // --before <dist dir>: the same steps on another build (e.g. the branch's base), alternating per step.
+  const before = typeof flags['before'] === 'string' ? path.resolve(flags['before'], 'main.js') : undefined;
+  const builds: { label: string; mainPath?: string }[] = [
+    { label: 'this build' },
+    ...(before ? [{ label: 'before', mainPath: before }] : []),
+  ];
+  const stepsByBuild = new Map<string, { rate: number; runs: RunResult[]; sustained: boolean }[]>(builds.map((b) => [b.label, []]));
+  const failures = new Map<string, number>();
   try {
-    const c = await loadgen.connect({ url: t.url, site: SITE, origin: t.origin, clients: makeClients(env, n), ratePerSec: 2000 });
-    if (c.connected !== n) throw new Error(`only ${c.connected}/${n} connected`);
-    await warmUp(t, loadgen, rooms, n);
-    let failures = 0;
     for (const rate of rates) {
-      const runs: RunResult[] = [];
-      for (let i = 0; i < flags.runs; i++)
-        runs.push(
-          await measure({ target: t, loadgen, publisher, redis: env.redis, rate, durationMs: flags.durationMs, rooms, perEvent: 1 }),
-        );
-      const sustained = runs.every((r) => r.valid && r.lost === 0 && r.latencyMs.p99 <= p99Limit);
-      steps.push({ rate, runs, sustained });
-      const r = runs[runs.length - 1] as RunResult;
-      const share = Object.entries(r.cpuByProcess)
-        .map(([k, v]) => `${k.replace(/\(\d+\)/, '')} ${Math.round((v / (r.windowMs / 1000)) * 100)}%`)
-        .join(', ');
-      console.error(
-        `[leader-throughput] ${rate}/s: ${sustained ? 'sustained' : 'NOT sustained'}; lost ${r.lost}, p99 ${fmt(r.latencyMs.p99, 1)} ms; ${share}; machine ${r.machineBusyCores.toFixed(2)} cores busy${r.valid ? '' : `; INVALID: ${r.invalid.join('; ')}`}`,
-      );
-      if (!sustained && ++failures >= 2) break;
-      // Let a backlog drain before the next step.
-      await new Promise((res) => setTimeout(res, 2000));
+      for (const build of builds) {
+        if ((failures.get(build.label) ?? 0) >= 2) continue;
+        const t = await startGatewayTarget({
+          fake: env.fake,
+          redis: env.redis,
+          workers: w,
+          ...(build.mainPath ? { mainPath: build.mainPath } : {}),
+        });
+        const loadgen = await LoadGen.start(flags.loadgens);
+        try {
+          const c = await loadgen.connect({ url: t.url, site: SITE, origin: t.origin, clients: makeClients(env, n), ratePerSec: 2000 });
+          if (c.connected !== n) throw new Error(`only ${c.connected}/${n} connected`);
+          await warmUp(t, loadgen, rooms, n);
+          const runs: RunResult[] = [];
+          for (let i = 0; i < flags.runs; i++)
+            runs.push(
+              await measure({ target: t, loadgen, publisher, redis: env.redis, rate, durationMs: flags.durationMs, rooms, perEvent: 1 }),
+            );
+          const sustained = runs.every((r) => r.valid && r.lost === 0 && r.latencyMs.p99 <= p99Limit);
+          stepsByBuild.get(build.label)?.push({ rate, runs, sustained });
+          const r = runs[runs.length - 1] as RunResult;
+          const share = Object.entries(r.cpuByProcess)
+            .map(([k, v]) => `${k.replace(/\(\d+\)/, '')} ${Math.round((v / (r.windowMs / 1000)) * 100)}%`)
+            .join(', ');
+          console.error(
+            `[leader-throughput] ${build.label} ${rate}/s: ${sustained ? 'sustained' : 'NOT sustained'}; lost ${r.lost}, p99 ${fmt(r.latencyMs.p99, 1)} ms; ${share}; machine ${r.machineBusyCores.toFixed(2)} cores busy${r.valid ? '' : `; INVALID: ${r.invalid.join('; ')}`}`,
+          );
+          if (!sustained) failures.set(build.label, (failures.get(build.label) ?? 0) + 1);
+        } finally {
+          await loadgen.close();
+          await t.close();
+        }
+      }
     }
   } finally {
-    await loadgen.close();
-    await t.close();
     publisher.close();
     await env.close();
   }
+  const out: Record<string, unknown> = {};
+  for (const build of builds) out[build.label] = report(build.label, stepsByBuild.get(build.label) ?? [], n, w, flags);
+  return { clients: n, workers: w, builds: out };
+}
+
+function report(
+  label: string,
+  steps: { rate: number; runs: RunResult[]; sustained: boolean }[],
+  n: number,
+  w: number,
+  flags: Flags,
+): unknown {
   const rows = steps.map((s) => {
     const r = s.runs[s.runs.length - 1] as RunResult;
     const secs = r.windowMs / 1000;
@@ -84,9 +117,34 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
       s.sustained ? 'yes' : r.valid ? 'no' : `invalid: ${r.invalid.join('; ')}`,
     ];
   });
+  const primaryCpu = (r: RunResult): number =>
+    Object.entries(r.cpuByProcess)
+      .filter(([name]) => name.startsWith('primary'))
+      .reduce((a, [, v]) => a + v, 0);
+  const perEvent = steps.map((s) => {
+    const leader = summarize(s.runs, (r) => (primaryCpu(r) / Math.max(1, r.sent)) * 1e6);
+    const redis = summarize(s.runs, (r) => (r.redisCpuSec / Math.max(1, r.sent)) * 1e6);
+    const workers = summarize(s.runs, (r) => ((r.gatewayCpuSec - primaryCpu(r)) / Math.max(1, r.sent)) * 1e6);
+    const p99 = summarize(s.runs, (r) => r.latencyMs.p99);
+    const lost = s.runs.reduce((a, r) => a + r.lost, 0);
+    return { rate: s.rate, leaderUsPerEvent: leader, redisUsPerEvent: redis, workersUsPerEvent: workers, p99Ms: p99, lost };
+  });
+  printTable(
+    `leader-throughput (${label}) per event: medians (min-max) over the valid runs of each step`,
+    ['offered', 'valid runs', 'leader (primary) CPU us/event', 'workers CPU us/event', 'redis CPU us/event', 'p99 ms', 'lost'],
+    perEvent.map((p, i) => [
+      `${p.rate}/s`,
+      `${p.leaderUsPerEvent.validRuns}/${steps[i]?.runs.length ?? 0}`,
+      fmtSpread(p.leaderUsPerEvent, 1),
+      fmtSpread(p.workersUsPerEvent, 1),
+      fmtSpread(p.redisUsPerEvent, 1),
+      fmtSpread(p.p99Ms, 1),
+      String(p.lost),
+    ]),
+  );
   const best = steps.filter((s) => s.sustained).map((s) => s.rate);
   printTable(
-    `leader-throughput: ${w} workers, ${n} clients in user rooms, ${flags.durationMs / 1000} s per step (CPU as % of one core over the window)`,
+    `leader-throughput (${label}): ${w} workers, ${n} clients in user rooms, ${flags.durationMs / 1000} s per step (CPU as % of one core over the window)`,
     [
       'offered',
       'achieved events/s',
@@ -102,6 +160,6 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
     ],
     rows,
   );
-  console.log(`highest sustained rate: ${best.length ? Math.max(...best) : 'none'} events/s`);
-  return { clients: n, workers: w, steps, highestSustained: best.length ? Math.max(...best) : null };
+  console.log(`${label}: highest sustained rate: ${best.length ? Math.max(...best) : 'none'} events/s`);
+  return { steps, perEvent, highestSustained: best.length ? Math.max(...best) : null };
 }

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { RedisClient } from '../redis/connect';
 import { GatewayError } from '../shared/errors';
 import type { Keys } from '../redis/keys';
@@ -12,44 +13,51 @@ import type { Keys } from '../redis/keys';
 //
 // KEYS: lease, progress, history stream, history genesis.
 // ARGV: token, expected previous progress, new progress, history max events,
-// history max age (ms), n, then n items of ITEM_ARGS: kind, channel, payload,
-// namespace, room, args.
-//  - kind SPUBLISH / PUBLISH: the payload as is;
-//  - kind HISTORY: XADD the event (its id is the offset), then SPUBLISH
-//    payload .. args .. ',"<offset>"]' so the client's last string argument,
-//    which socket.io-client keeps as its offset, is that id.
+// history max age (ms; '' = do not trim by age in this batch), n, then n
+// items, each its kind then its arguments:
+//  - SPUBLISH / PUBLISH, channel, payload: the payload as is;
+//  - HISTORY, channel, prefix, namespace, room, args: XADD the event (its id
+//    is the offset), then SPUBLISH prefix .. args .. ',"<offset>"]' so the
+//    client's last string argument, which socket.io-client keeps as its
+//    offset, is that id.
 // A stream created here records its first id as genesis: an offset below it
 // comes from a stream Redis lost (restart without persistence).
 // Returns -1 fenced, -2 already applied, else n.
 const HISTORY_LIB = `
 local function add(n, r, a, maxlen)
-  local created = redis.call('EXISTS', KEYS[3]) == 0
-  local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'n', n, 'r', r, 'a', a)
-  if created then redis.call('SET', KEYS[4], id) end
-  return id
+  return redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'n', n, 'r', r, 'a', a)
 end
 local function trim(maxage)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('XTRIM', KEYS[3], 'MINID', '~', tostring(now - tonumber(maxage)))
 end`;
-const ITEM_ARGS = 6;
+/** Arguments of an item after its kind (`PUBLISH_BATCH`). */
+const PLAIN_ARGS = 2;
+const HISTORY_ARGS = 5;
 const PUBLISH_BATCH = `${HISTORY_LIB}
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then return -2 end
 local n = tonumber(ARGV[6])
-local history = false
-for i = 0, n - 1 do
-  local b = 7 + i * ${ITEM_ARGS}
-  if ARGV[b] == 'HISTORY' then
+local created = nil
+local b = 7
+for i = 1, n do
+  local kind = ARGV[b]
+  if kind == 'HISTORY' then
+    if created == nil then created = redis.call('EXISTS', KEYS[3]) == 0 end
     local id = add(ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[4])
+    if created then
+      redis.call('SET', KEYS[4], id)
+      created = false
+    end
     redis.call('SPUBLISH', ARGV[b + 1], ARGV[b + 2] .. ARGV[b + 5] .. ',"' .. id .. '"]')
-    history = true
+    b = b + 1 + ${HISTORY_ARGS}
   else
-    redis.call(ARGV[b], ARGV[b + 1], ARGV[b + 2])
+    redis.call(kind, ARGV[b + 1], ARGV[b + 2])
+    b = b + 1 + ${PLAIN_ARGS}
   end
 end
-if history then trim(ARGV[5]) end
+if created ~= nil and ARGV[5] ~= '' then trim(ARGV[5]) end
 redis.call('SET', KEYS[2], ARGV[3])
 return n`;
 // Redis Cluster: shard channels live in other slots than the lease, so the
@@ -62,11 +70,13 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then return {-2} end
 local n = tonumber(ARGV[6])
 local ids = {}
+local created = n > 0 and redis.call('EXISTS', KEYS[3]) == 0
 for i = 0, n - 1 do
   local b = 7 + i * 3
   ids[#ids + 1] = add(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[4])
 end
-if n > 0 then trim(ARGV[5]) end
+if created then redis.call('SET', KEYS[4], ids[1]) end
+if n > 0 and ARGV[5] ~= '' then trim(ARGV[5]) end
 redis.call('SET', KEYS[2], ARGV[3])
 return ids`;
 const FENCED_PROGRESS = `
@@ -79,6 +89,8 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 return 1`;
 
 type Arg = string | Buffer | number;
+/** The history's age bound is applied at most this often (see `BatchPublisher.ageTrim`). */
+const AGE_TRIM_EVERY_MS = 1000;
 type Scripted = RedisClient & {
   gwPublishBatch(...args: Arg[]): Promise<number>;
   gwFencedHistory(...args: Arg[]): Promise<(string | number)[]>;
@@ -120,6 +132,8 @@ export class BatchPublisher {
   private readonly c: Scripted;
   /** Cluster mode: the last fenced write, so the next one follows it (see `publish`). */
   private progressChain: Promise<unknown> = Promise.resolve();
+  /** performance.now() of the last batch that trimmed the history by age. */
+  private lastAgeTrim = -Infinity;
 
   constructor(
     client: RedisClient,
@@ -134,6 +148,19 @@ export class BatchPublisher {
     client.defineCommand('gwFenceCheck', { numberOfKeys: 1, lua: FENCE_CHECK });
   }
 
+  /**
+   * The age bound as the script's argument, or '' when the history was
+   * trimmed by age less than `AGE_TRIM_EVERY` ago: the stream's count bound
+   * is applied with every XADD, the age bound (TIME + XTRIM, two of the
+   * script's calls) at most this often, i.e. late by at most that much.
+   */
+  private ageTrim(): number | '' {
+    const now = performance.now();
+    if (now - this.lastAgeTrim < Math.min(AGE_TRIM_EVERY_MS, this.limits.maxAgeMs / 10)) return '';
+    this.lastAgeTrim = now;
+    return this.limits.maxAgeMs;
+  }
+
   private head(token: string, expected: string, progress: string, n: number): Arg[] {
     const k = this.keys;
     return [
@@ -145,7 +172,7 @@ export class BatchPublisher {
       expected,
       progress,
       this.limits.maxEvents,
-      this.limits.maxAgeMs,
+      this.ageTrim(),
       n,
     ];
   }
@@ -161,7 +188,7 @@ export class BatchPublisher {
       for (const it of items) {
         const h = it.history;
         if (h) args.push('HISTORY', it.channel, it.payload, h.namespace, h.room, h.args);
-        else args.push(it.command, it.channel, it.payload, '', '', '');
+        else args.push(it.command, it.channel, it.payload);
       }
       const r = await this.c.gwPublishBatch(...args);
       if (r === -1) throw new FencedError();

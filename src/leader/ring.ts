@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 export interface RingEntry {
   readonly raw: Buffer;
@@ -14,8 +14,9 @@ export interface RingEntry {
  */
 export const ENTRY_OVERHEAD_BYTES = 512;
 
+/** One-shot hash (no Hash object per event); the same value as createHash('sha1')...digest('base64'), so mixed versions align. */
 export function digestOf(raw: Buffer): string {
-  return createHash('sha1').update(raw).digest('base64').slice(0, 16);
+  return hash('sha1', raw, 'base64').slice(0, 16);
 }
 
 /**
