@@ -162,3 +162,14 @@ export function reconnectsByPhase(
   });
   return { phases: buckets.map(summarizeReconnects), before: summarizeReconnects(before) };
 }
+
+/** Per second since `start` (wall-clock ms), the p95 of `ms` for the reconnections whose disconnect fell in it. */
+export function p95BySecond(at: readonly number[], ms: readonly number[], start: number, seconds: number): number[] {
+  const buckets: number[][] = Array.from({ length: seconds }, () => []);
+  at.forEach((t, j) => {
+    const s = Math.floor((t - start) / 1000);
+    const v = ms[j];
+    if (s >= 0 && s < seconds && v !== undefined && Number.isFinite(v)) (buckets[s] as number[]).push(v);
+  });
+  return buckets.map((b) => summarizeReconnects(b).p95);
+}

@@ -30,6 +30,7 @@ import {
 import { BalancerProcess, type BalancerStats } from '../lib/balancer';
 import { Publisher } from '../lib/publisher';
 import {
+  p95BySecond,
   reconnectsByPhase,
   summarizeDelivery,
   summarizeReconnects,
@@ -49,6 +50,8 @@ interface RestartStep {
   exitedMs: number;
   readyMs: number;
   reconnects: ReconnectSummary;
+  /** p95 of the handshake alone, per second after the signal, by when the client lost its connection (queueing shows as growth). */
+  handshakeP95BySecond: number[];
 }
 
 interface RollingRun extends DeliverySummary {
@@ -228,6 +231,7 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
           const reps = await Promise.all(gens.map((g) => g.send({ type: 'report', full: true })));
           const reconnectMs = reps.flatMap((r) => r.reconnectMs);
           const reconnectAt = reps.flatMap((r) => r.reconnectAt);
+          const handshakeMs = reps.flatMap((r) => r.handshakeMs);
           const byPhase = reconnectsByPhase(reconnectAt, reconnectMs, stepStarts);
           const missed: Record<string, number> = {};
           for (const r of reps) for (const [why, c] of Object.entries(r.missed)) missed[why] = (missed[why] ?? 0) + c;
@@ -244,12 +248,13 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
             recovered: reps.reduce((a, x) => a + x.recovered, 0),
             connectErrors: reps.reduce((a, x) => a + x.connectErrors, 0),
             reconnect: summarizeReconnects(reconnectMs),
-            handshake: summarizeReconnects(reps.flatMap((x) => x.handshakeMs).filter((x) => Number.isFinite(x))),
+            handshake: summarizeReconnects(handshakeMs.filter((x) => Number.isFinite(x))),
             steps: stepTimes.map((t, i) => ({
               host: (hosts[i] as Target).name,
               signal,
               ...t,
               reconnects: byPhase.phases[i] as ReconnectSummary,
+              handshakeP95BySecond: p95BySecond(reconnectAt, handshakeMs, stepStarts[i] as number, Math.ceil(t.exitedMs / 1000) + 2),
             })),
             strayReconnects: byPhase.before,
             maxEventLoopLagMs: lag.lagMs,
@@ -262,6 +267,10 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
           console.error(
             `[rolling-restart] ${signal} history ${history} run ${run + 1}: never back ${r.neverBack}/${k}, reconnects ${r.reconnects} (recovered ${r.recovered}, connect errors ${r.connectErrors}), reconnect p50/p95/max ${fmt(r.reconnect.p50)}/${fmt(r.reconnect.p95)}/${fmt(r.reconnect.max)} ms (handshake alone p50/p95 ${fmt(r.handshake.p50)}/${fmt(r.handshake.p95)} ms), per step p95 ${r.steps.map((s) => fmt(s.reconnects.p95)).join(' / ')} ms, lost ${r.lost}, dup ${r.duplicates}, out-of-order ${r.outOfOrder} of ${r.expected}, max loop lag ${fmt(r.maxEventLoopLagMs)} ms, load ${r.loadavg.map((x) => x.toFixed(2)).join(' ')}, missed-updates ${JSON.stringify(missed)}${p.behind ? ' PUBLISHER BEHIND' : ''}`,
           );
+          for (const st of r.steps)
+            console.error(
+              `[rolling-restart]   ${st.host}: handshake p95 by second after ${signal}: ${st.handshakeP95BySecond.map((x) => fmt(x)).join(' ')}`,
+            );
           (results[history] ??= []).push(r);
         } finally {
           for (const g of gens) g.close();
@@ -312,5 +321,15 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
       s(runs, (r) => r.loadavg[0] ?? NaN, 1),
     ]),
   );
-  return { clients: k, hosts: hostCount, signal, drainMs, rate, durationMs, readyPollMs, reconnectionDelayMs: reconnectionDelayMs ?? 'client default', results };
+  return {
+    clients: k,
+    hosts: hostCount,
+    signal,
+    drainMs,
+    rate,
+    durationMs,
+    readyPollMs,
+    reconnectionDelayMs: reconnectionDelayMs ?? 'client default',
+    results,
+  };
 }
