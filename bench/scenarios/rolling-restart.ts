@@ -40,7 +40,7 @@ import {
 import { SioClients } from '../lib/sio-clients';
 import { spread } from '../lib/stats';
 import { CHANNEL, SITE, sleep, startGatewayTarget, type Target } from '../lib/topology';
-import { uniqueKeyPrefix } from '../../test/harness';
+import { parsePrometheusText, uniqueKeyPrefix } from '../../test/harness';
 import os from 'node:os';
 
 interface RestartStep {
@@ -72,6 +72,8 @@ interface RollingRun extends DeliverySummary {
   maxConnectionsPerHost: number;
   balancer: BalancerStats;
   missedUpdates: Record<string, number>;
+  /** Gateway counters summed over every host lifetime (read just before each signal and at the end). */
+  gatewayCounters: Record<string, number>;
   publisherBehind: boolean;
   loadavg: number[];
 }
@@ -109,6 +111,30 @@ function startSampler(hosts: () => Target[]): { stop(): Promise<{ lagMs: number;
       return { lagMs, conns };
     },
   };
+}
+
+/** Gateway counters that explain a slow or refused reconnection, by label. */
+const COUNTERS: [string, string][] = [
+  ['gateway_connect_errors_total', 'reason'],
+  ['gateway_limit_exceeded_total', 'limit'],
+  ['gateway_session_recoveries_total', 'result'],
+  ['gateway_auth_requests_total', 'result'],
+];
+
+/** Adds a host's counters (cumulative since it started) to `into`, as `metric{label}`; a host that does not answer adds nothing. */
+async function addCounters(h: Target, into: Record<string, number>): Promise<void> {
+  let text: string;
+  try {
+    text = (await h.gateway?.metrics()) ?? '';
+  } catch {
+    return;
+  }
+  for (const x of parsePrometheusText(text)) {
+    const c = COUNTERS.find(([name]) => name === x.name);
+    if (!c) continue;
+    const key = `${x.name.replace(/^gateway_|_total$/g, '')}{${x.labels[c[1]] ?? ''}}`;
+    into[key] = (into[key] ?? 0) + x.value;
+  }
 }
 
 async function startHost(env: BenchEnv, keyPrefix: string, name: string, gwEnv: Record<string, string>, old?: Target): Promise<Target> {
@@ -200,11 +226,13 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
             seqStart: 0,
             padBytes: 0,
           });
+          const counters: Record<string, number> = {};
           const stepStarts: number[] = [];
           const stepTimes: { exitedMs: number; readyMs: number }[] = [];
           await sleep(pauseMs);
           for (let i = 0; i < hosts.length; i++) {
             const old = hosts[i] as Target;
+            await addCounters(old, counters);
             const t0 = performance.now();
             stepStarts.push(Date.now());
             if (signal === 'SIGKILL') await old.gateway?.kill();
@@ -229,6 +257,7 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
             await sleep(1500);
           }
           const reps = await Promise.all(gens.map((g) => g.send({ type: 'report', full: true })));
+          for (const h of hosts) await addCounters(h, counters);
           const reconnectMs = reps.flatMap((r) => r.reconnectMs);
           const reconnectAt = reps.flatMap((r) => r.reconnectAt);
           const handshakeMs = reps.flatMap((r) => r.handshakeMs);
@@ -261,12 +290,14 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
             maxConnectionsPerHost: lag.conns,
             balancer: await lb.stats(),
             missedUpdates: missed,
+            gatewayCounters: counters,
             publisherBehind: p.behind,
             loadavg: os.loadavg(),
           };
           console.error(
             `[rolling-restart] ${signal} history ${history} run ${run + 1}: never back ${r.neverBack}/${k}, reconnects ${r.reconnects} (recovered ${r.recovered}, connect errors ${r.connectErrors}), reconnect p50/p95/max ${fmt(r.reconnect.p50)}/${fmt(r.reconnect.p95)}/${fmt(r.reconnect.max)} ms (handshake alone p50/p95 ${fmt(r.handshake.p50)}/${fmt(r.handshake.p95)} ms), per step p95 ${r.steps.map((s) => fmt(s.reconnects.p95)).join(' / ')} ms, lost ${r.lost}, dup ${r.duplicates}, out-of-order ${r.outOfOrder} of ${r.expected}, max loop lag ${fmt(r.maxEventLoopLagMs)} ms, load ${r.loadavg.map((x) => x.toFixed(2)).join(' ')}, missed-updates ${JSON.stringify(missed)}${p.behind ? ' PUBLISHER BEHIND' : ''}`,
           );
+          console.error(`[rolling-restart]   gateway counters: ${JSON.stringify(counters)}`);
           for (const st of r.steps)
             console.error(
               `[rolling-restart]   ${st.host}: handshake p95 by second after ${signal}: ${st.handshakeP95BySecond.map((x) => fmt(x)).join(' ')}`,
