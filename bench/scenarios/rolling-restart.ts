@@ -119,6 +119,9 @@ const COUNTERS: [string, string][] = [
   ['gateway_limit_exceeded_total', 'limit'],
   ['gateway_session_recoveries_total', 'result'],
   ['gateway_auth_requests_total', 'result'],
+  // Time spent in backend calls (sum over all of them) and their count: the mean backend latency.
+  ['gateway_backend_request_duration_seconds_sum', 'endpoint'],
+  ['gateway_backend_request_duration_seconds_count', 'endpoint'],
 ];
 
 /** Adds a host's counters (cumulative since it started) to `into`, as `metric{label}`; a host that does not answer adds nothing. */
@@ -133,6 +136,7 @@ async function addCounters(h: Target, into: Record<string, number>): Promise<voi
     const c = COUNTERS.find(([name]) => name === x.name);
     if (!c) continue;
     const key = `${x.name.replace(/^gateway_|_total$/g, '')}{${x.labels[c[1]] ?? ''}}`;
+    if (x.value === 0) continue;
     into[key] = (into[key] ?? 0) + x.value;
   }
 }
