@@ -1,18 +1,9 @@
 import { OFFSET_RE, compareOffsets } from '../events/encode';
 import type { RedisClient } from '../redis/connect';
 import type { Keys } from '../redis/keys';
-import { ReadWindow } from './read-window';
+import { ReadWindow, type HistoryEntry } from './read-window';
 
-/** One event of the history stream, as the leader's script wrote it (`leader/publisher.ts`). */
-export interface HistoryEntry {
-  /** Stream id = the offset the live packet carried. */
-  readonly id: string;
-  /** Site; '' for events without a room (every site). */
-  readonly namespace: string;
-  readonly room: string;
-  /** The event's argument list without its closing bracket (`openEventArgs`). */
-  readonly args: string;
-}
+export type { HistoryEntry } from './read-window';
 
 /** Why an offset cannot be replayed from (label of gateway_session_recoveries_total). */
 export type Unrecoverable = 'foreign_offset' | 'history_lost' | 'trimmed';

@@ -1,5 +1,15 @@
 import { compareOffsets } from '../events/encode';
-import type { HistoryEntry } from './history';
+
+/** One event of the history stream, as the leader's script wrote it (`leader/publisher.ts`). */
+export interface HistoryEntry {
+  /** Stream id = the offset the live packet carried. */
+  readonly id: string;
+  /** Site; '' for events without a room (every site). */
+  readonly namespace: string;
+  readonly room: string;
+  /** The event's argument list without its closing bracket (`openEventArgs`). */
+  readonly args: string;
+}
 
 /**
  * The stretch of the history stream a worker read last, kept in memory for a
