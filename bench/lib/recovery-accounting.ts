@@ -4,6 +4,7 @@
  * user rooms event `s` belongs to client `s % n`: what a client should have
  * received follows from the count of events sent, without a per-event log.
  */
+import { percentileSorted } from './stats';
 
 /** What one client saw, updated per arrival. */
 export class ClientLedger {
@@ -122,4 +123,53 @@ export function summarizeDelivery(ledgers: readonly LedgerJson[], sent: number):
 export function jitterDelay(meanMs: number, spread: number, rnd: number): number {
   const s = Math.min(1, Math.max(0, spread));
   return Math.max(0, meanMs * (1 - s + 2 * s * rnd));
+}
+
+export interface ReconnectSummary {
+  n: number;
+  p50: number;
+  p95: number;
+  max: number;
+}
+
+/** p50/p95/max (nearest rank) of reconnect times; NaN fields when there are none. */
+export function summarizeReconnects(ms: readonly number[]): ReconnectSummary {
+  const v = [...ms].sort((a, b) => a - b);
+  return { n: v.length, p50: percentileSorted(v, 50), p95: percentileSorted(v, 95), max: percentileSorted(v, 100) };
+}
+
+/**
+ * Splits reconnections by the restart they belong to: reconnection j (its
+ * disconnect at `at[j]`, wall-clock ms) goes to the last phase started at or
+ * before it (`phaseStarts` ascending, e.g. each host's SIGTERM). Disconnects
+ * before the first phase are returned apart (`before`): nothing restarted
+ * then, they are stray drops.
+ */
+export function reconnectsByPhase(
+  at: readonly number[],
+  ms: readonly number[],
+  phaseStarts: readonly number[],
+): { phases: ReconnectSummary[]; before: ReconnectSummary } {
+  const buckets: number[][] = phaseStarts.map(() => []);
+  const before: number[] = [];
+  at.forEach((t, j) => {
+    let k = -1;
+    for (let i = 0; i < phaseStarts.length; i++) if ((phaseStarts[i] as number) <= t) k = i;
+    const v = ms[j];
+    if (v === undefined) return;
+    if (k < 0) before.push(v);
+    else (buckets[k] as number[]).push(v);
+  });
+  return { phases: buckets.map(summarizeReconnects), before: summarizeReconnects(before) };
+}
+
+/** Per second since `start` (wall-clock ms), the p95 of `ms` for the reconnections whose disconnect fell in it. */
+export function p95BySecond(at: readonly number[], ms: readonly number[], start: number, seconds: number): number[] {
+  const buckets: number[][] = Array.from({ length: seconds }, () => []);
+  at.forEach((t, j) => {
+    const s = Math.floor((t - start) / 1000);
+    const v = ms[j];
+    if (s >= 0 && s < seconds && v !== undefined && Number.isFinite(v)) (buckets[s] as number[]).push(v);
+  });
+  return buckets.map((b) => summarizeReconnects(b).p95);
 }

@@ -16,6 +16,10 @@ interface Client {
   timer: NodeJS.Timeout | undefined;
   /** When the transport was lost (force-closed or by the server), for reconnect times. */
   downAt: number;
+  /** The same instant as wall-clock time, to place it among the orchestrator's restarts. */
+  downAtEpoch: number;
+  /** Start of the latest reconnection attempt (after its backoff wait). */
+  attemptAt: number;
 }
 
 const clients: Client[] = [];
@@ -24,6 +28,9 @@ let reconnects = 0;
 let recovered = 0;
 const missed: Record<string, number> = {};
 let reconnectMs: number[] = [];
+let reconnectAt: number[] = [];
+let handshakeMs: number[] = [];
+let connectErrors = 0;
 let jitter: { meanMs: number; spread: number } | undefined;
 
 function scheduleDrop(c: Client): void {
@@ -51,22 +58,30 @@ function handle(cmd: SioChildCommand): SioChildReport | Promise<SioChildReport> 
           forceNew: true,
           transports: ['websocket'],
           extraHeaders: { Origin: cmd.origin, Cookie: `sid=${spec.sid}`, 'X-Frappe-Site-Name': cmd.site },
-          reconnectionDelay: cmd.reconnectionDelayMs,
-          reconnectionDelayMax: cmd.reconnectionDelayMs * 3,
-          randomizationFactor: 0.5,
+          // Without reconnectionDelayMs: socket.io-client's defaults (1,000 ms, max 5,000 ms, randomization 0.5), as a browser.
+          ...(cmd.reconnectionDelayMs === undefined
+            ? {}
+            : { reconnectionDelay: cmd.reconnectionDelayMs, reconnectionDelayMax: cmd.reconnectionDelayMs * 3, randomizationFactor: 0.5 }),
         });
-        const c: Client = { socket, ledger: new ClientLedger(), warm: false, timer: undefined, downAt: 0 };
+        const c: Client = { socket, ledger: new ClientLedger(), warm: false, timer: undefined, downAt: 0, downAtEpoch: 0, attemptAt: 0 };
         socket.on('bench', (msg: { s?: unknown }) => c.ledger.record(Number(msg?.s)));
         socket.on('warm', () => (c.warm = true));
         socket.on('rtg_missed_updates', (m: { reason?: unknown }) => {
           const r = String(m?.reason ?? 'unknown');
           missed[r] = (missed[r] ?? 0) + 1;
         });
-        socket.on('disconnect', () => (c.downAt = performance.now()));
+        socket.on('disconnect', () => {
+          c.downAt = performance.now();
+          c.downAtEpoch = Date.now();
+        });
+        socket.on('connect_error', () => connectErrors++);
+        socket.io.on('reconnect_attempt', () => (c.attemptAt = performance.now()));
         socket.on('connect', () => {
           if (c.downAt > 0) {
             reconnects++;
             reconnectMs.push(performance.now() - c.downAt);
+            reconnectAt.push(c.downAtEpoch);
+            handshakeMs.push(c.attemptAt >= c.downAt ? performance.now() - c.attemptAt : NaN);
             if (socket.recovered) recovered++;
           }
         });
@@ -96,6 +111,9 @@ function handle(cmd: SioChildCommand): SioChildReport | Promise<SioChildReport> 
       reconnects = 0;
       recovered = 0;
       reconnectMs = [];
+      reconnectAt = [];
+      handshakeMs = [];
+      connectErrors = 0;
       for (const k of Object.keys(missed)) delete missed[k];
       return report(false);
   }
@@ -123,7 +141,10 @@ function report(full: boolean): SioChildReport {
     reconnects,
     recovered,
     missed: { ...missed },
+    connectErrors,
     reconnectMs: full ? reconnectMs : [],
+    reconnectAt: full ? reconnectAt : [],
+    handshakeMs: full ? handshakeMs : [],
     ledgers: full ? clients.map((c) => c.ledger.toJSON()) : [],
   };
 }

@@ -8,7 +8,8 @@ export type SioChildCommand =
       site: string;
       origin: string;
       clients: { sid: string }[];
-      reconnectionDelayMs: number;
+      /** Omitted: socket.io-client's default reconnection settings. */
+      reconnectionDelayMs?: number;
       timeoutMs: number;
     }
   | { type: 'jitter'; meanMs: number; spread: number }
@@ -29,6 +30,12 @@ export interface SioChildReport {
   recovered: number;
   /** rtg_missed_updates by reason. */
   missed: Record<string, number>;
+  /** Failed (re)connection attempts (connect_error). */
+  connectErrors: number;
+  /** Per reconnection: disconnect to next connect, and the disconnect's wall-clock time (epoch ms). */
   reconnectMs: number[];
+  reconnectAt: number[];
+  /** Per reconnection: its successful attempt alone (TCP + Engine.IO + Socket.IO CONNECT, after the backoff wait). */
+  handshakeMs: number[];
   ledgers: LedgerJson[];
 }

@@ -73,6 +73,8 @@ export async function startGatewayTarget(o: GatewayTargetOptions): Promise<Targe
     // BENCH_CPU_PROF_DIR=dir: every gateway process writes a .cpuprofile there on exit
     // (workers inherit the primary's execArgv; NODE_OPTIONS may not carry --cpu-prof).
     nodeArgs: process.env['BENCH_CPU_PROF_DIR'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_CPU_PROF_DIR']}`] : [],
+    // BENCH_GATEWAY_MAIN=path/main.js: another build of the gateway (A/B against a baseline build in the same session).
+    ...(process.env['BENCH_GATEWAY_MAIN'] ? { mainPath: process.env['BENCH_GATEWAY_MAIN'] } : {}),
     env: {
       GATEWAY_DRAIN_MS: '500',
       GATEWAY_SHUTDOWN_GRACE_MS: '5000',

@@ -1,17 +1,9 @@
 import { OFFSET_RE, compareOffsets } from '../events/encode';
 import type { RedisClient } from '../redis/connect';
 import type { Keys } from '../redis/keys';
+import { ReadWindow, type HistoryEntry } from './read-window';
 
-/** One event of the history stream, as the leader's script wrote it (`leader/publisher.ts`). */
-export interface HistoryEntry {
-  /** Stream id = the offset the live packet carried. */
-  readonly id: string;
-  /** Site; '' for events without a room (every site). */
-  readonly namespace: string;
-  readonly room: string;
-  /** The event's argument list without its closing bracket (`openEventArgs`). */
-  readonly args: string;
-}
+export type { HistoryEntry } from './read-window';
 
 /** Why an offset cannot be replayed from (label of gateway_session_recoveries_total). */
 export type Unrecoverable = 'foreign_offset' | 'history_lost' | 'trimmed';
@@ -70,10 +62,27 @@ type Scripted = RedisClient & {
 };
 
 const PAGE = 1000;
+/**
+ * The read window (`read-window.ts`): entries a worker keeps after reading
+ * them, for the replays of clients recovering around the same time. Its
+ * bounds: ~6 MB of 300-byte events per worker at most, and only while reads
+ * keep coming (dropped after this long without one).
+ */
+const WINDOW_MAX_ENTRIES = 20_000;
+const WINDOW_MS = 20_000;
 
 /** Reads the leader's history stream: offset checks and the events after an offset. */
 export class HistoryReader {
   private readonly c: Scripted;
+  private readonly window = new ReadWindow(WINDOW_MAX_ENTRIES, WINDOW_MS);
+  /** The tail read in flight, and the one queued to start after it. */
+  private tail: Promise<void> | null = null;
+  private queued: Promise<void> | null = null;
+  /** The read reaching the window back to older offsets, and the oldest offset asked for. */
+  private extending: Promise<void> | null = null;
+  private oldestWanted: string | null = null;
+  /** Drops the window once no read came for WINDOW_MS (it would only hold memory, and be stale). */
+  private idle: NodeJS.Timeout | undefined;
 
   constructor(
     client: RedisClient,
@@ -97,21 +106,110 @@ export class HistoryReader {
   }
 
   /**
-   * Every entry after `offset`, in order, page by page (`visit` returns
-   * before the next page is read). Resolves the last id read (`offset` when
-   * there was nothing).
+   * Every entry after `offset`, in order, up to the end of the stream as it
+   * was at some moment after the call (so a replay that held live packets
+   * from before the call misses nothing). Resolves the last id covered
+   * (`offset` when there was nothing). Served from the read window when it
+   * covers `offset`: concurrent and successive callers share one read of
+   * the stream's tail (`read-window.ts`).
    */
   async readAfter(offset: string, visit: (e: HistoryEntry) => void): Promise<string> {
-    let from = offset;
-    for (;;) {
-      const page = (await this.c.xrange(this.keys.history, `(${from}`, '+', 'COUNT', PAGE)) as [string, string[]][];
-      for (const [id, fields] of page) {
-        from = id;
-        const e = entryOf(id, fields);
-        if (e) visit(e);
+    if (this.idle) this.idle.refresh();
+    else this.idle = setTimeout(() => this.window.reset(), WINDOW_MS).unref();
+    const w = this.window;
+    if (!w.covers(offset) && (w.to === null || compareOffsets(offset, w.to) <= 0)) await this.extendTo(offset);
+    await this.fresh();
+    if (w.covers(offset)) return w.visitAfter(offset, visit);
+    // Ahead of the stream (not one of its offsets), or the window moved past it meanwhile.
+    return this.readRange(offset, '+', visit);
+  }
+
+  /**
+   * Makes the window reach back to `offset`: one read at a time, from the
+   * oldest offset asked for so far, so a burst of readers reads each stretch
+   * of the stream once.
+   */
+  private extendTo(offset: string): Promise<void> {
+    if (this.oldestWanted === null || compareOffsets(offset, this.oldestWanted) < 0) this.oldestWanted = offset;
+    this.extending ??= (async () => {
+      try {
+        while (this.oldestWanted !== null) {
+          const from = this.oldestWanted;
+          this.oldestWanted = null;
+          const w = this.window;
+          const edge = w.from;
+          if (w.covers(from)) continue;
+          if (edge === null) {
+            const genesis = await this.c.get(this.keys.historyGenesis);
+            const read: HistoryEntry[] = [];
+            const last = await this.readRange(from, '+', (e) => read.push(e));
+            if (w.from === null) w.seed(from, read, last, genesis);
+          } else if (compareOffsets(from, edge) < 0) {
+            const read: HistoryEntry[] = [];
+            await this.readRange(from, edge, (e) => read.push(e));
+            if (w.from === edge) w.prepend(from, read);
+          }
+        }
+      } finally {
+        this.extending = null;
       }
-      if (page.length < PAGE) return from;
+    })();
+    return this.extending;
+  }
+
+  /** Resolves once a read of the stream's tail that started after the call has finished. */
+  private fresh(): Promise<void> {
+    if (this.tail === null) {
+      this.tail = this.readTail().finally(() => (this.tail = null));
+      return this.tail;
     }
+    this.queued ??= this.tail
+      .catch(() => undefined)
+      .then(() => {
+        this.queued = null;
+        return this.fresh();
+      });
+    return this.queued;
+  }
+
+  private async readTail(): Promise<void> {
+    const w = this.window;
+    if (w.to === null) return;
+    const genesis = await this.c.get(this.keys.historyGenesis);
+    if (genesis !== w.genesis) {
+      w.reset();
+      return;
+    }
+    let from = w.to;
+    for (;;) {
+      const page = await this.page(from, '+');
+      if (w.to !== from || page.last === undefined) return; // reset meanwhile, or nothing new
+      w.append(page.entries, page.last);
+      from = page.last;
+      if (page.count < PAGE) return;
+    }
+  }
+
+  /** Entries in (from, to], page by page (`visit` returns before the next page is read); the last id read, or `from`. */
+  private async readRange(from: string, to: string, visit: (e: HistoryEntry) => void): Promise<string> {
+    let at = from;
+    for (;;) {
+      const page = await this.page(at, to);
+      for (const e of page.entries) visit(e);
+      at = page.last ?? at;
+      if (page.count < PAGE) return at;
+    }
+  }
+
+  /** One XRANGE page after `after`: its entries with a payload, how many ids it had, the last id. */
+  private async page(after: string, to: string): Promise<{ entries: HistoryEntry[]; count: number; last: string | undefined }> {
+    const raw = (await this.c.xrange(this.keys.history, `(${after}`, to, 'COUNT', PAGE)) as [string, string[]][];
+    const entries: HistoryEntry[] = [];
+    for (const [id, fields] of raw) {
+      const e = entryOf(id, fields);
+      if (e) entries.push(e);
+    }
+    return { entries, count: raw.length, last: raw.at(-1)?.[0] };
   }
 }
 

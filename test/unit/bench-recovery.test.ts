@@ -1,6 +1,14 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ClientLedger, expectedFor, jitterDelay, summarizeDelivery } from '../../bench/lib/recovery-accounting';
+import {
+  ClientLedger,
+  expectedFor,
+  jitterDelay,
+  p95BySecond,
+  reconnectsByPhase,
+  summarizeDelivery,
+  summarizeReconnects,
+} from '../../bench/lib/recovery-accounting';
 
 test('ledger: duplicates are counted once each and do not add to unique', () => {
   const l = new ClientLedger();
@@ -63,4 +71,37 @@ test('jitterDelay: uniform within mean ± spread, clamped', () => {
   assert.equal(jitterDelay(15_000, 0.5, 0.5), 15_000);
   assert.ok(Math.abs(jitterDelay(15_000, 0.5, 0.999999) - 22_500) < 1);
   assert.equal(jitterDelay(1000, 2, 0), 0);
+});
+
+test('summarizeReconnects: nearest-rank p50/p95 and max; NaN when there were none', () => {
+  const ms = Array.from({ length: 100 }, (_, i) => 100 - i); // 1..100, unsorted
+  assert.deepEqual(summarizeReconnects(ms), { n: 100, p50: 50, p95: 95, max: 100 });
+  const none = summarizeReconnects([]);
+  assert.equal(none.n, 0);
+  assert.ok(Number.isNaN(none.p95) && Number.isNaN(none.max));
+});
+
+test('reconnectsByPhase: each reconnection goes to the last restart begun at or before its disconnect', () => {
+  // restarts at t=1000 and t=5000; disconnects at 500 (stray), 1000, 4999, 5000, 9000
+  const at = [500, 1000, 4999, 5000, 9000];
+  const ms = [7, 10, 20, 30, 40];
+  const r = reconnectsByPhase(at, ms, [1000, 5000]);
+  assert.deepEqual(
+    r.phases.map((p) => [p.n, p.max]),
+    [
+      [2, 20],
+      [2, 40],
+    ],
+  );
+  assert.deepEqual([r.before.n, r.before.max], [1, 7]);
+});
+
+test('p95BySecond: buckets by whole seconds after the start; outside and non-finite values are left out', () => {
+  const start = 10_000;
+  const at = [10_000, 10_999, 11_000, 12_500, 9_999, 20_000, 11_500];
+  const ms = [1, 2, 3, 4, 5, 6, NaN];
+  const r = p95BySecond(at, ms, start, 3);
+  assert.equal(r.length, 3);
+  assert.deepEqual(r, [2, 3, 4]);
+  assert.ok(Number.isNaN(p95BySecond([], [], start, 1)[0] as number));
 });
