@@ -26,7 +26,17 @@ export const KNOWN_LABELS = {
   permissionResults: ['allowed', 'denied', 'error'],
   publishStatuses: ['202', '400', '401', '403', '413', '503'],
   leaderTransitions: ['leader', 'standby'],
-  recoveryResults: ['restored', 'expired', 'trimmed', 'history_lost', 'foreign_offset', 'no_history', 'history_unreadable', 'overflow'],
+  recoveryResults: [
+    'restored',
+    'expired',
+    'trimmed',
+    'history_lost',
+    'foreign_offset',
+    'no_history',
+    'history_unreadable',
+    'overflow',
+    'put_back',
+  ],
   limits: [
     'admission',
     'backend_queue',
@@ -285,7 +295,7 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
     }),
     sessionRecoveries: new Counter({
       name: 'gateway_session_recoveries_total',
-      help: 'Reconnections that asked for their session back, by result (restored; expired, trimmed, history_lost, foreign_offset: treated as new)',
+      help: 'Reconnections that asked for their session back, by result (restored; expired, trimmed, history_lost, foreign_offset: treated as new; put_back: restored, then the handshake failed in a way the client retries, so the session was stored again)',
       labelNames: ['result'],
       registers: r,
     }),

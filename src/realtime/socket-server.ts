@@ -250,6 +250,7 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
    */
   const deferConnect = (socket: Socket, reason: string, code: string, message: string, done: (err?: Error) => void): void => {
     metrics.connectErrors.inc({ reason });
+    keeper?.putBack(socket, socket.data as SocketData);
     logRefusal(socket, reason, `${message} (transport closed so the client retries)`);
     if (connectedNamespaceCount(socket) === 0) socket.conn.close();
     done(retryableError(code, message));

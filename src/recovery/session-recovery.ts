@@ -259,6 +259,21 @@ export class SessionKeeper {
     });
   }
 
+  /**
+   * A recovered socket whose handshake failed in a way the client retries
+   * (backend unavailable, queue full, handshake timeout): the restore took
+   * its session out of the store, so store it again, or the client's next
+   * attempt would find it gone and be treated as new ('expired').
+   */
+  putBack(socket: Socket, data: SocketData): void {
+    const pid = privateSessionId(socket);
+    if (!socket.recovered || !pid) return;
+    this.d.metrics.sessionRecoveries.inc({ result: 'put_back' });
+    this.d.store
+      .save([toStored(socket.id, pid, socket.rooms, data)], this.d.windowMs)
+      .catch((err: unknown) => this.d.log.warn({ err: errorMessage(err) }, 'could not put a session back'));
+  }
+
   /** Room membership of a tracked socket changed. */
   roomsChanged(nsp: Namespace, sid: string): void {
     const s = nsp.sockets.get(sid);

@@ -164,3 +164,52 @@ test('a recovered session whose credential now belongs to another user inherits 
     sendMarker: (marker) => publishRedis(publisher, 'events', barrierPublish(SITE, 'user:bob@example.com', marker)),
   });
 });
+
+test('a reconnection refused because the backend is down keeps its session: the next attempt recovers it', async (t) => {
+  const scope = withScope(t);
+  const redis = await startRedis({ scope });
+  const frappe = await startFakeFrappe({ scope });
+  frappe.addSession('sid-ana', { user: 'ana@example.com', user_type: 'System User' });
+  frappe.allow('*', 'ToDo');
+  // No auth cache: every handshake asks the backend.
+  const gw = await startGateway({
+    scope,
+    redisUrl: redis.url,
+    backendUrl: frappe.url,
+    defaultSite: SITE,
+    workers: 1,
+    keyPrefix: uniqueKeyPrefix(),
+    extraEnv: { GATEWAY_AUTH_CACHE_TTL_MS: '0' },
+  });
+  const ana = connectClient(gw.url, SITE, {
+    scope,
+    cookie: 'sid-ana',
+    transports: ['websocket'],
+    reconnection: true,
+    ioOptions: { reconnectionDelay: 100, reconnectionDelayMax: 200 },
+  });
+  const rec = new EventRecorder(ana);
+  await waitConnect(ana);
+  await rec.waitFor('rtg_session', undefined, 5000);
+  assert.equal(await ack(ana, 'doc_subscribe', 'ToDo', 'T-1'), true);
+
+  frappe.setFailure('sid-ana', 'http500');
+  const refused = frappe.callsTo('get_user_info').length;
+  const back = reconnected(ana);
+  ana.io.engine.close();
+  // At least one reconnection attempt reaches the failing backend and is refused.
+  await pollUntil(
+    async () => ((await gw.metricValue('gateway_connect_errors_total', { reason: 'backend_unavailable' })) >= 1 ? true : undefined),
+    { timeoutMs: 10_000, intervalMs: 50, description: () => 'a reconnection refused as backend_unavailable' },
+  );
+  assert.ok(frappe.callsTo('get_user_info').length > refused);
+  assert.equal(ana.connected, false);
+  frappe.setFailure('sid-ana', null);
+  await back;
+
+  assert.equal(ana.recovered, true, 'the session survived the refused attempt');
+  assert.ok((await gw.metricValue('gateway_session_recoveries_total', { result: 'put_back' })) >= 1);
+  assert.equal(rec.count('rtg_missed_updates'), 0);
+  await publishRedis(redis.client(), 'events', { event: 'doc_update', message: { n: 7 }, namespace: SITE, room: 'doc:ToDo/T-1' });
+  assert.deepEqual(await rec.waitFor('doc_update', undefined, 5000), { n: 7 });
+});
