@@ -12,6 +12,7 @@ import { fanout } from './scenarios/fanout';
 import { historyCost } from './scenarios/history-cost';
 import { idleMemory } from './scenarios/idle-memory';
 import { jitter } from './scenarios/jitter';
+import { junkMemory } from './scenarios/junk-memory';
 import { leaderThroughput } from './scenarios/leader-throughput';
 import { mqtt } from './scenarios/mqtt';
 import { rollingRestart } from './scenarios/rolling-restart';
@@ -28,6 +29,7 @@ const SCENARIOS: Record<string, { run: (f: Flags) => Promise<unknown>; clients: 
   mqtt: { run: mqtt, clients: 1000, runs: 2 },
   soak: { run: soak, clients: 200, runs: 1 },
   jitter: { run: jitter, clients: 200, runs: 1 },
+  'junk-memory': { run: junkMemory, clients: 0, runs: 3 },
   'history-cost': { run: historyCost, clients: 1000, runs: 3 },
   'rolling-restart': { run: rollingRestart, clients: 1000, runs: 1 },
 };

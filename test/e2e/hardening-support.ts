@@ -28,6 +28,7 @@ export function inspectorUrls(gw: GatewayHandle): string[] {
 
 /** process.memoryUsage() of a gateway process, in MB. */
 export interface MemoryMb {
+  readonly pid: number;
   readonly rss: number;
   readonly heapUsed: number;
   /** Buffers and other memory outside the JS heap (socket write buffers live here). */
@@ -48,16 +49,16 @@ export function collectGarbage(url: string): Promise<MemoryMb> {
     });
     ws.on('open', () => {
       ws.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' }));
-      ws.send(JSON.stringify({ id: 2, method: 'Runtime.evaluate', params: { expression: 'JSON.stringify(process.memoryUsage())' } }));
+      ws.send(JSON.stringify({ id: 2, method: 'Runtime.evaluate', params: { expression: 'JSON.stringify({ pid: process.pid, ...process.memoryUsage() })' } }));
     });
     ws.on('message', (raw) => {
       const msg = JSON.parse(String(raw)) as { id?: number; result?: { result?: { value?: string } } };
       if (msg.id !== 2) return;
       clearTimeout(timer);
       ws.close();
-      const u = JSON.parse(msg.result?.result?.value ?? '{}') as { rss?: number; heapUsed?: number; external?: number };
+      const u = JSON.parse(msg.result?.result?.value ?? '{}') as { pid?: number; rss?: number; heapUsed?: number; external?: number };
       const mb = (n: number | undefined): number => (n ?? NaN) / (1024 * 1024);
-      resolve({ rss: mb(u.rss), heapUsed: mb(u.heapUsed), external: mb(u.external) });
+      resolve({ pid: u.pid ?? NaN, rss: mb(u.rss), heapUsed: mb(u.heapUsed), external: mb(u.external) });
     });
   });
 }
