@@ -61,6 +61,63 @@ const SPACES_EXPR = `(() => { const v8 = process.mainModule.require('v8'); const
   return 'heapTotal ' + mb(m.heapTotal) + ' used ' + mb(m.heapUsed) + ' malloced ' + mb(h.malloced_memory) + ' external ' + mb(m.external) + ' arrayBuffers ' + mb(m.arrayBuffers) + ' | ' +
     v8.getHeapSpaceStatistics().map((s) => s.space_name.replace('_space', '') + ' ' + mb(s.physical_space_size) + '/' + mb(s.space_used_size)).join(', '); })()`;
 
+interface ProfileNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: ProfileNode[];
+}
+
+/**
+ * Sampling heap profile of everything the process allocates (collected
+ * garbage included) while `during` runs: the top allocation sites by bytes.
+ */
+async function allocationProfile(url: string, during: () => Promise<void>): Promise<string[]> {
+  const ws = new WebSocket(url, { maxPayload: 1 << 30 });
+  await new Promise((r, j) => ws.once('open', r).once('error', j));
+  let id = 0;
+  const call = (method: string, params: unknown = {}): Promise<unknown> =>
+    new Promise((resolve) => {
+      const my = ++id;
+      const on = (raw: WebSocket.RawData): void => {
+        const msg = JSON.parse(String(raw)) as { id?: number; result?: unknown };
+        if (msg.id !== my) return;
+        ws.off('message', on);
+        resolve(msg.result);
+      };
+      ws.on('message', on);
+      ws.send(JSON.stringify({ id: my, method, params }));
+    });
+  await call('HeapProfiler.startSampling', {
+    samplingInterval: 4096,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  });
+  await during();
+  const res = (await call('HeapProfiler.stopSampling')) as { profile: { head: ProfileNode } };
+  ws.close();
+  const sites = new Map<string, number>();
+  let total = 0;
+  const walk = (n: ProfileNode, stack: string[]): void => {
+    const f = n.callFrame;
+    const here = `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*node_modules\//, '').replace(/^.*\/dist\//, 'dist/')}:${f.lineNumber + 1}`;
+    const s2 = [...stack, here].slice(-3);
+    if (n.selfSize > 0) {
+      const key = s2.join(' < ');
+      sites.set(key, (sites.get(key) ?? 0) + n.selfSize);
+      total += n.selfSize;
+    }
+    for (const c of n.children) walk(c, s2);
+  };
+  walk(res.profile.head, []);
+  return [
+    `allocated in total ~${(total / 1048576).toFixed(0)} MB (sampled)`,
+    ...[...sites.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 25)
+      .map(([k, v]) => `${(v / 1048576).toFixed(1)} MB  ${k.split(' < ').reverse().join(' < ')}`),
+  ];
+}
+
 async function spaces(gw: GatewayHandle, label: string): Promise<void> {
   const urls = inspectorUrls(gw);
   for (let i = 0; i < urls.length; i++) console.log(`  ${label} [${i}] ${await evaluate(urls[i] as string, SPACES_EXPR)}`);
@@ -94,7 +151,7 @@ interface RunResult {
 
 const live = (m: MemoryMb): number => m.heapUsed + m.external;
 
-async function oneRun(messages: number, chunk: number, burst: boolean, snapshotDir: string | null, run: number, verbose: boolean): Promise<RunResult> {
+async function oneRun(messages: number, chunk: number, burst: boolean, snapshotDir: string | null, run: number, verbose: boolean, allocProfile: boolean): Promise<RunResult> {
   const redis = await startRedis({ label: 'bench redis' });
   const fake = await startFakeFrappe();
   fake.addSession('sid-watcher', { user: 'watcher@example.com', user_type: 'System User' });
@@ -153,9 +210,14 @@ async function oneRun(messages: number, chunk: number, burst: boolean, snapshotD
     const sampler = setInterval(() => pids.forEach((p, i) => (rssPeak[i] = Math.max(rssPeak[i] ?? 0, rssMb(p)))), 50);
     const receivedBefore = (await counters(g)).received;
     const started = Date.now();
-    try {
+    const flood = async (): Promise<void> => {
       if (burst) await publish(2000, messages);
       else for (let done = 0, r = 0; done < messages; done += chunk, r++) await publish(2000 + r * 10, Math.min(chunk, messages - done));
+    };
+    const primaryUrl = inspectorUrls(g)[0];
+    try {
+      if (allocProfile && primaryUrl) for (const line of await allocationProfile(primaryUrl, flood)) console.log(`  ${line}`);
+      else await flood();
     } finally {
       clearInterval(sampler);
     }
@@ -204,7 +266,7 @@ export async function junkMemory(flags: Flags): Promise<unknown> {
   const snapshotDir = typeof flags['snapshot'] === 'string' ? flags['snapshot'] : null;
   const runs: RunResult[] = [];
   for (let r = 0; r < flags.runs; r++) {
-    runs.push(await oneRun(messages, chunk, burst, snapshotDir, r, flags['spaces'] === true));
+    runs.push(await oneRun(messages, chunk, burst, snapshotDir, r, flags['spaces'] === true, flags['alloc'] === true));
     const x = runs[runs.length - 1] as RunResult;
     console.log(
       `run ${r + 1}: ${x.received} received in ${x.floodMs} ms, subscription lost ${x.lost}; RSS MB base/peak/end/endGC/aged: ${x.rssBase

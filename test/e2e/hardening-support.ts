@@ -19,9 +19,9 @@ export function rssMb(pid: number): number {
 /** Inspector URLs the gateway's processes logged, in start order (primary first). */
 export function inspectorUrls(gw: GatewayHandle): string[] {
   const out: string[] = [];
+  // Two processes' stderr lines can end up interleaved on one line: every match counts.
   for (const line of gw.logs) {
-    const m = /Debugger listening on (ws:\/\/\S+)/.exec(line);
-    if (m?.[1]) out.push(m[1]);
+    for (const m of line.matchAll(/Debugger listening on (ws:\/\/[^\s"]+?\/[0-9a-f-]{36})/g)) if (m[1]) out.push(m[1]);
   }
   return out;
 }
@@ -65,8 +65,13 @@ export function collectGarbage(url: string): Promise<MemoryMb> {
 
 /** Forces a GC in every process of the gateway; resolves with their memory usage, in inspector order (primary first). */
 export async function collectEverywhere(gw: GatewayHandle): Promise<MemoryMb[]> {
+  return collectAt(inspectorUrls(gw));
+}
+
+/** `collectEverywhere` over inspector URLs read once (the gateway's log buffer keeps its last lines only). */
+export async function collectAt(urls: readonly string[]): Promise<MemoryMb[]> {
   const out: MemoryMb[] = [];
-  for (const url of inspectorUrls(gw)) out.push(await collectGarbage(url));
+  for (const url of urls) out.push(await collectGarbage(url));
   return out;
 }
 
