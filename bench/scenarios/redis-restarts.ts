@@ -34,17 +34,25 @@ export async function redisRestarts(flags: Flags): Promise<unknown> {
   let gw: GatewayHandle | undefined;
   const sockets: ReturnType<typeof connectClient>[] = [];
   try {
-    gw = await startGateway({
-      redisUrl: env.redis.url,
-      workers: 2,
-      backendUrl: env.fake.url,
-      defaultSite: SITE,
-      nodeArgs: INSPECT_ARGS,
-      env: { GATEWAY_MAX_CONNECTIONS_PER_IP: '0', GATEWAY_CLIENT_EVENTS_PER_SEC: '0' },
-    });
-    const g = gw;
-    const urls = inspectorUrls(g);
-    if (urls.length !== 3) throw new Error(`expected 3 inspector URLs in the gateway log, found ${urls.length}`);
+    // Node gives forked workers the primary's inspector port + 1, + 2: on a
+    // shared machine one of those can be taken (that worker then has no
+    // inspector). Start again until every process has one.
+    let urls: string[] = [];
+    for (let attempt = 0; urls.length !== 3; attempt++) {
+      await gw?.close();
+      if (attempt === 5) throw new Error(`expected 3 inspector URLs in the gateway log, found ${urls.length}`);
+      gw = await startGateway({
+        redisUrl: env.redis.url,
+        workers: 2,
+        backendUrl: env.fake.url,
+        defaultSite: SITE,
+        nodeArgs: INSPECT_ARGS,
+        env: { GATEWAY_MAX_CONNECTIONS_PER_IP: '0', GATEWAY_CLIENT_EVENTS_PER_SEC: '0' },
+      });
+      await gw.ready();
+      urls = inspectorUrls(gw);
+    }
+    const g = gw as GatewayHandle;
     for (const s of specs) sockets.push(connectClient(g.url, SITE, { cookie: s.sid, transports: ['websocket'] }));
     await Promise.all(sockets.map((s) => waitConnect(s, 30_000)));
     const probe = sockets[0];
