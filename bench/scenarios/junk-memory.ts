@@ -202,6 +202,8 @@ async function oneRun(messages: number, chunk: number, burst: boolean, snapshotD
       );
     };
     await publish(1000, JUNK); // warm-up
+    // The baseline once the warm-up aged out of the standby buffer (what the flood leaves is then compared like for like).
+    await new Promise((r) => setTimeout(r, STANDBY_MS + 1500));
     const base = await collectEverywhere(g);
     if (verbose) await spaces(g, 'baseline');
     const pids = base.map((m) => m.pid);
@@ -226,16 +228,19 @@ async function oneRun(messages: number, chunk: number, burst: boolean, snapshotD
     const urls = inspectorUrls(g);
     if (snapshotDir && urls[0]) await heapSnapshot(urls[0], path.join(snapshotDir, `junk-primary-run${run}.heapsnapshot`));
     if (verbose) await spaces(g, 'right after (no GC)');
+    const standbyEnd = [(await g.metricValue('gateway_standby_buffer_bytes')) ?? NaN, (await g.metricValue('gateway_standby_buffer_events')) ?? NaN];
     const end = await collectEverywhere(g);
     if (verbose) await spaces(g, 'right after (GC)');
     const rssEndGc = pids.map(rssMb);
     const c = await counters(g);
     // Once the standby buffer aged out (and a GC).
     await new Promise((r) => setTimeout(r, STANDBY_MS + 1500));
+    const standbyAged = [(await g.metricValue('gateway_standby_buffer_bytes')) ?? NaN, (await g.metricValue('gateway_standby_buffer_events')) ?? NaN];
     const aged = await collectEverywhere(g);
     if (verbose) await spaces(g, 'aged out (GC)');
     const rssAged = pids.map(rssMb);
     socket.disconnect();
+    console.log(`  standby buffer bytes/events right after ${standbyEnd.join('/')}, aged out ${standbyAged.join('/')}`);
     return {
       messages,
       floodMs,

@@ -71,7 +71,7 @@ export class EventRing {
   private at = new Float64Array(MIN_CAPACITY);
   private digests = new Uint8Array(MIN_CAPACITY * DIGEST_BYTES);
   /** Slabs in use, oldest first; `slabs[0]` has sequence number `slabBase`. */
-  private slabs: Slab[] = [];
+  private slabs: (Slab | null)[] = [];
   private slabBase = 0;
   private slabHead = 0;
   /** Bytes of the slabs held. */
@@ -105,9 +105,9 @@ export class EventRing {
     // would keep the whole chunk it came from. A copy holds its own bytes only.
     const n = received.length;
     const own = n > SLAB_BYTES / 4;
-    let slab = this.slabs.length > this.slabHead ? this.slabs[this.slabs.length - 1] : undefined;
+    let slab = this.slabs.length > this.slabHead ? this.slabs[this.slabs.length - 1] : null;
     // A new slab for a large message (its own), or when the current one is full or someone else's.
-    if (slab === undefined || own || slab.buf.length !== SLAB_BYTES || slab.used + n > SLAB_BYTES) {
+    if (!slab || own || slab.buf.length !== SLAB_BYTES || slab.used + n > SLAB_BYTES) {
       slab = { buf: Buffer.allocUnsafeSlow(own ? n : SLAB_BYTES), used: 0, last: pos };
       this.slabs.push(slab);
       this.slabBytes += slab.buf.length;
@@ -166,7 +166,8 @@ export class EventRing {
       const s = this.slabs[this.slabHead] as Slab;
       if (s.last >= this.base) break;
       this.slabBytes -= s.buf.length;
-      this.slabHead++;
+      // Released now, not when the array is next compacted.
+      this.slabs[this.slabHead++] = null;
     }
     if (this.slabHead >= 1024 || this.slabHead * 2 >= this.slabs.length) {
       this.slabs = this.slabs.slice(this.slabHead);
