@@ -14,8 +14,8 @@
 import { createWriteStream } from 'node:fs';
 import path from 'node:path';
 import WebSocket from 'ws';
-import { connectClient, pollUntil, startFakeFrappe, startGateway, startRedis, waitConnect, type GatewayHandle } from '../../test/harness';
-import { collectEverywhere, INSPECT_ARGS, inspectorUrls, rssMb, type MemoryMb } from '../../test/e2e/hardening-support';
+import { connectClient, pollUntil, startFakeFrappe, startRedis, waitConnect, type GatewayHandle } from '../../test/harness';
+import { collectEverywhere, inspectorUrls, rssMb, startInspectedGateway, type MemoryMb } from '../../test/e2e/hardening-support';
 import { JUNK, makeJunk, MAX_MESSAGE_BYTES, SITE } from '../../test/e2e/junk-support';
 import { flagNumber, printTable, type Flags } from '../lib/common';
 import { spread } from '../lib/stats';
@@ -157,18 +157,19 @@ async function oneRun(messages: number, chunk: number, burst: boolean, snapshotD
   fake.addSession('sid-watcher', { user: 'watcher@example.com', user_type: 'System User' });
   let gw: GatewayHandle | undefined;
   try {
-    gw = await startGateway({
-      redisUrl: redis.url,
-      workers: 2,
-      backendUrl: fake.url,
-      defaultSite: SITE,
-      nodeArgs: INSPECT_ARGS,
-      env: {
-        GATEWAY_MAX_MESSAGE_BYTES: String(MAX_MESSAGE_BYTES),
-        GATEWAY_DROP_LOG_INTERVAL_MS: '600000',
-        GATEWAY_STANDBY_BUFFER_MS: String(STANDBY_MS),
-      },
-    });
+    gw = (
+      await startInspectedGateway({
+        redisUrl: redis.url,
+        workers: 2,
+        backendUrl: fake.url,
+        defaultSite: SITE,
+        env: {
+          GATEWAY_MAX_MESSAGE_BYTES: String(MAX_MESSAGE_BYTES),
+          GATEWAY_DROP_LOG_INTERVAL_MS: '600000',
+          GATEWAY_STANDBY_BUFFER_MS: String(STANDBY_MS),
+        },
+      })
+    ).gw;
     const g = gw;
     await pollUntil(
       async () => {

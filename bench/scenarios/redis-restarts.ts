@@ -7,25 +7,10 @@
  * grows per restart is a leak, an RSS that grows over a flat heap is the
  * allocator.
  */
-import { connectClient, EventRecorder, publishRedis, startGateway, waitConnect, type GatewayHandle } from '../../test/harness';
-import { collectAt, INSPECT_ARGS, inspectorUrls } from '../../test/e2e/hardening-support';
+import { connectClient, EventRecorder, publishRedis, waitConnect, type GatewayHandle } from '../../test/harness';
+import { collectAt, slope, startInspectedGateway } from '../../test/e2e/hardening-support';
 import { flagNumber, makeClients, printTable, startEnv, type Flags } from '../lib/common';
 import { SITE } from '../lib/topology';
-
-/** Least-squares slope of ys over 0..n-1. */
-export function slope(ys: readonly number[]): number {
-  const n = ys.length;
-  if (n < 2) return NaN;
-  const mx = (n - 1) / 2;
-  const my = ys.reduce((a, b) => a + b, 0) / n;
-  let num = 0;
-  let den = 0;
-  ys.forEach((y, x) => {
-    num += (x - mx) * (y - my);
-    den += (x - mx) ** 2;
-  });
-  return num / den;
-}
 
 export async function redisRestarts(flags: Flags): Promise<unknown> {
   const restarts = flagNumber(flags, 'restarts', 10);
@@ -34,24 +19,15 @@ export async function redisRestarts(flags: Flags): Promise<unknown> {
   let gw: GatewayHandle | undefined;
   const sockets: ReturnType<typeof connectClient>[] = [];
   try {
-    // Node gives forked workers the primary's inspector port + 1, + 2: on a
-    // shared machine one of those can be taken (that worker then has no
-    // inspector). Start again until every process has one.
-    let urls: string[] = [];
-    for (let attempt = 0; urls.length !== 3; attempt++) {
-      await gw?.close();
-      if (attempt === 5) throw new Error(`expected 3 inspector URLs in the gateway log, found ${urls.length}`);
-      gw = await startGateway({
-        redisUrl: env.redis.url,
-        workers: 2,
-        backendUrl: env.fake.url,
-        defaultSite: SITE,
-        nodeArgs: INSPECT_ARGS,
-        env: { GATEWAY_MAX_CONNECTIONS_PER_IP: '0', GATEWAY_CLIENT_EVENTS_PER_SEC: '0' },
-      });
-      await gw.ready();
-      urls = inspectorUrls(gw);
-    }
+    const started = await startInspectedGateway({
+      redisUrl: env.redis.url,
+      workers: 2,
+      backendUrl: env.fake.url,
+      defaultSite: SITE,
+      env: { GATEWAY_MAX_CONNECTIONS_PER_IP: '0', GATEWAY_CLIENT_EVENTS_PER_SEC: '0' },
+    });
+    gw = started.gw;
+    const urls = started.urls;
     const g = gw as GatewayHandle;
     for (const s of specs) sockets.push(connectClient(g.url, SITE, { cookie: s.sid, transports: ['websocket'] }));
     await Promise.all(sockets.map((s) => waitConnect(s, 30_000)));

@@ -7,7 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
-import type { GatewayHandle } from '../harness';
+import { startGateway, type GatewayHandle, type StartGatewayOptions } from '../harness';
 
 export const INSPECT_ARGS = ['--inspect=127.0.0.1:0'];
 
@@ -97,4 +97,38 @@ export async function collectAt(urls: readonly string[]): Promise<MemoryMb[]> {
 /** Heap used after a forced GC, per process (MB). */
 export async function heapAfterGc(gw: GatewayHandle): Promise<number[]> {
   return (await collectEverywhere(gw)).map((m) => m.heapUsed);
+}
+
+/** Least-squares slope of ys over x = 0..n-1 (NaN for fewer than 2 points). */
+export function slope(ys: readonly number[]): number {
+  const n = ys.length;
+  if (n < 2) return NaN;
+  const mx = (n - 1) / 2;
+  const my = ys.reduce((a, b) => a + b, 0) / n;
+  let num = 0;
+  let den = 0;
+  ys.forEach((y, x) => {
+    num += (x - mx) * (y - my);
+    den += (x - mx) ** 2;
+  });
+  return num / den;
+}
+
+/**
+ * `startGateway` with an inspector in every process (`INSPECT_ARGS`). Node
+ * gives forked workers the primary's inspector port + 1, + 2, ...: on a
+ * shared machine one of those can be taken, and that worker then runs
+ * without an inspector. A new gateway gets new ports: started again (up to
+ * 5 times) until every process logged its inspector URL.
+ */
+export async function startInspectedGateway(
+  options: Omit<StartGatewayOptions, 'nodeArgs'> & { workers: number },
+): Promise<{ gw: GatewayHandle; urls: string[] }> {
+  for (let attempt = 1; ; attempt++) {
+    const gw = await startGateway({ ...options, nodeArgs: INSPECT_ARGS });
+    const urls = inspectorUrls(gw);
+    if (urls.length === options.workers + 1) return { gw, urls };
+    await gw.close();
+    if (attempt === 5) throw new Error(`expected ${options.workers + 1} inspector URLs in the gateway log, found ${urls.length}`);
+  }
 }

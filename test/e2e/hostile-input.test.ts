@@ -25,7 +25,7 @@ import {
   type GatewayHandle,
   type Scope,
 } from '../harness';
-import { collectEverywhere, INSPECT_ARGS, rssMb, type MemoryMb } from './hardening-support';
+import { collectEverywhere, rssMb, startInspectedGateway, type MemoryMb } from './hardening-support';
 import { JUNK, makeJunk, MAX_MESSAGE_BYTES, SITE, type Junk, type Reason } from './junk-support';
 
 const WARMUP_ROUNDS = 4;
@@ -300,13 +300,12 @@ test('hostile input: 100,000 junk messages (random namespaces and rooms among th
   const redis = await startRedis({ scope });
   const frappe = await startFakeFrappe({ scope });
   frappe.addSession('sid-watcher', { user: 'watcher@example.com', user_type: 'System User' });
-  const gw = await startGateway({
+  const { gw } = await startInspectedGateway({
     scope,
     redisUrl: redis.url,
     workers: 2,
     backendUrl: frappe.url,
     defaultSite: SITE,
-    nodeArgs: INSPECT_ARGS,
     // Default count and byte bounds of the standby buffer; a shorter age bound (default 30 s) so it empties within the test.
     env: {
       GATEWAY_MAX_MESSAGE_BYTES: String(MAX_MESSAGE_BYTES),
@@ -386,16 +385,19 @@ test('hostile input: 100,000 junk messages (random namespaces and rooms among th
       )}; standby buffer ${((await gw.metricValue('gateway_standby_buffer_bytes')) ?? 0) / 1e6} MB in ${await gw.metricValue('gateway_standby_buffer_events')} events`,
   );
   // What the flood leaves held right after it, live after a GC (JS heap plus
-  // Buffers), is reported, not asserted: the issue's 30 MB target is not met
-  // on this build (44-72 MB in the primary under load, most of it the
-  // standby buffer and the leader's batches). What is asserted: the standby
-  // buffer stays within its byte bound, and everything comes back once it
-  // aged out (below).
-  pids.forEach((pid, i) => {
-    const growth = live(atEndMem[i]) - live(baseMem[i]);
-    t.diagnostic(
-      `pid ${pid} (${i === 0 ? 'primary' : 'worker'}) holds ${growth.toFixed(1)} MB more right after the flood (target ${FLOOD_HELD_MB} MB)`,
-    );
+  // Buffers), within the issue's 30 MB: the standby buffer holds up to its
+  // byte bound (16 MiB by default, the memory it actually holds; measured
+  // 14.3 MB over 3 runs, 1-host, load 13-17) and nothing else stays. The GC
+  // runs from the process' event loop (see hardening-support), so the
+  // figure does not depend on what the flood was doing at the time. RSS is
+  // reported, not asserted: it is the allocator's (BENCHMARKS.md "Memory
+  // under junk and Redis restarts": the V8 young generation grows to 32 MB
+  // under the flood and is given back slowly).
+  atEndMem.forEach((m, i) => {
+    const pid = m.pid;
+    const growth = live(m) - live(baseMem.find((b) => b.pid === pid));
+    t.diagnostic(`pid ${pid} (${i === 0 ? 'primary' : 'worker'}) holds ${growth.toFixed(1)} MB more right after the flood`);
+    assert.ok(growth <= FLOOD_HELD_MB, `pid ${pid} holds ${growth.toFixed(1)} MB more right after the flood (bound ${FLOOD_HELD_MB} MB)`);
   });
   const bufferBytes = (await gw.metricValue('gateway_standby_buffer_bytes')) ?? 0;
   assert.ok(bufferBytes <= STANDBY_BYTES_DEFAULT, `standby buffer ${bufferBytes} B within its bound ${STANDBY_BYTES_DEFAULT} B`);
