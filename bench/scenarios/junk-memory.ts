@@ -6,7 +6,8 @@
  * `--chunk`, each awaited until the primary received it and the leader
  * broadcast it; samples RSS every 50 ms; forces a GC through the inspector
  * before, right after, and once the standby buffer aged out (10 s).
- * `--snapshot DIR` writes the primary's heap snapshot right after the flood.
+ * `--snapshot DIR` writes the primary's heap snapshot right after the flood;
+ * `--main PATH` runs another build's dist/main.js (a before/after comparison).
  *
  * burst mode (`--burst`): one pipeline of `--messages` at once, and whether
  * the primary's events subscription survived it (gateway_events_subscription_lost_total).
@@ -151,7 +152,16 @@ interface RunResult {
 
 const live = (m: MemoryMb): number => m.heapUsed + m.external;
 
-async function oneRun(messages: number, chunk: number, burst: boolean, snapshotDir: string | null, run: number, verbose: boolean, allocProfile: boolean): Promise<RunResult> {
+async function oneRun(
+  messages: number,
+  chunk: number,
+  burst: boolean,
+  snapshotDir: string | null,
+  run: number,
+  verbose: boolean,
+  allocProfile: boolean,
+  mainPath: string | null,
+): Promise<RunResult> {
   const redis = await startRedis({ label: 'bench redis' });
   const fake = await startFakeFrappe();
   fake.addSession('sid-watcher', { user: 'watcher@example.com', user_type: 'System User' });
@@ -163,6 +173,7 @@ async function oneRun(messages: number, chunk: number, burst: boolean, snapshotD
         workers: 2,
         backendUrl: fake.url,
         defaultSite: SITE,
+        ...(mainPath ? { mainPath } : {}),
         env: {
           GATEWAY_MAX_MESSAGE_BYTES: String(MAX_MESSAGE_BYTES),
           GATEWAY_DROP_LOG_INTERVAL_MS: '600000',
@@ -229,14 +240,20 @@ async function oneRun(messages: number, chunk: number, burst: boolean, snapshotD
     const urls = inspectorUrls(g);
     if (snapshotDir && urls[0]) await heapSnapshot(urls[0], path.join(snapshotDir, `junk-primary-run${run}.heapsnapshot`));
     if (verbose) await spaces(g, 'right after (no GC)');
-    const standbyEnd = [(await g.metricValue('gateway_standby_buffer_bytes')) ?? NaN, (await g.metricValue('gateway_standby_buffer_events')) ?? NaN];
+    const standbyEnd = [
+      (await g.metricValue('gateway_standby_buffer_bytes')) ?? NaN,
+      (await g.metricValue('gateway_standby_buffer_events')) ?? NaN,
+    ];
     const end = await collectEverywhere(g);
     if (verbose) await spaces(g, 'right after (GC)');
     const rssEndGc = pids.map(rssMb);
     const c = await counters(g);
     // Once the standby buffer aged out (and a GC).
     await new Promise((r) => setTimeout(r, STANDBY_MS + 1500));
-    const standbyAged = [(await g.metricValue('gateway_standby_buffer_bytes')) ?? NaN, (await g.metricValue('gateway_standby_buffer_events')) ?? NaN];
+    const standbyAged = [
+      (await g.metricValue('gateway_standby_buffer_bytes')) ?? NaN,
+      (await g.metricValue('gateway_standby_buffer_events')) ?? NaN,
+    ];
     const aged = await collectEverywhere(g);
     if (verbose) await spaces(g, 'aged out (GC)');
     const rssAged = pids.map(rssMb);
@@ -272,7 +289,18 @@ export async function junkMemory(flags: Flags): Promise<unknown> {
   const snapshotDir = typeof flags['snapshot'] === 'string' ? flags['snapshot'] : null;
   const runs: RunResult[] = [];
   for (let r = 0; r < flags.runs; r++) {
-    runs.push(await oneRun(messages, chunk, burst, snapshotDir, r, flags['spaces'] === true, flags['alloc'] === true));
+    runs.push(
+      await oneRun(
+        messages,
+        chunk,
+        burst,
+        snapshotDir,
+        r,
+        flags['spaces'] === true,
+        flags['alloc'] === true,
+        typeof flags['main'] === 'string' ? flags['main'] : null,
+      ),
+    );
     const x = runs[runs.length - 1] as RunResult;
     console.log(
       `run ${r + 1}: ${x.received} received in ${x.floodMs} ms, subscription lost ${x.lost}; RSS MB base/peak/end/endGC/aged: ${x.rssBase

@@ -13,7 +13,6 @@ import type { Redis } from 'ioredis';
 import {
   connectClient,
   EventRecorder,
-  frappeJson,
   pollUntil,
   publishRedis,
   startFakeFrappe,

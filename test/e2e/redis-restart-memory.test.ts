@@ -8,16 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import {
-  connectClient,
-  EventRecorder,
-  pollUntil,
-  publishRedis,
-  startFakeFrappe,
-  startRedis,
-  waitConnect,
-  withScope,
-} from '../harness';
+import { connectClient, EventRecorder, pollUntil, publishRedis, startFakeFrappe, startRedis, waitConnect, withScope } from '../harness';
 import { collectAt, slope, startInspectedGateway } from './hardening-support';
 
 const SITE = 'site1.local';
@@ -39,7 +30,13 @@ test('Redis restarted 10 times with idle clients connected: delivery resumes aft
   const scope = withScope(t);
   const redis = await startRedis({ scope });
   const frappe = await startFakeFrappe({ scope });
-  const { gw: g, urls } = await startInspectedGateway({ scope, redisUrl: redis.url, workers: 2, backendUrl: frappe.url, defaultSite: SITE });
+  const { gw: g, urls } = await startInspectedGateway({
+    scope,
+    redisUrl: redis.url,
+    workers: 2,
+    backendUrl: frappe.url,
+    defaultSite: SITE,
+  });
   await pollUntil(
     async () => {
       const info = (await g.cluster()) as { workers: { nodeId: string | null }[]; leader: unknown };
@@ -63,10 +60,12 @@ test('Redis restarted 10 times with idle clients connected: delivery resumes aft
         for (const p of probes) await publishRedis(pub, 'events', { event: 'rr_probe', message: { n }, namespace: SITE, room: p.room });
         const got = await Promise.all(
           probes.map((p) =>
-            p.rec.waitFor('rr_probe', (m) => (m as { n: number }).n === n, 500).then(
-              () => true,
-              () => false,
-            ),
+            p.rec
+              .waitFor('rr_probe', (m) => (m as { n: number }).n === n, 500)
+              .then(
+                () => true,
+                () => false,
+              ),
           ),
         );
         return got.every(Boolean) ? true : undefined;
