@@ -7,7 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
-import { startGateway, type GatewayHandle, type StartGatewayOptions } from '../harness';
+import { pollUntil, startGateway, type GatewayHandle, type StartGatewayOptions } from '../harness';
 
 export const INSPECT_ARGS = ['--inspect=127.0.0.1:0'];
 
@@ -36,13 +36,13 @@ export interface MemoryMb {
 }
 
 /**
- * Full GCs and process.memoryUsage(), from a setImmediate callback of the
- * process' own event loop. An inspector command is served through a V8
- * interrupt, in the middle of whatever JS is running: a GC requested that
- * way (HeapProfiler.collectGarbage) keeps everything the interrupted code
- * holds on its stack, which under a flood is a whole batch and its socket
- * buffers (10-20 MB seen). Twice: Buffers a collection frees are unaccounted
- * (external) by a background sweeper after it returns.
+ * Full GCs from a setImmediate callback of the process' own event loop. An
+ * inspector command is served through a V8 interrupt, in the middle of
+ * whatever JS is running: a GC requested that way (HeapProfiler.collectGarbage)
+ * keeps everything the interrupted code holds on its stack, which under a
+ * flood is a whole batch and its socket buffers (10-20 MB seen). Twice:
+ * Buffers a collection frees are unaccounted (external) by a background
+ * sweeper after it returns.
  */
 const GC_EXPRESSION = `new Promise((resolve) => setImmediate(() => {
   const req = process.mainModule.require;
@@ -51,11 +51,16 @@ const GC_EXPRESSION = `new Promise((resolve) => setImmediate(() => {
   gc();
   setImmediate(() => {
     gc();
-    resolve(JSON.stringify({ pid: process.pid, ...process.memoryUsage() }));
+    resolve('');
   });
 }))`;
 
-/** Forces a full GC in the process behind `url`; resolves with its memory usage afterwards. */
+/**
+ * Forces a full GC in the process behind `url`; resolves with its memory
+ * usage afterwards. The event-loop GCs above, then the inspector's own
+ * (a low-memory notification: V8 also gives free pages back to the OS, so
+ * RSS falls as far as the allocator lets it), then the reading.
+ */
 export function collectGarbage(url: string): Promise<MemoryMb> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url);
@@ -67,12 +72,17 @@ export function collectGarbage(url: string): Promise<MemoryMb> {
       clearTimeout(timer);
       reject(err);
     });
+    const memory = 'JSON.stringify({ pid: process.pid, ...process.memoryUsage() })';
     ws.on('open', () => {
-      ws.send(JSON.stringify({ id: 2, method: 'Runtime.evaluate', params: { expression: GC_EXPRESSION, awaitPromise: true } }));
+      ws.send(JSON.stringify({ id: 1, method: 'Runtime.evaluate', params: { expression: GC_EXPRESSION, awaitPromise: true } }));
     });
     ws.on('message', (raw) => {
       const msg = JSON.parse(String(raw)) as { id?: number; result?: { result?: { value?: string } } };
-      if (msg.id !== 2) return;
+      if (msg.id === 1) {
+        ws.send(JSON.stringify({ id: 2, method: 'HeapProfiler.collectGarbage' }));
+        ws.send(JSON.stringify({ id: 3, method: 'Runtime.evaluate', params: { expression: memory } }));
+      }
+      if (msg.id !== 3) return;
       clearTimeout(timer);
       ws.close();
       const u = JSON.parse(msg.result?.result?.value ?? '{}') as { pid?: number; rss?: number; heapUsed?: number; external?: number };
@@ -126,8 +136,14 @@ export async function startInspectedGateway(
 ): Promise<{ gw: GatewayHandle; urls: string[] }> {
   for (let attempt = 1; ; attempt++) {
     const gw = await startGateway({ ...options, nodeArgs: INSPECT_ARGS });
-    const urls = inspectorUrls(gw);
-    if (urls.length === options.workers + 1) return { gw, urls };
+    // Ready does not wait for every worker's inspector line: give them a moment.
+    const want = options.workers + 1;
+    const urls = await pollUntil(() => (inspectorUrls(gw).length >= want ? inspectorUrls(gw) : undefined), {
+      timeoutMs: 10_000,
+      intervalMs: 50,
+      description: 'inspector URLs',
+    }).catch(() => inspectorUrls(gw));
+    if (urls.length === want) return { gw, urls };
     await gw.close();
     if (attempt === 5) throw new Error(`expected ${options.workers + 1} inspector URLs in the gateway log, found ${urls.length}`);
   }
