@@ -13,8 +13,10 @@ import { fanout } from './scenarios/fanout';
 import { historyCost } from './scenarios/history-cost';
 import { idleMemory } from './scenarios/idle-memory';
 import { jitter } from './scenarios/jitter';
+import { junkMemory } from './scenarios/junk-memory';
 import { leaderThroughput } from './scenarios/leader-throughput';
 import { mqtt } from './scenarios/mqtt';
+import { redisRestarts } from './scenarios/redis-restarts';
 import { rollingRestart } from './scenarios/rolling-restart';
 import { scaling } from './scenarios/scaling';
 import { soak } from './scenarios/soak';
@@ -29,7 +31,9 @@ const SCENARIOS: Record<string, { run: (f: Flags) => Promise<unknown>; clients: 
   failover: { run: failover, clients: 200, runs: 5 },
   mqtt: { run: mqtt, clients: 1000, runs: 2 },
   soak: { run: soak, clients: 200, runs: 1 },
+  'redis-restarts': { run: redisRestarts, clients: 100, runs: 1 },
   jitter: { run: jitter, clients: 200, runs: 1 },
+  'junk-memory': { run: junkMemory, clients: 0, runs: 3 },
   'history-cost': { run: historyCost, clients: 1000, runs: 3 },
   'rolling-restart': { run: rollingRestart, clients: 1000, runs: 1 },
 };

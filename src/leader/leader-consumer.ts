@@ -147,15 +147,33 @@ export class LeaderConsumer {
     this.tick();
   }
 
+  /**
+   * Runs inside ioredis' socket read, once per message: kept to the ring
+   * push, so a burst is read off the socket as fast as it comes (Redis cuts
+   * a subscriber whose output buffer outgrows client-output-buffer-limit
+   * pubsub). The gauges follow in `reportRing`, once per flush or tick.
+   */
   private onEvent(raw: Buffer): void {
     const now = performance.now();
     this.ring.push(raw, now);
     this.ring.trim(now, this.held ? this.cursor : this.ring.end);
     if (this.held && !this.aligning) this.scheduleFlush();
+    else this.scheduleReport();
   }
 
-  /** The standby buffer gauges, per flush and per renew tick rather than per event. */
-  private reportBuffer(): void {
+  private reportScheduled = false;
+
+  /** A standby's gauges, once per event-loop turn with events (not once per event). */
+  private scheduleReport(): void {
+    if (this.reportScheduled) return;
+    this.reportScheduled = true;
+    setImmediate(() => {
+      this.reportScheduled = false;
+      this.reportRing();
+    });
+  }
+
+  private reportRing(): void {
     this.d.metrics.standbyBuffer.set(this.ring.end - this.ring.start);
     this.d.metrics.standbyBufferBytes.set(this.ring.byteSize);
   }
@@ -164,7 +182,7 @@ export class LeaderConsumer {
     if (this.stopped) return;
     // Age out the standby buffer when no event arrives to trigger it.
     this.ring.trim(performance.now(), this.held ? this.cursor : this.ring.end);
-    this.reportBuffer();
+    this.reportRing();
     if (this.held) {
       const held = this.held;
       if (performance.now() >= held.validUntil) {
@@ -285,14 +303,15 @@ export class LeaderConsumer {
     });
   }
 
+  /**
+   * One batch per event-loop turn: between two batches the loop reads the
+   * subscriber socket again (a burst is read off it while it is being
+   * broadcast, instead of piling up in Redis' output buffer for us).
+   */
   private flush(): void {
     const held = this.held;
     if (!held || this.aligning) return;
-    // One batch in flight unless a backlog is waiting (see MAX_INFLIGHT).
-    while (
-      this.cursor < this.ring.end &&
-      (this.inflight === 0 || (this.inflight < MAX_INFLIGHT && this.ring.end - this.cursor >= PIPELINE_BACKLOG))
-    ) {
+    if (this.canSend()) {
       if (performance.now() >= held.validUntil) {
         this.stepDown('lease validity ran out before broadcast', false);
         return;
@@ -327,16 +346,26 @@ export class LeaderConsumer {
           }
         },
       );
+      if (this.canSend()) this.scheduleFlush();
     }
     this.d.metrics.consumerLag.set(this.ring.end - this.cursor);
-    this.reportBuffer();
+    this.reportRing();
+  }
+
+  /** One batch in flight unless a backlog is waiting (see MAX_INFLIGHT). */
+  private canSend(): boolean {
+    if (this.cursor >= this.ring.end) return false;
+    return this.inflight === 0 || (this.inflight < MAX_INFLIGHT && this.ring.end - this.cursor >= PIPELINE_BACKLOG);
   }
 
   private encodeRange(first: number, last: number): BatchItem[] {
+    return this.d.intake.batch(() => this.encodeEach(first, last));
+  }
+
+  private encodeEach(first: number, last: number): BatchItem[] {
     const { intake, metrics } = this.d;
     const items: BatchItem[] = [];
     let rooms = 0;
-    let allSites = 0;
     for (let p = first; p <= last; p++) {
       const entry = this.ring.get(p);
       if (!entry) continue;
@@ -353,10 +382,10 @@ export class LeaderConsumer {
       }
       items.push(item);
       if (e.room !== null) rooms++;
-      else allSites++;
     }
+    // Once per batch: a labelled increment per event allocates.
     if (rooms > 0) metrics.eventsRouted.inc({ target: 'room' }, rooms);
-    if (allSites > 0) metrics.eventsRouted.inc({ target: 'all_sites' }, allSites);
+    if (items.length > rooms) metrics.eventsRouted.inc({ target: 'all_sites' }, items.length - rooms);
     return items;
   }
 

@@ -7,7 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
-import type { GatewayHandle } from '../harness';
+import { pollUntil, startGateway, type GatewayHandle, type StartGatewayOptions } from '../harness';
 
 export const INSPECT_ARGS = ['--inspect=127.0.0.1:0'];
 
@@ -19,22 +19,48 @@ export function rssMb(pid: number): number {
 /** Inspector URLs the gateway's processes logged, in start order (primary first). */
 export function inspectorUrls(gw: GatewayHandle): string[] {
   const out: string[] = [];
+  // Two processes' stderr lines can end up interleaved on one line: every match counts.
   for (const line of gw.logs) {
-    const m = /Debugger listening on (ws:\/\/\S+)/.exec(line);
-    if (m?.[1]) out.push(m[1]);
+    for (const m of line.matchAll(/Debugger listening on (ws:\/\/[^\s"]+?\/[0-9a-f-]{36})/g)) if (m[1]) out.push(m[1]);
   }
   return out;
 }
 
 /** process.memoryUsage() of a gateway process, in MB. */
 export interface MemoryMb {
+  readonly pid: number;
   readonly rss: number;
   readonly heapUsed: number;
   /** Buffers and other memory outside the JS heap (socket write buffers live here). */
   readonly external: number;
 }
 
-/** Forces a full GC in the process behind `url`; resolves with its memory usage afterwards. */
+/**
+ * Full GCs from a setImmediate callback of the process' own event loop. An
+ * inspector command is served through a V8 interrupt, in the middle of
+ * whatever JS is running: a GC requested that way (HeapProfiler.collectGarbage)
+ * keeps everything the interrupted code holds on its stack, which under a
+ * flood is a whole batch and its socket buffers (10-20 MB seen). Twice:
+ * Buffers a collection frees are unaccounted (external) by a background
+ * sweeper after it returns.
+ */
+const GC_EXPRESSION = `new Promise((resolve) => setImmediate(() => {
+  const req = process.mainModule.require;
+  req('v8').setFlagsFromString('--expose-gc');
+  const gc = req('vm').runInNewContext('gc');
+  gc();
+  setImmediate(() => {
+    gc();
+    resolve('');
+  });
+}))`;
+
+/**
+ * Forces a full GC in the process behind `url`; resolves with its memory
+ * usage afterwards. The event-loop GCs above, then the inspector's own
+ * (a low-memory notification: V8 also gives free pages back to the OS, so
+ * RSS falls as far as the allocator lets it), then the reading.
+ */
 export function collectGarbage(url: string): Promise<MemoryMb> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url);
@@ -46,30 +72,79 @@ export function collectGarbage(url: string): Promise<MemoryMb> {
       clearTimeout(timer);
       reject(err);
     });
+    const memory = 'JSON.stringify({ pid: process.pid, ...process.memoryUsage() })';
     ws.on('open', () => {
-      ws.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' }));
-      ws.send(JSON.stringify({ id: 2, method: 'Runtime.evaluate', params: { expression: 'JSON.stringify(process.memoryUsage())' } }));
+      ws.send(JSON.stringify({ id: 1, method: 'Runtime.evaluate', params: { expression: GC_EXPRESSION, awaitPromise: true } }));
     });
     ws.on('message', (raw) => {
       const msg = JSON.parse(String(raw)) as { id?: number; result?: { result?: { value?: string } } };
-      if (msg.id !== 2) return;
+      if (msg.id === 1) {
+        ws.send(JSON.stringify({ id: 2, method: 'HeapProfiler.collectGarbage' }));
+        ws.send(JSON.stringify({ id: 3, method: 'Runtime.evaluate', params: { expression: memory } }));
+      }
+      if (msg.id !== 3) return;
       clearTimeout(timer);
       ws.close();
-      const u = JSON.parse(msg.result?.result?.value ?? '{}') as { rss?: number; heapUsed?: number; external?: number };
+      const u = JSON.parse(msg.result?.result?.value ?? '{}') as { pid?: number; rss?: number; heapUsed?: number; external?: number };
       const mb = (n: number | undefined): number => (n ?? NaN) / (1024 * 1024);
-      resolve({ rss: mb(u.rss), heapUsed: mb(u.heapUsed), external: mb(u.external) });
+      resolve({ pid: u.pid ?? NaN, rss: mb(u.rss), heapUsed: mb(u.heapUsed), external: mb(u.external) });
     });
   });
 }
 
 /** Forces a GC in every process of the gateway; resolves with their memory usage, in inspector order (primary first). */
 export async function collectEverywhere(gw: GatewayHandle): Promise<MemoryMb[]> {
+  return collectAt(inspectorUrls(gw));
+}
+
+/** `collectEverywhere` over inspector URLs read once (the gateway's log buffer keeps its last lines only). */
+export async function collectAt(urls: readonly string[]): Promise<MemoryMb[]> {
   const out: MemoryMb[] = [];
-  for (const url of inspectorUrls(gw)) out.push(await collectGarbage(url));
+  for (const url of urls) out.push(await collectGarbage(url));
   return out;
 }
 
 /** Heap used after a forced GC, per process (MB). */
 export async function heapAfterGc(gw: GatewayHandle): Promise<number[]> {
   return (await collectEverywhere(gw)).map((m) => m.heapUsed);
+}
+
+/** Least-squares slope of ys over x = 0..n-1 (NaN for fewer than 2 points). */
+export function slope(ys: readonly number[]): number {
+  const n = ys.length;
+  if (n < 2) return NaN;
+  const mx = (n - 1) / 2;
+  const my = ys.reduce((a, b) => a + b, 0) / n;
+  let num = 0;
+  let den = 0;
+  ys.forEach((y, x) => {
+    num += (x - mx) * (y - my);
+    den += (x - mx) ** 2;
+  });
+  return num / den;
+}
+
+/**
+ * `startGateway` with an inspector in every process (`INSPECT_ARGS`). Node
+ * gives forked workers the primary's inspector port + 1, + 2, ...: on a
+ * shared machine one of those can be taken, and that worker then runs
+ * without an inspector. A new gateway gets new ports: started again (up to
+ * 5 times) until every process logged its inspector URL.
+ */
+export async function startInspectedGateway(
+  options: Omit<StartGatewayOptions, 'nodeArgs'> & { workers: number },
+): Promise<{ gw: GatewayHandle; urls: string[] }> {
+  for (let attempt = 1; ; attempt++) {
+    const gw = await startGateway({ ...options, nodeArgs: INSPECT_ARGS });
+    // Ready does not wait for every worker's inspector line: give them a moment.
+    const want = options.workers + 1;
+    const urls = await pollUntil(() => (inspectorUrls(gw).length >= want ? inspectorUrls(gw) : undefined), {
+      timeoutMs: 10_000,
+      intervalMs: 50,
+      description: 'inspector URLs',
+    }).catch(() => inspectorUrls(gw));
+    if (urls.length === want) return { gw, urls };
+    await gw.close();
+    if (attempt === 5) throw new Error(`expected ${options.workers + 1} inspector URLs in the gateway log, found ${urls.length}`);
+  }
 }

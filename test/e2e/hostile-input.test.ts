@@ -13,7 +13,6 @@ import type { Redis } from 'ioredis';
 import {
   connectClient,
   EventRecorder,
-  frappeJson,
   pollUntil,
   publishRedis,
   startFakeFrappe,
@@ -25,147 +24,12 @@ import {
   type GatewayHandle,
   type Scope,
 } from '../harness';
-import { collectEverywhere, INSPECT_ARGS, rssMb, type MemoryMb } from './hardening-support';
+import { collectEverywhere, rssMb, startInspectedGateway, type MemoryMb } from './hardening-support';
+import { JUNK, makeJunk, MAX_MESSAGE_BYTES, SITE, type Junk, type Reason } from './junk-support';
 
-const SITE = 'site1.local';
-const MAX_MESSAGE_BYTES = 4096;
-const JUNK = 10_000;
 const WARMUP_ROUNDS = 4;
 /** RSS may differ by this much per process after the second round (allocator and GC noise). */
 const RSS_TOLERANCE_KB = 6 * 1024;
-
-type Reason = 'malformed_json' | 'oversized' | 'not_object' | 'bad_event' | 'bad_room' | 'bad_namespace' | 'no_namespace' | 'routed';
-
-/** A small deterministic PRNG, so a failure can be reproduced. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-interface Junk {
-  payloads: (string | Buffer)[];
-  expected: Record<Reason, number>;
-  /** Namespaces the junk addressed (none may leave state behind). */
-  namespaces: Set<string>;
-}
-
-/** `JUNK` messages of every kind, shuffled; `round` makes the namespaces and rooms of each round distinct. */
-function makeJunk(round: number): Junk {
-  const rnd = prng(round * 7919 + 1);
-  const pick = <T>(a: readonly T[]): T => a[Math.floor(rnd() * a.length)] as T;
-  const word = (n: number): string => Array.from({ length: n }, () => String.fromCharCode(97 + Math.floor(rnd() * 26))).join('');
-  const expected: Record<Reason, number> = {
-    malformed_json: 0,
-    oversized: 0,
-    not_object: 0,
-    bad_event: 0,
-    bad_room: 0,
-    bad_namespace: 0,
-    no_namespace: 0,
-    routed: 0,
-  };
-  const namespaces = new Set<string>();
-  const ns = (i: number): string => {
-    const n = `junk-r${round}-${i}-${word(6)}.example`;
-    namespaces.add(n);
-    return n;
-  };
-  const kinds: [Reason, number, (i: number) => string | Buffer][] = [
-    [
-      'malformed_json',
-      2000,
-      (i) =>
-        pick([
-          () => `{"event": "list_update", "room": "doc:X/${i}", "namespace": "${ns(i)}"`,
-          () => `{${word(20)}}`,
-          // A raw control character inside a string: never valid JSON, whatever follows.
-          () =>
-            Buffer.concat([
-              Buffer.from('{"\u0000'),
-              Buffer.from(Array.from({ length: Math.floor(rnd() * 200) }, () => Math.floor(rnd() * 256))),
-            ]),
-          () => '',
-          () => `{"event": "x",, "room": null}`,
-          () => `NaN${word(3)}`,
-        ])(),
-    ],
-    [
-      'oversized',
-      1000,
-      (i) =>
-        pick([
-          () => frappeJson({ event: 'list_update', message: { blob: word(64).repeat(80) }, namespace: ns(i), room: `doc:Junk/${i}` }),
-          () => `{"event": "x", "junk": "${'z'.repeat(MAX_MESSAGE_BYTES + 1 + Math.floor(rnd() * 2000))}`,
-        ])(),
-    ],
-    ['not_object', 500, () => pick(['[1, 2, 3]', '"just a string"', '42', 'null', 'true', `[{"event": "x"}]`])],
-    [
-      'bad_event',
-      500,
-      (i) =>
-        JSON.stringify(
-          pick(
-            [{ event: 5 }, { event: '' }, { event: null }, { message: {} }, { event: ['x'] }, { event: 'e'.repeat(300) }].map((o) => ({
-              ...o,
-              namespace: ns(i),
-              room: 'r',
-            })),
-          ),
-        ),
-    ],
-    [
-      'bad_room',
-      500,
-      (i) => JSON.stringify({ event: 'x', message: {}, namespace: ns(i), room: pick([5, { a: 1 }, ['r'], true, 'r'.repeat(2000)]) }),
-    ],
-    [
-      'bad_namespace',
-      500,
-      (i) =>
-        JSON.stringify({
-          event: 'x',
-          message: {},
-          room: `user:${word(5)}`,
-          namespace: pick([5, ['a'], { n: 1 }, `/${ns(i)}`, `a b ${i}`]),
-        }),
-    ],
-    ['no_namespace', 500, (i) => JSON.stringify({ event: 'x', message: { i }, room: pick(['website', 'all', `doc:ToDo/${i}`]) })],
-    [
-      'routed',
-      JUNK - 5500,
-      (i) =>
-        frappeJson({
-          event: pick(['list_update', 'doc_update', 'msgprint', word(8)]),
-          message: { i, note: word(1 + Math.floor(rnd() * 200)) },
-          namespace: rnd() < 0.5 ? ns(i) : SITE, // other sites, and rooms nobody is in on a live one
-          room: pick([
-            `doc:Junk/${word(8)}`,
-            `user:nobody-${word(8)}@example.com`,
-            `task_progress:${word(10)}`,
-            `sensor:${i}`,
-            `doctype:${word(12)}`,
-          ]),
-        }),
-    ],
-  ];
-  const payloads: (string | Buffer)[] = [];
-  for (const [reason, count, make] of kinds) {
-    for (let i = 0; i < count; i++) payloads.push(make(i));
-    expected[reason] += count;
-  }
-  for (let i = payloads.length - 1; i > 0; i--) {
-    const j = Math.floor(rnd() * (i + 1));
-    [payloads[i], payloads[j]] = [payloads[j] as string | Buffer, payloads[i] as string | Buffer];
-  }
-  assert.equal(payloads.length, JUNK);
-  return { payloads, expected, namespaces };
-}
 
 function rssKb(pid: number): number {
   const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -263,7 +127,7 @@ async function junkRounds(t: TestContext, gw: GatewayHandle, pub: Redis, admin: 
   const round = async (
     n: number,
   ): Promise<{ junk: Junk; before: Awaited<ReturnType<typeof counters>>; after: Awaited<ReturnType<typeof counters>> }> => {
-    const junk = makeJunk(n);
+    const junk = makeJunk(SITE, n);
     const before = await counters(gw);
     const pipe = pub.pipeline();
     for (const p of junk.payloads) pipe.publish('events', p);
@@ -435,13 +299,12 @@ test('hostile input: 100,000 junk messages (random namespaces and rooms among th
   const redis = await startRedis({ scope });
   const frappe = await startFakeFrappe({ scope });
   frappe.addSession('sid-watcher', { user: 'watcher@example.com', user_type: 'System User' });
-  const gw = await startGateway({
+  const { gw } = await startInspectedGateway({
     scope,
     redisUrl: redis.url,
     workers: 2,
     backendUrl: frappe.url,
     defaultSite: SITE,
-    nodeArgs: INSPECT_ARGS,
     // Default count and byte bounds of the standby buffer; a shorter age bound (default 30 s) so it empties within the test.
     env: {
       GATEWAY_MAX_MESSAGE_BYTES: String(MAX_MESSAGE_BYTES),
@@ -464,7 +327,7 @@ test('hostile input: 100,000 junk messages (random namespaces and rooms among th
   const flood = async (first: number, rounds: number): Promise<void> => {
     const before = (await counters(gw)).received;
     const pipe = pub.pipeline();
-    for (let r = first; r < first + rounds; r++) for (const p of makeJunk(r).payloads) pipe.publish('events', p);
+    for (let r = first; r < first + rounds; r++) for (const p of makeJunk(SITE, r).payloads) pipe.publish('events', p);
     await pipe.exec();
     let lost: number | undefined;
     await pollUntil(
@@ -521,16 +384,19 @@ test('hostile input: 100,000 junk messages (random namespaces and rooms among th
       )}; standby buffer ${((await gw.metricValue('gateway_standby_buffer_bytes')) ?? 0) / 1e6} MB in ${await gw.metricValue('gateway_standby_buffer_events')} events`,
   );
   // What the flood leaves held right after it, live after a GC (JS heap plus
-  // Buffers), is reported, not asserted: the issue's 30 MB target is not met
-  // on this build (44-72 MB in the primary under load, most of it the
-  // standby buffer and the leader's batches). What is asserted: the standby
-  // buffer stays within its byte bound, and everything comes back once it
-  // aged out (below).
-  pids.forEach((pid, i) => {
-    const growth = live(atEndMem[i]) - live(baseMem[i]);
-    t.diagnostic(
-      `pid ${pid} (${i === 0 ? 'primary' : 'worker'}) holds ${growth.toFixed(1)} MB more right after the flood (target ${FLOOD_HELD_MB} MB)`,
-    );
+  // Buffers), within the issue's 30 MB: the standby buffer holds up to its
+  // byte bound (16 MiB by default, the memory it actually holds; measured
+  // 14.3 MB over 3 runs, 1-host, load 13-17) and nothing else stays. The GC
+  // runs from the process' event loop (see hardening-support), so the
+  // figure does not depend on what the flood was doing at the time. RSS is
+  // reported, not asserted: it is the allocator's (BENCHMARKS.md "Memory
+  // under junk and Redis restarts": the V8 young generation grows to 32 MB
+  // under the flood and is given back slowly).
+  atEndMem.forEach((m, i) => {
+    const pid = m.pid;
+    const growth = live(m) - live(baseMem.find((b) => b.pid === pid));
+    t.diagnostic(`pid ${pid} (${i === 0 ? 'primary' : 'worker'}) holds ${growth.toFixed(1)} MB more right after the flood`);
+    assert.ok(growth <= FLOOD_HELD_MB, `pid ${pid} holds ${growth.toFixed(1)} MB more right after the flood (bound ${FLOOD_HELD_MB} MB)`);
   });
   const bufferBytes = (await gw.metricValue('gateway_standby_buffer_bytes')) ?? 0;
   assert.ok(bufferBytes <= STANDBY_BYTES_DEFAULT, `standby buffer ${bufferBytes} B within its bound ${STANDBY_BYTES_DEFAULT} B`);

@@ -5,7 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ENTRY_OVERHEAD_BYTES, EventRing } from '../../src/leader/ring';
+import { ENTRY_OVERHEAD_BYTES, EventRing, MIN_CAPACITY, SLAB_BYTES } from '../../src/leader/ring';
+
+/** What the ring's index arrays hold at their smallest. */
+const INDEX_BYTES = MIN_CAPACITY * ENTRY_OVERHEAD_BYTES;
 
 const big = (i: number, size: number): Buffer => Buffer.alloc(size, i % 256);
 
@@ -24,16 +27,17 @@ test('a burst of large events stays within the byte bound, trimmed at once, olde
 });
 
 test('the byte bound never drops what the leader has not broadcast yet', () => {
-  const entry = 512 * 1024 + ENTRY_OVERHEAD_BYTES;
-  const ring = new EventRing(1_000_000, 1_000_000, 2 * entry);
-  for (let i = 0; i < 10; i++) ring.push(big(i, 512 * 1024), 0);
+  const entry = 512 * 1024;
+  const ring = new EventRing(1_000_000, 1_000_000, 2 * entry + INDEX_BYTES);
+  for (let i = 0; i < 10; i++) ring.push(big(i, entry), 0);
+  assert.equal(ring.byteSize, 10 * entry + INDEX_BYTES, 'each large event in a buffer of its own, plus the index');
   ring.trim(0, 3);
   assert.equal(ring.start, 3);
-  assert.equal(ring.byteSize, 7 * entry);
+  assert.equal(ring.byteSize, 7 * entry + INDEX_BYTES, 'the buffers of trimmed events are released');
   ring.trim(0, ring.end);
-  // Over the bound it trims to 7/8 of it, so the next events do not each cost a splice.
+  // Over the bound it trims to 7/8 of it, so the next events do not each cost a trim.
   assert.equal(ring.end - ring.start, 1);
-  assert.equal(ring.byteSize, entry);
+  assert.equal(ring.byteSize, entry + INDEX_BYTES);
 });
 
 test('a flood of tiny events is bounded by their overhead too', () => {
@@ -44,6 +48,41 @@ test('a flood of tiny events is bounded by their overhead too', () => {
   }
   assert.ok(ring.byteSize <= 1024 * 1024);
   assert.ok(ring.end - ring.start < (1024 * 1024) / ENTRY_OVERHEAD_BYTES);
+});
+
+test('small events share slabs; a slab is released with its last event, and byteSize counts whole slabs', () => {
+  // Event i arrives at time i; at time AGE + t everything that arrived before t has aged out.
+  const AGE = 1_000_000;
+  const ring = new EventRing(1_000_000, AGE);
+  const msg = Buffer.alloc(1000, 7);
+  const perSlab = Math.floor(SLAB_BYTES / msg.length);
+  for (let i = 0; i < perSlab * 3; i++) ring.push(msg, i);
+  assert.equal(ring.byteSize, 3 * SLAB_BYTES + INDEX_BYTES);
+  // Events of the first slab but its last one: the slab stays.
+  ring.trim(AGE + perSlab - 1, ring.end);
+  assert.equal(ring.start, perSlab - 1);
+  assert.equal(ring.byteSize, 3 * SLAB_BYTES + INDEX_BYTES);
+  ring.trim(AGE + perSlab, ring.end);
+  assert.equal(ring.start, perSlab);
+  assert.equal(ring.byteSize, 2 * SLAB_BYTES + INDEX_BYTES);
+  assert.deepEqual(ring.get(perSlab)?.raw, msg);
+  assert.equal(ring.get(perSlab)?.at, perSlab);
+});
+
+test('the index grows past its initial capacity and shrinks back, entries intact', () => {
+  const AGE = 1_000_000;
+  const ring = new EventRing(1_000_000, AGE);
+  const ev = (i: number): Buffer => Buffer.from(`{"i":${i}}`);
+  for (let i = 0; i < 5000; i++) ring.push(ev(i), i);
+  assert.ok(ring.byteSize >= 5000 * ENTRY_OVERHEAD_BYTES);
+  assert.equal(ring.get(4321)?.raw.toString(), '{"i":4321}');
+  ring.trim(AGE + 4990, ring.end);
+  assert.equal(ring.start, 4990);
+  assert.equal(ring.get(4995)?.raw.toString(), '{"i":4995}');
+  assert.equal(ring.byteSize, SLAB_BYTES + INDEX_BYTES, 'one slab and the smallest index');
+  for (let i = 5000; i < 6000; i++) ring.push(ev(i), i);
+  assert.equal(ring.get(4990)?.raw.toString(), '{"i":4990}');
+  assert.equal(ring.get(5999)?.raw.toString(), '{"i":5999}');
 });
 
 test('small events: the byte bound is inert, the count bound still applies', () => {
