@@ -196,10 +196,10 @@ test('a reconnection refused because the backend is down keeps its session: the 
   frappe.setFailure('sid-ana', 'http500');
   const refused = frappe.callsTo('get_user_info').length;
   const back = reconnected(ana);
-  ana.io.engine.close();
+  (ana.io.engine as unknown as { close(): void }).close();
   // At least one reconnection attempt reaches the failing backend and is refused.
   await pollUntil(
-    async () => ((await gw.metricValue('gateway_connect_errors_total', { reason: 'backend_unavailable' })) >= 1 ? true : undefined),
+    async () => (((await gw.metricValue('gateway_connect_errors_total', { reason: 'backend_unavailable' })) ?? 0) >= 1 ? true : undefined),
     { timeoutMs: 10_000, intervalMs: 50, description: () => 'a reconnection refused as backend_unavailable' },
   );
   assert.ok(frappe.callsTo('get_user_info').length > refused);
@@ -208,7 +208,7 @@ test('a reconnection refused because the backend is down keeps its session: the 
   await back;
 
   assert.equal(ana.recovered, true, 'the session survived the refused attempt');
-  assert.ok((await gw.metricValue('gateway_session_recoveries_total', { result: 'put_back' })) >= 1);
+  assert.ok(((await gw.metricValue('gateway_session_recoveries_total', { result: 'put_back' })) ?? 0) >= 1);
   assert.equal(rec.count('rtg_missed_updates'), 0);
   await publishRedis(redis.client(), 'events', { event: 'doc_update', message: { n: 7 }, namespace: SITE, room: 'doc:ToDo/T-1' });
   assert.deepEqual(await rec.waitFor('doc_update', undefined, 5000), { n: 7 });
