@@ -22,11 +22,11 @@ import {
   type GatewayHandle,
   type Scope,
 } from '../harness';
-import { ack, frontProxy, reconnected } from './recovery-support';
+import { ack, frontProxy, reconnected, recoveringClient } from './recovery-support';
 
 const SITE = 'site1.local';
 
-async function setup(scope: Scope, hosts: number) {
+async function setup(scope: Scope, hosts: number, env: Record<string, string> = {}) {
   const redis = await startRedis({ scope });
   const frappe = await startFakeFrappe({ scope });
   frappe.addSession('sid-ana', { user: 'ana@example.com', user_type: 'System User' });
@@ -43,7 +43,7 @@ async function setup(scope: Scope, hosts: number) {
         defaultSite: SITE,
         workers: 2,
         keyPrefix,
-        extraEnv: { GATEWAY_DRAIN_MS: '200' },
+        extraEnv: { GATEWAY_DRAIN_MS: '200', ...env },
       }),
     );
   }
@@ -101,16 +101,7 @@ test('a worker crash: the session saved before the crash is restored on another 
   const scope = withScope(t);
   const { gws, publisher } = await setup(scope, 1);
   const gw = gws[0] as GatewayHandle;
-  const ana = connectClient(gw.url, SITE, {
-    scope,
-    cookie: 'sid-ana',
-    transports: ['websocket'],
-    reconnection: true,
-    ioOptions: { reconnectionDelay: 100, reconnectionDelayMax: 200 },
-  });
-  const rec = new EventRecorder(ana);
-  await waitConnect(ana);
-  await rec.waitFor('rtg_session', undefined, 5000);
+  const { socket: ana, rec } = await recoveringClient(scope, gw.url, 'sid-ana');
   assert.equal(await ack(ana, 'doctype_subscribe', 'ToDo'), true);
 
   const cluster = await gw.cluster();
@@ -167,30 +158,10 @@ test('a recovered session whose credential now belongs to another user inherits 
 
 test('a reconnection refused because the backend is down keeps its session: the next attempt recovers it', async (t) => {
   const scope = withScope(t);
-  const redis = await startRedis({ scope });
-  const frappe = await startFakeFrappe({ scope });
-  frappe.addSession('sid-ana', { user: 'ana@example.com', user_type: 'System User' });
-  frappe.allow('*', 'ToDo');
   // No auth cache: every handshake asks the backend.
-  const gw = await startGateway({
-    scope,
-    redisUrl: redis.url,
-    backendUrl: frappe.url,
-    defaultSite: SITE,
-    workers: 1,
-    keyPrefix: uniqueKeyPrefix(),
-    extraEnv: { GATEWAY_AUTH_CACHE_TTL_MS: '0' },
-  });
-  const ana = connectClient(gw.url, SITE, {
-    scope,
-    cookie: 'sid-ana',
-    transports: ['websocket'],
-    reconnection: true,
-    ioOptions: { reconnectionDelay: 100, reconnectionDelayMax: 200 },
-  });
-  const rec = new EventRecorder(ana);
-  await waitConnect(ana);
-  await rec.waitFor('rtg_session', undefined, 5000);
+  const { frappe, gws, publisher } = await setup(scope, 1, { GATEWAY_AUTH_CACHE_TTL_MS: '0' });
+  const gw = gws[0] as GatewayHandle;
+  const { socket: ana, rec } = await recoveringClient(scope, gw.url, 'sid-ana');
   assert.equal(await ack(ana, 'doc_subscribe', 'ToDo', 'T-1'), true);
 
   frappe.setFailure('sid-ana', 'http500');
@@ -210,6 +181,6 @@ test('a reconnection refused because the backend is down keeps its session: the 
   assert.equal(ana.recovered, true, 'the session survived the refused attempt');
   assert.ok(((await gw.metricValue('gateway_session_recoveries_total', { result: 'put_back' })) ?? 0) >= 1);
   assert.equal(rec.count('rtg_missed_updates'), 0);
-  await publishRedis(redis.client(), 'events', { event: 'doc_update', message: { n: 7 }, namespace: SITE, room: 'doc:ToDo/T-1' });
+  await publishRedis(publisher, 'events', { event: 'doc_update', message: { n: 7 }, namespace: SITE, room: 'doc:ToDo/T-1' });
   assert.deepEqual(await rec.waitFor('doc_update', undefined, 5000), { n: 7 });
 });
