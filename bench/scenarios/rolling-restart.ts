@@ -13,8 +13,11 @@
  * (settle after ready and before the first restart, 5), --perClientRate
  * (0.5 events/s per client), --readyPoll MS (1000), --duration S (default:
  * long enough for the whole roll), --reconnectionDelay MS (default: the
- * client library's own defaults).
+ * client library's own defaults), --drainRate N (GATEWAY_DRAIN_RATE, 0),
+ * --admission RATE/BURST (GATEWAY_ADMISSION_RATE/_BURST; default off, as in
+ * every capacity scenario; `default` = the gateway's defaults).
  */
+import { OPTIONS } from '../../src/config/schema';
 import {
   flagList,
   flagNumber,
@@ -160,6 +163,14 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
   const pauseMs = flagNumber(flags, 'pause', 5) * 1000;
   const drainMs = flagNumber(flags, 'drain', 10_000);
   const readyPollMs = flagNumber(flags, 'readyPoll', 1000);
+  const drainRate = flagNumber(flags, 'drainRate', 0);
+  const admission = typeof flags['admission'] === 'string' ? flags['admission'] : 'off';
+  const admissionEnv: Record<string, string> =
+    admission === 'off'
+      ? {}
+      : admission === 'default'
+        ? { GATEWAY_ADMISSION_RATE: OPTIONS.admissionRate.default ?? '0', GATEWAY_ADMISSION_BURST: OPTIONS.admissionBurst.default ?? '0' }
+        : { GATEWAY_ADMISSION_RATE: admission.split('/')[0] ?? '0', GATEWAY_ADMISSION_BURST: admission.split('/')[1] ?? '0' };
   const signal = flags['kill'] === undefined ? 'SIGTERM' : 'SIGKILL';
   const reconnectionDelayMs = flags['reconnectionDelay'] === undefined ? undefined : flagNumber(flags, 'reconnectionDelay', 1000);
   const modes = flagList(flags, 'history', ['on']);
@@ -182,6 +193,8 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
           GATEWAY_MAX_CONNECTIONS_PER_USER: '0',
           GATEWAY_CLIENT_EVENTS_PER_SEC: '0',
           GATEWAY_DRAIN_MS: String(drainMs),
+          GATEWAY_DRAIN_RATE: String(drainRate),
+          ...admissionEnv,
           // The gateway's default: the drain must fit in it (the bench topology's 5 s would cut a 10 s drain short).
           GATEWAY_SHUTDOWN_GRACE_MS: String(Math.max(30_000, drainMs + 10_000)),
         };
@@ -320,7 +333,7 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
   }
   const s = (runs: RollingRun[], pick: (r: RollingRun) => number, digits = 0): string => fmtSpread(spread(runs.map(pick)), digits);
   printTable(
-    `rolling-restart: ${hostCount} hosts x 1 worker behind a TCP balancer, ${k} socket.io-client clients (websocket), ${rate} events/s, ${signal} + restart each host in turn (drain ${drainMs} ms), ${durationMs / 1000} s of events, median (min-max) of ${flags.runs} run(s)`,
+    `rolling-restart: ${hostCount} hosts x 1 worker behind a TCP balancer, ${k} socket.io-client clients (websocket), ${rate} events/s, ${signal} + restart each host in turn (drain ${drainMs} ms, drain rate ${drainRate || 'off'}, admission ${admission}), ${durationMs / 1000} s of events, median (min-max) of ${flags.runs} run(s)`,
     [
       'signal',
       'history',
@@ -361,6 +374,8 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
     hosts: hostCount,
     signal,
     drainMs,
+    drainRate,
+    admission,
     rate,
     durationMs,
     readyPollMs,

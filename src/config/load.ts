@@ -307,6 +307,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     fastPath: str('fastPath') === 'on',
     shutdownGraceMs: num('shutdownGraceMs'),
     drainMs: num('drainMs'),
+    drainRate: num('drainRate'),
     workerRespawnMaxBackoffMs: num('workerRespawnMaxBackoffMs'),
     logLevel: str('logLevel') as GatewayConfig['logLevel'],
     logFormat: str('logFormat') as GatewayConfig['logFormat'],

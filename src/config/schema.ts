@@ -71,6 +71,7 @@ export interface GatewayConfig {
   readonly fastPath: boolean;
   readonly shutdownGraceMs: number;
   readonly drainMs: number;
+  readonly drainRate: number;
   readonly workerRespawnMaxBackoffMs: number;
   readonly logLevel: LogLevel;
   readonly logFormat: LogFormat;
@@ -340,6 +341,12 @@ export const OPTIONS = {
     type: ms(0, 600_000),
     default: '10000',
     doc: 'SIGTERM: clients are disconnected in jittered batches over this period.',
+  },
+  drainRate: {
+    env: 'GATEWAY_DRAIN_RATE',
+    type: { kind: 'int', min: 0, max: 1_000_000 },
+    default: '0',
+    doc: 'SIGTERM: at most this many clients disconnected per second by each process; the drain then lasts longer than GATEWAY_DRAIN_MS for a process holding more than rate x drain connections, up to GATEWAY_SHUTDOWN_GRACE_MS minus 8 s (0 = off: the drain always lasts GATEWAY_DRAIN_MS).',
   },
   workerRespawnMaxBackoffMs: {
     env: 'GATEWAY_WORKER_RESPAWN_MAX_BACKOFF_MS',

@@ -7,7 +7,7 @@ import { backendFromConfig } from '../frappe/backend';
 import { createMetrics } from '../metrics/metrics';
 import { createOpsServer } from '../ops/ops-server';
 import { LocalPresence } from '../presence/presence';
-import { drainConnections } from '../realtime/drain';
+import { drainConnections, drainPace } from '../realtime/drain';
 import { deliverLocally } from '../realtime/local-delivery';
 import { roomReport } from '../realtime/room-report';
 import { createSocketServer } from '../realtime/socket-server';
@@ -83,7 +83,7 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
       {
         beginDrain: () => (draining = true),
         stopAccepting: () => closeServer(httpServer),
-        drainClients: () => drainConnections(server.io, config.drainMs, log),
+        drainClients: () => drainConnections(server.io, drainPace(config), log),
       },
       config.shutdownGraceMs,
       log,

@@ -21,7 +21,7 @@ import { connectInBackground, createRedisClient, quitClient } from '../redis/con
 import { createKeys } from '../redis/keys';
 import { SocketSecret } from '../redis/socket-secret';
 import { roomReport } from '../realtime/room-report';
-import { drainConnections } from '../realtime/drain';
+import { drainConnections, drainPace } from '../realtime/drain';
 import { errorMessage } from '../shared/errors';
 import { asPrimaryMessage, WORKER_ALIVE_INTERVAL_MS, type WorkerToPrimary } from '../cluster/ipc';
 import { Services, createShutdown } from '../shared/lifecycle';
@@ -214,7 +214,12 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   for (const c of [pub, sub, fast]) c.on('ready', status).on('close', status);
 
   const shutdown = (drainMs: number) =>
-    createShutdown(services, { drainClients: () => drainConnections(io, drainMs, log) }, config.shutdownGraceMs, log)('drain');
+    createShutdown(
+      services,
+      { drainClients: () => drainConnections(io, drainPace(config, drainMs), log) },
+      config.shutdownGraceMs,
+      log,
+    )('drain');
   process.on('message', (raw: unknown) => {
     const m = asPrimaryMessage(raw);
     if (!m) return;

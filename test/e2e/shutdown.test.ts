@@ -80,3 +80,32 @@ for (const topology of ['standalone', 'cluster'] as const) {
     });
   });
 }
+
+test('GATEWAY_DRAIN_RATE: a process holding more than rate x drain connections spreads them over connections / rate', async (t) => {
+  const scope = withScope(t);
+  const frappe = await backend(scope);
+  // 8 clients at 4/s: 2 s instead of the configured 200 ms.
+  const gw = await startGateway({
+    scope,
+    backendUrl: frappe.url,
+    defaultSite: SITE,
+    logLevel: 'info',
+    extraEnv: { GATEWAY_DRAIN_MS: '200', GATEWAY_DRAIN_RATE: '4', GATEWAY_SHUTDOWN_GRACE_MS: '15000' },
+  });
+  const clients = Array.from({ length: 8 }, () =>
+    connectClient(gw.url, SITE, { scope, cookie: 'sid-ana', transports: ['websocket'], reconnection: false }),
+  );
+  await Promise.all(clients.map((c) => waitConnect(c)));
+  const at = clients.map((c) => new Promise<number>((resolve) => c.once('disconnect', () => resolve(performance.now()))));
+  gw.signal('SIGTERM');
+  const times = await Promise.all(at);
+  const line = gw.logs.find((l) => l.includes('draining connections'));
+  assert.ok(line, 'the drain logged its plan');
+  const plan = JSON.parse(line) as { connections: number; drainMs: number };
+  assert.equal(plan.connections, 8);
+  assert.equal(plan.drainMs, 2000);
+  // 8 batches of one, 7 gaps of 250 ms x 0.5-1.5: at least 875 ms between the first and the last.
+  const span = Math.max(...times) - Math.min(...times);
+  assert.ok(span >= 875, `disconnects spread over ${span.toFixed(0)} ms`);
+  assert.equal((await gw.exited).code, 0);
+});
