@@ -345,8 +345,8 @@ export const OPTIONS = {
   drainRate: {
     env: 'GATEWAY_DRAIN_RATE',
     type: { kind: 'int', min: 0, max: 1_000_000 },
-    default: '0',
-    doc: 'SIGTERM: at most this many clients disconnected per second by each process; the drain then lasts longer than GATEWAY_DRAIN_MS for a process holding more than rate x drain connections, up to GATEWAY_SHUTDOWN_GRACE_MS minus 8 s (0 = off: the drain always lasts GATEWAY_DRAIN_MS).',
+    default: '200',
+    doc: 'SIGTERM: at most this many clients disconnected per second by each process; the drain then lasts longer than GATEWAY_DRAIN_MS for a process holding more than rate x drain connections, up to GATEWAY_SHUTDOWN_GRACE_MS minus 8 s (0 = off: the drain always lasts GATEWAY_DRAIN_MS). 200 is about what one worker authenticated per second in the rolling-restart bench (2 vCPU).',
   },
   workerRespawnMaxBackoffMs: {
     env: 'GATEWAY_WORKER_RESPAWN_MAX_BACKOFF_MS',
@@ -441,13 +441,13 @@ export const OPTIONS = {
   admissionRate: {
     env: 'GATEWAY_ADMISSION_RATE',
     type: { kind: 'int', min: 0, max: 1_000_000 },
-    default: '250',
-    doc: 'Limit: new connections (Engine.IO handshakes) admitted per second per host, token bucket in the primary (standalone: the process); beyond it the handshake gets HTTP 503 and socket.io-client retries with its backoff, so a reconnect herd after a host loss is spread out instead of starving established sockets (0 = off). Size it to about half the handshakes per second a host sustains (bench connect-storm).',
+    default: '1000',
+    doc: 'Limit: new connections (Engine.IO handshakes) admitted per second per host, token bucket in the primary (standalone: the process); beyond it the handshake gets HTTP 503 and socket.io-client retries with its backoff, so a reconnect herd after a host loss is spread out instead of starving established sockets (0 = off). Keep it above what a paced rolling restart sends a host (GATEWAY_DRAIN_RATE x workers of the draining host): a refused client waits out its backoff, which made a paced 5,000-client roll slower (BENCHMARKS.md rolling-restart).',
   },
   admissionBurst: {
     env: 'GATEWAY_ADMISSION_BURST',
     type: { kind: 'int', min: 1, max: 1_000_000 },
-    default: '500',
+    default: '2000',
     doc: 'Limit: new connections a host admits at once before GATEWAY_ADMISSION_RATE applies (token bucket size).',
   },
   handshakeTimeoutMs: {
