@@ -5,37 +5,23 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import {
-  connectClient,
-  EventRecorder,
-  pollUntil,
-  startRedis,
-  withTimeout,
-  waitConnect,
-  withScope,
-  type GatewayHandle,
-  type Scope,
-} from '../harness';
+import { pollUntil, startRedis, withTimeout, withScope, type GatewayHandle, type Scope } from '../harness';
 import {
   assertExactlyOnce,
   clusterInfo,
+  connectTracked,
   defaultSpecs,
-  DOC_ROOM,
   DOCTYPE,
-  DOCNAME,
   logDiagnostic,
   roomMembersPerWorker,
   newKeyPrefix,
   processAlive,
   SEQ_EVENT,
   SeqPublisher,
-  sidOf,
   SITE,
   startBackend,
   startHost,
   summarise,
-  userRoom,
-  USERS,
   waitDelivered,
   waitSpread,
   warmUp,
@@ -50,28 +36,12 @@ const SEQ_FIELD = '__seq';
 
 /** Clients that reconnect on their own (like the browser's), each with a recoverable session, every one viewing PRESENCE_DOC. */
 async function connectRecovering(scope: Scope, host: GatewayHandle): Promise<TrackedClient[]> {
-  const out: TrackedClient[] = [];
-  for (const spec of defaultSpecs()) {
-    const socket = connectClient(host.url, SITE, {
-      scope,
-      cookie: sidOf(spec.user),
-      reconnection: true,
-      ioOptions: { reconnectionDelay: 100, reconnectionDelayMax: 300 },
-      ...(spec.transports === undefined ? {} : { transports: spec.transports }),
-    });
-    const recorder = new EventRecorder(socket);
-    const rooms = new Set<string>();
-    if ((USERS as readonly string[]).includes(spec.user)) rooms.add(userRoom(spec.user));
-    if (spec.docRoom) rooms.add(DOC_ROOM);
-    const tracked: TrackedClient = { host, spec, socket, recorder, rooms, disconnects: [] };
-    socket.on('disconnect', (reason) => tracked.disconnects.push(reason));
-    await waitConnect(socket, 10_000);
-    await recorder.waitFor('rtg_session', undefined, 5000);
-    if (spec.docRoom) socket.emit('doc_subscribe', DOCTYPE, DOCNAME);
-    assert.equal(await socket.timeout(5000).emitWithAck('doc_open', DOCTYPE, PRESENCE_DOC), true);
-    out.push(tracked);
-  }
-  return out;
+  const clients = await connectTracked(scope, host, defaultSpecs(), {
+    client: { reconnection: true, ioOptions: { reconnectionDelay: 100, reconnectionDelayMax: 300 } },
+    waitSession: true,
+  });
+  for (const c of clients) assert.equal(await c.socket.timeout(5000).emitWithAck('doc_open', DOCTYPE, PRESENCE_DOC), true);
+  return clients;
 }
 
 /** Presence entries (one per viewing socket, with the worker that wrote it) of PRESENCE_DOC in Redis. */

@@ -166,11 +166,23 @@ export function defaultSpecs(): ClientSpec[] {
   ];
 }
 
-export async function connectTracked(scope: Scope, host: GatewayHandle, specs: readonly ClientSpec[]): Promise<TrackedClient[]> {
+type ClientOptions = Parameters<typeof connectClient>[2];
+
+/**
+ * Connects `specs` one at a time to `host`. `extra.client` adds client
+ * options (e.g. reconnection); `extra.waitSession` also waits for each
+ * client's first offset (`rtg_session`), so its session is recoverable.
+ */
+export async function connectTracked(
+  scope: Scope,
+  host: GatewayHandle,
+  specs: readonly ClientSpec[],
+  extra: { client?: Partial<ClientOptions>; waitSession?: boolean } = {},
+): Promise<TrackedClient[]> {
   const out: TrackedClient[] = [];
   // One at a time: least-connection balancing then alternates between workers.
   for (const spec of specs) {
-    const options: Parameters<typeof connectClient>[2] = { cookie: sidOf(spec.user), scope };
+    const options: ClientOptions = { ...extra.client, cookie: sidOf(spec.user), scope };
     if (spec.transports !== undefined) options.transports = spec.transports;
     const socket = connectClient(host.url, SITE, options);
     const recorder = new EventRecorder(socket);
@@ -187,6 +199,7 @@ export async function connectTracked(scope: Scope, host: GatewayHandle, specs: r
         { cause: err },
       );
     }
+    if (extra.waitSession) await recorder.waitFor('rtg_session', undefined, 5000);
     if (spec.docRoom) socket.emit('doc_subscribe', DOCTYPE, DOCNAME);
     out.push(tracked);
   }
