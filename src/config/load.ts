@@ -309,6 +309,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     drainMs: num('drainMs'),
     drainRate: num('drainRate'),
     workerRespawnMaxBackoffMs: num('workerRespawnMaxBackoffMs'),
+    workerKillMs: num('workerKillMs'),
     logLevel: str('logLevel') as GatewayConfig['logLevel'],
     logFormat: str('logFormat') as GatewayConfig['logFormat'],
     dropLogIntervalMs: num('dropLogIntervalMs'),

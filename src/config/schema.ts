@@ -73,6 +73,8 @@ export interface GatewayConfig {
   readonly drainMs: number;
   readonly drainRate: number;
   readonly workerRespawnMaxBackoffMs: number;
+  /** A worker silent on IPC this long is killed (SIGKILL) and replaced; 0 = never. */
+  readonly workerKillMs: number;
   readonly logLevel: LogLevel;
   readonly logFormat: LogFormat;
   readonly dropLogIntervalMs: number;
@@ -353,6 +355,12 @@ export const OPTIONS = {
     type: ms(100, 600_000),
     default: '30000',
     doc: 'Upper bound of the backoff between respawns of a crash-looping worker.',
+  },
+  workerKillMs: {
+    env: 'GATEWAY_WORKER_KILL_MS',
+    type: ms(0, 3_600_000),
+    default: '30000',
+    doc: 'A worker silent on IPC this long (stopped, or its event loop stuck; it is unresponsive after 1.5 s) is killed with SIGKILL and a replacement forked; its clients reconnect to the other workers and recover their sessions (0 = never kill).',
   },
   logLevel: {
     env: 'GATEWAY_LOG_LEVEL',

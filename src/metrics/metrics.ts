@@ -63,6 +63,7 @@ export const KNOWN_LABELS = {
   /** Connection roles of the primary (cmd, events, health) and the workers (pub, sub, ctl, fast). */
   redisConnections: ['cmd', 'events', 'health', 'pub', 'sub', 'ctl', 'fast'],
   adapterRequests: ['fetchSockets', 'serverSideEmit', 'other'],
+  workerRestartReasons: ['exit', 'unresponsive'],
 } as const;
 
 /** Label value for the sites beyond the top N of gateway_connections. */
@@ -290,7 +291,8 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
     }),
     workerRestarts: new Counter({
       name: 'gateway_worker_restarts_total',
-      help: 'Workers respawned after an unexpected exit',
+      help: 'Workers respawned, by reason: exit (it died unexpectedly) or unresponsive (silent on IPC for GATEWAY_WORKER_KILL_MS, killed with SIGKILL)',
+      labelNames: ['reason'],
       registers: r,
     }),
     sessionRecoveries: new Counter({
@@ -389,6 +391,7 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
   zero(m.redisCommandErrors, 'connection', KNOWN_LABELS.redisConnections);
   zero(m.redisUnanswered, 'connection', KNOWN_LABELS.redisConnections);
   zero(m.adapterTimeouts, 'request', KNOWN_LABELS.adapterRequests);
+  zero(m.workerRestarts, 'reason', KNOWN_LABELS.workerRestartReasons);
   return m;
 }
 

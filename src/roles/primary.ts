@@ -74,7 +74,12 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
   const liveness = new Liveness(cmd, keys, config.presenceTtlMs);
   const sweeper = new PresenceSweeper({ cmd, keys, liveness, adapterMode: config.adapterMode, metrics, log });
   const supervisor = new Supervisor(
-    { workers: config.workers, maxBackoffMs: config.workerRespawnMaxBackoffMs, env: (slot) => workerEnv(config, slot) },
+    {
+      workers: config.workers,
+      maxBackoffMs: config.workerRespawnMaxBackoffMs,
+      killAfterMs: config.workerKillMs,
+      env: (slot) => workerEnv(config, slot),
+    },
     log.child({ sub: 'supervisor' }),
     metrics,
   );

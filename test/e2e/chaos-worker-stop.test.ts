@@ -1,7 +1,8 @@
 /**
  * One of a host's two workers frozen (SIGSTOP) while its process stays
  * alive: longer than the Engine.IO ping timeout (its clients give up on it
- * and reconnect), and shorter (an event-loop stall: clients stay).
+ * and reconnect), shorter (an event-loop stall: clients stay), and longer
+ * than GATEWAY_WORKER_KILL_MS (the primary kills and replaces it).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -73,7 +74,8 @@ test('SIGSTOP of one worker past the ping timeout: its clients reconnect to the 
     redisUrl: redis.url,
     // Clients give up on a silent worker 2-4 s after it stopped: later than the
     // primary marks it unresponsive (WORKER_UNRESPONSIVE_MS, 1.5 s, checked every 0.5 s).
-    env: { GATEWAY_PING_INTERVAL_MS: '2000', GATEWAY_PING_TIMEOUT_MS: '2000' },
+    // Never killed here (0): this test is about the worker that resumes.
+    env: { GATEWAY_PING_INTERVAL_MS: '2000', GATEWAY_PING_TIMEOUT_MS: '2000', GATEWAY_WORKER_KILL_MS: '0' },
   });
   const clients = await connectRecovering(scope, host);
   await waitSpread(host, clients, 2);
@@ -188,7 +190,7 @@ test('SIGSTOP of one worker past the ping timeout: its clients reconnect to the 
     assert.equal(onLiveWorker[onVictim.indexOf(c)], true, `${c.spec.user} landed on the live worker, not the stopped one`);
   }
   for (const c of others) assert.deepEqual(c.disconnects, [], `${c.spec.user} on the live worker was not disconnected`);
-  assert.ok(processAlive(victimPid), 'the stopped worker was not killed');
+  assert.ok(processAlive(victimPid), 'the stopped worker was not killed (GATEWAY_WORKER_KILL_MS=0)');
   assert.deepEqual(presenceAfter ?? presenceNow, expectedSockets, 'presence: one entry per connected viewer');
   assertExactlyOnce(clients, 1, last, 'across a worker SIGSTOP/SIGCONT');
 });
@@ -241,4 +243,118 @@ test('event-loop stall of one worker shorter than the ping timeout: its clients 
   for (const c of clients) assert.deepEqual(c.disconnects, [], `${c.spec.user} stayed connected through the stall`);
   assert.ok(Math.max(...delayed) >= STALL_MS / 2, 'events to the stalled worker were delayed by the stall (it really stopped)');
   assertExactlyOnce(clients, 1, last, 'across a worker stall');
+});
+
+/** GATEWAY_WORKER_KILL_MS of the next test: far below the clients' own ping timeout, so the kill is what moves them. */
+const KILL_MS = 3000;
+
+test('SIGSTOP of one worker past GATEWAY_WORKER_KILL_MS: the primary kills and replaces it, counts it, and its clients reconnect and recover every missed event; presence stays exact', async (t) => {
+  const scope = withScope(t);
+  const redis = await startRedis({ scope });
+  const backend = await startBackend(scope);
+  const keyPrefix = newKeyPrefix();
+  const host = await startHost({
+    scope,
+    backend,
+    keyPrefix,
+    redisUrl: redis.url,
+    // The clients would wait 45 s (ping interval + timeout) before giving up on the frozen worker by themselves.
+    env: { GATEWAY_PING_INTERVAL_MS: '25000', GATEWAY_PING_TIMEOUT_MS: '20000', GATEWAY_WORKER_KILL_MS: String(KILL_MS) },
+  });
+  const clients = await connectRecovering(scope, host);
+  await waitSpread(host, clients, 2);
+  const pub = redis.client();
+  await warmUp(pub, clients);
+  const info = await clusterInfo(host);
+  const index = await workerIndexOf(host, clients);
+  const victimPid = info.workers[0]?.pid;
+  const survivorPid = info.workers[1]?.pid;
+  assert.ok(victimPid !== undefined && survivorPid !== undefined);
+  const onVictim = clients.filter((c) => index.get(c) === 0);
+  const others = clients.filter((c) => index.get(c) === 1);
+  assert.ok(onVictim.length > 0 && others.length > 0, 'clients on both workers');
+  const restartsBefore = await host.metricValue('gateway_worker_restarts_total', { reason: 'unresponsive' });
+
+  const publisher = scope.add(new SeqPublisher(pub, 200));
+  publisher.start();
+  await Promise.all(clients.filter((c) => c.rooms.size > 0).map((c) => c.recorder.waitForCount(SEQ_EVENT, 5, undefined, 10_000)));
+
+  const reconnected = onVictim.map(
+    (c) => new Promise<number>((r) => c.socket.once('disconnect', () => c.socket.once('connect', () => r(Date.now())))),
+  );
+  const stopAt = Date.now();
+  process.kill(victimPid, 'SIGSTOP');
+  scope.add(() => {
+    if (processAlive(victimPid)) process.kill(victimPid, 'SIGCONT');
+  });
+
+  // The primary kills it and forks a replacement: two registered workers again, the victim's pid gone.
+  const replaced = await pollUntil(
+    async () => {
+      const now = await clusterInfo(host);
+      return now.workers.length === 2 && now.workers.every((w) => w.nodeId !== null && w.pid !== victimPid) ? now : undefined;
+    },
+    { timeoutMs: 20_000, intervalMs: 100, description: `the stopped worker ${victimPid} to be killed and replaced` },
+  );
+  const replacedMs = Date.now() - stopAt;
+  const backAt = await withTimeout(
+    Promise.all(reconnected),
+    20_000,
+    () =>
+      `clients of the killed worker to reconnect: ${onVictim.map((c) => `${c.spec.user} connected=${String(c.socket.connected)} disconnects=${c.disconnects.join('/')}`).join('; ')}`,
+  );
+  const reconnectedMs = Math.max(...backAt) - stopAt;
+  const seqAfterKill = publisher.published;
+  await waitDelivered(clients, seqAfterKill + 200, 15_000);
+  const last = await publisher.stop();
+  await waitDelivered(clients, last, 15_000);
+  await websiteBarrier(pub, clients);
+
+  // Presence: the killed worker's entries swept, the recovered sockets' entries re-opened by their new worker.
+  const expectedSockets = clients.map((c) => c.socket.id ?? '').sort();
+  let presenceNow: string[] = [];
+  const presenceAfter = await pollUntil<string[] | null>(
+    async () => {
+      presenceNow = await presenceSockets(redis, keyPrefix);
+      return JSON.stringify(presenceNow) === JSON.stringify(expectedSockets) ? presenceNow : undefined;
+    },
+    { timeoutMs: 10_000, intervalMs: 100, description: 'presence = the connected sockets' },
+  ).catch(() => null);
+  const restartsAfter = await host.metricValue('gateway_worker_restarts_total', { reason: 'unresponsive' });
+  const exits = await host.metricValue('gateway_worker_restarts_total', { reason: 'exit' });
+  const killLog = host.jsonLogs().find((l) => String(l['msg']).startsWith('worker unresponsive for longer than GATEWAY_WORKER_KILL_MS'));
+  logDiagnostic(t, 'worker SIGSTOP past the kill threshold', {
+    victimPid,
+    onVictim: onVictim.length,
+    replacedMs,
+    reconnectedMs,
+    workersAfter: replaced.workers.map((w) => w.pid),
+    restarts: { before: restartsBefore, after: restartsAfter, exits },
+    killLog,
+    recovered: onVictim.map((c) => c.socket.recovered),
+    disconnects: onVictim.map((c) => c.disconnects),
+    deliveries: summarise(clients, 1, last),
+    presence: { expected: expectedSockets, now: presenceNow },
+  });
+
+  assert.ok(!processAlive(victimPid), 'the stopped worker was killed');
+  assert.ok(replacedMs >= KILL_MS, `killed after ${replacedMs} ms, not before GATEWAY_WORKER_KILL_MS (${KILL_MS} ms)`);
+  assert.ok(
+    replaced.workers.some((w) => w.pid === survivorPid),
+    'the other worker was left alone',
+  );
+  assert.equal(restartsBefore, 0);
+  assert.equal(restartsAfter, 1, 'gateway_worker_restarts_total{reason="unresponsive"} counts the kill');
+  assert.equal(exits, 0, 'and not as a crash');
+  assert.ok(killLog !== undefined, 'the kill is logged');
+  assert.equal(killLog['pid'], victimPid);
+  for (const c of onVictim) {
+    assert.equal(c.socket.connected, true, `${c.spec.user} reconnected`);
+    assert.equal(c.socket.recovered, true, `${c.spec.user} recovered its session`);
+    assert.equal(c.disconnects.length, 1, `${c.spec.user} was disconnected once`);
+    assert.notEqual(c.disconnects[0], 'ping timeout', `${c.spec.user} was cut by the kill, not by its own ping timeout`);
+  }
+  for (const c of others) assert.deepEqual(c.disconnects, [], `${c.spec.user} on the other worker was not disconnected`);
+  assert.deepEqual(presenceAfter ?? presenceNow, expectedSockets, 'presence: one entry per connected viewer');
+  assertExactlyOnce(clients, 1, last, 'across a worker killed for being unresponsive');
 });
