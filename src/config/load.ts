@@ -325,6 +325,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     admissionBurst: num('admissionBurst'),
     handshakeTimeoutMs: num('handshakeTimeoutMs'),
     publishTimeoutMs: num('publishTimeoutMs'),
+    opsTimeoutMs: num('opsTimeoutMs'),
     metricsMaxSites: num('metricsMaxSites'),
     mqtt,
     customRooms,

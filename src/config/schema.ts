@@ -91,6 +91,7 @@ export interface GatewayConfig {
   readonly admissionBurst: number;
   readonly handshakeTimeoutMs: number;
   readonly publishTimeoutMs: number;
+  readonly opsTimeoutMs: number;
   readonly metricsMaxSites: number;
   /** MQTT ingress (docs/mqtt.md); null = off. */
   readonly mqtt: MqttConfig | null;
@@ -379,6 +380,12 @@ export const OPTIONS = {
     type: ms(100, 60_000),
     default: '2000',
     doc: 'The publish API answers 503 when Redis has not taken the events within this time (never 202 for an event not handed to Redis).',
+  },
+  opsTimeoutMs: {
+    env: 'GATEWAY_OPS_TIMEOUT_MS',
+    type: ms(100, 60_000),
+    default: '2000',
+    doc: "The cluster API (`/api/v1/cluster`) answers 503 `redis unavailable` (with this host's own part, `partial: true`) when Redis has not answered within this time.",
   },
   metricsMaxSites: {
     env: 'GATEWAY_METRICS_MAX_SITES',

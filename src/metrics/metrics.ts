@@ -64,6 +64,7 @@ export const KNOWN_LABELS = {
   redisConnections: ['cmd', 'events', 'health', 'pub', 'sub', 'ctl', 'fast'],
   adapterRequests: ['fetchSockets', 'serverSideEmit', 'other'],
   workerRestartReasons: ['exit', 'unresponsive'],
+  periodicTasks: ['heartbeat', 'presence_sweep', 'session_refresh', 'counter_refresh', 'socket_secret'],
 } as const;
 
 /** Label value for the sites beyond the top N of gateway_connections. */
@@ -150,6 +151,12 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       name: 'gateway_redis_commands_unanswered',
       help: 'Redis commands sent and not answered yet, by connection role (grows while a connection is stalled, e.g. a network partition)',
       labelNames: ['connection'],
+      registers: r,
+    }),
+    redisPeriodicSkipped: new Counter({
+      name: 'gateway_redis_periodic_skipped_total',
+      help: 'Runs of a periodic Redis task (heartbeat, refresh, sweep) not sent because its connection was down or stalled, or its previous run had no reply yet, by task',
+      labelNames: ['task'],
       registers: r,
     }),
     adapterTimeouts: new Counter({
@@ -392,6 +399,7 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
   zero(m.redisUnanswered, 'connection', KNOWN_LABELS.redisConnections);
   zero(m.adapterTimeouts, 'request', KNOWN_LABELS.adapterRequests);
   zero(m.workerRestarts, 'reason', KNOWN_LABELS.workerRestartReasons);
+  zero(m.redisPeriodicSkipped, 'task', KNOWN_LABELS.periodicTasks);
   return m;
 }
 
