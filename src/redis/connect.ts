@@ -12,7 +12,10 @@ export interface ClientOptions {
   readonly subscriber?: boolean;
   /** A connection that (P|S)SUBSCRIBEs: no ready check (see `baseOptions`). */
   readonly pubsub?: boolean;
-  /** Fail commands at once while disconnected instead of queueing them (health checks). */
+  /**
+   * Fail commands at once while disconnected or stalled (see STALL_MS)
+   * instead of queueing them (health checks, lookups that have a fallback).
+   */
   readonly failFast?: boolean;
   /** The connection's role in logs and metrics (default: the last `:` part of `name`). */
   readonly role?: string;
@@ -33,6 +36,9 @@ export interface ClientOptions {
  */
 export const STALL_MS = 3000;
 const STALL_CHECK_MS = 1000;
+
+/** What a fail-fast connection answers to a command while it is stalled. */
+export const STALLED_REFUSAL = 'redis connection stalled (no reply for 3 s): command not sent';
 
 /** While a connection stays down, one reminder line per this period (not one per retry). */
 export const STILL_DOWN_LOG_MS = 60_000;
@@ -207,6 +213,12 @@ function watchConnection(client: RedisClient, cfg: RedisConfig, opts: ClientOpti
   };
   const onError = opts.onCommandError;
   c.sendCommand = (cmd: Command, ...rest: unknown[]) => {
+    // Refused before it is counted: only a reply to a command already sent can end the stall.
+    if (opts.failFast && health.stalled && client.status === 'ready') {
+      onError?.(role);
+      cmd.reject(new Error(STALLED_REFUSAL));
+      return cmd.promise;
+    }
     if (health.unanswered === 0) progressAt = Date.now();
     health.unanswered++;
     cmd.promise.then(settled, settled);
