@@ -23,6 +23,12 @@ export interface SupervisorConfig {
   readonly workers: number;
   /** Upper bound of the backoff between respawns of a crash-looping worker. */
   readonly maxBackoffMs: number;
+  /**
+   * A worker silent on IPC this long (after it said hello) is killed with
+   * SIGKILL and respawned like a crashed one; 0 = never. It is unresponsive
+   * (routed around) long before: WORKER_UNRESPONSIVE_MS.
+   */
+  readonly killAfterMs: number;
   /** The environment a worker of a slot is forked with. */
   env(slot: number): Record<string, string>;
 }
@@ -53,6 +59,8 @@ export class Supervisor {
   private stopping = false;
   private watch: NodeJS.Timeout | null = null;
   private readonly exitListeners = new Set<(info: WorkerInfo) => void>();
+  /** Ids of the workers this supervisor killed for being unresponsive (their exit is not a crash). */
+  private readonly killed = new Set<number>();
   /** What dead workers counted, so host counters survive worker restarts. */
   readonly counters = new CounterBaseline();
 
@@ -110,6 +118,7 @@ export class Supervisor {
 
   private onExit(worker: Worker, code: number | null, signal: string | null): void {
     const info = this.workers.get(worker.id);
+    const reason = this.killed.delete(worker.id) ? 'unresponsive' : 'exit';
     this.workers.delete(worker.id);
     this.counters.retire(worker.id);
     this.metrics.workersUp.set(this.workers.size);
@@ -121,19 +130,43 @@ export class Supervisor {
     const crashes = nextCrashCount(this.crashes.get(info.slot) ?? 0, lived);
     this.crashes.set(info.slot, crashes);
     const backoff = respawnBackoffMs(crashes, this.config.maxBackoffMs);
-    this.metrics.workerRestarts.inc();
-    this.log.error({ worker: worker.id, pid: info.pid, code, signal, respawnInMs: backoff }, 'worker died, respawning');
+    this.metrics.workerRestarts.inc({ reason });
+    this.log.error(
+      { worker: worker.id, pid: info.pid, code, signal, reason, respawnInMs: backoff },
+      reason === 'unresponsive' ? 'unresponsive worker killed, respawning' : 'worker died, respawning',
+    );
     setTimeout(() => {
       if (!this.stopping) this.fork(info.slot);
     }, backoff).unref();
   }
 
-  /** A worker that said hello and then nothing for WORKER_UNRESPONSIVE_MS is unresponsive (a booting one is not). */
+  /**
+   * A worker that said hello and then nothing for WORKER_UNRESPONSIVE_MS is
+   * unresponsive (a booting one is not); one silent for `killAfterMs` is
+   * killed, so that its slot serves again instead of holding its clients
+   * until each gives up on its own.
+   */
   private checkResponsive(): void {
     const now = Date.now();
+    const killAfter = this.config.killAfterMs;
     for (const info of this.workers.values()) {
-      if (info.responsive && info.nodeId !== null && now - info.lastSeenAt >= WORKER_UNRESPONSIVE_MS) this.markResponsive(info, false);
+      if (info.nodeId === null) continue;
+      const silent = now - info.lastSeenAt;
+      if (info.responsive && silent >= WORKER_UNRESPONSIVE_MS) this.markResponsive(info, false);
+      if (!info.responsive && killAfter > 0 && silent >= killAfter && !this.killed.has(info.id)) this.kill(info, silent);
     }
+  }
+
+  /** SIGKILL works on a stopped process too; `onExit` respawns the slot. */
+  private kill(info: WorkerInfo, silentMs: number): void {
+    const worker = cluster.workers?.[info.id];
+    if (!worker || worker.isDead()) return;
+    this.killed.add(info.id);
+    this.log.error(
+      { worker: info.id, pid: info.pid, silentMs, killAfterMs: this.config.killAfterMs },
+      'worker unresponsive for longer than GATEWAY_WORKER_KILL_MS: killing it (SIGKILL); its clients reconnect to the other workers',
+    );
+    worker.process.kill('SIGKILL');
   }
 
   private markResponsive(info: WorkerInfo, responsive: boolean): void {

@@ -73,6 +73,8 @@ export interface GatewayConfig {
   readonly drainMs: number;
   readonly drainRate: number;
   readonly workerRespawnMaxBackoffMs: number;
+  /** A worker silent on IPC this long is killed (SIGKILL) and replaced; 0 = never. */
+  readonly workerKillMs: number;
   readonly logLevel: LogLevel;
   readonly logFormat: LogFormat;
   readonly dropLogIntervalMs: number;
@@ -89,6 +91,7 @@ export interface GatewayConfig {
   readonly admissionBurst: number;
   readonly handshakeTimeoutMs: number;
   readonly publishTimeoutMs: number;
+  readonly opsTimeoutMs: number;
   readonly metricsMaxSites: number;
   /** MQTT ingress (docs/mqtt.md); null = off. */
   readonly mqtt: MqttConfig | null;
@@ -354,6 +357,12 @@ export const OPTIONS = {
     default: '30000',
     doc: 'Upper bound of the backoff between respawns of a crash-looping worker.',
   },
+  workerKillMs: {
+    env: 'GATEWAY_WORKER_KILL_MS',
+    type: ms(0, 3_600_000),
+    default: '30000',
+    doc: 'A worker silent on IPC this long (stopped, or its event loop stuck; it is unresponsive after 1.5 s) is killed with SIGKILL and a replacement forked; its clients reconnect to the other workers and recover their sessions (0 = never kill).',
+  },
   logLevel: {
     env: 'GATEWAY_LOG_LEVEL',
     type: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
@@ -371,6 +380,12 @@ export const OPTIONS = {
     type: ms(100, 60_000),
     default: '2000',
     doc: 'The publish API answers 503 when Redis has not taken the events within this time (never 202 for an event not handed to Redis).',
+  },
+  opsTimeoutMs: {
+    env: 'GATEWAY_OPS_TIMEOUT_MS',
+    type: ms(100, 60_000),
+    default: '2000',
+    doc: "The cluster API (`/api/v1/cluster`) answers 503 `redis unavailable` (with this host's own part, `partial: true`) when Redis has not answered within this time.",
   },
   metricsMaxSites: {
     env: 'GATEWAY_METRICS_MAX_SITES',

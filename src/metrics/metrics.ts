@@ -63,6 +63,8 @@ export const KNOWN_LABELS = {
   /** Connection roles of the primary (cmd, events, health) and the workers (pub, sub, ctl, fast). */
   redisConnections: ['cmd', 'events', 'health', 'pub', 'sub', 'ctl', 'fast'],
   adapterRequests: ['fetchSockets', 'serverSideEmit', 'other'],
+  workerRestartReasons: ['exit', 'unresponsive'],
+  periodicTasks: ['heartbeat', 'presence_sweep', 'session_refresh', 'counter_refresh', 'socket_secret'],
 } as const;
 
 /** Label value for the sites beyond the top N of gateway_connections. */
@@ -149,6 +151,12 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       name: 'gateway_redis_commands_unanswered',
       help: 'Redis commands sent and not answered yet, by connection role (grows while a connection is stalled, e.g. a network partition)',
       labelNames: ['connection'],
+      registers: r,
+    }),
+    redisPeriodicSkipped: new Counter({
+      name: 'gateway_redis_periodic_skipped_total',
+      help: 'Runs of a periodic Redis task (heartbeat, refresh, sweep) not sent because its connection was down or stalled, or its previous run had no reply yet, by task',
+      labelNames: ['task'],
       registers: r,
     }),
     adapterTimeouts: new Counter({
@@ -290,7 +298,8 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
     }),
     workerRestarts: new Counter({
       name: 'gateway_worker_restarts_total',
-      help: 'Workers respawned after an unexpected exit',
+      help: 'Workers respawned, by reason: exit (it died unexpectedly) or unresponsive (silent on IPC for GATEWAY_WORKER_KILL_MS, killed with SIGKILL)',
+      labelNames: ['reason'],
       registers: r,
     }),
     sessionRecoveries: new Counter({
@@ -389,6 +398,8 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
   zero(m.redisCommandErrors, 'connection', KNOWN_LABELS.redisConnections);
   zero(m.redisUnanswered, 'connection', KNOWN_LABELS.redisConnections);
   zero(m.adapterTimeouts, 'request', KNOWN_LABELS.adapterRequests);
+  zero(m.workerRestarts, 'reason', KNOWN_LABELS.workerRestartReasons);
+  zero(m.redisPeriodicSkipped, 'task', KNOWN_LABELS.periodicTasks);
   return m;
 }
 

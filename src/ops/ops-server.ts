@@ -15,6 +15,21 @@ export interface Readiness {
   readonly checks: Record<string, unknown>;
 }
 
+/**
+ * An answer that could not be completed because Redis did not answer in
+ * time: the route sends 503 with `message` and this host's own part
+ * (`partial: true`) instead of hanging.
+ */
+export class PartialAnswer extends Error {
+  constructor(
+    message: string,
+    readonly local: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = 'PartialAnswer';
+  }
+}
+
 export interface OpsDeps {
   readonly config: OpsConfig;
   readonly log: Logger;
@@ -95,7 +110,13 @@ export function createOpsServer(d: OpsDeps): FastifyInstance {
   app.get('/api/v1/cluster', async (req, reply) => {
     const refused = refusal(req);
     if (refused) return reply.status(refused.status).send(refused.body);
-    return d.cluster();
+    try {
+      return await d.cluster();
+    } catch (err) {
+      if (!(err instanceof PartialAnswer)) throw err;
+      log.debug({ err: err.message }, 'cluster API answered without redis');
+      return reply.status(503).send({ error: 'GW_ERR_REDIS_UNAVAILABLE', message: err.message, partial: true, ...err.local });
+    }
   });
 
   app.get<{ Querystring: { site?: string; room?: string } }>('/api/v1/cluster/rooms', async (req, reply) => {

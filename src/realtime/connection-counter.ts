@@ -1,4 +1,4 @@
-import type { RedisClient } from '../redis/connect';
+import { periodic, type RedisClient } from '../redis/connect';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
 
@@ -45,6 +45,8 @@ export interface CounterRedis {
   readonly ttlMs?: number;
   /** How often held keys get their expiry refreshed (default: a quarter of the TTL). */
   readonly refreshMs?: number;
+  /** A refresh skipped: the connection is down or stalled, or the previous refresh had no reply yet. */
+  readonly onRefreshSkipped?: () => void;
 }
 
 export function createConnectionCounter(opts: {
@@ -64,12 +66,12 @@ export function createConnectionCounter(opts: {
   };
   let timer: NodeJS.Timeout | null = null;
   if (redis && max > 0) {
-    timer = setInterval(
-      () => {
-        for (const k of local.keys()) redis.client.pexpire(redis.key(k), ttlMs).catch(() => undefined);
-      },
-      redis.refreshMs ?? ttlMs / 4,
+    const refresh = periodic(
+      redis.client,
+      () => Promise.all([...local.keys()].map((k) => redis.client.pexpire(redis.key(k), ttlMs).catch(() => undefined))),
+      redis.onRefreshSkipped,
     );
+    timer = setInterval(refresh, redis.refreshMs ?? ttlMs / 4);
     timer.unref();
   }
   return {

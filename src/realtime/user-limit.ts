@@ -19,7 +19,7 @@ export interface UserConnections {
 export function createUserConnections(
   max: number,
   log: Logger,
-  redis?: { client: RedisClient; keys: Keys; refreshMs?: number },
+  redis?: { client: RedisClient; keys: Keys; refreshMs?: number; onRefreshSkipped?: () => void },
 ): UserConnections {
   const key = (site: string, user: string): string => (redis ? redis.keys.userConnections(site, user) : `${site}\0${user}`);
   const counter = createConnectionCounter({
@@ -27,7 +27,14 @@ export function createUserConnections(
     what: 'user',
     log,
     ...(redis
-      ? { redis: { client: redis.client, key: (k: string) => k, ...(redis.refreshMs ? { refreshMs: redis.refreshMs } : {}) } }
+      ? {
+          redis: {
+            client: redis.client,
+            key: (k: string) => k,
+            ...(redis.refreshMs ? { refreshMs: redis.refreshMs } : {}),
+            ...(redis.onRefreshSkipped ? { onRefreshSkipped: redis.onRefreshSkipped } : {}),
+          },
+        }
       : {}),
   });
   return {

@@ -1,7 +1,7 @@
 import type { Namespace, Socket } from 'socket.io';
 import type { Adapter, BroadcastOptions, Session } from 'socket.io-adapter';
 import type { SocketData } from '../frappe/handlers';
-import type { RedisClient } from '../redis/connect';
+import { commandsFlowing, periodic, type RedisClient } from '../redis/connect';
 import type { Keys } from '../redis/keys';
 import type { Metrics } from '../metrics/metrics';
 import { errorMessage } from '../shared/errors';
@@ -39,6 +39,8 @@ export interface SessionStore {
   /** Returns the session and forgets it (a session is restored once). */
   take(pid: string): Promise<StoredSession | null>;
   touch(pids: readonly string[], ttlMs: number): Promise<void>;
+  /** False while the store's connection is down or stalled: periodic refreshes wait. */
+  available?(): boolean;
   remove(pid: string): Promise<void>;
   /** Missed-event replay, when the store's cluster keeps a history. */
   readonly replay?: ReplaySource | undefined;
@@ -116,6 +118,10 @@ export class RedisSessionStore implements SessionStore {
 
   async touch(pids: readonly string[], ttlMs: number): Promise<void> {
     await Promise.all(pids.map((pid) => this.client.pexpire(this.keys.session(pid), ttlMs)));
+  }
+
+  available(): boolean {
+    return commandsFlowing(this.client);
   }
 
   async remove(pid: string): Promise<void> {
@@ -220,7 +226,13 @@ export class SessionKeeper {
   private readonly timer: NodeJS.Timeout;
 
   constructor(private readonly d: RecoveryDeps) {
-    this.timer = setInterval(() => this.refresh(), Math.max(1000, Math.floor(d.windowMs / 3)));
+    // One refresh in flight at most, none while the store's connection is down or stalled.
+    const refresh = periodic(
+      () => d.store.available?.() ?? true,
+      () => this.refresh(),
+      () => d.metrics.redisPeriodicSkipped.inc({ task: 'session_refresh' }),
+    );
+    this.timer = setInterval(refresh, Math.max(1000, Math.floor(d.windowMs / 3)));
     this.timer.unref();
   }
 
@@ -297,14 +309,14 @@ export class SessionKeeper {
     });
   }
 
-  private refresh(): void {
+  private async refresh(): Promise<void> {
     const pids: string[] = [];
     for (const s of this.live.values()) {
       const pid = privateSessionId(s);
       if (pid) pids.push(pid);
     }
     if (pids.length > 0)
-      this.d.store
+      await this.d.store
         .touch(pids, this.liveTtl)
         .catch((err: unknown) => this.d.log.debug({ err: errorMessage(err) }, 'session refresh failed'));
   }

@@ -12,7 +12,10 @@ export interface ClientOptions {
   readonly subscriber?: boolean;
   /** A connection that (P|S)SUBSCRIBEs: no ready check (see `baseOptions`). */
   readonly pubsub?: boolean;
-  /** Fail commands at once while disconnected instead of queueing them (health checks). */
+  /**
+   * Fail commands at once while disconnected or stalled (see STALL_MS)
+   * instead of queueing them (health checks, lookups that have a fallback).
+   */
   readonly failFast?: boolean;
   /** The connection's role in logs and metrics (default: the last `:` part of `name`). */
   readonly role?: string;
@@ -33,6 +36,9 @@ export interface ClientOptions {
  */
 export const STALL_MS = 3000;
 const STALL_CHECK_MS = 1000;
+
+/** What a fail-fast connection answers to a command while it is stalled. */
+export const STALLED_REFUSAL = 'redis connection stalled (no reply for 3 s): command not sent';
 
 /** While a connection stays down, one reminder line per this period (not one per retry). */
 export const STILL_DOWN_LOG_MS = 60_000;
@@ -190,46 +196,119 @@ function watchConnection(client: RedisClient, cfg: RedisConfig, opts: ClientOpti
     if (state === 'up') opts.onState?.(false);
     state = 'new';
   });
-  if (opts.onCommandError) {
-    const onError = opts.onCommandError;
-    const c = client as unknown as { sendCommand: (cmd: Command, ...rest: unknown[]) => unknown };
-    const send = c.sendCommand.bind(client);
-    // Commands in flight, and when the last one settled (or the first was sent after none was in flight).
-    let unanswered = 0;
-    let progressAt = Date.now();
-    let stalled = false;
-    const settled = (): void => {
-      unanswered--;
-      progressAt = Date.now();
-      if (stalled) {
-        stalled = false;
-        clog.warn('redis connection answers again');
-        if (state === 'up') opts.onState?.(true);
-      }
-    };
-    c.sendCommand = (cmd: Command, ...rest: unknown[]) => {
-      if (unanswered === 0) progressAt = Date.now();
-      unanswered++;
-      cmd.promise.then(settled, settled);
-      // ioredis' own CLIENT SETINFO on connect fails on Redis < 7.2 and is ignored by ioredis: not an error of ours.
-      if (cmd.name === 'client' && String(cmd.args[0]).toUpperCase() === 'SETINFO') return send(cmd, ...rest);
-      cmd.promise.catch((err: unknown) => {
-        onError(role);
-        clog.debug({ command: cmd.name, err: errorMessage(err) }, 'redis command failed');
-      });
-      return send(cmd, ...rest);
-    };
-    const check = setInterval(() => {
-      opts.onUnanswered?.(role, unanswered);
-      // Only a connection that claims to be up can be stalled (while it reconnects, commands wait in the offline queue).
-      if (stalled || unanswered === 0 || client.status !== 'ready' || Date.now() - progressAt < STALL_MS) return;
-      stalled = true;
-      clog.warn({ unanswered, silentMs: Date.now() - progressAt }, `redis connection stalled: ${unanswered} command(s) without a reply`);
-      if (state === 'up') opts.onState?.(false);
-    }, STALL_CHECK_MS);
-    check.unref();
-    client.on('ready', () => (progressAt = Date.now()));
-    client.once('end', () => clearInterval(check));
+  const c = client as unknown as { sendCommand: (cmd: Command, ...rest: unknown[]) => unknown };
+  const send = c.sendCommand.bind(client);
+  // Commands in flight, and when the last one settled (or the first was sent after none was in flight).
+  const health = { unanswered: 0, stalled: false };
+  flow.set(client, health);
+  let progressAt = Date.now();
+  const settled = (): void => {
+    health.unanswered--;
+    progressAt = Date.now();
+    if (health.stalled) {
+      health.stalled = false;
+      clog.warn('redis connection answers again');
+      if (state === 'up') opts.onState?.(true);
+    }
+  };
+  const onError = opts.onCommandError;
+  c.sendCommand = (cmd: Command, ...rest: unknown[]) => {
+    // Refused before it is counted: only a reply to a command already sent can end the stall.
+    if (opts.failFast && health.stalled && client.status === 'ready') {
+      onError?.(role);
+      cmd.reject(new Error(STALLED_REFUSAL));
+      return cmd.promise;
+    }
+    if (health.unanswered === 0) progressAt = Date.now();
+    health.unanswered++;
+    cmd.promise.then(settled, settled);
+    // ioredis' own CLIENT SETINFO on connect fails on Redis < 7.2 and is ignored by ioredis: not an error of ours.
+    if (!onError || (cmd.name === 'client' && String(cmd.args[0]).toUpperCase() === 'SETINFO')) return send(cmd, ...rest);
+    cmd.promise.catch((err: unknown) => {
+      onError(role);
+      clog.debug({ command: cmd.name, err: errorMessage(err) }, 'redis command failed');
+    });
+    return send(cmd, ...rest);
+  };
+  const check = setInterval(() => {
+    opts.onUnanswered?.(role, health.unanswered);
+    // Only a connection that claims to be up can be stalled (while it reconnects, commands wait in the offline queue).
+    if (health.stalled || health.unanswered === 0 || client.status !== 'ready' || Date.now() - progressAt < STALL_MS) return;
+    health.stalled = true;
+    clog.warn(
+      { unanswered: health.unanswered, silentMs: Date.now() - progressAt },
+      `redis connection stalled: ${health.unanswered} command(s) without a reply`,
+    );
+    if (state === 'up') opts.onState?.(false);
+  }, STALL_CHECK_MS);
+  check.unref();
+  client.on('ready', () => {
+    // A fresh connection: what it re-sent is measured from now.
+    progressAt = Date.now();
+    health.stalled = false;
+  });
+  client.once('end', () => clearInterval(check));
+}
+
+/** What `watchConnection` knows of each client's commands. */
+const flow = new WeakMap<RedisClient, { unanswered: number; stalled: boolean }>();
+
+/**
+ * Whether a command sent now is expected to be answered soon: the
+ * connection is ready and not stalled (see STALL_MS). A command sent
+ * otherwise waits in ioredis' queues for as long as the outage lasts.
+ */
+export function commandsFlowing(client: RedisClient): boolean {
+  return client.status === 'ready' && flow.get(client)?.stalled !== true;
+}
+
+/**
+ * A periodic Redis task that cannot pile up commands during an outage or a
+ * partition: a run is skipped (and `onSkip` called) while `client` is down or
+ * stalled (or `client()` says so), or while the previous run has not
+ * settled. Whatever the outage's length, the task holds at most one run's
+ * commands.
+ */
+export function periodic(client: RedisClient | (() => boolean), run: () => Promise<unknown>, onSkip?: () => void): () => void {
+  const flowing = typeof client === 'function' ? client : () => commandsFlowing(client);
+  let inFlight = false;
+  const done = (): void => {
+    inFlight = false;
+  };
+  return () => {
+    if (inFlight || !flowing()) {
+      onSkip?.();
+      return;
+    }
+    inFlight = true;
+    run().then(done, done);
+  };
+}
+
+/**
+ * At most one call of `fn` in flight: callers meanwhile share its promise
+ * (a probe polled during a partition sends one command, not one per poll).
+ */
+export function singleFlight<T>(fn: () => Promise<T>): () => Promise<T> {
+  let current: Promise<T> | null = null;
+  return () => {
+    current ??= fn().finally(() => {
+      current = null;
+    });
+    return current;
+  };
+}
+
+/** `p`, or a rejection with `message` once `ms` have passed (what waits for Redis answers in time). */
+export async function withDeadline<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_r, rej) => {
+    timer = setTimeout(() => rej(new Error(message)), ms);
+  });
+  try {
+    return await Promise.race([p, deadline]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

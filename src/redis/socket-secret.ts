@@ -1,4 +1,4 @@
-import type { RedisClient } from './connect';
+import { periodic, type RedisClient } from './connect';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
 
@@ -19,26 +19,29 @@ export class SocketSecret {
     configured: string | null,
     private readonly client: RedisClient | null,
     private readonly log: Logger,
+    /** A periodic read skipped (connection down or stalled, or the last read unanswered). */
+    onSkip?: () => void,
   ) {
     this.value = configured;
     if (configured === null && client !== null) {
       // The client may still be connecting (a fail-fast client rejects
       // commands until then): read again whenever it becomes ready.
       client.on('ready', this.onReady);
-      this.refresh();
-      this.timer = setInterval(() => this.refresh(), REFRESH_MS);
+      void this.refresh();
+      const tick = periodic(client, () => this.refresh(), onSkip);
+      this.timer = setInterval(tick, REFRESH_MS);
       this.timer.unref();
     }
   }
 
-  private readonly onReady = (): void => this.refresh();
+  private readonly onReady = (): void => void this.refresh();
 
   get(): string | null {
     return this.value;
   }
 
-  private refresh(): void {
-    this.client
+  private async refresh(): Promise<void> {
+    await this.client
       ?.get(FRAPPE_SOCKET_SECRET_KEY)
       .then((v) => {
         this.value = v;

@@ -4,15 +4,19 @@ import type { Supervisor } from '../cluster/supervisor';
 import type { LeaderConsumer } from '../leader/leader-consumer';
 import type { Metrics } from '../metrics/metrics';
 import type { Readiness } from '../ops/ops-server';
-import { plainRedisError, type RedisClient } from '../redis/connect';
+import { plainRedisError, withDeadline } from '../redis/connect';
 import type { RateLimitedLog } from '../shared/logger';
 import { capSites } from '../metrics/metrics';
 
 const HEALTH_PING_TIMEOUT_MS = 1000;
 
 export interface PrimaryHealthDeps {
-  /** A fail-fast connection: a ping must not wait for an outage to end. */
-  readonly fast: RedisClient;
+  /**
+   * PING on a fail-fast connection (a ping must not wait for an outage to
+   * end), single-flight: readiness polled during a partition must not queue
+   * one ping per poll.
+   */
+  readonly ping: () => Promise<unknown>;
   readonly supervisor: Supervisor;
   readonly consumer: LeaderConsumer;
   readonly metrics: Metrics;
@@ -25,17 +29,11 @@ export interface PrimaryHealthDeps {
 export async function primaryReadiness(d: PrimaryHealthDeps): Promise<Readiness> {
   let redis = false;
   let redisError: string | undefined;
-  let timer: NodeJS.Timeout | undefined;
   try {
-    await Promise.race([
-      d.fast.ping(),
-      new Promise((_r, rej) => (timer = setTimeout(() => rej(new Error('ping timed out')), HEALTH_PING_TIMEOUT_MS))),
-    ]);
+    await withDeadline(d.ping(), HEALTH_PING_TIMEOUT_MS, 'ping timed out');
     redis = true;
   } catch (err) {
     redisError = plainRedisError(err);
-  } finally {
-    clearTimeout(timer);
   }
   const draining = d.draining();
   const workersUp = d.supervisor.upCount();

@@ -9,10 +9,20 @@ import { Intake } from '../events/intake';
 import { MqttIngress } from '../ingress/mqtt';
 import { LeaderConsumer } from '../leader/leader-consumer';
 import { createMetrics, type Metrics } from '../metrics/metrics';
-import { createOpsServer } from '../ops/ops-server';
+import { createOpsServer, PartialAnswer } from '../ops/ops-server';
 import { Liveness } from '../presence/redis-presence';
 import { PresenceSweeper } from '../presence/sweeper';
-import { connectInBackground, createRedisClient, plainRedisError, quitClient, type RedisClient } from '../redis/connect';
+import {
+  commandsFlowing,
+  connectInBackground,
+  createRedisClient,
+  periodic,
+  plainRedisError,
+  quitClient,
+  singleFlight,
+  withDeadline,
+  type RedisClient,
+} from '../redis/connect';
 import { createKeys } from '../redis/keys';
 import { Admission } from '../shared/admission';
 import { errorMessage } from '../shared/errors';
@@ -74,7 +84,12 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
   const liveness = new Liveness(cmd, keys, config.presenceTtlMs);
   const sweeper = new PresenceSweeper({ cmd, keys, liveness, adapterMode: config.adapterMode, metrics, log });
   const supervisor = new Supervisor(
-    { workers: config.workers, maxBackoffMs: config.workerRespawnMaxBackoffMs, env: (slot) => workerEnv(config, slot) },
+    {
+      workers: config.workers,
+      maxBackoffMs: config.workerRespawnMaxBackoffMs,
+      killAfterMs: config.workerKillMs,
+      env: (slot) => workerEnv(config, slot),
+    },
     log.child({ sub: 'supervisor' }),
     metrics,
   );
@@ -89,6 +104,10 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
   const admission = new Admission(config.admissionRate, config.admissionBurst);
 
   let draining = false;
+  const skipped = (task: string) => () => metrics.redisPeriodicSkipped.inc({ task });
+  // Probes polled during a partition share one command in flight instead of queueing one each.
+  const ping = singleFlight(() => fast.ping());
+  const clusterView = singleFlight(() => Promise.all([consumer.currentLeader(), liveness.all()]));
   const ops = createOpsServer({
     config,
     log: log.child({ sub: 'ops' }),
@@ -96,7 +115,7 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
     intake,
     readiness: async () => {
       const r = await primaryReadiness({
-        fast,
+        ping,
         supervisor,
         consumer,
         metrics,
@@ -123,38 +142,38 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
       // Through the events channel, so API events are sequenced, replayable and
       // delivered exactly like Frappe's own publishes. On the fail-fast
       // connection with a deadline: a caller must get its 503 while Redis is
-      // away, not a 202 minutes later for an event nobody received.
+      // away, not a 202 minutes later for an event nobody received. Not sent
+      // at all on a stalled connection: it would only queue behind the partition.
+      if (!commandsFlowing(fast)) throw new Error('redis connection is down or stalled (no reply for 3 s)');
       const pipe = fast.pipeline();
       for (const e of events) pipe.publish(config.eventsChannel, JSON.stringify(e));
-      let timer: NodeJS.Timeout | undefined;
-      const deadline = new Promise<never>((_r, rej) => {
-        timer = setTimeout(
-          () => rej(new Error(`redis did not confirm within ${config.publishTimeoutMs} ms (GATEWAY_PUBLISH_TIMEOUT_MS)`)),
-          config.publishTimeoutMs,
-        );
-      });
       try {
-        const res = await Promise.race([pipe.exec(), deadline]);
+        const ms = config.publishTimeoutMs;
+        const res = await withDeadline(pipe.exec(), ms, `redis did not confirm within ${ms} ms (GATEWAY_PUBLISH_TIMEOUT_MS)`);
         const failed = res?.find(([err]) => err);
         if (failed?.[0]) throw failed[0];
       } catch (err) {
         throw new Error(plainRedisError(err), { cause: err });
-      } finally {
-        clearTimeout(timer);
       }
     },
     cluster: async () => {
-      const [leader, nodes] = await Promise.all([
-        consumer.currentLeader().catch(() => null),
-        liveness.all().catch(() => ({ alive: [], dead: [] })),
-      ]);
-      return {
+      // This host's own part answers whatever Redis does.
+      const local = {
         mode: 'cluster',
         node: { id: nodeId, host: hostname(), pid: process.pid, ...consumer.state() },
-        leader,
         workers: supervisor.list(),
-        nodes: nodes.alive,
       };
+      const ms = config.opsTimeoutMs;
+      try {
+        const [leader, nodes] = await withDeadline(
+          clusterView(),
+          ms,
+          `the leader lease and the process registry did not come from redis within ${ms} ms (GATEWAY_OPS_TIMEOUT_MS)`,
+        );
+        return { ...local, leader, nodes: nodes.alive };
+      } catch (err) {
+        throw new PartialAnswer(`redis unavailable: ${plainRedisError(err)}`, local);
+      }
     },
     rooms: async (site, room) => {
       const perWorker = await supervisor.ask((id) => ({ type: 'gw:rooms', id, site, room }));
@@ -171,20 +190,29 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
     openSockets.add(socket);
     socket.once('close', () => openSockets.delete(socket));
   });
-  const heartbeat = (): void => {
-    if (cmd.status !== 'ready') return;
-    const st = consumer.state();
-    liveness
-      .beat(nodeId, {
-        kind: 'primary',
-        host: hostname(),
-        pid: process.pid,
-        leader: st.leader,
-        epoch: st.epoch,
-        workers: supervisor.list().length,
-      })
-      .catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'heartbeat failed'));
-  };
+  // Not while cmd is down or stalled, and one at a time (see `periodic`).
+  const heartbeat = periodic(
+    cmd,
+    () => {
+      const st = consumer.state();
+      return liveness
+        .beat(nodeId, {
+          kind: 'primary',
+          host: hostname(),
+          pid: process.pid,
+          leader: st.leader,
+          epoch: st.epoch,
+          workers: supervisor.list().length,
+        })
+        .catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'heartbeat failed'));
+    },
+    skipped('heartbeat'),
+  );
+  const sweepDead = periodic(
+    cmd,
+    () => sweeper.sweepDead().catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'presence sweep failed')),
+    skipped('presence_sweep'),
+  );
 
   // Started in this order, stopped in reverse (the Redis connections above stop last).
   services.onStop('liveness', () =>
@@ -197,7 +225,7 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
   services.add(
     every('dead-host sweeper', Math.max(500, Math.floor(config.presenceTtlMs / 2)), () => {
       // The leader sweeps processes of hosts that died as a whole.
-      if (consumer.isLeader) sweeper.sweepDead().catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'presence sweep failed'));
+      if (consumer.isLeader) sweepDead();
     }),
   );
   services.onStop('ops server', () => ops.close());

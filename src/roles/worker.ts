@@ -17,7 +17,7 @@ import { backendFromConfig } from '../frappe/backend';
 import { createMetrics } from '../metrics/metrics';
 import { Liveness, RedisPresence } from '../presence/redis-presence';
 import { sessionIdFor } from '../cluster/sticky-master';
-import { connectInBackground, createRedisClient, quitClient } from '../redis/connect';
+import { connectInBackground, createRedisClient, periodic, quitClient } from '../redis/connect';
 import { createKeys } from '../redis/keys';
 import { SocketSecret } from '../redis/socket-secret';
 import { roomReport } from '../realtime/room-report';
@@ -76,7 +76,8 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
     services.onStop(`redis ${name}`, () => quitClient(c));
   }
 
-  const secret = new SocketSecret(config.socketSecret, fast, log);
+  const skipped = (task: string) => () => metrics.redisPeriodicSkipped.inc({ task });
+  const secret = new SocketSecret(config.socketSecret, fast, log, skipped('socket_secret'));
   services.onStop('socket secret', () => secret.stop());
   const backend = backendFromConfig(config, { metrics, log, socketSecret: () => secret.get(), redis: { client: fast, keys } });
   const liveness = new Liveness(pub, keys, config.presenceTtlMs);
@@ -136,12 +137,16 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
     adapter,
     roomsReady,
     sessions: new RedisSessionStore(pub, keys, history && gate ? { history, gate, fastPath: config.fastPath } : undefined),
-    userConnections: createUserConnections(config.maxConnectionsPerUser, log, { client: fast, keys }),
+    userConnections: createUserConnections(config.maxConnectionsPerUser, log, {
+      client: fast,
+      keys,
+      onRefreshSkipped: skipped('counter_refresh'),
+    }),
     ipConnections: createConnectionCounter({
       max: config.maxConnectionsPerIp,
       what: 'address',
       log,
-      redis: { client: fast, key: (ip) => keys.ipConnections(ip) },
+      redis: { client: fast, key: (ip) => keys.ipConnections(ip), onRefreshSkipped: skipped('counter_refresh') },
     }),
   });
   const io = server.io;
@@ -184,15 +189,13 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
     sub.subscribe(keys.allSitesChannel).catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'all-sites subscription failed'));
   }
 
-  const status = (): void => {
-    // fast too: the auth cache and the connection counters fail open without it.
-    const redis = pub.status === 'ready' && sub.status === 'ready' && fast.status === 'ready' && !pubStalled;
-    metrics.redisUp.set(redis ? 1 : 0);
-    send({ type: 'gw:status', connections: srv.connectionCount(), redis });
-    const namespaces: Record<string, number> = {};
-    for (const nsp of srv.siteNamespaces()) namespaces[nsp.name.slice(1)] = nsp.sockets.size;
-    if (pub.status === 'ready') {
-      liveness
+  // Not while pub is down or stalled, and one at a time: a partition must not queue a beat per period.
+  const beatLiveness = periodic(
+    pub,
+    () => {
+      const namespaces: Record<string, number> = {};
+      for (const nsp of srv.siteNamespaces()) namespaces[nsp.name.slice(1)] = nsp.sockets.size;
+      return liveness
         .beat(nodeId, {
           kind: 'worker',
           host: hostname(),
@@ -202,7 +205,15 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
           namespaces,
         })
         .catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'heartbeat failed'));
-    }
+    },
+    skipped('heartbeat'),
+  );
+  const status = (): void => {
+    // fast too: the auth cache and the connection counters fail open without it.
+    const redis = pub.status === 'ready' && sub.status === 'ready' && fast.status === 'ready' && !pubStalled;
+    metrics.redisUp.set(redis ? 1 : 0);
+    send({ type: 'gw:status', connections: srv.connectionCount(), redis });
+    beatLiveness();
   };
   reportStatus = status;
   const beat = setInterval(status, Math.max(200, Math.floor(config.presenceTtlMs / 3)));

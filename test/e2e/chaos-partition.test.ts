@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { pollUntil, startRedis, withScope } from '../harness';
+import { pollUntil, startRedis, withScope, withTimeout, type GatewayHandle } from '../harness';
 import { startTcpProxy } from '../harness/tcp-proxy';
 import {
   assertExactlyOnce,
@@ -18,6 +18,7 @@ import {
   processAlive,
   SEQ_EVENT,
   SeqPublisher,
+  SITE,
   startBackend,
   startHost,
   summarise,
@@ -28,9 +29,18 @@ import {
   type TrackedClient,
 } from './cluster-support';
 
-/** Leader lease of this test (GATEWAY_LEADER_LEASE_MS); the blackhole lasts several of them. */
+/** Leader lease of this test (GATEWAY_LEADER_LEASE_MS); the blackhole lasts many of them. */
 const LEASE_MS = 1000;
-const BLACKHOLE_MS = 10_000;
+/**
+ * Long enough to tell a bounded queue from one that grows with the
+ * partition: with GATEWAY_PRESENCE_TTL_MS of 3 s every process of host A
+ * has a heartbeat due every second, 60 between MID_MS and the heal if each
+ * were queued.
+ */
+const BLACKHOLE_MS = 30_000;
+/** When the first sample of what host A holds is taken: every connection with a command in flight is stalled by then (STALL_MS 3 s). */
+const MID_MS = 10_000;
+const PRESENCE_TTL_MS = 3000;
 /**
  * /readyz of the cut-off host answers 503 within this bound: its health ping
  * times out after 1 s (HEALTH_PING_TIMEOUT_MS), plus one poll interval and
@@ -39,18 +49,42 @@ const BLACKHOLE_MS = 10_000;
 const READYZ_503_BOUND_MS = 3000;
 /**
  * Commands host A (primary + 2 workers) may hold unanswered after the
- * blackhole: periodic heartbeats and probes, not events (which Redis holds
- * for its subscribers). Growth is linear in time, a few per second.
+ * blackhole: at most one run of each periodic task (heartbeats, lease
+ * renewals until the step-down, the probes of /readyz and /api/v1/cluster),
+ * not events (which Redis holds for its subscribers). Measured 10-16.
  */
-const UNANSWERED_BOUND = 200;
+const UNANSWERED_BOUND = 40;
+/** What host A may add between MID_MS and the heal: nothing periodic is sent on a stalled connection. */
+const UNANSWERED_GROWTH_BOUND = 2;
+/** /api/v1/cluster of the cut-off host answers 503 within GATEWAY_OPS_TIMEOUT_MS (2 s) plus slack on a shared machine. */
+const CLUSTER_503_BOUND_MS = 2000 + 2000;
+/** A publish on a stalled connection is refused at once, not after GATEWAY_PUBLISH_TIMEOUT_MS (2 s). */
+const PUBLISH_503_BOUND_MS = 1500;
 
-test('host cut off from Redis (blackhole longer than the lease): the other host takes over without split brain, loses and duplicates nothing; the cut-off host is 503 meanwhile and its clients get every event exactly once after heal', async (t) => {
+/** An ops request, timed; bounded so that a hang fails the test instead of stalling it. */
+async function timedRequest(host: GatewayHandle, path: string): Promise<{ ms: number; status: number; body: string }> {
+  const t0 = Date.now();
+  const res = await withTimeout(host.opsRequest(path), 15_000, `${path} of the cut-off host to answer`);
+  return { ms: Date.now() - t0, status: res.status, body: res.body };
+}
+
+test('host cut off from Redis (blackhole longer than the lease): the other host takes over without split brain, loses and duplicates nothing; the cut-off host is 503 meanwhile, its ops endpoints answer in time, what it queues for Redis stays bounded, and its clients get every event exactly once after heal', async (t) => {
   const scope = withScope(t);
   const redis = await startRedis({ scope });
   const proxy = await startTcpProxy({ scope, targetPort: redis.port });
   const backend = await startBackend(scope);
   const keyPrefix = newKeyPrefix();
-  const env = { GATEWAY_LEADER_LEASE_MS: String(LEASE_MS), GATEWAY_LEADER_RENEW_MS: '200' };
+  const env = {
+    GATEWAY_LEADER_LEASE_MS: String(LEASE_MS),
+    GATEWAY_LEADER_RENEW_MS: '200',
+    GATEWAY_PRESENCE_TTL_MS: String(PRESENCE_TTL_MS),
+    // No socket-secret reads and no per-user counter refreshes from the workers'
+    // fail-fast connections: connections that had nothing in flight when the
+    // partition began are not known to be stalled, and these periodic reads
+    // would each add one (bounded, but not by MID_MS).
+    GATEWAY_SOCKET_SECRET: 'partition-secret',
+    GATEWAY_MAX_CONNECTIONS_PER_USER: '0',
+  };
   // A first, so it takes the lease; then B.
   const hostA = await startHost({ scope, backend, keyPrefix, redisUrl: proxy.url, env });
   assert.equal((await findLeader([hostA])).host, hostA);
@@ -99,11 +133,27 @@ test('host cut off from Redis (blackhole longer than the lease): the other host 
   const seqMid = publisher.published;
   await waitDelivered(onB, seqMid, 10_000);
   const metricsWhileCut = await hostA.metrics();
+  // The cluster API of the cut-off host: 503 with what timed out and its own part, instead of hanging.
+  const clusterCut = await timedRequest(hostA, '/api/v1/cluster');
+  // The rooms API is this host's own (workers over IPC): it answers.
+  const roomsCut = await timedRequest(hostA, `/api/v1/cluster/rooms?site=${encodeURIComponent(SITE)}&room=website`);
+  const toMid = MID_MS - (Date.now() - cutAt);
+  if (toMid > 0) await new Promise((r) => setTimeout(r, toMid)); // the fault's duration, not a wait for an event
+  const unansweredMid = (await hostA.metricValue('gateway_redis_commands_unanswered')) ?? NaN;
+  const skippedMid = (await hostA.metricValue('gateway_redis_periodic_skipped_total', { task: 'heartbeat' })) ?? 0;
+  // Every connection of A is stalled by now: a publish is refused at once, and queues nothing.
+  const p0 = Date.now();
+  const publishCut = await hostA.publish({ event: 'partition_probe', message: {}, namespace: SITE, room: 'nobody-here' });
+  const publishCutMs = Date.now() - p0;
+  // Polled again: the probes share the command already in flight.
+  const clusterCut2 = await timedRequest(hostA, '/api/v1/cluster');
+  const readyzCut2 = await hostA.readyz();
   const remaining = BLACKHOLE_MS - (Date.now() - cutAt);
   if (remaining > 0) await new Promise((r) => setTimeout(r, remaining)); // the fault's duration, not a wait for an event
   // What A holds meanwhile: the commands it sent and got no reply for (a
   // few periodic ones per process), and its Redis connections count as down.
   const unansweredAtHeal = (await hostA.metricValue('gateway_redis_commands_unanswered')) ?? NaN;
+  const skippedAtHeal = (await hostA.metricValue('gateway_redis_periodic_skipped_total', { task: 'heartbeat' })) ?? 0;
   const redisUpAtHeal = await hostA.metricValue('gateway_redis_up');
   const connectedAtHeal = onA.filter((c) => c.socket.connected).length;
   const seqAtHeal = publisher.published;
@@ -141,7 +191,14 @@ test('host cut off from Redis (blackhole longer than the lease): the other host 
     seqAtHeal,
     last,
     connectedAtHeal,
+    unansweredMid,
     unansweredAtHeal,
+    skippedHeartbeats: { mid: skippedMid, heal: skippedAtHeal },
+    clusterCut: { ms: clusterCut.ms, status: clusterCut.status, body: clusterCut.body.slice(0, 400) },
+    clusterCut2: { ms: clusterCut2.ms, status: clusterCut2.status },
+    roomsCut: { ms: roomsCut.ms, status: roomsCut.status },
+    publishCut: { ms: publishCutMs, status: publishCut.status, body: publishCut.body },
+    readyzCut2: readyzCut2.status,
     redisUpAtHeal,
     epochBefore,
     epochAfter: takeover.info.node.epoch,
@@ -173,6 +230,29 @@ test('host cut off from Redis (blackhole longer than the lease): the other host 
     unansweredAtHeal < UNANSWERED_BOUND,
     `host A queued ${unansweredAtHeal} commands in ${BLACKHOLE_MS} ms (bound ${UNANSWERED_BOUND})`,
   );
+  // Bounded, not growing with the partition: nothing periodic was queued after MID_MS, it was skipped and counted.
+  assert.ok(
+    unansweredAtHeal - unansweredMid <= UNANSWERED_GROWTH_BOUND,
+    `host A's unanswered commands grew from ${unansweredMid} at ${MID_MS} ms to ${unansweredAtHeal} at ${BLACKHOLE_MS} ms`,
+  );
+  assert.ok(skippedAtHeal - skippedMid >= (BLACKHOLE_MS - MID_MS) / 1000, 'the heartbeats not sent meanwhile are counted');
+  // Ops endpoints of the cut-off host answer within their deadlines.
+  for (const c of [clusterCut, clusterCut2]) {
+    assert.equal(c.status, 503, c.body);
+    assert.ok(c.ms <= CLUSTER_503_BOUND_MS, `/api/v1/cluster answered after ${c.ms} ms (bound ${CLUSTER_503_BOUND_MS})`);
+    const body = JSON.parse(c.body) as { error: string; message: string; partial: boolean; workers: unknown[]; node: { pid: number } };
+    assert.equal(body.error, 'GW_ERR_REDIS_UNAVAILABLE');
+    assert.match(body.message, /^redis unavailable: .*within 2000 ms \(GATEWAY_OPS_TIMEOUT_MS\)/);
+    assert.equal(body.partial, true);
+    assert.equal(body.node.pid, infoA.node.pid, "this host's own part is in the answer");
+    assert.equal(body.workers.length, 2);
+  }
+  assert.equal(roomsCut.status, 200, roomsCut.body);
+  assert.ok(roomsCut.ms <= CLUSTER_503_BOUND_MS, `/api/v1/cluster/rooms answered after ${roomsCut.ms} ms`);
+  assert.equal(publishCut.status, 503, JSON.stringify(publishCut.body));
+  assert.match(JSON.stringify(publishCut.body), /redis connection is down or stalled/);
+  assert.ok(publishCutMs <= PUBLISH_503_BOUND_MS, `a publish on the stalled host answered after ${publishCutMs} ms`);
+  assert.equal(readyzCut2.status, 503);
   // Every client got every event of its rooms exactly once: B's through the
   // partition, A's after heal (what Redis held for their subscriptions).
   assertExactlyOnce(onB, 1, last, 'client of the host that kept Redis');
