@@ -19,19 +19,20 @@ export function respawnBackoffMs(crashes: number, maxMs: number): number {
 }
 
 /**
- * V8 flags every gateway process runs with (docs/operations.md, "Memory"),
- * unless the operator set the same flag (NODE_OPTIONS or the node command
- * line): the young generation capped at 2 x this many MiB semi-spaces
- * instead of V8's 2 x 16. Under a flood of events V8 grows it to the cap and
- * keeps it until the process is idle (+30 MB of RSS in the leader at the
- * default). Workers get them from `workerExecArgv`; the primary or a
- * standalone process only from its own command line: the container image
- * sets them in NODE_OPTIONS (Dockerfile), as does `npm start`
- * (test/unit/v8-flags.test.ts keeps the three equal).
+ * V8 flags every gateway process runs with (README "Deployment"), unless the
+ * operator set the same flag (NODE_OPTIONS or the node command line): the
+ * young generation's semi-spaces capped at 4 MiB instead of V8's 16. Under a
+ * flood of events V8 grows the young generation to its cap (32 MB in the
+ * leader at the default); 2 MiB saved no more and cost 15-30% more CPU per
+ * delivery (BENCHMARKS.md, "Memory under junk and Redis restarts"). Workers
+ * get them from `workerExecArgv`; the primary or a standalone process only
+ * from its own command line: the container image sets them in NODE_OPTIONS
+ * (Dockerfile), as does `npm start` (test/unit/v8-flags.test.ts keeps the
+ * three equal).
  */
-export const V8_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
+export const V8_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
 
-/** The flag's name: `--max-semi-space-size=2` and `--max_semi_space_size 2` are the same to V8. */
+/** The flag's name: `--max-semi-space-size=4` and `--max_semi_space_size 2` are the same to V8. */
 function flagName(arg: string): string {
   return arg.replace(/^--/, '').split('=')[0]?.replace(/_/g, '-') ?? '';
 }
