@@ -293,8 +293,12 @@ export class EventRing {
 
   /** Re-lays the index arrays out at a new capacity (a power of two), oldest entry at slot 0. */
   private resize(capacity: number): void {
-    const copy = <T extends Int32Array | Float64Array | Uint8Array>(from: T, to: T): T => {
-      for (let i = 0; i < this.count; i++) to[i] = from[(this.head + i) & (this.capacity - 1)] as number;
+    // The entries are at most two runs of slots: [head, capacity) and [0, rest).
+    const first = Math.min(this.count, this.capacity - this.head);
+    const rest = this.count - first;
+    const copy = <T extends Int32Array | Float64Array | Uint8Array>(from: T, to: T, width = 1): T => {
+      to.set(from.subarray(this.head * width, (this.head + first) * width));
+      if (rest > 0) to.set(from.subarray(0, rest * width), first * width);
       return to;
     };
     this.slabOf = copy(this.slabOf, new Int32Array(capacity));
@@ -302,12 +306,7 @@ export class EventRing {
     this.length = copy(this.length, new Int32Array(capacity));
     this.at = copy(this.at, new Float64Array(capacity));
     this.hashed = copy(this.hashed, new Uint8Array(capacity));
-    const digests = new Uint8Array(capacity * DIGEST_BYTES);
-    for (let i = 0; i < this.count; i++) {
-      const s = (this.head + i) & (this.capacity - 1);
-      digests.set(this.digests.subarray(s * DIGEST_BYTES, (s + 1) * DIGEST_BYTES), i * DIGEST_BYTES);
-    }
-    this.digests = digests;
+    this.digests = copy(this.digests, new Uint8Array(capacity * DIGEST_BYTES), DIGEST_BYTES);
     this.head = 0;
     this.capacity = capacity;
   }

@@ -107,4 +107,17 @@ describe('EventRing', () => {
     assert.equal(ring.receivedAt(3005), 0);
     assert.equal(ring.raw(2979), undefined);
   });
+
+  test('an index that wraps around grows with its entries in order', () => {
+    const ring = new EventRing(1_000_000, 100);
+    for (let i = 0; i < 1000; i++) ring.push(ev(i), 0);
+    assert.equal(ring.tail(999, 1)[0], digestOf(ev(999)));
+    ring.trim(101, 500); // too old, but kept from 500: the oldest slot is now in the middle
+    assert.equal(ring.start, 500);
+    for (let i = 1000; i < 1700; i++) ring.push(ev(i), 101); // wraps past slot 1023, then grows
+    for (let p = 500; p < 1700; p++) {
+      assert.equal(ring.raw(p)?.toString(), ev(p).toString(), `entry ${p}`);
+      assert.equal(ring.get(p)?.digest, digestOf(ev(p)), `digest of ${p}`);
+    }
+  });
 });
