@@ -72,7 +72,15 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends tini \
  && rm -rf /var/lib/apt/lists/*
 
+# NODE_OPTIONS: the V8 flags of every gateway process (V8_FLAGS in
+# src/cluster/supervisor.ts, which also gives them to the workers; a unit
+# test keeps the two equal). The young generation capped at 4 MiB
+# semi-spaces: under a flood of events V8 would otherwise grow it to 32 MB
+# in the leader; 2 MiB cost 15-30% more CPU per delivery (BENCHMARKS.md,
+# "Memory under junk and Redis restarts").
+# An operator's NODE_OPTIONS replaces this line: keep the flag in it.
 ENV NODE_ENV=production \
+    NODE_OPTIONS=--max-semi-space-size=4 \
     GATEWAY_PORT=9000 \
     GATEWAY_OPS_PORT=9090
 

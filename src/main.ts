@@ -2,6 +2,7 @@
 import cluster from 'node:cluster';
 import { loadConfig, workerConfigFromEnv, type GatewayConfig } from './config';
 import { EXIT_USAGE, parseArgs } from './cli/args';
+import { missingV8Flags } from './cluster/supervisor';
 import { configErrorText, effectiveConfigText, helpText, packageVersion } from './cli/commands';
 import { runPrimary } from './roles/primary';
 import { runStandalone } from './roles/standalone';
@@ -39,6 +40,10 @@ async function serve(config: GatewayConfig, notes: readonly string[], warnings: 
   log.info({ version: packageVersion(), node: process.version }, `realtime-gateway ${packageVersion()} starting`);
   for (const note of notes) log.info(note);
   for (const warning of warnings) log.warn(warning);
+  const missing = missingV8Flags(process.execArgv, process.env['NODE_OPTIONS']);
+  if (missing.length > 0) {
+    log.info({ flags: missing }, `${role} started without the gateway's V8 flags (the image sets them in NODE_OPTIONS; workers get them)`);
+  }
 
   let running: Running;
   try {

@@ -49,6 +49,8 @@ export async function fanout(flags: Flags): Promise<unknown> {
       rate: flagNumber(flags, 'rateAll', Math.max(1, Math.round(20_000 / n))),
     });
 
+  // --nodeOptions "...": NODE_OPTIONS of this build's gateway targets (not of gateway-1w-before), e.g. its V8 flags as the image sets them.
+  const nodeEnv = typeof flags['nodeOptions'] === 'string' ? { NODE_OPTIONS: flags['nodeOptions'] } : undefined;
   const env = await startEnv();
   const loadgen = await LoadGen.start(flags.loadgens);
   const publisher = await Publisher.start();
@@ -56,9 +58,9 @@ export async function fanout(flags: Flags): Promise<unknown> {
   try {
     for (const name of targets) {
       let target: Target;
-      if (name === 'gateway-standalone') target = await startGatewayTarget({ fake: env.fake });
+      if (name === 'gateway-standalone') target = await startGatewayTarget({ fake: env.fake, env: nodeEnv });
       else if (/^gateway-\d+w$/.test(name))
-        target = await startGatewayTarget({ fake: env.fake, redis: env.redis, workers: Number(name.slice(8, -1)) });
+        target = await startGatewayTarget({ fake: env.fake, redis: env.redis, workers: Number(name.slice(8, -1)), env: nodeEnv });
       else if (name === 'gateway-1w-nonative')
         // ws without its optional native helpers (bufferutil, utf-8-validate), same build.
         target = await startGatewayTarget({

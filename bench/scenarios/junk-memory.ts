@@ -7,7 +7,9 @@
  * broadcast it; samples RSS every 50 ms; forces a GC through the inspector
  * before, right after, and once the standby buffer aged out (10 s).
  * `--snapshot DIR` writes the primary's heap snapshot right after the flood;
- * `--main PATH` runs another build's dist/main.js (a before/after comparison).
+ * `--main PATH` runs another build's dist/main.js (a before/after comparison);
+ * `--nodeOptions "..."` starts the gateway with that NODE_OPTIONS (V8 flags
+ * such as `--max-semi-space-size=N` for the primary; workers inherit it).
  *
  * burst mode (`--burst`): one pipeline of `--messages` at once, and whether
  * the primary's events subscription survived it (gateway_events_subscription_lost_total).
@@ -161,6 +163,7 @@ async function oneRun(
   verbose: boolean,
   allocProfile: boolean,
   mainPath: string | null,
+  nodeOptions: string | null,
 ): Promise<RunResult> {
   const redis = await startRedis({ label: 'bench redis' });
   const fake = await startFakeFrappe();
@@ -178,6 +181,7 @@ async function oneRun(
           GATEWAY_MAX_MESSAGE_BYTES: String(MAX_MESSAGE_BYTES),
           GATEWAY_DROP_LOG_INTERVAL_MS: '600000',
           GATEWAY_STANDBY_BUFFER_MS: String(STANDBY_MS),
+          ...(nodeOptions === null ? {} : { NODE_OPTIONS: nodeOptions }),
         },
       })
     ).gw;
@@ -299,6 +303,7 @@ export async function junkMemory(flags: Flags): Promise<unknown> {
         flags['spaces'] === true,
         flags['alloc'] === true,
         typeof flags['main'] === 'string' ? flags['main'] : null,
+        typeof flags['nodeOptions'] === 'string' ? flags['nodeOptions'] : null,
       ),
     );
     const x = runs[runs.length - 1] as RunResult;

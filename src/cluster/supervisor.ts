@@ -18,6 +18,36 @@ export function respawnBackoffMs(crashes: number, maxMs: number): number {
   return Math.min(maxMs, 100 * 2 ** (crashes - 1));
 }
 
+/**
+ * V8 flags every gateway process runs with (README "Deployment"), unless the
+ * operator set the same flag (NODE_OPTIONS or the node command line): the
+ * young generation's semi-spaces capped at 4 MiB instead of V8's 16. Under a
+ * flood of events V8 grows the young generation to its cap (32 MB in the
+ * leader at the default); 2 MiB saved no more and cost 15-30% more CPU per
+ * delivery (BENCHMARKS.md, "Memory under junk and Redis restarts"). Workers
+ * get them from `workerExecArgv`; the primary or a standalone process only
+ * from its own command line: the container image sets them in NODE_OPTIONS
+ * (Dockerfile), as does `npm start` (test/unit/v8-flags.test.ts keeps the
+ * three equal).
+ */
+export const V8_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
+
+/** The flag's name: `--max-semi-space-size=4` and `--max_semi_space_size 2` are the same to V8. */
+function flagName(arg: string): string {
+  return arg.replace(/^--/, '').split('=')[0]?.replace(/_/g, '-') ?? '';
+}
+
+/** Flags of `V8_FLAGS` that neither `execArgv` nor the space-separated `nodeOptions` sets. */
+export function missingV8Flags(execArgv: readonly string[], nodeOptions: string | undefined): string[] {
+  const given = new Set([...execArgv, ...(nodeOptions ?? '').split(/\s+/)].filter((a) => a.startsWith('--')).map(flagName));
+  return V8_FLAGS.filter((f) => !given.has(flagName(f)));
+}
+
+/** A worker's `execArgv`: the primary's own (as Node's default), plus `V8_FLAGS` not set otherwise. */
+export function workerExecArgv(execArgv: readonly string[], nodeOptions: string | undefined): string[] {
+  return [...execArgv, ...missingV8Flags(execArgv, nodeOptions)];
+}
+
 /** The supervisor's slice of the configuration. */
 export interface SupervisorConfig {
   readonly workers: number;
@@ -97,6 +127,7 @@ export class Supervisor {
     cluster.on('exit', (worker, code, signal) => this.onExit(worker, code, signal));
     this.watch = setInterval(() => this.checkResponsive(), Math.floor(WORKER_UNRESPONSIVE_MS / 3));
     this.watch.unref();
+    cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv, process.env['NODE_OPTIONS']) });
     for (let slot = 0; slot < this.config.workers; slot++) this.fork(slot);
   }
 

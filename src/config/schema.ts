@@ -487,7 +487,7 @@ export const OPTIONS = {
     env: 'GATEWAY_STANDBY_BUFFER_BYTES',
     type: { kind: 'int', min: 1024 * 1024, max: 16 * 1024 * 1024 * 1024 },
     default: String(16 * 1024 * 1024),
-    doc: 'Events a standby keeps to replay after a failover (memory bound, with the count and age bounds): the memory actually held, i.e. the 64 KiB slabs the messages are copied into (a message over 16 KiB in its own buffer) plus 32 bytes per event of index. The default covers the failover window (lease plus one poll) at up to ~9 MB/s of events.',
+    doc: 'Events a standby keeps to replay after a failover (memory bound, with the count and age bounds): the memory actually held, i.e. the 64 KiB slabs the messages are copied into (a message over 16 KiB in its own buffer) plus 33 bytes per event of index; a message over GATEWAY_MAX_MESSAGE_BYTES costs the index only (it is never delivered). The default covers the failover window (lease plus one poll) at up to ~9 MB/s of events.',
   },
   maxConnectionsPerUser: {
     env: 'GATEWAY_MAX_CONNECTIONS_PER_USER',

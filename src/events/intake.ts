@@ -42,16 +42,30 @@ export class Intake {
 
   raw(raw: Buffer | string, source: Source): FrappeEvent | null {
     this.received[source]++;
-    return this.accept(
-      guarded(() => {
-        const size = typeof raw === 'string' ? Buffer.byteLength(raw) : raw.length;
-        // Oversized input is rejected before it is decoded into a string.
-        return size > this.maxBytes
+    // Called once per message under a flood: no closure, and oversized input
+    // is rejected before it is decoded into a string.
+    let r: ParseResult;
+    try {
+      const size = typeof raw === 'string' ? Buffer.byteLength(raw) : raw.length;
+      r =
+        size > this.maxBytes
           ? parseRawEvent('', size, this.maxBytes)
           : parseRawEvent(typeof raw === 'string' ? raw : raw.toString('utf8'), size, this.maxBytes);
-      }),
-      source,
-    );
+    } catch (err) {
+      r = parserFailure(err);
+    }
+    return this.accept(r, source);
+  }
+
+  /**
+   * A message whose bytes were not kept because it is over the size bound
+   * (`EventRing`'s `maxMessageBytes`, the same GATEWAY_MAX_MESSAGE_BYTES):
+   * dropped as oversized by its length.
+   */
+  oversized(size: number, source: Source): null {
+    this.received[source]++;
+    this.accept(parseRawEvent('', size, this.maxBytes), source);
+    return null;
   }
 
   object(obj: unknown, source: Source): ParseResult {
@@ -103,6 +117,10 @@ function guarded(parse: () => ParseResult): ParseResult {
   try {
     return parse();
   } catch (err) {
-    return { ok: false, reason: 'malformed_json', detail: `unexpected parser failure: ${errorMessage(err)}` };
+    return parserFailure(err);
   }
+}
+
+function parserFailure(err: unknown): ParseResult {
+  return { ok: false, reason: 'malformed_json', detail: `unexpected parser failure: ${errorMessage(err)}` };
 }

@@ -91,19 +91,40 @@ export function valueTooDeep(value: unknown, max: number): boolean {
   return false;
 }
 
-const tooDeep = (): ParseResult => ({
+// The refusals that do not depend on the input are built once: under a flood
+// of junk, each drop would otherwise allocate its result and message.
+const TOO_DEEP: ParseResult = {
   ok: false,
   reason: 'too_deep',
   field: 'message',
   detail: `objects and arrays nested deeper than ${MAX_DEPTH} levels`,
-});
+};
+const NOT_OBJECT: ParseResult = { ok: false, reason: 'not_object', detail: 'event must be a JSON object' };
+const BAD_EVENT: ParseResult = {
+  ok: false,
+  reason: 'bad_event',
+  field: 'event',
+  detail: `"event" must be a non-empty string of at most ${MAX_EVENT_NAME} characters`,
+};
+const BAD_ROOM: ParseResult = {
+  ok: false,
+  reason: 'bad_room',
+  field: 'room',
+  detail: `"room" must be a string of at most ${MAX_ROOM} characters or null`,
+};
+const BAD_NAMESPACE: ParseResult = {
+  ok: false,
+  reason: 'bad_namespace',
+  field: 'namespace',
+  detail: '"namespace" must be a site name (no "/" or spaces) or null',
+};
 
 /** Parses one raw channel message. `size` is its length in bytes. */
 export function parseRawEvent(raw: string, size: number, maxBytes: number): ParseResult {
   if (size > maxBytes) {
     return { ok: false, reason: 'oversized', detail: `message of ${size} bytes exceeds the limit of ${maxBytes}` };
   }
-  if (rawTooDeep(raw, MAX_DEPTH)) return tooDeep();
+  if (rawTooDeep(raw, MAX_DEPTH)) return TOO_DEEP;
   let obj: unknown;
   try {
     obj = JSON.parse(raw);
@@ -115,24 +136,15 @@ export function parseRawEvent(raw: string, size: number, maxBytes: number): Pars
 
 /** Validates an already-parsed event object (the publish API's path). */
 export function validateEvent(obj: unknown): ParseResult {
-  if (valueTooDeep(obj, MAX_DEPTH)) return tooDeep();
+  if (valueTooDeep(obj, MAX_DEPTH)) return TOO_DEEP;
   return checkShape(obj);
 }
 
 function checkShape(obj: unknown): ParseResult {
-  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) {
-    return { ok: false, reason: 'not_object', detail: 'event must be a JSON object' };
-  }
+  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) return NOT_OBJECT;
   const o = obj as Record<string, unknown>;
   const { event, room, namespace } = o;
-  if (typeof event !== 'string' || event.length === 0 || event.length > MAX_EVENT_NAME) {
-    return {
-      ok: false,
-      reason: 'bad_event',
-      field: 'event',
-      detail: `"event" must be a non-empty string of at most ${MAX_EVENT_NAME} characters`,
-    };
-  }
+  if (typeof event !== 'string' || event.length === 0 || event.length > MAX_EVENT_NAME) return BAD_EVENT;
   if (RESERVED_EVENTS.has(event)) {
     return {
       ok: false,
@@ -141,15 +153,13 @@ function checkShape(obj: unknown): ParseResult {
       detail: `"event" must not be a name Socket.IO reserves (${[...RESERVED_EVENTS].join(', ')}): "${event}"`,
     };
   }
-  if (room !== undefined && room !== null && (typeof room !== 'string' || room.length > MAX_ROOM)) {
-    return { ok: false, reason: 'bad_room', field: 'room', detail: `"room" must be a string of at most ${MAX_ROOM} characters or null` };
-  }
+  if (room !== undefined && room !== null && (typeof room !== 'string' || room.length > MAX_ROOM)) return BAD_ROOM;
   if (
     namespace !== undefined &&
     namespace !== null &&
     (typeof namespace !== 'string' || namespace.length > MAX_NAMESPACE || !NAMESPACE_RE.test(namespace))
   ) {
-    return { ok: false, reason: 'bad_namespace', field: 'namespace', detail: '"namespace" must be a site name (no "/" or spaces) or null' };
+    return BAD_NAMESPACE;
   }
   const r = typeof room === 'string' && room !== '' ? room : null;
   const ns = typeof namespace === 'string' ? namespace : null;

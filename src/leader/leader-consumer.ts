@@ -23,6 +23,7 @@ export type LeaderConfig = Pick<
   | 'historyMs'
   | 'leaderLeaseMs'
   | 'leaderRenewMs'
+  | 'maxMessageBytes'
   | 'redis'
   | 'standbyBufferBytes'
   | 'standbyBufferEvents'
@@ -97,7 +98,8 @@ export class LeaderConsumer {
 
   constructor(private readonly d: LeaderConsumerDeps) {
     this.dropLog = new RateLimitedLog(d.log, d.config.dropLogIntervalMs);
-    this.ring = new EventRing(d.config.standbyBufferEvents, d.config.standbyBufferMs, d.config.standbyBufferBytes);
+    const c = d.config;
+    this.ring = new EventRing(c.standbyBufferEvents, c.standbyBufferMs, c.standbyBufferBytes, c.maxMessageBytes);
     this.lease = new Lease(d.cmd, d.keys, d.nodeId, d.config.leaderLeaseMs);
     this.publisher = new BatchPublisher(d.cmd, d.keys, d.config.redis?.mode === 'cluster', {
       maxEvents: d.config.historyMaxEvents,
@@ -124,10 +126,12 @@ export class LeaderConsumer {
 
   async start(): Promise<void> {
     const { sub, keys, config } = this.d;
+    // Channel names compared as bytes: no string per message.
+    const events = Buffer.from(config.eventsChannel);
+    const leader = Buffer.from(keys.leaderChannel);
     sub.on('messageBuffer', (channel: Buffer, message: Buffer) => {
-      const ch = channel.toString();
-      if (ch === config.eventsChannel) this.onEvent(message);
-      else if (ch === keys.leaderChannel && this.held === null) this.tick();
+      if (channel.equals(events)) this.onEvent(message);
+      else if (channel.equals(leader) && this.held === null) this.tick();
     });
     // A leader whose subscription dropped may have missed events that the
     // standbys received: hand over to one of them (or re-acquire and re-align).
@@ -325,7 +329,7 @@ export class LeaderConsumer {
       this.cursor = last + 1;
       this.inflight++;
       const started = performance.now();
-      const receivedAt = this.ring.get(first)?.at ?? started;
+      const receivedAt = this.ring.receivedAt(first) ?? started;
       this.publisher.publish(held.token, items, expected, progress).then(
         () => {
           this.inflight--;
@@ -367,9 +371,9 @@ export class LeaderConsumer {
     const items: BatchItem[] = [];
     let rooms = 0;
     for (let p = first; p <= last; p++) {
-      const entry = this.ring.get(p);
-      if (!entry) continue;
-      const e = intake.raw(entry.raw, 'redis');
+      // A message over the size bound is not held by the ring, only its size.
+      const raw = this.ring.raw(p);
+      const e = raw ? intake.raw(raw, 'redis') : intake.oversized(this.ring.sizeOf(p) ?? 0, 'redis');
       if (!e) continue;
       let item: BatchItem;
       try {

@@ -1,8 +1,10 @@
 import { hash } from 'node:crypto';
 
 export interface RingEntry {
-  /** A view of the held bytes: valid until the entry is trimmed. */
-  readonly raw: Buffer;
+  /** A view of the held bytes, valid until the entry is trimmed; null for a message over the size bound (not held). */
+  readonly raw: Buffer | null;
+  /** Length of the message as received, held or not. */
+  readonly size: number;
   readonly digest: string;
   /** performance.now() at receipt. */
   readonly at: number;
@@ -13,10 +15,10 @@ const DIGEST_BYTES = 12;
 
 /**
  * Memory an entry costs beyond its raw bytes: its slot in the index arrays
- * (slab, offset, length, receipt time, digest). Counted, with the index
- * arrays' whole capacity, in `byteSize`.
+ * (slab, offset, length, receipt time, digest, whether the digest is
+ * computed). Counted, with the index arrays' whole capacity, in `byteSize`.
  */
-export const ENTRY_OVERHEAD_BYTES = 4 + 4 + 4 + 8 + DIGEST_BYTES;
+export const ENTRY_OVERHEAD_BYTES = 4 + 4 + 4 + 8 + DIGEST_BYTES + 1;
 
 /**
  * The first 16 base64 characters of the SHA-1 (= the base64 of its first 12
@@ -36,6 +38,8 @@ function digestBytes(raw: Buffer): Buffer {
  * first, so a slab is released as soon as its last message is.
  */
 export const SLAB_BYTES = 64 * 1024;
+/** `slabOf` of an entry whose bytes are not held (over the size bound). */
+const NOT_HELD = -1;
 /** Entries the index arrays have room for at least (they double and halve from there). */
 export const MIN_CAPACITY = 1024;
 
@@ -57,6 +61,17 @@ interface Slab {
  * of messages would otherwise leave as many objects surviving young-
  * generation collections, and V8 grows its young generation (RSS) in
  * proportion to what survives.
+ *
+ * A message longer than `maxMessageBytes` (GATEWAY_MAX_MESSAGE_BYTES) is
+ * never delivered: the leader drops it as oversized by its length alone. Its
+ * bytes are not held, only its place, length and digest (computed at once,
+ * as they cannot be later), so junk of that kind costs the index only.
+ *
+ * Digests are computed from the held bytes when first asked for (the
+ * progress record's last few per batch, `align` at a takeover) and kept:
+ * a push, which runs once per message inside the subscriber's socket read,
+ * hashes and allocates nothing. An entry's digest is the same whenever it
+ * is computed, since its bytes never change while it is held.
  */
 export class EventRing {
   /** Absolute position of the oldest entry. */
@@ -70,6 +85,8 @@ export class EventRing {
   private length = new Int32Array(MIN_CAPACITY);
   private at = new Float64Array(MIN_CAPACITY);
   private digests = new Uint8Array(MIN_CAPACITY * DIGEST_BYTES);
+  /** 1 where `digests` holds the entry's digest, 0 where it is yet to be computed. */
+  private hashed = new Uint8Array(MIN_CAPACITY);
   /** Slabs in use, oldest first; `slabs[0]` has sequence number `slabBase`. */
   private slabs: (Slab | null)[] = [];
   private slabBase = 0;
@@ -82,6 +99,8 @@ export class EventRing {
     private readonly maxAgeMs: number,
     /** A burst of large events must not hold hundreds of MB until they age out. */
     private readonly maxBytes = Infinity,
+    /** Messages longer than this are not held (see the class comment). */
+    private readonly maxMessageBytes = Infinity,
   ) {}
 
   /** Memory held: the slabs (whole, used or not) plus the index arrays' capacity. */
@@ -101,9 +120,19 @@ export class EventRing {
     if (this.count === this.capacity) this.resize(this.capacity * 2);
     const slot = (this.head + this.count) & (this.capacity - 1);
     const pos = this.end;
+    const n = received.length;
+    this.length[slot] = n;
+    this.at[slot] = at;
+    this.count++;
+    if (n > this.maxMessageBytes) {
+      this.slabOf[slot] = NOT_HELD;
+      this.offset[slot] = 0;
+      this.digests.set(digestBytes(received), slot * DIGEST_BYTES);
+      this.hashed[slot] = 1;
+      return pos;
+    }
     // The subscriber hands out slices of its read buffers: keeping a slice
     // would keep the whole chunk it came from. A copy holds its own bytes only.
-    const n = received.length;
     const own = n > SLAB_BYTES / 4;
     let slab = this.slabs.length > this.slabHead ? this.slabs[this.slabs.length - 1] : null;
     // A new slab for a large message (its own), or when the current one is full or someone else's.
@@ -115,26 +144,34 @@ export class EventRing {
     received.copy(slab.buf, slab.used);
     this.slabOf[slot] = this.slabBase + this.slabs.length - 1;
     this.offset[slot] = slab.used;
-    this.length[slot] = n;
     slab.used += n;
     slab.last = pos;
-    this.at[slot] = at;
-    this.digests.set(digestBytes(received), slot * DIGEST_BYTES);
-    this.count++;
+    this.hashed[slot] = 0;
     return pos;
   }
 
   get(pos: number): RingEntry | undefined {
     const slot = this.slot(pos);
     if (slot < 0) return undefined;
-    const slab = this.slabs[(this.slabOf[slot] ?? 0) - this.slabBase];
-    if (!slab) return undefined;
-    const off = this.offset[slot] ?? 0;
-    return {
-      raw: slab.buf.subarray(off, off + (this.length[slot] ?? 0)),
-      digest: this.digestAt(slot),
-      at: this.at[slot] ?? 0,
-    };
+    return { raw: this.rawAt(slot) ?? null, size: this.length[slot] ?? 0, digest: this.digestAt(slot), at: this.at[slot] ?? 0 };
+  }
+
+  /** The held bytes of the entry at `pos` (a view, valid until it is trimmed), without its digest; undefined if not held. */
+  raw(pos: number): Buffer | undefined {
+    const slot = this.slot(pos);
+    return slot < 0 ? undefined : this.rawAt(slot);
+  }
+
+  /** Length of the message at `pos` as received (also for one over the size bound, whose bytes are not held). */
+  sizeOf(pos: number): number | undefined {
+    const slot = this.slot(pos);
+    return slot < 0 ? undefined : this.length[slot];
+  }
+
+  /** performance.now() at the receipt of the entry at `pos`. */
+  receivedAt(pos: number): number | undefined {
+    const slot = this.slot(pos);
+    return slot < 0 ? undefined : this.at[slot];
   }
 
   /**
@@ -153,7 +190,7 @@ export class EventRing {
     while (drop < limit) {
       const slot = (this.head + drop) & (this.capacity - 1);
       if (this.count - drop > this.maxEntries || now - (this.at[slot] ?? 0) > this.maxAgeMs || this.byteSize - freed > bytesTarget) {
-        freed += (this.length[slot] ?? 0) + ENTRY_OVERHEAD_BYTES;
+        freed += (this.slabOf[slot] === NOT_HELD ? 0 : (this.length[slot] ?? 0)) + ENTRY_OVERHEAD_BYTES;
         drop++;
       } else break;
     }
@@ -204,6 +241,7 @@ export class EventRing {
     const matches = (p: number, d: Buffer): boolean => {
       const slot = this.slot(p);
       if (slot < 0 || d.length !== DIGEST_BYTES) return false;
+      this.ensureDigest(slot);
       return Buffer.compare(d, this.digests.subarray(slot * DIGEST_BYTES, (slot + 1) * DIGEST_BYTES)) === 0;
     };
     for (let last = this.end - 1; last >= this.base; last--) {
@@ -230,26 +268,45 @@ export class EventRing {
     return (this.head + (pos - this.base)) & (this.capacity - 1);
   }
 
+  private rawAt(slot: number): Buffer | undefined {
+    const index = this.slabOf[slot] ?? NOT_HELD;
+    if (index === NOT_HELD) return undefined;
+    const slab = this.slabs[index - this.slabBase];
+    if (!slab) return undefined;
+    const off = this.offset[slot] ?? 0;
+    return slab.buf.subarray(off, off + (this.length[slot] ?? 0));
+  }
+
+  /** Computes and keeps the digest of a held entry the first time it is needed. */
+  private ensureDigest(slot: number): void {
+    if (this.hashed[slot] === 1) return;
+    const raw = this.rawAt(slot);
+    if (raw === undefined) return;
+    this.digests.set(digestBytes(raw), slot * DIGEST_BYTES);
+    this.hashed[slot] = 1;
+  }
+
   private digestAt(slot: number): string {
+    this.ensureDigest(slot);
     return Buffer.from(this.digests.buffer, this.digests.byteOffset + slot * DIGEST_BYTES, DIGEST_BYTES).toString('base64');
   }
 
   /** Re-lays the index arrays out at a new capacity (a power of two), oldest entry at slot 0. */
   private resize(capacity: number): void {
-    const copy = <T extends Int32Array | Float64Array>(from: T, to: T): T => {
-      for (let i = 0; i < this.count; i++) to[i] = from[(this.head + i) & (this.capacity - 1)] as number;
+    // The entries are at most two runs of slots: [head, capacity) and [0, rest).
+    const first = Math.min(this.count, this.capacity - this.head);
+    const rest = this.count - first;
+    const copy = <T extends Int32Array | Float64Array | Uint8Array>(from: T, to: T, width = 1): T => {
+      to.set(from.subarray(this.head * width, (this.head + first) * width));
+      if (rest > 0) to.set(from.subarray(0, rest * width), first * width);
       return to;
     };
     this.slabOf = copy(this.slabOf, new Int32Array(capacity));
     this.offset = copy(this.offset, new Int32Array(capacity));
     this.length = copy(this.length, new Int32Array(capacity));
     this.at = copy(this.at, new Float64Array(capacity));
-    const digests = new Uint8Array(capacity * DIGEST_BYTES);
-    for (let i = 0; i < this.count; i++) {
-      const s = (this.head + i) & (this.capacity - 1);
-      digests.set(this.digests.subarray(s * DIGEST_BYTES, (s + 1) * DIGEST_BYTES), i * DIGEST_BYTES);
-    }
-    this.digests = digests;
+    this.hashed = copy(this.hashed, new Uint8Array(capacity));
+    this.digests = copy(this.digests, new Uint8Array(capacity * DIGEST_BYTES), DIGEST_BYTES);
     this.head = 0;
     this.capacity = capacity;
   }

@@ -6,6 +6,7 @@
  * forced GC separates leaks from garbage not collected yet.
  */
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import WebSocket from 'ws';
 import { pollUntil, startGateway, type GatewayHandle, type StartGatewayOptions } from '../harness';
 
@@ -124,18 +125,45 @@ export function slope(ys: readonly number[]): number {
   return num / den;
 }
 
+/** Whether `port` can be listened on at 127.0.0.1 right now. */
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(false));
+    server.listen({ host: '127.0.0.1', port, exclusive: true }, () => server.close(() => resolve(true)));
+  });
+}
+
 /**
- * `startGateway` with an inspector in every process (`INSPECT_ARGS`). Node
- * gives forked workers the primary's inspector port + 1, + 2, ...: on a
- * shared machine one of those can be taken, and that worker then runs
- * without an inspector. A new gateway gets new ports: started again (up to
- * 5 times) until every process logged its inspector URL.
+ * The first of `count` consecutive ports that are free, below Linux's
+ * ephemeral range (32768-60999): on a machine where other runs hold tens of
+ * thousands of connections, the ports next to an ephemeral one are taken
+ * more often than not.
+ */
+async function inspectorBasePort(count: number): Promise<number> {
+  for (let tries = 0; tries < 50; tries++) {
+    const base = 20_000 + Math.floor(Math.random() * (12_000 - count));
+    let free = true;
+    for (let p = base; p < base + count && free; p++) free = await portFree(p);
+    if (free) return base;
+  }
+  return 0;
+}
+
+/**
+ * `startGateway` with an inspector in every process. Node gives forked
+ * workers the primary's inspector port + 1, + 2, ...: the primary gets a
+ * port with its neighbours free (`inspectorBasePort`, room for respawned
+ * workers too). One of them can still be taken meanwhile, and that worker
+ * then runs without an inspector: a new gateway gets new ports, started
+ * again (up to 5 times) until every process logged its inspector URL.
  */
 export async function startInspectedGateway(
   options: Omit<StartGatewayOptions, 'nodeArgs'> & { workers: number },
 ): Promise<{ gw: GatewayHandle; urls: string[] }> {
   for (let attempt = 1; ; attempt++) {
-    const gw = await startGateway({ ...options, nodeArgs: INSPECT_ARGS });
+    const base = await inspectorBasePort(options.workers + 8);
+    const gw = await startGateway({ ...options, nodeArgs: [`--inspect=127.0.0.1:${base}`] });
     // Ready does not wait for every worker's inspector line: give them a moment.
     const want = options.workers + 1;
     const urls = await pollUntil(() => (inspectorUrls(gw).length >= want ? inspectorUrls(gw) : undefined), {

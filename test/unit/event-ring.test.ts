@@ -20,7 +20,7 @@ describe('EventRing', () => {
     assert.equal(ring.start, 0);
     assert.equal(ring.end, 10);
     assert.equal(ring.push(ev(10), 0), 10);
-    assert.equal(ring.get(3)?.raw.toString(), ev(3).toString());
+    assert.equal(ring.get(3)?.raw?.toString(), ev(3).toString());
     assert.equal(ring.get(3)?.digest, digestOf(ev(3)));
     assert.equal(ring.get(11), undefined);
     assert.equal(ring.get(-1), undefined);
@@ -31,7 +31,7 @@ describe('EventRing', () => {
     ring.trim(0, ring.end);
     assert.equal(ring.end - ring.start, 4);
     assert.equal(ring.start, 6);
-    assert.equal(ring.get(6)?.raw.toString(), ev(6).toString());
+    assert.equal(ring.get(6)?.raw?.toString(), ev(6).toString());
     assert.equal(ring.get(5), undefined);
   });
 
@@ -87,5 +87,37 @@ describe('EventRing', () => {
     const digests = [1, 2, 3, 4].map((i) => digestOf(ev(i)));
     assert.equal(ring.align(digests), 5, 'events 3 and 4 are in the ring, 1 and 2 were trimmed');
     assert.equal(ring.align([1, 2, 3].map((i) => digestOf(ev(i)))), null, 'only one event of the tail is in the ring');
+  });
+
+  test('digests are computed when first asked for and survive index resizes and trims', () => {
+    const ring = new EventRing(20, 1_000_000);
+    for (let i = 0; i < 10; i++) ring.push(ev(i), 0);
+    // Some digests computed before the index grows (1024 -> 4096 slots), most after.
+    assert.deepEqual(
+      ring.tail(5, 3),
+      [3, 4, 5].map((i) => digestOf(ev(i))),
+    );
+    for (let i = 10; i < 3000; i++) ring.push(ev(i), 0);
+    ring.trim(0, ring.end); // keeps the last 20 and shrinks the index again
+    assert.equal(ring.start, 2980);
+    for (let i = 3000; i < 3010; i++) ring.push(ev(i), 0);
+    for (let p = ring.start; p < ring.end; p++) assert.equal(ring.get(p)?.digest, digestOf(ev(p)), `digest of ${p}`);
+    assert.equal(ring.align([2995, 2996, 2997].map((i) => digestOf(ev(i)))), 2998);
+    assert.equal(ring.raw(3005)?.toString(), ev(3005).toString());
+    assert.equal(ring.receivedAt(3005), 0);
+    assert.equal(ring.raw(2979), undefined);
+  });
+
+  test('an index that wraps around grows with its entries in order', () => {
+    const ring = new EventRing(1_000_000, 100);
+    for (let i = 0; i < 1000; i++) ring.push(ev(i), 0);
+    assert.equal(ring.tail(999, 1)[0], digestOf(ev(999)));
+    ring.trim(101, 500); // too old, but kept from 500: the oldest slot is now in the middle
+    assert.equal(ring.start, 500);
+    for (let i = 1000; i < 1700; i++) ring.push(ev(i), 101); // wraps past slot 1023, then grows
+    for (let p = 500; p < 1700; p++) {
+      assert.equal(ring.raw(p)?.toString(), ev(p).toString(), `entry ${p}`);
+      assert.equal(ring.get(p)?.digest, digestOf(ev(p)), `digest of ${p}`);
+    }
   });
 });

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ENTRY_OVERHEAD_BYTES, EventRing, MIN_CAPACITY, SLAB_BYTES } from '../../src/leader/ring';
+import { digestOf, ENTRY_OVERHEAD_BYTES, EventRing, MIN_CAPACITY, SLAB_BYTES } from '../../src/leader/ring';
 
 /** What the ring's index arrays hold at their smallest. */
 const INDEX_BYTES = MIN_CAPACITY * ENTRY_OVERHEAD_BYTES;
@@ -22,7 +22,7 @@ test('a burst of large events stays within the byte bound, trimmed at once, olde
   assert.equal(ring.end, 200);
   const held = ring.end - ring.start;
   assert.ok(held >= 9 && held <= 11, `${held} x 900 KiB held: between 7/8 of 10 MiB and 10 MiB`);
-  assert.equal(ring.get(ring.start)?.raw[0], (200 - held) % 256);
+  assert.equal(ring.get(ring.start)?.raw?.[0], (200 - held) % 256);
   assert.equal(ring.get(ring.start - 1), undefined);
 });
 
@@ -75,14 +75,14 @@ test('the index grows past its initial capacity and shrinks back, entries intact
   const ev = (i: number): Buffer => Buffer.from(`{"i":${i}}`);
   for (let i = 0; i < 5000; i++) ring.push(ev(i), i);
   assert.ok(ring.byteSize >= 5000 * ENTRY_OVERHEAD_BYTES);
-  assert.equal(ring.get(4321)?.raw.toString(), '{"i":4321}');
+  assert.equal(ring.get(4321)?.raw?.toString(), '{"i":4321}');
   ring.trim(AGE + 4990, ring.end);
   assert.equal(ring.start, 4990);
-  assert.equal(ring.get(4995)?.raw.toString(), '{"i":4995}');
+  assert.equal(ring.get(4995)?.raw?.toString(), '{"i":4995}');
   assert.equal(ring.byteSize, SLAB_BYTES + INDEX_BYTES, 'one slab and the smallest index');
   for (let i = 5000; i < 6000; i++) ring.push(ev(i), i);
-  assert.equal(ring.get(4990)?.raw.toString(), '{"i":4990}');
-  assert.equal(ring.get(5999)?.raw.toString(), '{"i":5999}');
+  assert.equal(ring.get(4990)?.raw?.toString(), '{"i":4990}');
+  assert.equal(ring.get(5999)?.raw?.toString(), '{"i":5999}');
 });
 
 test('small events: the byte bound is inert, the count bound still applies', () => {
@@ -92,4 +92,26 @@ test('small events: the byte bound is inert, the count bound still applies', () 
     ring.trim(0, ring.end);
   }
   assert.ok(ring.end - ring.start <= 100 * 1.34 + 1, `${ring.end - ring.start} entries`);
+});
+
+test('messages over the size bound are not held: their place, length and digest only', () => {
+  const limit = 4096;
+  const ring = new EventRing(1_000_000, 1_000_000, 1024 * 1024, limit);
+  const small = Buffer.from('{"event":"e"}');
+  for (let i = 0; i < 1000; i++) ring.push(i % 2 === 0 ? big(i, limit + 1 + i) : small, 0);
+  ring.trim(0, ring.end);
+  assert.equal(ring.end - ring.start, 1000, 'nothing trimmed: 500 large messages cost the index only');
+  assert.equal(ring.byteSize, SLAB_BYTES + INDEX_BYTES, 'the small ones in one slab, and the index');
+  const large = ring.get(10);
+  assert.equal(large?.raw, null);
+  assert.equal(large?.size, limit + 11);
+  assert.equal(large?.digest, digestOf(big(10, limit + 11)));
+  assert.equal(ring.raw(10), undefined);
+  assert.equal(ring.sizeOf(10), limit + 11);
+  assert.equal(ring.raw(11)?.toString(), small.toString());
+  // A message of exactly the bound is held.
+  ring.push(big(1, limit), 0);
+  assert.equal(ring.raw(1000)?.length, limit);
+  // Alignment sees the large ones like any other.
+  assert.equal(ring.align(ring.tail(10, 3)), 11);
 });
