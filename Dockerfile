@@ -72,9 +72,13 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends tini \
  && rm -rf /var/lib/apt/lists/*
 
+# MALLOC_ARENA_MAX=2: two glibc malloc arenas instead of up to 8 per core;
+# lowers the memory a connect burst leaves behind (BENCHMARKS.md, idle
+# memory). The primary forks its workers with the same value unless set.
 ENV NODE_ENV=production \
     GATEWAY_PORT=9000 \
-    GATEWAY_OPS_PORT=9090
+    GATEWAY_OPS_PORT=9090 \
+    MALLOC_ARENA_MAX=2
 
 WORKDIR /app
 # Code and dependencies stay root-owned and read-only for the runtime user:
