@@ -7,7 +7,7 @@ import type { Keys } from '../redis/keys';
 import type { Metrics } from '../metrics/metrics';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
-import { MISSED_EVENT, SESSION_EVENT, handOutOffset, replayMissed, type MissedReason, type ReplaySource } from './replay';
+import { MISSED_EVENT, SESSION_EVENT, handOutHeldOffsets, replayMissed, type MissedReason, type ReplaySource } from './replay';
 import { privateSessionId } from '../shared/io-internals';
 
 /**
@@ -279,7 +279,7 @@ export class SessionKeeper {
       // socket.io-client only asks for its session back if it has seen an
       // offset: the last string argument of an event. Frappe's client
       // listens to nothing by this name.
-      if (replay) void handOutOffset(socket, replay, this.d.metrics, this.d.log);
+      if (replay) this.handOutOffset(socket, replay);
       else socket.emit(SESSION_EVENT, `${Date.now().toString(36)}`);
     }
     // In process memory nothing is stored while connected (nothing to
@@ -288,6 +288,20 @@ export class SessionKeeper {
     this.live.set(socket.id, socket);
     this.markDirty(socket);
     socket.on('disconnect', this.onDisconnect);
+  }
+
+  /** Sockets waiting for their first offset, held; one position read per batch (`handOutHeldOffsets`). */
+  private offsetBatch: Socket[] = [];
+
+  private handOutOffset(socket: Socket, replay: ReplaySource): void {
+    replay.gate.hold(socket.id);
+    this.offsetBatch.push(socket);
+    if (this.offsetBatch.length > 1) return;
+    setImmediate(() => {
+      const batch = this.offsetBatch;
+      this.offsetBatch = [];
+      void handOutHeldOffsets(batch, replay, this.d.metrics, this.d.log);
+    });
   }
 
   private forget(socket: Socket, reason: string): void {
