@@ -79,10 +79,14 @@ RUN apt-get update \
 # in the leader; 2 MiB cost 15-30% more CPU per delivery (BENCHMARKS.md,
 # "Memory under junk and Redis restarts").
 # An operator's NODE_OPTIONS replaces this line: keep the flag in it.
+# MALLOC_ARENA_MAX=2: two glibc malloc arenas instead of up to 8 per core;
+# lowers the memory a connect burst leaves behind (BENCHMARKS.md, idle
+# memory). The primary forks its workers with the same value unless set.
 ENV NODE_ENV=production \
     NODE_OPTIONS=--max-semi-space-size=4 \
     GATEWAY_PORT=9000 \
-    GATEWAY_OPS_PORT=9090
+    GATEWAY_OPS_PORT=9090 \
+    MALLOC_ARENA_MAX=2
 
 WORKDIR /app
 # Code and dependencies stay root-owned and read-only for the runtime user:

@@ -8,6 +8,21 @@ import type { Logger } from '../shared/logger';
 export const STABLE_AFTER_MS = 30_000;
 const REPLY_TIMEOUT_MS = 2000;
 
+/**
+ * Process-level settings every forked worker gets unless the operator set
+ * them (the environment is inherited, so an explicit value wins). This is
+ * the one place for them (the container image sets the same for the primary).
+ * - MALLOC_ARENA_MAX=2: glibc keeps up to 8 malloc arenas per core, and a
+ *   connect burst spread over the threads of libuv's pool and V8's GC leaves
+ *   memory in each of them that is not given back; two arenas keep the
+ *   burst's high-water mark lower (BENCHMARKS.md, idle memory). The price,
+ *   threads sharing an arena's lock, is small where JavaScript runs on one
+ *   thread.
+ * V8 flags (execArgv) are inherited from the primary's command line.
+ */
+export const WORKER_PROCESS_ENV: Readonly<Record<string, string>> =
+  process.env['MALLOC_ARENA_MAX'] === undefined ? { MALLOC_ARENA_MAX: '2' } : {};
+
 /** A slot's crash count after a worker of it died having lived `livedMs`. */
 export function nextCrashCount(previous: number, livedMs: number): number {
   return livedMs > STABLE_AFTER_MS ? 1 : previous + 1;
@@ -132,7 +147,7 @@ export class Supervisor {
   }
 
   private fork(slot: number): void {
-    const worker = cluster.fork(this.config.env(slot));
+    const worker = cluster.fork({ ...WORKER_PROCESS_ENV, ...this.config.env(slot) });
     this.workers.set(worker.id, {
       slot,
       id: worker.id,

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import type { Server, Socket } from 'socket.io';
+import { Socket as SocketClass, type Server, type Socket } from 'socket.io';
 import type { GatewayConfig } from '../config';
 import type { Metrics } from '../metrics/metrics';
 import type { Logger, RateLimitedLog } from '../shared/logger';
@@ -83,19 +83,32 @@ export function mayJoin(socket: Socket, rooms: readonly string[], max: number, m
   return false;
 }
 
+type JoinFn = (this: Socket, rooms: string | string[]) => void | Promise<void>;
+/** One bounded join per (metrics, limit): shared by every socket of a server. */
+const boundJoinFns = new WeakMap<Metrics, Map<number, JoinFn>>();
+
 /**
  * `socket.join` that refuses rooms beyond the limit, for app handlers that
  * join directly. Frappe's own events go through the gateway's join, which
- * checks first and answers the client.
+ * checks first and answers the client. The replacement is one function
+ * shared by every socket (the socket is `this`, as for socket.io's own
+ * `join`), not a bound copy and a closure per socket.
  */
 export function boundJoins(socket: Socket, max: number, metrics: Metrics): void {
   if (max <= 0) return;
-  const join = socket.join.bind(socket);
-  socket.join = (rooms: string | string[]) => {
-    const list = Array.isArray(rooms) ? rooms : [rooms];
-    if (!mayJoin(socket, list, max, metrics)) return undefined;
-    return join(rooms);
-  };
+  let perMax = boundJoinFns.get(metrics);
+  if (!perMax) boundJoinFns.set(metrics, (perMax = new Map()));
+  let fn = perMax.get(max);
+  if (!fn) {
+    const join = SocketClass.prototype.join;
+    fn = function (this: Socket, rooms: string | string[]) {
+      const list = Array.isArray(rooms) ? rooms : [rooms];
+      if (!mayJoin(this, list, max, metrics)) return undefined;
+      return join.call(this, rooms);
+    };
+    perMax.set(max, fn);
+  }
+  socket.join = fn;
 }
 
 /** The client address used for per-IP limits: X-Forwarded-For's first hop only behind a trusted proxy. */

@@ -5,6 +5,11 @@ import { KNOWN_LABELS, type Metrics } from '../metrics/metrics';
 const DISCONNECT_REASONS = new Set<string>(KNOWN_LABELS.disconnectReasons);
 const TRANSPORTS = new Set<string>(KNOWN_LABELS.transports);
 
+interface EngineConn {
+  transport: { name: string };
+  on(e: string, f: (this: EngineConn, ...a: never[]) => void): void;
+}
+
 /**
  * Connection-level metrics from socket.io's and engine.io's own events, so
  * the socket server does not have to know about them: transports (a
@@ -13,21 +18,27 @@ const TRANSPORTS = new Set<string>(KNOWN_LABELS.transports);
  */
 export function instrumentServer(io: Server, metrics: Metrics): void {
   const transport = (name: string): string => (TRANSPORTS.has(name) ? name : 'polling');
-  io.engine.on('connection', (conn: { transport: { name: string }; on(e: string, f: (...a: unknown[]) => void): void }) => {
-    let current = transport(conn.transport.name);
-    metrics.connectionsByTransport.inc({ transport: current });
-    conn.on('upgrade', (t: unknown) => {
-      metrics.connectionsByTransport.dec({ transport: current });
-      current = transport((t as { name: string }).name);
-      metrics.connectionsByTransport.inc({ transport: current });
-    });
-    conn.on('close', () => metrics.connectionsByTransport.dec({ transport: current }));
+  // Shared listeners (the connection is `this`), not closures per connection.
+  // engine.io only upgrades from polling, so an upgrade leaves polling; at
+  // close, `transport` is the one the connection ended on.
+  function onUpgrade(this: EngineConn, t: unknown): void {
+    metrics.connectionsByTransport.dec({ transport: 'polling' });
+    metrics.connectionsByTransport.inc({ transport: transport((t as { name: string }).name) });
+  }
+  function onClose(this: EngineConn): void {
+    metrics.connectionsByTransport.dec({ transport: transport(this.transport.name) });
+  }
+  function onDisconnect(reason: string): void {
+    metrics.disconnects.inc({ reason: DISCONNECT_REASONS.has(reason) ? reason : 'other' });
+  }
+  io.engine.on('connection', (conn: EngineConn) => {
+    metrics.connectionsByTransport.inc({ transport: transport(conn.transport.name) });
+    conn.on('upgrade', onUpgrade);
+    conn.on('close', onClose);
   });
   io.on('new_namespace', (nsp: Namespace) => {
     nsp.on('connection', (socket: Socket) => {
-      socket.on('disconnect', (reason: string) => {
-        metrics.disconnects.inc({ reason: DISCONNECT_REASONS.has(reason) ? reason : 'other' });
-      });
+      socket.on('disconnect', onDisconnect);
     });
   });
 }

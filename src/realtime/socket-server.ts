@@ -37,6 +37,8 @@ export interface SocketServerDeps {
   readonly adapter?: Parameters<Server['adapter']>[0];
   /** Resolves once broadcasts to these rooms reach this process (cluster: Redis subscriptions confirmed). */
   readonly roomsReady?: (nsp: Namespace, rooms: string[]) => Promise<void>;
+  /** Registers a listener for the loss of the Redis subscriptions (connection closed): rooms must be confirmed again. */
+  readonly onSubscriptionsLost?: (listener: () => void) => void;
   /** Where recoverable sessions live (Redis in a cluster); process memory when omitted. */
   readonly sessions?: SessionStore;
   /** Connections per user (cluster-wide through Redis in a cluster); this process only when omitted. */
@@ -86,15 +88,79 @@ const UNCLAIMED_SLOT_MS = 10_000;
 /** How often outbound buffers are checked against GATEWAY_MAX_OUTBOUND_BYTES/PACKETS. */
 const SLOW_READER_CHECK_MS = 1000;
 
+/** Rooms of one namespace whose Redis subscription was confirmed while they existed here. */
+interface ConfirmedRooms {
+  readonly rooms: Set<string>;
+  /** Rooms deleted so far: a confirmation that spans a deletion is not remembered. */
+  deletions: number;
+  /** The subscriptions' generation these confirmations belong to. */
+  generation: number;
+}
+
+/**
+ * Joins and waits for `roomsReady` only for rooms not confirmed before: a
+ * room that exists in this process and was confirmed since it was created
+ * keeps its subscription (the adapter drops it when the room is deleted),
+ * so the website and system-users rooms every socket joins cost a Redis
+ * command once per namespace, not once per connect.
+ */
+function confirmingJoin(
+  roomsReady: (nsp: Namespace, rooms: string[]) => Promise<void>,
+  onSubscriptionsLost: ((listener: () => void) => void) | undefined,
+): JoinRooms {
+  const confirmed = new WeakMap<Namespace, ConfirmedRooms>();
+  // Without a way to learn that subscriptions were lost, nothing is remembered.
+  if (!onSubscriptionsLost) {
+    return async (socket, rooms) => {
+      socket.join(rooms);
+      await roomsReady(socket.nsp, rooms);
+    };
+  }
+  let generation = 0;
+  onSubscriptionsLost(() => generation++);
+  const of = (nsp: Namespace): ConfirmedRooms => {
+    let c = confirmed.get(nsp);
+    if (c && c.generation !== generation) {
+      c.rooms.clear();
+      c.generation = generation;
+    }
+    if (!c) {
+      const created: ConfirmedRooms = { rooms: new Set(), deletions: 0, generation };
+      nsp.adapter.on('delete-room', (room: string) => {
+        created.deletions++;
+        created.rooms.delete(room);
+      });
+      confirmed.set(nsp, (c = created));
+    }
+    return c;
+  };
+  return async (socket, rooms) => {
+    const nsp = socket.nsp;
+    socket.join(rooms);
+    const c = of(nsp);
+    const pending = rooms.filter((r) => !c.rooms.has(r));
+    if (pending.length === 0) return;
+    const deletions = c.deletions;
+    await roomsReady(nsp, pending);
+    if (c.deletions !== deletions || c.generation !== generation) return;
+    for (const r of pending) if (nsp.adapter.rooms.has(r)) c.rooms.add(r);
+  };
+}
+
+/** Releases a user's connection slot once, whichever of the socket or its connection goes first. */
+function releaseOnce(perUser: UserConnections, site: string, user: string): () => void {
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    perUser.close(site, user);
+  };
+}
+
 export function createSocketServer(deps: SocketServerDeps): SocketServer {
   const { config, metrics, log, backend, presence } = deps;
   const roomsReady = deps.roomsReady;
-  const joinRooms: JoinRooms = roomsReady
-    ? async (socket, rooms) => {
-        socket.join(rooms);
-        await roomsReady(socket.nsp, rooms);
-      }
-    : joinLocally;
+  const joinRooms: JoinRooms = roomsReady ? confirmingJoin(roomsReady, deps.onSubscriptionsLost) : joinLocally;
   const join: JoinRooms = (socket, rooms) => {
     if (!mayJoin(socket, rooms, config.maxRoomsPerSocket, metrics)) {
       return Promise.reject(new Error(`room limit reached (GATEWAY_MAX_ROOMS_PER_SOCKET=${config.maxRoomsPerSocket})`));
@@ -262,6 +328,11 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
    * the socket or its connection goes, whichever comes first.
    */
   const admitUser = (socket: Socket, site: string, user: string, settled: () => boolean, done: (err?: Error) => void): void => {
+    // Unlimited: nothing is counted, so nothing to release (and no listener per socket).
+    if (config.maxConnectionsPerUser <= 0) {
+      done();
+      return;
+    }
     void perUser.tryOpen(site, user).then((ok) => {
       if (!ok) {
         metrics.limitExceeded.inc({ limit: 'connections_per_user' });
@@ -274,12 +345,9 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
         done();
         return;
       }
-      let released = false;
-      const release = (): void => {
-        if (released) return;
-        released = true;
-        perUser.close(site, user);
-      };
+      // Built apart from this handshake's closures: the listeners live as long
+      // as the socket and must not keep the middleware's state with them.
+      const release = releaseOnce(perUser, site, user);
       socket.once('disconnect', release);
       socket.conn.once('close', release);
       done();
@@ -386,6 +454,12 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     s.authorization_header = ctx.credential.kind === 'authorization' ? ctx.credential.value : undefined;
   };
 
+  // One listener for every socket (the socket is `this`).
+  function onSocketDisconnect(this: Socket): void {
+    metrics.connections.dec({ namespace: (this.data as SocketData).site });
+    dropLater(this.nsp);
+  }
+
   sites.on('connection', (socket: Socket) => {
     const data = socket.data as SocketData;
     const ctx = ctxOf.get(socket);
@@ -393,16 +467,14 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
       socket.disconnect(true);
       return;
     }
+    ctxOf.delete(socket);
     // Engine.IO keeps the handshake's IncomingMessage for the connection's
     // lifetime (parser state, raw header list, socket references). Keep only
     // what handlers read (`socket.request.headers`, `url`, `method`).
     slimHandshakeRequest(socket);
     metrics.connectionsTotal.inc();
     metrics.connections.inc({ namespace: data.site });
-    socket.on('disconnect', () => {
-      metrics.connections.dec({ namespace: data.site });
-      dropLater(socket.nsp);
-    });
+    socket.on('disconnect', onSocketDisconnect);
     rateLimitEvents(socket, config, metrics);
     boundJoins(socket, config.maxRoomsPerSocket, metrics);
     registerFrappeHandlers(socket, ctx, { join, backend, presence, metrics, log });

@@ -83,17 +83,23 @@ export async function replayMissed(socket: Socket, offset: string, src: ReplaySo
 }
 
 /**
- * A new socket's first offset: the history's current position, so a later
- * recovery replays exactly what came after its connection. Live packets are
- * held until it is written, so the client's last offset never moves back.
+ * New sockets' first offset: the history's current position, so a later
+ * recovery replays exactly what came after their connection. Their live
+ * packets are already held (`gate.hold`) and stay held until it is written,
+ * so a client's last offset never moves back. One read of the position
+ * serves them all: it starts after every hold, so each socket's offset still
+ * covers whatever it received before its hold (a connect storm reads once
+ * per batch, not once per socket).
  */
-export async function handOutOffset(socket: Socket, src: ReplaySource, metrics: Metrics, log: Logger): Promise<void> {
-  src.gate.hold(socket.id);
+export async function handOutHeldOffsets(sockets: readonly Socket[], src: ReplaySource, metrics: Metrics, log: Logger): Promise<void> {
+  let current: string | null = null;
   try {
-    const current = await src.history.current();
-    if (current !== null && socket.connected) socket.emit(SESSION_EVENT, current);
+    current = await src.history.current();
   } catch (err) {
     log.debug({ err: errorMessage(err) }, 'history position unreadable');
   }
-  releaseHeld(socket, src, null, metrics);
+  for (const socket of sockets) {
+    if (current !== null && socket.connected) socket.emit(SESSION_EVENT, current);
+    releaseHeld(socket, src, null, metrics);
+  }
 }

@@ -1,3 +1,4 @@
+import { Redis, type ChainableCommander } from 'ioredis';
 import type { Namespace, Socket } from 'socket.io';
 import type { Adapter, BroadcastOptions, Session } from 'socket.io-adapter';
 import type { SocketData } from '../frappe/handlers';
@@ -6,7 +7,7 @@ import type { Keys } from '../redis/keys';
 import type { Metrics } from '../metrics/metrics';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
-import { MISSED_EVENT, SESSION_EVENT, handOutOffset, replayMissed, type MissedReason, type ReplaySource } from './replay';
+import { MISSED_EVENT, SESSION_EVENT, handOutHeldOffsets, replayMissed, type MissedReason, type ReplaySource } from './replay';
 import { privateSessionId } from '../shared/io-internals';
 
 /**
@@ -44,12 +45,20 @@ export interface SessionStore {
   remove(pid: string): Promise<void>;
   /** Missed-event replay, when the store's cluster keeps a history. */
   readonly replay?: ReplaySource | undefined;
+  /**
+   * True when the store dies with this process (process memory): saving a
+   * connected socket's session ahead of a crash is then pointless, since the
+   * crash takes the store with it; only disconnects (socket.io's
+   * persistSession) are stored.
+   */
+  readonly inProcess?: boolean;
 }
 
 const MEMORY_MAX_SESSIONS = 100_000;
 
 /** One process (standalone): sessions in a bounded map. */
 export class MemorySessionStore implements SessionStore {
+  readonly inProcess = true;
   private readonly map = new Map<string, { until: number; s: StoredSession }>();
 
   save(sessions: readonly StoredSession[], ttlMs: number): Promise<void> {
@@ -102,8 +111,24 @@ export class RedisSessionStore implements SessionStore {
       await this.client.set(this.keys.session(s.pid), JSON.stringify(s), 'PX', ttlMs);
       return;
     }
-    // One key per command: no multi-key command, so this works on Redis Cluster too.
-    await Promise.all(sessions.map((s) => this.client.set(this.keys.session(s.pid), JSON.stringify(s), 'PX', ttlMs)));
+    await this.perKey(sessions, (p, s) => p.set(this.keys.session(s.pid), JSON.stringify(s), 'PX', ttlMs));
+  }
+
+  /**
+   * One command per key (no multi-key command), written as one pipeline: a
+   * connect storm saves hundreds of sessions per tick, and a refresh touches
+   * every connected one, which would otherwise be a socket write each. On
+   * Redis Cluster a pipeline must stay within a slot: one per key, in parallel.
+   */
+  private async perKey<T>(items: readonly T[], add: (p: ChainableCommander, item: T) => unknown): Promise<void> {
+    const run = async (batch: readonly T[]): Promise<void> => {
+      const p = this.client.pipeline();
+      for (const item of batch) add(p, item);
+      const failed = ((await p.exec()) ?? []).find(([err]) => err !== null);
+      if (failed) throw failed[0] as Error;
+    };
+    if (this.client instanceof Redis) await run(items);
+    else await Promise.all(items.map((item) => run([item])));
   }
 
   async take(pid: string): Promise<StoredSession | null> {
@@ -117,7 +142,7 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async touch(pids: readonly string[], ttlMs: number): Promise<void> {
-    await Promise.all(pids.map((pid) => this.client.pexpire(this.keys.session(pid), ttlMs)));
+    await this.perKey(pids, (p, pid) => p.pexpire(this.keys.session(pid), ttlMs));
   }
 
   available(): boolean {
@@ -223,17 +248,26 @@ export class SessionKeeper {
   private readonly dirty = new Map<string, Socket>();
   private flushScheduled = false;
   private readonly live = new Map<string, Socket>();
-  private readonly timer: NodeJS.Timeout;
+  private readonly timer: NodeJS.Timeout | null;
+  /** Connected sessions are saved (and refreshed) only in a store that outlives this process. */
+  private readonly proactive: boolean;
+  /** One disconnect listener for every tracked socket (the socket is `this`). */
+  private readonly onDisconnect: (this: Socket, reason: string) => void;
 
   constructor(private readonly d: RecoveryDeps) {
+    this.proactive = d.store.inProcess !== true;
     // One refresh in flight at most, none while the store's connection is down or stalled.
     const refresh = periodic(
       () => d.store.available?.() ?? true,
       () => this.refresh(),
       () => d.metrics.redisPeriodicSkipped.inc({ task: 'session_refresh' }),
     );
-    this.timer = setInterval(refresh, Math.max(1000, Math.floor(d.windowMs / 3)));
-    this.timer.unref();
+    this.timer = this.proactive ? setInterval(refresh, Math.max(1000, Math.floor(d.windowMs / 3))) : null;
+    this.timer?.unref();
+    const forget = (socket: Socket, reason: string): void => this.forget(socket, reason);
+    this.onDisconnect = function (this: Socket, reason: string) {
+      forget(this, reason);
+    };
   }
 
   /** TTL while connected: the window after a crash, plus one refresh period of slack. */
@@ -244,7 +278,6 @@ export class SessionKeeper {
   track(socket: Socket): void {
     const pid = privateSessionId(socket);
     if (!pid) return;
-    this.live.set(socket.id, socket);
     const auth = socket.handshake.auth as { pid?: unknown; offset?: unknown };
     const replay = this.d.store.replay;
     if (socket.recovered) {
@@ -258,17 +291,38 @@ export class SessionKeeper {
       // socket.io-client only asks for its session back if it has seen an
       // offset: the last string argument of an event. Frappe's client
       // listens to nothing by this name.
-      if (replay) void handOutOffset(socket, replay, this.d.metrics, this.d.log);
+      if (replay) this.handOutOffset(socket, replay);
       else socket.emit(SESSION_EVENT, `${Date.now().toString(36)}`);
     }
+    // In process memory nothing is stored while connected (nothing to
+    // remove after a deliberate disconnect either), and no replay gate holds it.
+    if (!this.proactive && !replay) return;
+    this.live.set(socket.id, socket);
     this.markDirty(socket);
-    socket.on('disconnect', (reason: string) => {
-      replay?.gate.forget(socket.id);
-      this.live.delete(socket.id);
-      this.dirty.delete(socket.id);
-      // Recoverable disconnects are persisted by socket.io (persistSession).
-      if (!RECOVERABLE.has(reason)) this.d.store.remove(pid).catch(() => undefined);
+    socket.on('disconnect', this.onDisconnect);
+  }
+
+  /** Sockets waiting for their first offset, held; one position read per batch (`handOutHeldOffsets`). */
+  private offsetBatch: Socket[] = [];
+
+  private handOutOffset(socket: Socket, replay: ReplaySource): void {
+    replay.gate.hold(socket.id);
+    this.offsetBatch.push(socket);
+    if (this.offsetBatch.length > 1) return;
+    setImmediate(() => {
+      const batch = this.offsetBatch;
+      this.offsetBatch = [];
+      void handOutHeldOffsets(batch, replay, this.d.metrics, this.d.log);
     });
+  }
+
+  private forget(socket: Socket, reason: string): void {
+    this.d.store.replay?.gate.forget(socket.id);
+    this.live.delete(socket.id);
+    this.dirty.delete(socket.id);
+    // Recoverable disconnects are persisted by socket.io (persistSession).
+    const pid = privateSessionId(socket);
+    if (pid && !RECOVERABLE.has(reason)) this.d.store.remove(pid).catch(() => undefined);
   }
 
   /**
@@ -293,6 +347,7 @@ export class SessionKeeper {
   }
 
   private markDirty(socket: Socket): void {
+    if (!this.proactive) return;
     this.dirty.set(socket.id, socket);
     if (this.flushScheduled) return;
     this.flushScheduled = true;
@@ -322,6 +377,6 @@ export class SessionKeeper {
   }
 
   stop(): void {
-    clearInterval(this.timer);
+    if (this.timer) clearInterval(this.timer);
   }
 }

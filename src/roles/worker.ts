@@ -136,6 +136,8 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
     log: log.child({ sub: 'socket' }),
     adapter,
     roomsReady,
+    // The subscriber's connection closed: every subscription must be confirmed again after it.
+    onSubscriptionsLost: (listener) => sub.on('close', listener),
     sessions: new RedisSessionStore(pub, keys, history && gate ? { history, gate, fastPath: config.fastPath } : undefined),
     userConnections: createUserConnections(config.maxConnectionsPerUser, log, {
       client: fast,

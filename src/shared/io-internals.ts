@@ -12,6 +12,8 @@
  *  - `engine.io Socket.request`: the handshake's IncomingMessage is kept for
  *    the connection's lifetime (parser, raw headers, socket references);
  *    replacing it with the three fields handlers read saves idle memory.
+ *    The same request is also kept by the `close` listener engine.io's
+ *    WebSocketResponse puts on the TCP socket (ws `_socket`), removed too.
  *  - ws `Sender.sendFrame`, engine.io `writeBuffer`/`upgrading`/`transport`:
  *    the worker fast path writes one pre-built WebSocket frame to every idle
  *    WebSocket of a room (the direct write), skipping engine.io's per-packet
@@ -80,10 +82,42 @@ interface EngineSocketInternals {
   request: { headers: unknown; url?: string; method?: string } | null;
 }
 
-/** Keeps only `headers`, `url` and `method` of the handshake request for the connection's lifetime. */
+/** A once-listener as `rawListeners` returns it (Node's wrapper keeps the original as `listener`). */
+type RawListener = ((...args: unknown[]) => void) & { listener?: (...args: unknown[]) => void };
+
+/**
+ * engine.io (>= 6.6) answers a WebSocket upgrade with a `WebSocketResponse`
+ * for its middlewares, and makes it emit `close` with the TCP socket through
+ * `socket.once("close", () => this.emit("close"))`: that listener keeps the
+ * response, and through it the full IncomingMessage, for the connection's
+ * lifetime. Removed once the connection is established: nothing listens to
+ * that response after the handshake (engine.io middlewares, which could, are
+ * not used). Returns true when it was found and removed.
+ */
+export function releaseUpgradeResponse(socket: Socket): boolean {
+  const conn = socket.conn as unknown as { transport?: { name?: string; socket?: { _socket?: NetSocket | null } } };
+  const raw = conn.transport?.name === 'websocket' ? conn.transport.socket?._socket : undefined;
+  if (!raw) return false;
+  for (const l of raw.rawListeners('close') as RawListener[]) {
+    const f = l.listener;
+    if (f !== undefined && f.name === '' && !('prototype' in f) && UPGRADE_RESPONSE_CLOSE.test(Function.prototype.toString.call(f))) {
+      raw.removeListener('close', l);
+      return true;
+    }
+  }
+  return false;
+}
+const UPGRADE_RESPONSE_CLOSE = /^\(\)\s*=>\s*this\.emit\("close"\)$/;
+
+/**
+ * Keeps only `headers`, `url` and `method` of the handshake request for the
+ * connection's lifetime, and lets go of engine.io's upgrade response (which
+ * holds the full request too).
+ */
 export function slimHandshakeRequest(socket: Socket): void {
   const conn = socket.conn as unknown as EngineSocketInternals;
   if (conn.request) conn.request = { headers: conn.request.headers, url: conn.request.url, method: conn.request.method };
+  releaseUpgradeResponse(socket);
 }
 
 interface EngineConnInternals {

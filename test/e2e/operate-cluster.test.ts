@@ -104,6 +104,20 @@ describe('operating a cluster host', () => {
     assert.ok(start > 0 && start <= Date.now() / 1000, `process_start_time_seconds ${start}`);
   });
 
+  test('workers are forked with MALLOC_ARENA_MAX=2 unless the environment sets it', async () => {
+    const environ = (pid: number): Map<string, string> =>
+      new Map(
+        readFileSync(`/proc/${pid}/environ`, 'utf8')
+          .split('\0')
+          .filter(Boolean)
+          .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as [string, string]),
+      );
+    const expected = environ(gw.pid).get('MALLOC_ARENA_MAX') ?? '2';
+    const info = (await gw.cluster()) as { workers: { pid: number }[] };
+    assert.equal(info.workers.length, WORKERS);
+    for (const w of info.workers) assert.equal(environ(w.pid).get('MALLOC_ARENA_MAX'), expected, `worker ${w.pid}`);
+  });
+
   test('connections by transport follow the upgrade; the site label is capped; disconnects are counted by reason', async () => {
     const ws = connectClient(gw.url, SITE, { scope, cookie: 'sid-ana', transports: ['websocket'] });
     const polling = connectClient(gw.url, SITE, { scope, cookie: 'sid-ana', transports: ['polling'] });

@@ -28,6 +28,7 @@ import {
   socketPacket,
   watchNamespaceAdds,
   registeredNamespace,
+  releaseUpgradeResponse,
   slimHandshakeRequest,
   stopReading,
   unregisterNamespace,
@@ -141,6 +142,32 @@ test('handshake request: slimmed to headers, url and method', async (t) => {
   assert.deepEqual(Object.keys(after).sort(), ['headers', 'method', 'url']);
   assert.equal(after.url, before.url);
   assert.equal(socket.request.headers.host, `127.0.0.1:${port}`);
+});
+
+test("websocket handshake: engine.io's upgrade response no longer holds the request once released", async (t) => {
+  const scope = withScope(t);
+  const { port, sites } = await startIo(scope);
+  const conn = nextConnection(sites);
+  await connected(scope, port, '/site1.local');
+  const socket = await conn;
+  const raw = (socket.conn as unknown as { transport: { socket: { _socket: NetSocket } } }).transport.socket._socket;
+  const before = raw.rawListeners('close').length;
+  assert.equal(releaseUpgradeResponse(socket), true, "engine.io's WebSocketResponse close listener is where it was verified");
+  assert.equal(raw.rawListeners('close').length, before - 1, 'exactly that listener went');
+  assert.equal(releaseUpgradeResponse(socket), false, 'nothing else matches');
+  // The connection still works and still closes cleanly.
+  const closed = new Promise((r) => socket.once('disconnect', r));
+  socket.emit('ping_after_release');
+  raw.destroy();
+  await closed;
+});
+
+test('polling handshake: there is no upgrade response to release', async (t) => {
+  const scope = withScope(t);
+  const { port, sites } = await startIo(scope, { transports: ['polling'] });
+  const conn = nextConnection(sites);
+  await connected(scope, port, '/site1.local', ['polling']);
+  assert.equal(releaseUpgradeResponse(await conn), false);
 });
 
 test('direct frame write: a pre-built frame reaches an idle websocket client', async (t) => {
