@@ -10,6 +10,8 @@
  * every search N times, targets alternating within each repetition, so the
  * ratios to stock come from neighbouring searches.
  */
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import {
   docRooms,
   flagList,
@@ -29,6 +31,7 @@ import {
 import { LoadGen } from '../lib/loadgen';
 import { Publisher } from '../lib/publisher';
 import type { PublishTarget } from '../lib/publisher-protocol';
+import { cpuCeiling } from '../lib/cpu-ceiling';
 import { spread } from '../lib/stats';
 import { runStepSearch, type StepOutcome, type StepSearchResult } from '../lib/step-search';
 import { SITE, sleep, startNamedTarget } from '../lib/topology';
@@ -98,6 +101,22 @@ export async function capacity(flags: Flags): Promise<unknown> {
     max: flagNumber(flags, 'maxRate', 200_000),
     min: flagNumber(flags, 'minRate', 500),
   };
+  const saved = flags['report'];
+  if (typeof saved === 'string') {
+    // Re-print the tables of a saved run (bench/results/capacity-*.json).
+    const j = JSON.parse(readFileSync(saved, 'utf8')) as { flags: Flags; result: { searches: Search[] } };
+    const names = [...new Set(j.result.searches.map((x) => x.target))];
+    const kindNames = [...new Set(j.result.searches.map((x) => x.kind))];
+    const labels: Record<string, string> = { doc: 'doc rooms of 10', user: 'user rooms' };
+    return report(
+      j.result.searches,
+      names,
+      kindNames.map((k) => ({ name: k, label: labels[k] ?? k, rooms: [], perEvent: k === 'doc' ? 10 : 1 })),
+      j.flags.clients,
+      j.flags,
+      flagNumber(j.flags, 'p99Limit', 50),
+    );
+  }
   const kinds: Kind[] = [];
   if (kindsWanted.includes('doc')) kinds.push({ name: 'doc', label: 'doc rooms of 10', rooms: docRooms(n, 10), perEvent: 10 });
   if (kindsWanted.includes('user')) kinds.push({ name: 'user', label: 'user rooms', rooms: userRooms(n), perEvent: 1 });
@@ -218,6 +237,7 @@ function report(searches: Search[], targets: string[], kinds: Kind[], n: number,
 
   // Summary: medians (min-max) over the repetitions, and the ratio to stock per repetition.
   const summary: Record<string, Record<string, unknown>> = {};
+  const ceilingsByTarget = new Map<string, { sameHost: number[]; elsewhere: number[] }>();
   const rows: string[][] = [];
   for (const kind of kinds) {
     for (const t of targets) {
@@ -233,7 +253,14 @@ function report(searches: Search[], targets: string[], kinds: Kind[], n: number,
         return r ? cores(r, r.generatorCpuSec) : NaN;
       });
       const p99 = mine.map((s) => stepAt(s, s.result.highestPass)?.run.latencyMs.p99 ?? NaN);
-      summary[`${t} ${kind.name}`] = { rates, ratios, limitedByGenerator: limited, generatorCores: genCores, p99 };
+      const ceilings = mine.map((s) => {
+        const r = stepAt(s, s.result.highestPass)?.run;
+        return r ? cpuCeiling(r, os.cpus().length) : { sameHost: NaN, generatorsElsewhere: NaN };
+      });
+      const sameHost = ceilings.map((c) => c.sameHost);
+      const elsewhere = ceilings.map((c) => c.generatorsElsewhere);
+      ceilingsByTarget.set(`${t} ${kind.name}`, { sameHost, elsewhere });
+      summary[`${t} ${kind.name}`] = { rates, ratios, limitedByGenerator: limited, generatorCores: genCores, p99, sameHost, elsewhere };
       rows.push([
         t,
         kind.label,
@@ -242,6 +269,8 @@ function report(searches: Search[], targets: string[], kinds: Kind[], n: number,
         fmtSpread(spread(p99), 1),
         fmtSpread(spread(genCores), 2),
         `${limited}/${mine.length}`,
+        fmtSpread(spread(sameHost)),
+        fmtSpread(spread(elsewhere)),
       ]);
     }
   }
@@ -255,8 +284,22 @@ function report(searches: Search[], targets: string[], kinds: Kind[], n: number,
       'p99 ms there',
       'generator cores there',
       'bounded by the generator',
+      'CPU ceiling, generators on these cores',
+      'CPU ceiling, generators elsewhere',
     ],
     rows,
   );
+  console.log(
+    'CPU ceiling: deliveries/s at which the cores (or one target process at a full core) would be busy, from the CPU per delivery measured at the highest sustained step; an estimate, not a measured rate',
+  );
+  for (const kind of kinds) {
+    const g = ceilingsByTarget.get(`gateway-2w ${kind.name}`);
+    const st = ceilingsByTarget.get(`stock ${kind.name}`);
+    if (!g || !st) continue;
+    const ratio = (a: number[], b: number[]): string => fmt(spread(a).median / spread(b).median, 2);
+    console.log(
+      `${kind.label}: gateway-2w / stock CPU ceiling ${ratio(g.sameHost, st.sameHost)}x with the generators on these cores, ${ratio(g.elsewhere, st.elsewhere)}x with them elsewhere (medians)`,
+    );
+  }
   return { clients: n, p99Limit, searches, summary };
 }

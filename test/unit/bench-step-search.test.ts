@@ -1,7 +1,8 @@
-// The capacity scenario's rate-step search (bench/lib/step-search.ts), driven
-// by simulated targets with a known capacity. No timing is asserted here.
+// The capacity scenario's pure helpers: the rate-step search (bench/lib/step-search.ts), driven
+// by simulated targets with a known capacity, and the CPU ceiling. No timing is asserted here.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { cpuCeiling } from '../../bench/lib/cpu-ceiling';
 import { StepSearch, runStepSearch, type StepOutcome, type StepSearchOptions } from '../../bench/lib/step-search';
 
 const base: StepSearchOptions = { start: 1000, factor: 2, resolution: 0.1, granularity: 100, max: 64_000, min: 100 };
@@ -71,5 +72,23 @@ describe('step search', () => {
     assert.equal(s.next(), 2000);
     assert.throws(() => new StepSearch({ ...base, factor: 1 }), /factor/);
     assert.throws(() => new StepSearch({ ...base, start: 50 }), /min <= start/);
+  });
+});
+
+describe('CPU ceiling', () => {
+  test('the cores or the busiest single process, whichever fills first', () => {
+    // 10,000 deliveries; target 0.5 s over two processes (0.4 + 0.1), redis 0.1 s, generators 0.4 s.
+    const r = {
+      deliveries: 10_000,
+      cpuByProcess: { 'primary(1)': 0.4, 'worker(2)': 0.1, 'redis(3)': 0.1 },
+      gatewayCpuSec: 0.5,
+      redisCpuSec: 0.1,
+      generatorCpuSec: 0.4,
+    };
+    const c = cpuCeiling(r, 2);
+    // 2 cores / 100 us per delivery = 20,000/s; the primary alone would be full at 1 / 40 us = 25,000/s.
+    assert.equal(Math.round(c.sameHost), 20_000);
+    // Without the generators the path costs 60 us (33,333/s on 2 cores), but the primary caps it at 25,000/s.
+    assert.equal(Math.round(c.generatorsElsewhere), 25_000);
   });
 });
