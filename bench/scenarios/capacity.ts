@@ -36,6 +36,8 @@ import { spread } from '../lib/stats';
 import { runStepSearch, type StepOutcome, type StepSearchResult } from '../lib/step-search';
 import { SITE, sleep, startNamedTarget } from '../lib/topology';
 
+const KIND_LABELS: Record<string, string> = { doc: 'doc rooms of 10', user: 'user rooms' };
+
 interface Kind {
   name: string;
   label: string;
@@ -107,19 +109,18 @@ export async function capacity(flags: Flags): Promise<unknown> {
     const j = JSON.parse(readFileSync(saved, 'utf8')) as { flags: Flags; result: { searches: Search[] } };
     const names = [...new Set(j.result.searches.map((x) => x.target))];
     const kindNames = [...new Set(j.result.searches.map((x) => x.kind))];
-    const labels: Record<string, string> = { doc: 'doc rooms of 10', user: 'user rooms' };
     return report(
       j.result.searches,
       names,
-      kindNames.map((k) => ({ name: k, label: labels[k] ?? k, rooms: [], perEvent: k === 'doc' ? 10 : 1 })),
+      kindNames.map((k) => ({ name: k, label: KIND_LABELS[k] ?? k, rooms: [], perEvent: k === 'doc' ? 10 : 1 })),
       j.flags.clients,
       j.flags,
       flagNumber(j.flags, 'p99Limit', 50),
     );
   }
   const kinds: Kind[] = [];
-  if (kindsWanted.includes('doc')) kinds.push({ name: 'doc', label: 'doc rooms of 10', rooms: docRooms(n, 10), perEvent: 10 });
-  if (kindsWanted.includes('user')) kinds.push({ name: 'user', label: 'user rooms', rooms: userRooms(n), perEvent: 1 });
+  if (kindsWanted.includes('doc')) kinds.push({ name: 'doc', label: KIND_LABELS['doc'] ?? 'doc', rooms: docRooms(n, 10), perEvent: 10 });
+  if (kindsWanted.includes('user')) kinds.push({ name: 'user', label: KIND_LABELS['user'] ?? 'user', rooms: userRooms(n), perEvent: 1 });
 
   const env = await startEnv();
   const publisher = await Publisher.start();
