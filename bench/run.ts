@@ -1,12 +1,13 @@
 /**
  * The benchmark tool: `npm run bench -- <scenario> [--flags]`.
- * Scenarios: fanout, idle-memory, connect-storm, scaling, leader-throughput, failover, mqtt, soak, jitter, history-cost, rolling-restart.
+ * Scenarios: fanout, idle-memory, connect-storm, scaling, leader-throughput, capacity, failover, mqtt, soak, jitter, history-cost, rolling-restart.
  * Common flags: --runs N (3), --duration S (5), --clients N, --loadgens N (2).
  * Results: a table on stdout, JSON in bench/results/.
  */
 import os from 'node:os';
 import { machineInfo, saveResult, type Flags } from './lib/common';
 import { admissionHerd } from './scenarios/admission-herd';
+import { capacity } from './scenarios/capacity';
 import { connectStorm } from './scenarios/connect-storm';
 import { failover } from './scenarios/failover';
 import { fanout } from './scenarios/fanout';
@@ -28,6 +29,7 @@ const SCENARIOS: Record<string, { run: (f: Flags) => Promise<unknown>; clients: 
   'admission-herd': { run: admissionHerd, clients: 500, runs: 3 },
   scaling: { run: scaling, clients: 1000, runs: 3 },
   'leader-throughput': { run: leaderThroughput, clients: 1000, runs: 1 },
+  capacity: { run: capacity, clients: 1000, runs: 3 },
   failover: { run: failover, clients: 200, runs: 5 },
   mqtt: { run: mqtt, clients: 1000, runs: 2 },
   soak: { run: soak, clients: 200, runs: 1 },

@@ -218,3 +218,16 @@ export class OneShotPublisher {
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+/** The plain targets by name: gateway-standalone, gateway-<N>w (one host of N workers), stock, raw-ws. */
+export function startNamedTarget(
+  name: string,
+  env: { redis: RedisServer; fake: FakeFrappe },
+  gatewayEnv?: Record<string, string>,
+): Promise<Target> {
+  if (name === 'gateway-standalone') return startGatewayTarget({ fake: env.fake, env: gatewayEnv });
+  if (/^gateway-\d+w$/.test(name))
+    return startGatewayTarget({ fake: env.fake, redis: env.redis, workers: Number(name.slice(8, -1)), env: gatewayEnv });
+  if (name === 'stock' || name === 'raw-ws') return startBaseline({ kind: name, redis: env.redis, fake: env.fake });
+  throw new Error(`unknown target ${name}`);
+}

@@ -23,7 +23,7 @@ import {
 import { LoadGen } from '../lib/loadgen';
 import { Publisher } from '../lib/publisher';
 import type { PublishTarget } from '../lib/publisher-protocol';
-import { SITE, startBaseline, startGatewayTarget, type Target } from '../lib/topology';
+import { SITE, startGatewayTarget, startNamedTarget, type Target } from '../lib/topology';
 
 interface SizeSpec {
   size: string;
@@ -58,10 +58,7 @@ export async function fanout(flags: Flags): Promise<unknown> {
   try {
     for (const name of targets) {
       let target: Target;
-      if (name === 'gateway-standalone') target = await startGatewayTarget({ fake: env.fake, env: nodeEnv });
-      else if (/^gateway-\d+w$/.test(name))
-        target = await startGatewayTarget({ fake: env.fake, redis: env.redis, workers: Number(name.slice(8, -1)), env: nodeEnv });
-      else if (name === 'gateway-1w-nonative')
+      if (name === 'gateway-1w-nonative')
         // ws without its optional native helpers (bufferutil, utf-8-validate), same build.
         target = await startGatewayTarget({
           fake: env.fake,
@@ -75,9 +72,7 @@ export async function fanout(flags: Flags): Promise<unknown> {
         const dir = flags['before'];
         if (typeof dir !== 'string') throw new Error('gateway-1w-before needs --before <dist dir>');
         target = await startGatewayTarget({ fake: env.fake, redis: env.redis, workers: 1, name, mainPath: path.resolve(dir, 'main.js') });
-      } else if (name === 'stock') target = await startBaseline({ kind: 'stock', redis: env.redis, fake: env.fake });
-      else if (name === 'raw-ws') target = await startBaseline({ kind: 'raw-ws', redis: env.redis, fake: env.fake });
-      else throw new Error(`unknown target ${name}`);
+      } else target = await startNamedTarget(name, env, nodeEnv);
       console.error(`[fanout] ${target.name}: connecting ${n} clients`);
       try {
         const clients = makeClients(env, n, { docRoomSize: 10 });
