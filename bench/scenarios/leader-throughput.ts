@@ -6,6 +6,8 @@
  * With `--runs N` each step also reports the medians and spreads over its runs
  * of the leader's (primary's) CPU per event, Redis's CPU per event and the
  * p99 publish-to-receive latency (`npm run bench -- leader-throughput --rates 500,5000`).
+ * `--coalesce 0,2,4` runs this build once per leader coalescing window
+ * (GATEWAY_LEADER_COALESCE_MS), alternating per step like `--before`.
  */
 import path from 'node:path';
 import {
@@ -37,8 +39,11 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
   const rooms = userRooms(n);
   // --before <dist dir>: the same steps on another build (e.g. the branch's base), alternating per step.
   const before = typeof flags['before'] === 'string' ? path.resolve(flags['before'], 'main.js') : undefined;
-  const builds: { label: string; mainPath?: string }[] = [
-    { label: 'this build' },
+  const windows = flagList(flags, 'coalesce', []);
+  const builds: { label: string; mainPath?: string; env?: Record<string, string> }[] = [
+    ...(windows.length
+      ? windows.map((ms) => ({ label: `this build, window ${ms} ms`, env: { GATEWAY_LEADER_COALESCE_MS: ms } }))
+      : [{ label: 'this build' }]),
     ...(before ? [{ label: 'before', mainPath: before }] : []),
   ];
   const stepsByBuild = new Map<string, { rate: number; runs: RunResult[]; sustained: boolean }[]>(builds.map((b) => [b.label, []]));
@@ -52,6 +57,7 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
           redis: env.redis,
           workers: w,
           ...(build.mainPath ? { mainPath: build.mainPath } : {}),
+          ...(build.env ? { env: build.env } : {}),
         });
         const loadgen = await LoadGen.start(flags.loadgens);
         try {
