@@ -27,7 +27,7 @@ import {
 } from '../lib/common';
 import { LoadGen } from '../lib/loadgen';
 import { Publisher } from '../lib/publisher';
-import { SITE, startGatewayTarget } from '../lib/topology';
+import { SITE, startGatewayTarget, type Target } from '../lib/topology';
 
 export async function leaderThroughput(flags: Flags): Promise<unknown> {
   const n = flags.clients;
@@ -46,7 +46,7 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
       : [{ label: 'this build' }]),
     ...(before ? [{ label: 'before', mainPath: before }] : []),
   ];
-  const stepsByBuild = new Map<string, { rate: number; runs: RunResult[]; sustained: boolean }[]>(builds.map((b) => [b.label, []]));
+  const stepsByBuild = new Map<string, Step[]>(builds.map((b) => [b.label, []]));
   const failures = new Map<string, number>();
   try {
     for (const rate of rates) {
@@ -65,12 +65,18 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
           if (c.connected !== n) throw new Error(`only ${c.connected}/${n} connected`);
           await warmUp(t, loadgen, rooms, n);
           const runs: RunResult[] = [];
+          const batchesBefore = await batchTotals(t);
           for (let i = 0; i < flags.runs; i++)
             runs.push(
               await measure({ target: t, loadgen, publisher, redis: env.redis, rate, durationMs: flags.durationMs, rooms, perEvent: 1 }),
             );
           const sustained = runs.every((r) => r.valid && r.lost === 0 && r.latencyMs.p99 <= p99Limit);
-          stepsByBuild.get(build.label)?.push({ rate, runs, sustained });
+          const batchesAfter = await batchTotals(t);
+          const eventsPerBatch =
+            batchesBefore && batchesAfter && batchesAfter.count > batchesBefore.count
+              ? (batchesAfter.events - batchesBefore.events) / (batchesAfter.count - batchesBefore.count)
+              : null;
+          stepsByBuild.get(build.label)?.push({ rate, runs, sustained, eventsPerBatch });
           const r = runs[runs.length - 1] as RunResult;
           const share = Object.entries(r.cpuByProcess)
             .map(([k, v]) => `${k.replace(/\(\d+\)/, '')} ${Math.round((v / (r.windowMs / 1000)) * 100)}%`)
@@ -94,13 +100,22 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
   return { clients: n, workers: w, builds: out };
 }
 
-function report(
-  label: string,
-  steps: { rate: number; runs: RunResult[]; sustained: boolean }[],
-  n: number,
-  w: number,
-  flags: Flags,
-): unknown {
+interface Step {
+  rate: number;
+  runs: RunResult[];
+  sustained: boolean;
+  /** Mean events per fenced batch over the step's runs (gateway_leader_batch_events); null for a build without it. */
+  eventsPerBatch: number | null;
+}
+
+/** The leader's gateway_leader_batch_events totals (the primary's /metrics), or null when the build has no such metric. */
+async function batchTotals(t: Target): Promise<{ count: number; events: number } | null> {
+  const count = await t.gateway?.metricValue('gateway_leader_batch_events_count');
+  const events = await t.gateway?.metricValue('gateway_leader_batch_events_sum');
+  return count === undefined || events === undefined ? null : { count, events };
+}
+
+function report(label: string, steps: Step[], n: number, w: number, flags: Flags): unknown {
   const rows = steps.map((s) => {
     const r = s.runs[s.runs.length - 1] as RunResult;
     const secs = r.windowMs / 1000;
@@ -133,11 +148,28 @@ function report(
     const workers = summarize(s.runs, (r) => ((r.gatewayCpuSec - primaryCpu(r)) / Math.max(1, r.sent)) * 1e6);
     const p99 = summarize(s.runs, (r) => r.latencyMs.p99);
     const lost = s.runs.reduce((a, r) => a + r.lost, 0);
-    return { rate: s.rate, leaderUsPerEvent: leader, redisUsPerEvent: redis, workersUsPerEvent: workers, p99Ms: p99, lost };
+    return {
+      rate: s.rate,
+      leaderUsPerEvent: leader,
+      redisUsPerEvent: redis,
+      workersUsPerEvent: workers,
+      p99Ms: p99,
+      lost,
+      eventsPerBatch: s.eventsPerBatch,
+    };
   });
   printTable(
     `leader-throughput (${label}) per event: medians (min-max) over the valid runs of each step`,
-    ['offered', 'valid runs', 'leader (primary) CPU us/event', 'workers CPU us/event', 'redis CPU us/event', 'p99 ms', 'lost'],
+    [
+      'offered',
+      'valid runs',
+      'leader (primary) CPU us/event',
+      'workers CPU us/event',
+      'redis CPU us/event',
+      'p99 ms',
+      'lost',
+      'events/batch',
+    ],
     perEvent.map((p, i) => [
       `${p.rate}/s`,
       `${p.leaderUsPerEvent.validRuns}/${steps[i]?.runs.length ?? 0}`,
@@ -146,6 +178,7 @@ function report(
       fmtSpread(p.redisUsPerEvent, 1),
       fmtSpread(p.p99Ms, 1),
       String(p.lost),
+      p.eventsPerBatch === null ? '-' : fmt(p.eventsPerBatch, 1),
     ]),
   );
   const best = steps.filter((s) => s.sustained).map((s) => s.rate);
