@@ -9,6 +9,7 @@
  * `--coalesce 0,2,4` runs this build once per leader coalescing window
  * (GATEWAY_LEADER_COALESCE_MS), alternating per step like `--before`.
  */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   flagList,
@@ -66,17 +67,22 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
           await warmUp(t, loadgen, rooms, n);
           const runs: RunResult[] = [];
           const batchesBefore = await batchTotals(t);
+          const wakeupsBefore = wakeups(t.primaryPid);
           for (let i = 0; i < flags.runs; i++)
             runs.push(
               await measure({ target: t, loadgen, publisher, redis: env.redis, rate, durationMs: flags.durationMs, rooms, perEvent: 1 }),
             );
           const sustained = runs.every((r) => r.valid && r.lost === 0 && r.latencyMs.p99 <= p99Limit);
+          const wakeupsAfter = wakeups(t.primaryPid);
           const batchesAfter = await batchTotals(t);
           const eventsPerBatch =
             batchesBefore && batchesAfter && batchesAfter.count > batchesBefore.count
               ? (batchesAfter.events - batchesBefore.events) / (batchesAfter.count - batchesBefore.count)
               : null;
-          stepsByBuild.get(build.label)?.push({ rate, runs, sustained, eventsPerBatch });
+          const sent = runs.reduce((a, r) => a + r.sent, 0);
+          const wakeupsPerEvent =
+            wakeupsBefore !== null && wakeupsAfter !== null && sent > 0 ? (wakeupsAfter - wakeupsBefore) / sent : null;
+          stepsByBuild.get(build.label)?.push({ rate, runs, sustained, eventsPerBatch, wakeupsPerEvent });
           const r = runs[runs.length - 1] as RunResult;
           const share = Object.entries(r.cpuByProcess)
             .map(([k, v]) => `${k.replace(/\(\d+\)/, '')} ${Math.round((v / (r.windowMs / 1000)) * 100)}%`)
@@ -106,6 +112,18 @@ interface Step {
   sustained: boolean;
   /** Mean events per fenced batch over the step's runs (gateway_leader_batch_events); null for a build without it. */
   eventsPerBatch: number | null;
+  /** The leader's main-thread sleeps (voluntary context switches) per event sent, over the step's runs. */
+  wakeupsPerEvent: number | null;
+}
+
+/** voluntary_ctxt_switches of a process's main thread (its event loop): each is a sleep, i.e. one wake-up. */
+function wakeups(pid: number): number | null {
+  try {
+    const m = /^voluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
 }
 
 /** The leader's gateway_leader_batch_events totals (the primary's /metrics), or null when the build has no such metric. */
@@ -156,6 +174,7 @@ function report(label: string, steps: Step[], n: number, w: number, flags: Flags
       p99Ms: p99,
       lost,
       eventsPerBatch: s.eventsPerBatch,
+      wakeupsPerEvent: s.wakeupsPerEvent,
     };
   });
   printTable(
@@ -169,6 +188,7 @@ function report(label: string, steps: Step[], n: number, w: number, flags: Flags
       'p99 ms',
       'lost',
       'events/batch',
+      'leader wake-ups/event',
     ],
     perEvent.map((p, i) => [
       `${p.rate}/s`,
@@ -179,6 +199,7 @@ function report(label: string, steps: Step[], n: number, w: number, flags: Flags
       fmtSpread(p.p99Ms, 1),
       String(p.lost),
       p.eventsPerBatch === null ? '-' : fmt(p.eventsPerBatch, 1),
+      p.wakeupsPerEvent === null ? '-' : fmt(p.wakeupsPerEvent, 2),
     ]),
   );
   const best = steps.filter((s) => s.sustained).map((s) => s.rate);
