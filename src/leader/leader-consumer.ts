@@ -60,6 +60,20 @@ const PIPELINE_BACKLOG = 64;
 /** A freshly elected leader waits this long for its subscriber to catch up before replaying unaligned. */
 const ALIGN_RETRY_MS = 200;
 
+/** The libuv stream handle under a `net.Socket` (Node internals, used as net.js itself uses them). */
+interface ReadHandle {
+  reading: boolean;
+  readStop(): number;
+  readStart(): number;
+}
+
+function readHandle(s: Socket): ReadHandle | null {
+  const h = (s as unknown as { _handle?: Partial<ReadHandle> | null })._handle;
+  return h && typeof h.readStop === 'function' && typeof h.readStart === 'function' && typeof h.reading === 'boolean'
+    ? (h as ReadHandle)
+    : null;
+}
+
 export interface LeaderConsumerDeps {
   readonly config: LeaderConfig;
   readonly keys: Keys;
@@ -180,22 +194,46 @@ export class LeaderConsumer {
     else this.scheduleFlush();
   }
 
-  /** See the coalescing window above. Cluster mode has no single subscriber socket to pause: the timer alone. */
+  /**
+   * See the coalescing window above. `Socket.pause()` alone only stops
+   * emitting: Node goes on reading the kernel into the stream's buffer (one
+   * wake-up per message) up to its highWaterMark, and stops the handle itself
+   * only for sockets made with `onread`. So the handle is stopped here the way
+   * net.js does it for those (`reading = false; readStop()`). Cluster mode has
+   * no single subscriber socket: the timer alone.
+   */
   private openHold(): void {
     const stream = (this.d.sub as { stream?: unknown }).stream;
     if (stream instanceof Socket && !stream.destroyed) {
       stream.pause();
+      const h = readHandle(stream);
+      if (h?.reading) {
+        h.reading = false;
+        h.readStop();
+      }
       this.paused = stream;
     }
     this.hold = setTimeout(this.endHold, this.d.config.leaderCoalesceMs);
   }
 
-  /** Ends the window: the paused socket is read in this loop turn's poll phase, before the flush (setImmediate). */
+  /**
+   * Ends the window: the socket reads again (net.js `tryReadStart`; `resume()`
+   * does not restart a handle stopped under a pending read) and what the kernel
+   * queued is read in this loop turn's poll phase, before the flush (setImmediate).
+   */
   private readonly endHold = (): void => {
     if (this.hold !== null) clearTimeout(this.hold);
     this.hold = null;
-    this.paused?.resume();
+    const stream = this.paused;
     this.paused = null;
+    if (stream) {
+      stream.resume();
+      const h = readHandle(stream);
+      if (h && !h.reading && !stream.destroyed && !stream.isPaused()) {
+        h.reading = true;
+        h.readStart();
+      }
+    }
     this.scheduleFlush();
   };
 

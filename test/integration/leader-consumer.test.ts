@@ -216,6 +216,9 @@ test('events published one by one within the coalescing window go out in one bat
   // Each its own publish, i.e. its own message on the subscriber connection.
   for (let seq = 1; seq < 10; seq++) await publisher.publish('events', event(seq));
   assert.deepEqual(order, [], 'nothing broadcast while the window is open');
+  // Published and answered, so at the leader's socket by now, but not taken in until the window ends.
+  await new Promise((r) => setImmediate(r));
+  assert.equal(a.c.state().lag, 1, 'events published during the window reach the consumer only when it ends');
   await until(() => order.length === 10, 'all ten broadcast');
   assert.deepEqual(order, range(0, 10));
   assert.deepEqual(await batches(a.metrics), { count: 1, events: 10 }, 'one fenced batch carried all ten');
