@@ -292,8 +292,8 @@ export const OPTIONS = {
   leaderCoalesceMs: {
     env: 'GATEWAY_LEADER_COALESCE_MS',
     type: ms(0, 50),
-    default: '2',
-    doc: 'Coalescing window of the events leader: an event reaching an idle leader holds its batch open this long (its subscriber socket paused meanwhile) so that the next events share one read, one fenced script call and one reply; adds up to this much latency. 0 = every event is sent as soon as no batch is in flight.',
+    default: '0',
+    doc: 'Coalescing window of the events leader: an event reaching an idle leader holds its batch open this long (its subscriber socket paused meanwhile) so that the next events share one read, one fenced script call and one reply; adds up to this much latency (more on CPU-contended hosts: see BENCHMARKS.md). 0 (default) = every event is sent as soon as no batch is in flight.',
   },
   standbyBufferEvents: {
     env: 'GATEWAY_STANDBY_BUFFER_EVENTS',

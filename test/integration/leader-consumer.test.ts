@@ -132,37 +132,38 @@ test('a history batch appends each offset to its live packet and records it once
   assert.equal(await client.get(keys.historyGenesis), entries[0]?.[0], 'the stream records where it started');
 });
 
-test('graceful hand-over between two consumers broadcasts every event exactly once', async (t) => {
-  const scope = withScope(t);
-  const redis = await startRedis({ scope });
-  const cfg = config(redis.url, uniqueKeyPrefix());
-  const keys = createKeys(cfg.keyPrefix);
-  const seen = await watchRoom(scope, redis.client(), `${keys.adapterPrefix}#/site1.local#user:a#`);
-  const a = consumer(scope, cfg, 'node-a');
-  await a.c.start();
-  await until(() => a.c.isLeader, 'a leads', 5000);
-  const b = consumer(scope, cfg, 'node-b');
-  await b.c.start();
+for (const windowMs of [0, 2])
+  test(`graceful hand-over between two consumers broadcasts every event exactly once (coalescing window ${windowMs} ms)`, async (t) => {
+    const scope = withScope(t);
+    const redis = await startRedis({ scope });
+    const cfg = { ...config(redis.url, uniqueKeyPrefix()), leaderCoalesceMs: windowMs };
+    const keys = createKeys(cfg.keyPrefix);
+    const seen = await watchRoom(scope, redis.client(), `${keys.adapterPrefix}#/site1.local#user:a#`);
+    const a = consumer(scope, cfg, 'node-a');
+    await a.c.start();
+    await until(() => a.c.isLeader, 'a leads', 5000);
+    const b = consumer(scope, cfg, 'node-b');
+    await b.c.start();
 
-  const publisher = redis.client();
-  const total = 3000;
-  let handedOver = false;
-  for (let seq = 0; seq < total; seq++) {
-    await publisher.publish('events', event(seq));
-    if (seq === 1000) {
-      // Stop A mid-stream; B must continue exactly where A stopped.
-      void a.c.stop().then(() => {
-        handedOver = true;
-      });
+    const publisher = redis.client();
+    const total = 3000;
+    let handedOver = false;
+    for (let seq = 0; seq < total; seq++) {
+      await publisher.publish('events', event(seq));
+      if (seq === 1000) {
+        // Stop A mid-stream; B must continue exactly where A stopped.
+        void a.c.stop().then(() => {
+          handedOver = true;
+        });
+      }
     }
-  }
-  await until(() => handedOver && b.c.isLeader && seen.size === total, `all ${total} events broadcast (have ${seen.size})`, 10000);
-  const dup = [...seen.entries()].filter(([, n]) => n !== 1);
-  assert.deepEqual(dup, [], 'no event broadcast twice');
-  for (let seq = 0; seq < total; seq++) assert.equal(seen.get(seq), 1, `event ${seq} broadcast once`);
-  assert.equal(b.c.state().leader, true);
-  assert.equal(a.c.state().leader, false);
-});
+    await until(() => handedOver && b.c.isLeader && seen.size === total, `all ${total} events broadcast (have ${seen.size})`, 10000);
+    const dup = [...seen.entries()].filter(([, n]) => n !== 1);
+    assert.deepEqual(dup, [], 'no event broadcast twice');
+    for (let seq = 0; seq < total; seq++) assert.equal(seen.get(seq), 1, `event ${seq} broadcast once`);
+    assert.equal(b.c.state().leader, true);
+    assert.equal(a.c.state().leader, false);
+  });
 
 test('a consumer whose lease was taken over is fenced and steps down without broadcasting', async (t) => {
   const scope = withScope(t);
