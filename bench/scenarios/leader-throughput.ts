@@ -6,7 +6,10 @@
  * With `--runs N` each step also reports the medians and spreads over its runs
  * of the leader's (primary's) CPU per event, Redis's CPU per event and the
  * p99 publish-to-receive latency (`npm run bench -- leader-throughput --rates 500,5000`).
+ * `--coalesce 0,2,4` runs this build once per leader coalescing window
+ * (GATEWAY_LEADER_COALESCE_MS), alternating per step like `--before`.
  */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   flagList,
@@ -25,7 +28,7 @@ import {
 } from '../lib/common';
 import { LoadGen } from '../lib/loadgen';
 import { Publisher } from '../lib/publisher';
-import { SITE, startGatewayTarget } from '../lib/topology';
+import { SITE, startGatewayTarget, type Target } from '../lib/topology';
 
 export async function leaderThroughput(flags: Flags): Promise<unknown> {
   const n = flags.clients;
@@ -37,11 +40,14 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
   const rooms = userRooms(n);
   // --before <dist dir>: the same steps on another build (e.g. the branch's base), alternating per step.
   const before = typeof flags['before'] === 'string' ? path.resolve(flags['before'], 'main.js') : undefined;
-  const builds: { label: string; mainPath?: string }[] = [
-    { label: 'this build' },
+  const windows = flagList(flags, 'coalesce', []);
+  const builds: { label: string; mainPath?: string; env?: Record<string, string> }[] = [
+    ...(windows.length
+      ? windows.map((ms) => ({ label: `this build, window ${ms} ms`, env: { GATEWAY_LEADER_COALESCE_MS: ms } }))
+      : [{ label: 'this build' }]),
     ...(before ? [{ label: 'before', mainPath: before }] : []),
   ];
-  const stepsByBuild = new Map<string, { rate: number; runs: RunResult[]; sustained: boolean }[]>(builds.map((b) => [b.label, []]));
+  const stepsByBuild = new Map<string, Step[]>(builds.map((b) => [b.label, []]));
   const failures = new Map<string, number>();
   try {
     for (const rate of rates) {
@@ -52,6 +58,7 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
           redis: env.redis,
           workers: w,
           ...(build.mainPath ? { mainPath: build.mainPath } : {}),
+          ...(build.env ? { env: build.env } : {}),
         });
         const loadgen = await LoadGen.start(flags.loadgens);
         try {
@@ -59,12 +66,23 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
           if (c.connected !== n) throw new Error(`only ${c.connected}/${n} connected`);
           await warmUp(t, loadgen, rooms, n);
           const runs: RunResult[] = [];
+          const batchesBefore = await batchTotals(t);
+          const wakeupsBefore = wakeups(t.primaryPid);
           for (let i = 0; i < flags.runs; i++)
             runs.push(
               await measure({ target: t, loadgen, publisher, redis: env.redis, rate, durationMs: flags.durationMs, rooms, perEvent: 1 }),
             );
           const sustained = runs.every((r) => r.valid && r.lost === 0 && r.latencyMs.p99 <= p99Limit);
-          stepsByBuild.get(build.label)?.push({ rate, runs, sustained });
+          const wakeupsAfter = wakeups(t.primaryPid);
+          const batchesAfter = await batchTotals(t);
+          const eventsPerBatch =
+            batchesBefore && batchesAfter && batchesAfter.count > batchesBefore.count
+              ? (batchesAfter.events - batchesBefore.events) / (batchesAfter.count - batchesBefore.count)
+              : null;
+          const sent = runs.reduce((a, r) => a + r.sent, 0);
+          const wakeupsPerEvent =
+            wakeupsBefore !== null && wakeupsAfter !== null && sent > 0 ? (wakeupsAfter - wakeupsBefore) / sent : null;
+          stepsByBuild.get(build.label)?.push({ rate, runs, sustained, eventsPerBatch, wakeupsPerEvent });
           const r = runs[runs.length - 1] as RunResult;
           const share = Object.entries(r.cpuByProcess)
             .map(([k, v]) => `${k.replace(/\(\d+\)/, '')} ${Math.round((v / (r.windowMs / 1000)) * 100)}%`)
@@ -88,13 +106,34 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
   return { clients: n, workers: w, builds: out };
 }
 
-function report(
-  label: string,
-  steps: { rate: number; runs: RunResult[]; sustained: boolean }[],
-  n: number,
-  w: number,
-  flags: Flags,
-): unknown {
+interface Step {
+  rate: number;
+  runs: RunResult[];
+  sustained: boolean;
+  /** Mean events per fenced batch over the step's runs (gateway_leader_batch_events); null for a build without it. */
+  eventsPerBatch: number | null;
+  /** The leader's main-thread sleeps (voluntary context switches) per event sent, over the step's runs. */
+  wakeupsPerEvent: number | null;
+}
+
+/** voluntary_ctxt_switches of a process's main thread (its event loop): each is a sleep, i.e. one wake-up. */
+function wakeups(pid: number): number | null {
+  try {
+    const m = /^voluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The leader's gateway_leader_batch_events totals (the primary's /metrics), or null when the build has no such metric. */
+async function batchTotals(t: Target): Promise<{ count: number; events: number } | null> {
+  const count = await t.gateway?.metricValue('gateway_leader_batch_events_count');
+  const events = await t.gateway?.metricValue('gateway_leader_batch_events_sum');
+  return count === undefined || events === undefined ? null : { count, events };
+}
+
+function report(label: string, steps: Step[], n: number, w: number, flags: Flags): unknown {
   const rows = steps.map((s) => {
     const r = s.runs[s.runs.length - 1] as RunResult;
     const secs = r.windowMs / 1000;
@@ -127,11 +166,30 @@ function report(
     const workers = summarize(s.runs, (r) => ((r.gatewayCpuSec - primaryCpu(r)) / Math.max(1, r.sent)) * 1e6);
     const p99 = summarize(s.runs, (r) => r.latencyMs.p99);
     const lost = s.runs.reduce((a, r) => a + r.lost, 0);
-    return { rate: s.rate, leaderUsPerEvent: leader, redisUsPerEvent: redis, workersUsPerEvent: workers, p99Ms: p99, lost };
+    return {
+      rate: s.rate,
+      leaderUsPerEvent: leader,
+      redisUsPerEvent: redis,
+      workersUsPerEvent: workers,
+      p99Ms: p99,
+      lost,
+      eventsPerBatch: s.eventsPerBatch,
+      wakeupsPerEvent: s.wakeupsPerEvent,
+    };
   });
   printTable(
     `leader-throughput (${label}) per event: medians (min-max) over the valid runs of each step`,
-    ['offered', 'valid runs', 'leader (primary) CPU us/event', 'workers CPU us/event', 'redis CPU us/event', 'p99 ms', 'lost'],
+    [
+      'offered',
+      'valid runs',
+      'leader (primary) CPU us/event',
+      'workers CPU us/event',
+      'redis CPU us/event',
+      'p99 ms',
+      'lost',
+      'events/batch',
+      'leader wake-ups/event',
+    ],
     perEvent.map((p, i) => [
       `${p.rate}/s`,
       `${p.leaderUsPerEvent.validRuns}/${steps[i]?.runs.length ?? 0}`,
@@ -140,6 +198,8 @@ function report(
       fmtSpread(p.redisUsPerEvent, 1),
       fmtSpread(p.p99Ms, 1),
       String(p.lost),
+      p.eventsPerBatch === null ? '-' : fmt(p.eventsPerBatch, 1),
+      p.wakeupsPerEvent === null ? '-' : fmt(p.wakeupsPerEvent, 2),
     ]),
   );
   const best = steps.filter((s) => s.sustained).map((s) => s.rate);

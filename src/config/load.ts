@@ -297,6 +297,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     pingTimeoutMs: num('pingTimeoutMs'),
     leaderLeaseMs: num('leaderLeaseMs'),
     leaderRenewMs: num('leaderRenewMs'),
+    leaderCoalesceMs: num('leaderCoalesceMs'),
     standbyBufferEvents: num('standbyBufferEvents'),
     standbyBufferMs: num('standbyBufferMs'),
     presenceTtlMs: num('presenceTtlMs'),

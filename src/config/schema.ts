@@ -59,6 +59,8 @@ export interface GatewayConfig {
   readonly pingTimeoutMs: number;
   readonly leaderLeaseMs: number;
   readonly leaderRenewMs: number;
+  /** The events leader holds a batch open this long after its first event (0 = no hold). */
+  readonly leaderCoalesceMs: number;
   readonly standbyBufferEvents: number;
   readonly standbyBufferMs: number;
   readonly presenceTtlMs: number;
@@ -289,6 +291,12 @@ export const OPTIONS = {
     type: ms(50, 20_000),
     default: '250',
     doc: 'Leader renewal and standby acquisition interval.',
+  },
+  leaderCoalesceMs: {
+    env: 'GATEWAY_LEADER_COALESCE_MS',
+    type: ms(0, 50),
+    default: '0',
+    doc: 'Coalescing window of the events leader: an event reaching an idle leader holds its batch open this long (its subscriber socket paused meanwhile) so that the next events share one read, one fenced script call and one reply; adds up to this much latency (more on CPU-contended hosts: see BENCHMARKS.md). 0 (default) = every event is sent as soon as no batch is in flight.',
   },
   standbyBufferEvents: {
     env: 'GATEWAY_STANDBY_BUFFER_EVENTS',

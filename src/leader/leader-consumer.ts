@@ -1,3 +1,4 @@
+import { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { GatewayConfig } from '../config';
 import type { Metrics } from '../metrics/metrics';
@@ -21,6 +22,7 @@ export type LeaderConfig = Pick<
   | 'history'
   | 'historyMaxEvents'
   | 'historyMs'
+  | 'leaderCoalesceMs'
   | 'leaderLeaseMs'
   | 'leaderRenewMs'
   | 'maxMessageBytes'
@@ -45,8 +47,33 @@ const BATCH_MAX = 512;
  */
 const MAX_INFLIGHT = 8;
 const PIPELINE_BACKLOG = 64;
+/*
+ * Coalescing window (GATEWAY_LEADER_COALESCE_MS): at moderate rates events
+ * arrive one by one, and each would cost the leader a wake-up for its
+ * message, a script call and a wake-up for the reply. An event that reaches
+ * an idle leader (no batch in flight or due) opens a hold instead: one timer,
+ * and the subscriber's socket paused so the kernel queues what follows; when
+ * the timer fires the socket is read again (one read for everything queued)
+ * and the batch goes out in the same event-loop turn. A hold ends early once
+ * BATCH_MAX events wait. Busy, the leader never holds: events arriving during
+ * a round trip go out with its reply, as without the window.
+ */
 /** A freshly elected leader waits this long for its subscriber to catch up before replaying unaligned. */
 const ALIGN_RETRY_MS = 200;
+
+/** The libuv stream handle under a `net.Socket` (Node internals, used as net.js itself uses them). */
+interface ReadHandle {
+  reading: boolean;
+  readStop(): number;
+  readStart(): number;
+}
+
+function readHandle(s: Socket): ReadHandle | null {
+  const h = (s as unknown as { _handle?: Partial<ReadHandle> | null })._handle;
+  return h && typeof h.readStop === 'function' && typeof h.readStart === 'function' && typeof h.reading === 'boolean'
+    ? (h as ReadHandle)
+    : null;
+}
 
 export interface LeaderConsumerDeps {
   readonly config: LeaderConfig;
@@ -86,6 +113,9 @@ export class LeaderConsumer {
   private aligning = false;
   private inflight = 0;
   private flushScheduled = false;
+  /** The open coalescing window's timer (at most one), and the subscriber socket it paused. */
+  private hold: NodeJS.Timeout | null = null;
+  private paused: Socket | null = null;
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
   private acquiring = false;
@@ -161,9 +191,55 @@ export class LeaderConsumer {
     const now = performance.now();
     this.ring.push(raw, now);
     this.ring.trim(now, this.held ? this.cursor : this.ring.end);
-    if (this.held && !this.aligning) this.scheduleFlush();
-    else this.scheduleReport();
+    if (!this.held || this.aligning) this.scheduleReport();
+    else if (this.hold !== null) {
+      if (this.ring.end - this.cursor >= BATCH_MAX) this.endHold();
+    } else if (this.d.config.leaderCoalesceMs > 0 && this.inflight === 0 && !this.flushScheduled) this.openHold();
+    else this.scheduleFlush();
   }
+
+  /**
+   * See the coalescing window above. `Socket.pause()` alone only stops
+   * emitting: Node goes on reading the kernel into the stream's buffer (one
+   * wake-up per message) up to its highWaterMark, and stops the handle itself
+   * only for sockets made with `onread`. So the handle is stopped here the way
+   * net.js does it for those (`reading = false; readStop()`). Cluster mode has
+   * no single subscriber socket: the timer alone.
+   */
+  private openHold(): void {
+    const stream = (this.d.sub as { stream?: unknown }).stream;
+    if (stream instanceof Socket && !stream.destroyed) {
+      stream.pause();
+      const h = readHandle(stream);
+      if (h?.reading) {
+        h.reading = false;
+        h.readStop();
+      }
+      this.paused = stream;
+    }
+    this.hold = setTimeout(this.endHold, this.d.config.leaderCoalesceMs);
+  }
+
+  /**
+   * Ends the window: the socket reads again (net.js `tryReadStart`; `resume()`
+   * does not restart a handle stopped under a pending read) and what the kernel
+   * queued is read in this loop turn's poll phase, before the flush (setImmediate).
+   */
+  private readonly endHold = (): void => {
+    if (this.hold !== null) clearTimeout(this.hold);
+    this.hold = null;
+    const stream = this.paused;
+    this.paused = null;
+    if (stream) {
+      stream.resume();
+      const h = readHandle(stream);
+      if (h && !h.reading && !stream.destroyed && !stream.isPaused()) {
+        h.reading = true;
+        h.readStart();
+      }
+    }
+    this.scheduleFlush();
+  };
 
   private reportScheduled = false;
 
@@ -314,7 +390,7 @@ export class LeaderConsumer {
    */
   private flush(): void {
     const held = this.held;
-    if (!held || this.aligning) return;
+    if (!held || this.aligning || this.hold !== null) return;
     if (this.canSend()) {
       if (performance.now() >= held.validUntil) {
         this.stepDown('lease validity ran out before broadcast', false);
@@ -328,6 +404,7 @@ export class LeaderConsumer {
       this.lastProgress = progress;
       this.cursor = last + 1;
       this.inflight++;
+      this.d.metrics.leaderBatchEvents.observe(last + 1 - first);
       const started = performance.now();
       const receivedAt = this.ring.receivedAt(first) ?? started;
       this.publisher.publish(held.token, items, expected, progress).then(
@@ -427,6 +504,7 @@ export class LeaderConsumer {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    this.endHold();
     const held = this.held;
     if (held && !this.aligning) {
       const deadline = performance.now() + 1000;

@@ -290,6 +290,12 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers: r,
     }),
+    leaderBatchEvents: new Histogram({
+      name: 'gateway_leader_batch_events',
+      help: 'Events per fenced broadcast batch of the events leader (one script call each)',
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+      registers: r,
+    }),
     workersUp: new Gauge({ name: 'gateway_workers_up', help: 'Worker processes running on this host', registers: r }),
     workersUnresponsive: new Gauge({
       name: 'gateway_workers_unresponsive',

@@ -14,7 +14,7 @@ import { Intake } from '../../src/events/intake';
 import { LeaderConsumer } from '../../src/leader/leader-consumer';
 import { BatchPublisher, FencedError } from '../../src/leader/publisher';
 import { Lease } from '../../src/leader/lease';
-import { createMetrics } from '../../src/metrics/metrics';
+import { createMetrics, type Metrics } from '../../src/metrics/metrics';
 import { createKeys } from '../../src/redis/keys';
 import { createRedisClient } from '../../src/redis/connect';
 import { RateLimitedLog } from '../../src/shared/logger';
@@ -52,14 +52,15 @@ function consumer(scope: Scope, cfg: GatewayConfig, name: string) {
   return { c, sub, cmd, metrics };
 }
 
-/** Counts every broadcast the leader makes on the room shard channels, by sequence number. */
-async function watchRoom(scope: Scope, redis: Redis, channel: string): Promise<Map<number, number>> {
+/** Counts every broadcast the leader makes on the room shard channels, by sequence number (and appends each to `order`). */
+async function watchRoom(scope: Scope, redis: Redis, channel: string, order: number[] = []): Promise<Map<number, number>> {
   const seen = new Map<number, number>();
   scope.add(() => redis.disconnect());
   redis.on('smessage', (_ch: string, msg: string) => {
     // Pre-encoded Socket.IO packet: "!2/<site>,[event, message]".
     const seq = (JSON.parse(msg.slice(msg.indexOf(',') + 1)) as [string, { seq: number }])[1].seq;
     seen.set(seq, (seen.get(seq) ?? 0) + 1);
+    order.push(seq);
   });
   await redis.ssubscribe(channel);
   return seen;
@@ -131,37 +132,38 @@ test('a history batch appends each offset to its live packet and records it once
   assert.equal(await client.get(keys.historyGenesis), entries[0]?.[0], 'the stream records where it started');
 });
 
-test('graceful hand-over between two consumers broadcasts every event exactly once', async (t) => {
-  const scope = withScope(t);
-  const redis = await startRedis({ scope });
-  const cfg = config(redis.url, uniqueKeyPrefix());
-  const keys = createKeys(cfg.keyPrefix);
-  const seen = await watchRoom(scope, redis.client(), `${keys.adapterPrefix}#/site1.local#user:a#`);
-  const a = consumer(scope, cfg, 'node-a');
-  await a.c.start();
-  await until(() => a.c.isLeader, 'a leads', 5000);
-  const b = consumer(scope, cfg, 'node-b');
-  await b.c.start();
+for (const windowMs of [0, 2])
+  test(`graceful hand-over between two consumers broadcasts every event exactly once (coalescing window ${windowMs} ms)`, async (t) => {
+    const scope = withScope(t);
+    const redis = await startRedis({ scope });
+    const cfg = { ...config(redis.url, uniqueKeyPrefix()), leaderCoalesceMs: windowMs };
+    const keys = createKeys(cfg.keyPrefix);
+    const seen = await watchRoom(scope, redis.client(), `${keys.adapterPrefix}#/site1.local#user:a#`);
+    const a = consumer(scope, cfg, 'node-a');
+    await a.c.start();
+    await until(() => a.c.isLeader, 'a leads', 5000);
+    const b = consumer(scope, cfg, 'node-b');
+    await b.c.start();
 
-  const publisher = redis.client();
-  const total = 3000;
-  let handedOver = false;
-  for (let seq = 0; seq < total; seq++) {
-    await publisher.publish('events', event(seq));
-    if (seq === 1000) {
-      // Stop A mid-stream; B must continue exactly where A stopped.
-      void a.c.stop().then(() => {
-        handedOver = true;
-      });
+    const publisher = redis.client();
+    const total = 3000;
+    let handedOver = false;
+    for (let seq = 0; seq < total; seq++) {
+      await publisher.publish('events', event(seq));
+      if (seq === 1000) {
+        // Stop A mid-stream; B must continue exactly where A stopped.
+        void a.c.stop().then(() => {
+          handedOver = true;
+        });
+      }
     }
-  }
-  await until(() => handedOver && b.c.isLeader && seen.size === total, `all ${total} events broadcast (have ${seen.size})`, 10000);
-  const dup = [...seen.entries()].filter(([, n]) => n !== 1);
-  assert.deepEqual(dup, [], 'no event broadcast twice');
-  for (let seq = 0; seq < total; seq++) assert.equal(seen.get(seq), 1, `event ${seq} broadcast once`);
-  assert.equal(b.c.state().leader, true);
-  assert.equal(a.c.state().leader, false);
-});
+    await until(() => handedOver && b.c.isLeader && seen.size === total, `all ${total} events broadcast (have ${seen.size})`, 10000);
+    const dup = [...seen.entries()].filter(([, n]) => n !== 1);
+    assert.deepEqual(dup, [], 'no event broadcast twice');
+    for (let seq = 0; seq < total; seq++) assert.equal(seen.get(seq), 1, `event ${seq} broadcast once`);
+    assert.equal(b.c.state().leader, true);
+    assert.equal(a.c.state().leader, false);
+  });
 
 test('a consumer whose lease was taken over is fenced and steps down without broadcasting', async (t) => {
   const scope = withScope(t);
@@ -184,4 +186,71 @@ test('a consumer whose lease was taken over is fenced and steps down without bro
   // When the intruder's lease goes away, A takes over again and replays the event it held back.
   await admin.del(keys.leaderLease);
   await until(() => seen.get(1) === 1, 'held-back event broadcast after re-election', 5000);
+});
+
+/** gateway_leader_batch_events: batches sent and the events they carried. */
+async function batches(metrics: Metrics): Promise<{ count: number; events: number }> {
+  const values = (await metrics.leaderBatchEvents.get()).values;
+  const of = (name: string): number => values.find((v) => v.metricName === `gateway_leader_batch_events_${name}`)?.value ?? 0;
+  return { count: of('count'), events: of('sum') };
+}
+
+const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i);
+
+/** A leader with its coalescing window set to `windowMs`, and what it broadcasts to user:a, in arrival order. */
+async function coalescingLeader(t: Parameters<typeof withScope>[0], windowMs: number) {
+  const scope = withScope(t);
+  const redis = await startRedis({ scope });
+  const cfg = { ...config(redis.url, uniqueKeyPrefix()), leaderCoalesceMs: windowMs };
+  const order: number[] = [];
+  await watchRoom(scope, redis.client(), `${createKeys(cfg.keyPrefix).adapterPrefix}#/site1.local#user:a#`, order);
+  const a = consumer(scope, cfg, 'node-a');
+  await a.c.start();
+  await until(() => a.c.isLeader, 'a leads', 5000);
+  return { a, order, publisher: redis.client() };
+}
+
+test('events published one by one within the coalescing window go out in one batch, in order', async (t) => {
+  const { a, order, publisher } = await coalescingLeader(t, 3000);
+  await publisher.publish('events', event(0));
+  await until(() => a.c.state().lag === 1, 'the first event received and held');
+  // Each its own publish, i.e. its own message on the subscriber connection.
+  for (let seq = 1; seq < 10; seq++) await publisher.publish('events', event(seq));
+  assert.deepEqual(order, [], 'nothing broadcast while the window is open');
+  // Published and answered, so at the leader's socket by now, but not taken in until the window ends.
+  await new Promise((r) => setImmediate(r));
+  assert.equal(a.c.state().lag, 1, 'events published during the window reach the consumer only when it ends');
+  await until(() => order.length === 10, 'all ten broadcast');
+  assert.deepEqual(order, range(0, 10));
+  assert.deepEqual(await batches(a.metrics), { count: 1, events: 10 }, 'one fenced batch carried all ten');
+});
+
+test('a lone event goes out when the window ends; a burst after it keeps its order over several batches', async (t) => {
+  const { a, order, publisher } = await coalescingLeader(t, 300);
+  await publisher.publish('events', event(0));
+  await until(() => order.length === 1, 'the lone event broadcast without any later event');
+  assert.deepEqual(await batches(a.metrics), { count: 1, events: 1 });
+  const held = (await a.metrics.publishToEmit.get()).values.find(
+    (v) => v.metricName === 'gateway_consume_to_publish_seconds_bucket' && v.labels.le === 0.25,
+  );
+  assert.equal(held?.value, 0, 'it was held for the window (over 250 ms of 300), not sent at once');
+  const burst = range(1, 1201);
+  const pipeline = publisher.pipeline();
+  for (const seq of burst) pipeline.publish('events', event(seq));
+  await pipeline.exec();
+  await until(() => order.length === 1201, 'the burst broadcast');
+  assert.deepEqual(order, [0, ...burst]);
+  const after = await batches(a.metrics);
+  assert.equal(after.events, 1201);
+  assert.ok(after.count >= 4, `at most 512 events per batch (${after.count} batches)`);
+});
+
+test('stopping during an open window broadcasts the held events and releases the lease', async (t) => {
+  const { a, order, publisher } = await coalescingLeader(t, 50_000);
+  for (let seq = 0; seq < 3; seq++) await publisher.publish('events', event(seq));
+  await until(() => a.c.state().lag >= 1, 'held');
+  await a.c.stop();
+  await until(() => order.length === 3, 'held events broadcast by the graceful stop');
+  assert.deepEqual(order, [0, 1, 2]);
+  assert.equal(a.c.state().leader, false);
 });
