@@ -87,6 +87,8 @@ export interface GatewayConfig {
   /** New connections (Engine.IO handshakes) admitted per second per host; 0 = no admission control. */
   readonly admissionRate: number;
   readonly admissionBurst: number;
+  /** Handshakes in flight per process (worker; standalone: the process); 0 = no bound. */
+  readonly admissionConcurrency: number;
   readonly handshakeTimeoutMs: number;
   readonly publishTimeoutMs: number;
   readonly metricsMaxSites: number;
@@ -437,6 +439,12 @@ export const OPTIONS = {
     type: { kind: 'enum', values: ['false', 'true'] },
     default: 'false',
     doc: 'true = the client address for per-address limits is the first X-Forwarded-For hop (set it only behind a proxy that overwrites that header).',
+  },
+  admissionConcurrency: {
+    env: 'GATEWAY_ADMISSION_CONCURRENCY',
+    type: { kind: 'int', min: 0, max: 100_000 },
+    default: '64',
+    doc: 'Limit: handshakes in flight per worker (standalone: the process), from the Engine.IO request until the Socket.IO connection is established or fails; a handshake beyond it gets HTTP 503 from the primary (which routes only to a worker with a free slot) and socket.io-client retries with its backoff (0 = off). Admits as fast as the worker completes handshakes (backend, Redis, CPU), so a reconnect herd after a host loss queues outside the worker instead of inside it past the clients\' connect timeout (BENCHMARKS.md "Host-loss herd").',
   },
   admissionRate: {
     env: 'GATEWAY_ADMISSION_RATE',

@@ -25,6 +25,7 @@ import { drainConnections, drainPace } from '../realtime/drain';
 import { errorMessage } from '../shared/errors';
 import { asPrimaryMessage, WORKER_ALIVE_INTERVAL_MS, type WorkerToPrimary } from '../cluster/ipc';
 import { Services, createShutdown } from '../shared/lifecycle';
+import { HandshakeTracker, slotHoldMs } from '../shared/admission';
 import type { Logger } from '../shared/logger';
 import { RedisSessionStore } from '../recovery/session-recovery';
 import { createSocketServer } from '../realtime/socket-server';
@@ -147,6 +148,9 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   const io = server.io;
   const srv = server;
   setupWorker(io);
+  // The primary counts this worker's handshakes in flight (GATEWAY_ADMISSION_CONCURRENCY): tell it when each is over.
+  if (config.admissionConcurrency > 0)
+    new HandshakeTracker(io, slotHoldMs(config.handshakeTimeoutMs), () => send({ type: 'gw:handshake-done' })).watch(httpServer);
   instrumentServer(io, metrics);
   // Session ids name this worker, so the primary routes a session's requests without shared state.
   io.engine.generateId = () => sessionIdFor(cluster.worker?.id ?? 0);
