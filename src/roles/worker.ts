@@ -12,6 +12,7 @@ import type { GatewayConfig } from '../config';
 import { decodeAllSites } from '../events/encode';
 import { deliverToAllSites } from '../realtime/local-delivery';
 import { HistoryReader } from '../recovery/history';
+import { replayOf } from '../recovery/replay';
 import { ReplayGate } from '../recovery/replay-gate';
 import { backendFromConfig } from '../frappe/backend';
 import { createMetrics } from '../metrics/metrics';
@@ -150,7 +151,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   setupWorker(io);
   // The primary counts this worker's handshakes in flight (GATEWAY_ADMISSION_CONCURRENCY): tell it when each is over.
   if (config.admissionConcurrency > 0)
-    new HandshakeTracker(io, slotHoldMs(config.handshakeTimeoutMs), () => send({ type: 'gw:handshake-done' })).watch(httpServer);
+    new HandshakeTracker(io, slotHoldMs(config.handshakeTimeoutMs), () => send({ type: 'gw:handshake-done' }), replayOf).watch(httpServer);
   instrumentServer(io, metrics);
   // Session ids name this worker, so the primary routes a session's requests without shared state.
   io.engine.generateId = () => sessionIdFor(cluster.worker?.id ?? 0);

@@ -182,7 +182,10 @@ interface Closable {
  * request ended without a session (refused by Engine.IO), or the session
  * closed first (a refused or timed-out handshake: the gateway closes the
  * transport, and socket.io-client closes it after a CONNECT_ERROR), or
- * `holdMs` passed. `onDone` runs once per tracked handshake.
+ * `holdMs` passed. `afterConnect` may name work of the connected socket that
+ * still belongs to its handshake (a recovered client's replay): the
+ * handshake is over once it has settled. `onDone` runs once per tracked
+ * handshake.
  */
 export class HandshakeTracker {
   private readonly byRequest = new WeakMap<IncomingMessage, () => void>();
@@ -192,6 +195,7 @@ export class HandshakeTracker {
     io: IoServer,
     private readonly holdMs: number,
     private readonly onDone: () => void,
+    afterConnect?: (socket: Socket) => Promise<unknown> | undefined,
   ) {
     io.engine.on('connection', (conn: { request: IncomingMessage; once(ev: 'close', fn: () => void): void }) => {
       const done = this.byRequest.get(conn.request);
@@ -204,7 +208,9 @@ export class HandshakeTracker {
       const done = this.byConnection.get(socket.conn);
       if (!done) return;
       this.byConnection.delete(socket.conn);
-      done();
+      const after = afterConnect?.(socket);
+      if (after) after.then(done, done);
+      else done();
     };
     io.on('new_namespace', (nsp: Namespace) => nsp.on('connection', connected));
   }

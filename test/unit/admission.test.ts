@@ -187,3 +187,32 @@ test('tracker: a handshake that neither connects nor closes is over after holdMs
   conn.emit('close');
   assert.equal(done, 1, 'and only once');
 });
+
+test('tracker: work of the connected socket that belongs to its handshake (a replay) keeps it in flight until it settles', async () => {
+  const { io, engine, newNamespace } = fakeIo();
+  let done = 0;
+  let finish: () => void = () => undefined;
+  const replay = new Promise<void>((r) => (finish = r));
+  const replayed = { conn: undefined as unknown };
+  const t = new HandshakeTracker(
+    io,
+    60_000,
+    () => done++,
+    (s) => (s === replayed ? replay : undefined),
+  );
+  const nsp = newNamespace();
+  for (const socket of [replayed, { conn: undefined as unknown }]) {
+    const req = {} as IncomingMessage;
+    t.track(req, new EventEmitter());
+    const conn = Object.assign(new EventEmitter(), { request: req });
+    engine.emit('connection', conn);
+    socket.conn = conn;
+    nsp.emit('connection', socket);
+  }
+  assert.equal(done, 1, 'the socket without a replay is over at its connection');
+  await turn();
+  assert.equal(done, 1, 'the replaying one is not');
+  finish();
+  await turn();
+  assert.equal(done, 2);
+});
