@@ -204,6 +204,7 @@ function report(full: boolean): SioChildReport {
     ledgers: full ? clients.map((c) => c.ledger.toJSON()) : [],
     told: full ? clients.map((c) => c.told) : [],
     recoveredPer: full ? clients.map((c) => c.recovered) : [],
+    connectedPer: full ? clients.map((c) => c.socket.connected) : [],
   };
 }
 

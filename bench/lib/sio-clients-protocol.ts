@@ -53,6 +53,8 @@ export interface SioChildReport {
   /** Per client (full reports): rtg_missed_updates received and recovered reconnections. */
   told: number[];
   recoveredPer: number[];
+  /** Per client (full reports): connected at the time of the report. */
+  connectedPer?: boolean[];
   /** Only for a `latency` command, one per window. */
   latency?: WindowLatency[];
 }

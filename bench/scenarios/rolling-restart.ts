@@ -73,7 +73,7 @@ interface RestartStep {
 interface RollingRun extends DeliverySummary {
   history: string;
   admission: string;
-  /** Events lost by clients that never got rtg_missed_updates, and how many such clients (and of those, how many never reconnected recovered). */
+  /** Events lost by clients that are connected at the end and never got rtg_missed_updates, and how many such clients. */
   lostUntold: number;
   clientsLostUntold: number;
   untoldSample: { client: number; lost: number; recovered: number; missing: number[] }[];
@@ -126,18 +126,20 @@ export function admissionEnv(setting: string): Record<string, string> {
 
 /** Lost events of clients that were never told they missed updates (a recovery bug, if any). */
 function untold(
-  reps: { ledgers: { seqs: number[] }[]; told: number[]; recoveredPer: number[] }[],
+  reps: { ledgers: { seqs: number[] }[]; told: number[]; recoveredPer: number[]; connectedPer?: boolean[] }[],
   sent: number,
 ): Pick<RollingRun, 'lostUntold' | 'clientsLostUntold' | 'untoldSample'> {
   const ledgers = reps.flatMap((r) => r.ledgers);
   const told = reps.flatMap((r) => r.told);
   const recoveredPer = reps.flatMap((r) => r.recoveredPer);
+  const connected = reps.flatMap((r) => r.connectedPer ?? []);
   const n = ledgers.length;
   let lostUntold = 0;
   let clients = 0;
   const sample: RollingRun['untoldSample'] = [];
   ledgers.forEach((l, i) => {
-    if ((told[i] ?? 0) > 0) return;
+    // Told, or not back (yet): only a client that came back and was never told is a silent loss.
+    if ((told[i] ?? 0) > 0 || connected[i] === false) return;
     const seen = new Set(l.seqs);
     const missing: number[] = [];
     for (let s = i; s < sent; s += n) if (!seen.has(s)) missing.push(s);
