@@ -22,8 +22,9 @@ interface Client {
   downAtEpoch: number;
   /** Start of the latest reconnection attempt (after its backoff wait). */
   attemptAt: number;
-  /** Every disconnect (epoch ms), and per bench event its publish time and latency (ms). */
+  /** Every disconnect and connect (epoch ms), and per bench event its publish time and latency (ms). */
   downs: number[];
+  ups: number[];
   sentAt: number[];
   latency: number[];
   told: number;
@@ -80,6 +81,7 @@ function handle(cmd: SioChildCommand): SioChildReport | Promise<SioChildReport> 
           downAtEpoch: 0,
           attemptAt: 0,
           downs: [],
+          ups: [],
           sentAt: [],
           latency: [],
           told: 0,
@@ -107,6 +109,7 @@ function handle(cmd: SioChildCommand): SioChildReport | Promise<SioChildReport> 
         socket.on('connect_error', () => connectErrors++);
         socket.io.on('reconnect_attempt', () => (c.attemptAt = performance.now()));
         socket.on('connect', () => {
+          c.ups.push(Date.now());
           if (c.downAt > 0) {
             reconnects++;
             reconnectMs.push(performance.now() - c.downAt);
@@ -144,6 +147,7 @@ function handle(cmd: SioChildCommand): SioChildReport | Promise<SioChildReport> 
       for (const c of clients) {
         c.ledger = new ClientLedger();
         c.downs = [];
+        c.ups = [];
         c.sentAt = [];
         c.latency = [];
         c.told = 0;
@@ -165,7 +169,10 @@ function windowLatency(from: number, to: number, eventsFrom: number): WindowLate
   const ms: number[] = [];
   let n = 0;
   for (const c of clients) {
-    if (c.downs.some((t) => t >= from && t <= to)) continue;
+    // Connected at `from` (its last connect or disconnect before it was a connect, or neither since the reset) and all through the window.
+    const lastUp = Math.max(-1, ...c.ups.filter((t) => t <= from));
+    const lastDown = Math.max(-1, ...c.downs.filter((t) => t <= from));
+    if (lastDown > lastUp || c.downs.some((t) => t > from && t <= to)) continue;
     n++;
     c.sentAt.forEach((t, i) => {
       if (t >= eventsFrom && t <= to) ms.push(c.latency[i] as number);
