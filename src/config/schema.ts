@@ -328,8 +328,8 @@ export const OPTIONS = {
   historyMaxEvents: {
     env: 'GATEWAY_HISTORY_MAX_EVENTS',
     type: { kind: 'int', min: 100, max: 10_000_000 },
-    default: '100000',
-    doc: 'Count bound of the missed-event history (approximate: Redis trims whole stream nodes).',
+    default: '600000',
+    doc: 'Count bound of the missed-event history (approximate: Redis trims whole stream nodes). The default lets GATEWAY_HISTORY_MS rule up to 5,000 events/s (120 s x 5,000); at a higher rate the history covers GATEWAY_HISTORY_MAX_EVENTS / rate seconds. Redis memory: about 0.3-0.45 MB per 1,000 events of 300-400 bytes, so up to ~170-260 MB at this bound (docs/protocol.md section 10).',
   },
   fastPath: {
     env: 'GATEWAY_FAST_PATH',
@@ -444,7 +444,7 @@ export const OPTIONS = {
     env: 'GATEWAY_ADMISSION_CONCURRENCY',
     type: { kind: 'int', min: 0, max: 100_000 },
     default: '64',
-    doc: 'Limit: handshakes in flight per worker (standalone: the process), from the Engine.IO request until the Socket.IO connection is established or fails; a handshake beyond it gets HTTP 503 from the primary (which routes only to a worker with a free slot) and socket.io-client retries with its backoff (0 = off). Admits as fast as the worker completes handshakes (backend, Redis, CPU), so a reconnect herd after a host loss queues outside the worker instead of inside it past the clients\' connect timeout (BENCHMARKS.md "Host-loss herd").',
+    doc: 'Limit: handshakes in flight per worker (standalone: the process), from the Engine.IO request until the Socket.IO connection is established (and a recovered client\'s missed events are written) or fails; a handshake beyond it gets HTTP 503 from the primary (which routes only to a worker with a free slot) and socket.io-client retries with its backoff (0 = off). Admits as fast as the worker completes handshakes (backend, Redis, CPU), so a reconnect herd after a host loss queues outside the worker instead of inside it past the clients\' connect timeout (BENCHMARKS.md "Host-loss herd").',
   },
   admissionRate: {
     env: 'GATEWAY_ADMISSION_RATE',
