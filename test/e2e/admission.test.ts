@@ -10,7 +10,7 @@
  * client keeps receiving events throughout.
  */
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import {
   connectClient,
   EventRecorder,
@@ -111,6 +111,14 @@ async function herd(scope: Scope, gw: GatewayHandle, n: number, burst: number): 
   return clients;
 }
 
+/** A standalone gateway with these admission settings, and its backend. */
+async function standalone(t: TestContext, env: Record<string, string>): Promise<{ scope: Scope; backend: FakeFrappe; gw: GatewayHandle }> {
+  const scope = withScope(t);
+  const backend = await startBackend(scope);
+  const gw = await startGateway({ scope, backendUrl: backend.url, defaultSite: SITE, env });
+  return { scope, backend, gw };
+}
+
 test('admission, 2 workers: a herd gets exactly the burst at once, the rest 503 and reconnect by themselves; an established client keeps receiving events', async (t) => {
   const scope = withScope(t);
   const redis = await startRedis({ scope });
@@ -176,26 +184,16 @@ test('admission, 2 workers: a herd gets exactly the burst at once, the rest 503 
 });
 
 test('admission, standalone: the same bucket in front of Engine.IO', async (t) => {
-  const scope = withScope(t);
-  const backend = await startBackend(scope);
   const burst = 2;
-  const gw = await startGateway({
-    scope,
-    backendUrl: backend.url,
-    defaultSite: SITE,
-    env: { GATEWAY_ADMISSION_RATE: '1', GATEWAY_ADMISSION_BURST: String(burst) },
-  });
+  const { scope, gw } = await standalone(t, { GATEWAY_ADMISSION_RATE: '1', GATEWAY_ADMISSION_BURST: String(burst) });
   await herd(scope, gw, 5, burst);
 });
 
 test('admission off (rate 0, concurrency 0): a herd larger than any burst or bound connects at once', async (t) => {
-  const scope = withScope(t);
-  const backend = await startBackend(scope);
-  const gw = await startGateway({
-    scope,
-    backendUrl: backend.url,
-    defaultSite: SITE,
-    env: { GATEWAY_ADMISSION_RATE: '0', GATEWAY_ADMISSION_BURST: '1', GATEWAY_ADMISSION_CONCURRENCY: '0' },
+  const { scope, gw } = await standalone(t, {
+    GATEWAY_ADMISSION_RATE: '0',
+    GATEWAY_ADMISSION_BURST: '1',
+    GATEWAY_ADMISSION_CONCURRENCY: '0',
   });
   const clients = Array.from({ length: 6 }, (_, i) => herdClient(scope, gw.url, i));
   assert.deepEqual(await Promise.all(clients.map((c) => c.first)), Array(6).fill('connect'));
@@ -276,13 +274,10 @@ test('admission concurrency, 2 workers: exactly GATEWAY_ADMISSION_CONCURRENCY ha
 });
 
 test('admission concurrency, standalone: the same bound in front of Engine.IO', async (t) => {
-  const scope = withScope(t);
-  const backend = await startBackend(scope);
-  const gw = await startGateway({
-    scope,
-    backendUrl: backend.url,
-    defaultSite: SITE,
-    env: { GATEWAY_ADMISSION_RATE: '0', GATEWAY_ADMISSION_CONCURRENCY: '3', GATEWAY_HANDSHAKE_TIMEOUT_MS: '120000' },
+  const { scope, backend, gw } = await standalone(t, {
+    GATEWAY_ADMISSION_RATE: '0',
+    GATEWAY_ADMISSION_CONCURRENCY: '3',
+    GATEWAY_HANDSHAKE_TIMEOUT_MS: '120000',
   });
   await stuckHerd(scope, gw, backend, 6, 3);
 });
