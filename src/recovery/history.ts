@@ -66,9 +66,10 @@ const PAGE = 1000;
  * The read window (`read-window.ts`): entries a worker keeps after reading
  * them, for the replays of clients recovering around the same time. It must
  * span the gaps of a host-loss herd (clients away up to tens of seconds):
- * a replay older than the window reads its whole gap from Redis itself, and
- * 2,500 such replays of 25,000-100,000 entries each saturated Redis in the
- * 5,000-client SIGKILL bench (BENCHMARKS.md, "Host-loss herd"). Bounds:
+ * a replay older than the window reads its whole gap from Redis itself:
+ * with 20,000 entries (8 s at 2,500 events/s), 2,500 such replays of
+ * 25,000-100,000 entries each held the 5,000-client SIGKILL bench's clients
+ * behind unfinished replays (BENCHMARKS.md, "Host-loss herd"). Bounds:
  * 150,000 entries and 60 s (60 s at 2,500 events/s; ~40-75 MB per worker
  * for 250-500-byte entries), only while reads keep coming (dropped after
  * WINDOW_IDLE_MS without one).
