@@ -26,6 +26,7 @@ import {
 } from '../harness';
 import { ADMISSION_REFUSAL } from '../../src/shared/admission';
 import type { FakeFrappe } from '../harness/fake-frappe';
+import type { RedisServer } from '../harness/redis';
 import { newKeyPrefix, publishFrappe, SITE, sidOf, startBackend, startHost, userRoom, USERS } from './cluster-support';
 
 /** What a refused attempt looks like to socket.io-client: a transport error of the Engine.IO handshake. */
@@ -111,6 +112,18 @@ async function herd(scope: Scope, gw: GatewayHandle, n: number, burst: number): 
   return clients;
 }
 
+/** A host of 2 workers with these admission settings, its Redis and its backend. */
+async function twoWorkers(
+  t: TestContext,
+  env: Record<string, string>,
+): Promise<{ scope: Scope; redis: RedisServer; backend: FakeFrappe; gw: GatewayHandle }> {
+  const scope = withScope(t);
+  const redis = await startRedis({ scope });
+  const backend = await startBackend(scope);
+  const gw = await startHost({ scope, backend, keyPrefix: newKeyPrefix(), redisUrl: redis.url, workers: 2, env });
+  return { scope, redis, backend, gw };
+}
+
 /** A standalone gateway with these admission settings, and its backend. */
 async function standalone(t: TestContext, env: Record<string, string>): Promise<{ scope: Scope; backend: FakeFrappe; gw: GatewayHandle }> {
   const scope = withScope(t);
@@ -120,23 +133,13 @@ async function standalone(t: TestContext, env: Record<string, string>): Promise<
 }
 
 test('admission, 2 workers: a herd gets exactly the burst at once, the rest 503 and reconnect by themselves; an established client keeps receiving events', async (t) => {
-  const scope = withScope(t);
-  const redis = await startRedis({ scope });
-  const backend = await startBackend(scope);
   const burst = 3;
-  const gw = await startHost({
-    scope,
-    backend,
-    keyPrefix: newKeyPrefix(),
-    redisUrl: redis.url,
-    workers: 2,
-    // Pings every second: the established client's heartbeats run during the herd too.
-    env: {
-      GATEWAY_ADMISSION_RATE: '1',
-      GATEWAY_ADMISSION_BURST: String(burst),
-      GATEWAY_PING_INTERVAL_MS: '1000',
-      GATEWAY_PING_TIMEOUT_MS: '2000',
-    },
+  // Pings every second: the established client's heartbeats run during the herd too.
+  const { scope, redis, gw } = await twoWorkers(t, {
+    GATEWAY_ADMISSION_RATE: '1',
+    GATEWAY_ADMISSION_BURST: String(burst),
+    GATEWAY_PING_INTERVAL_MS: '1000',
+    GATEWAY_PING_TIMEOUT_MS: '2000',
   });
   const user = USERS[0] as string;
   const established = connectClient(gw.url, SITE, { scope, cookie: sidOf(user), transports: ['websocket'] });
@@ -258,17 +261,11 @@ async function stuckHerd(scope: Scope, gw: GatewayHandle, backend: FakeFrappe, n
 }
 
 test('admission concurrency, 2 workers: exactly GATEWAY_ADMISSION_CONCURRENCY handshakes in flight per worker, the rest 503 until one ends', async (t) => {
-  const scope = withScope(t);
-  const redis = await startRedis({ scope });
-  const backend = await startBackend(scope);
-  const gw = await startHost({
-    scope,
-    backend,
-    keyPrefix: newKeyPrefix(),
-    redisUrl: redis.url,
-    workers: 2,
-    // No bucket; the handshake deadline far away, so the stuck handshakes stay in flight for the whole test.
-    env: { GATEWAY_ADMISSION_RATE: '0', GATEWAY_ADMISSION_CONCURRENCY: '2', GATEWAY_HANDSHAKE_TIMEOUT_MS: '120000' },
+  // No bucket; the handshake deadline far away, so the stuck handshakes stay in flight for the whole test.
+  const { scope, backend, gw } = await twoWorkers(t, {
+    GATEWAY_ADMISSION_RATE: '0',
+    GATEWAY_ADMISSION_CONCURRENCY: '2',
+    GATEWAY_HANDSHAKE_TIMEOUT_MS: '120000',
   });
   await stuckHerd(scope, gw, backend, 7, 4);
 });
