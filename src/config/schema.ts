@@ -443,8 +443,8 @@ export const OPTIONS = {
   admissionConcurrency: {
     env: 'GATEWAY_ADMISSION_CONCURRENCY',
     type: { kind: 'int', min: 0, max: 100_000 },
-    default: '64',
-    doc: 'Limit: handshakes in flight per worker (standalone: the process), from the Engine.IO request until the Socket.IO connection is established (and a recovered client\'s missed events are written) or fails; a handshake beyond it gets HTTP 503 from the primary (which routes only to a worker with a free slot) and socket.io-client retries with its backoff (0 = off). Admits as fast as the worker completes handshakes (backend, Redis, CPU), so a reconnect herd after a host loss queues outside the worker instead of inside it past the clients\' connect timeout (BENCHMARKS.md "Host-loss herd").',
+    default: '0',
+    doc: "Limit: handshakes in flight per worker (standalone: the process), from the Engine.IO request until the Socket.IO connection is established (and a recovered client's missed events are written) or fails; a handshake beyond it gets HTTP 503 from the primary (which routes only to a worker with a free slot) and socket.io-client retries with its backoff (0 = off, the default). Admits as fast as the worker completes handshakes (backend, Redis, CPU), so a reconnect herd after a host loss queues outside the worker: with 64, the surviving host's established clients kept a 7x lower p99 in a 5,000-client host loss, but a refused client waits out its backoff (1-5 s), which made the herd's reconnection and a paced rolling restart slower (p95 2.4 s -> 8.7 s at 64, 4.2 s at 256; BENCHMARKS.md \"Host-loss herd\").",
   },
   admissionRate: {
     env: 'GATEWAY_ADMISSION_RATE',
