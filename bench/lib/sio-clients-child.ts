@@ -6,8 +6,10 @@
  * reconnection delay, as a browser on a flaky network would.
  */
 import { io, type Socket } from 'socket.io-client';
+import { nowMs } from './frames';
 import { ClientLedger, jitterDelay } from './recovery-accounting';
-import type { SioChildCommand, SioChildReport } from './sio-clients-protocol';
+import type { SioChildCommand, SioChildReport, WindowLatency } from './sio-clients-protocol';
+import { percentileSorted } from './stats';
 
 interface Client {
   socket: Socket;
@@ -20,6 +22,13 @@ interface Client {
   downAtEpoch: number;
   /** Start of the latest reconnection attempt (after its backoff wait). */
   attemptAt: number;
+  /** Every disconnect and connect (epoch ms), and per bench event its publish time and latency (ms). */
+  downs: number[];
+  ups: number[];
+  sentAt: number[];
+  latency: number[];
+  told: number;
+  recovered: number;
 }
 
 const clients: Client[] = [];
@@ -63,26 +72,53 @@ function handle(cmd: SioChildCommand): SioChildReport | Promise<SioChildReport> 
             ? {}
             : { reconnectionDelay: cmd.reconnectionDelayMs, reconnectionDelayMax: cmd.reconnectionDelayMs * 3, randomizationFactor: 0.5 }),
         });
-        const c: Client = { socket, ledger: new ClientLedger(), warm: false, timer: undefined, downAt: 0, downAtEpoch: 0, attemptAt: 0 };
-        socket.on('bench', (msg: { s?: unknown }) => c.ledger.record(Number(msg?.s)));
+        const c: Client = {
+          socket,
+          ledger: new ClientLedger(),
+          warm: false,
+          timer: undefined,
+          downAt: 0,
+          downAtEpoch: 0,
+          attemptAt: 0,
+          downs: [],
+          ups: [],
+          sentAt: [],
+          latency: [],
+          told: 0,
+          recovered: 0,
+        };
+        socket.on('bench', (msg: { s?: unknown; t?: unknown }) => {
+          c.ledger.record(Number(msg?.s));
+          const t = Number(msg?.t);
+          if (Number.isFinite(t)) {
+            c.sentAt.push(t);
+            c.latency.push(nowMs() - t);
+          }
+        });
         socket.on('warm', () => (c.warm = true));
         socket.on('rtg_missed_updates', (m: { reason?: unknown }) => {
           const r = String(m?.reason ?? 'unknown');
           missed[r] = (missed[r] ?? 0) + 1;
+          c.told++;
         });
         socket.on('disconnect', () => {
           c.downAt = performance.now();
           c.downAtEpoch = Date.now();
+          c.downs.push(c.downAtEpoch);
         });
         socket.on('connect_error', () => connectErrors++);
         socket.io.on('reconnect_attempt', () => (c.attemptAt = performance.now()));
         socket.on('connect', () => {
+          c.ups.push(Date.now());
           if (c.downAt > 0) {
             reconnects++;
             reconnectMs.push(performance.now() - c.downAt);
             reconnectAt.push(c.downAtEpoch);
             handshakeMs.push(c.attemptAt >= c.downAt ? performance.now() - c.attemptAt : NaN);
-            if (socket.recovered) recovered++;
+            if (socket.recovered) {
+              recovered++;
+              c.recovered++;
+            }
           }
         });
         clients.push(c);
@@ -105,8 +141,18 @@ function handle(cmd: SioChildCommand): SioChildReport | Promise<SioChildReport> 
       return report(false);
     case 'report':
       return report(cmd.full);
+    case 'latency':
+      return { ...report(false), latency: cmd.windows.map((w) => windowLatency(w.from, w.to, w.eventsFrom)) };
     case 'reset':
-      for (const c of clients) c.ledger = new ClientLedger();
+      for (const c of clients) {
+        c.ledger = new ClientLedger();
+        c.downs = [];
+        c.ups = [];
+        c.sentAt = [];
+        c.latency = [];
+        c.told = 0;
+        c.recovered = 0;
+      }
       drops = 0;
       reconnects = 0;
       recovered = 0;
@@ -117,6 +163,23 @@ function handle(cmd: SioChildCommand): SioChildReport | Promise<SioChildReport> 
       for (const k of Object.keys(missed)) delete missed[k];
       return report(false);
   }
+}
+
+function windowLatency(from: number, to: number, eventsFrom: number): WindowLatency {
+  const ms: number[] = [];
+  let n = 0;
+  for (const c of clients) {
+    // Connected at `from` (its last connect or disconnect before it was a connect, or neither since the reset) and all through the window.
+    const lastUp = Math.max(-1, ...c.ups.filter((t) => t <= from));
+    const lastDown = Math.max(-1, ...c.downs.filter((t) => t <= from));
+    if (lastDown > lastUp || c.downs.some((t) => t > from && t <= to)) continue;
+    n++;
+    c.sentAt.forEach((t, i) => {
+      if (t >= eventsFrom && t <= to) ms.push(c.latency[i] as number);
+    });
+  }
+  ms.sort((a, b) => a - b);
+  return { clients: n, events: ms.length, p50: percentileSorted(ms, 50), p99: percentileSorted(ms, 99), max: percentileSorted(ms, 100) };
 }
 
 function waitAll(pred: (c: Client) => boolean, timeoutMs: number): Promise<void> {
@@ -146,6 +209,9 @@ function report(full: boolean): SioChildReport {
     reconnectAt: full ? reconnectAt : [],
     handshakeMs: full ? handshakeMs : [],
     ledgers: full ? clients.map((c) => c.ledger.toJSON()) : [],
+    told: full ? clients.map((c) => c.told) : [],
+    recoveredPer: full ? clients.map((c) => c.recovered) : [],
+    connectedPer: full ? clients.map((c) => c.socket.connected) : [],
   };
 }
 

@@ -16,7 +16,19 @@ export type SioChildCommand =
   | { type: 'stop-jitter'; timeoutMs: number }
   | { type: 'reset-warm' }
   | { type: 'reset' }
-  | { type: 'report'; full: boolean };
+  | { type: 'report'; full: boolean }
+  /** Publish-to-receive latency of the clients that stayed connected through each window (epoch ms), over the events published from `eventsFrom` to its end. */
+  | { type: 'latency'; windows: { from: number; to: number; eventsFrom: number }[] };
+
+/** Latency of the clients connected all through one window, over the events published in it. */
+export interface WindowLatency {
+  /** Clients without a disconnect in the window. */
+  clients: number;
+  events: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
 
 export interface SioChildReport {
   type: 'report';
@@ -38,4 +50,11 @@ export interface SioChildReport {
   /** Per reconnection: its successful attempt alone (TCP + Engine.IO + Socket.IO CONNECT, after the backoff wait). */
   handshakeMs: number[];
   ledgers: LedgerJson[];
+  /** Per client (full reports): rtg_missed_updates received and recovered reconnections. */
+  told: number[];
+  recoveredPer: number[];
+  /** Per client (full reports): connected at the time of the report. */
+  connectedPer?: boolean[];
+  /** Only for a `latency` command, one per window. */
+  latency?: WindowLatency[];
 }

@@ -87,6 +87,7 @@ export async function startGatewayTarget(o: GatewayTargetOptions): Promise<Targe
       // Capacity is measured without admission control (the stock server has none);
       // scenarios that study it set it themselves.
       GATEWAY_ADMISSION_RATE: '0',
+      GATEWAY_ADMISSION_CONCURRENCY: '0',
       ...(o.env ?? {}),
     },
   });

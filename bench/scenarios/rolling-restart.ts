@@ -14,8 +14,17 @@
  * (0.5 events/s per client), --readyPoll MS (1000), --duration S (default:
  * long enough for the whole roll), --reconnectionDelay MS (default: the
  * client library's own defaults), --drainRate N (GATEWAY_DRAIN_RATE, 0),
- * --admission RATE/BURST (GATEWAY_ADMISSION_RATE/_BURST; default off, as in
- * every capacity scenario; `default` = the gateway's defaults).
+ * --admission A,B,... (admission settings run alternately within each run:
+ * `off` (the default, as in every capacity scenario), `default` (the
+ * gateway's defaults), `RATE/BURST` (the host bucket alone), `cN` (N
+ * handshakes in flight per worker alone), or both joined by `+`, e.g.
+ * `1000/2000+c64`).
+ *
+ * Per step it also reports the latency of the clients that stayed connected
+ * through it (those on the surviving host: what admission protects), over
+ * the events published from 3 s after the signal (after a leader fail-over,
+ * ~1.5 s lease) to the next step, and how many events were lost by clients
+ * that were never told (rtg_missed_updates).
  */
 import { OPTIONS } from '../../src/config/schema';
 import {
@@ -41,6 +50,7 @@ import {
   type ReconnectSummary,
 } from '../lib/recovery-accounting';
 import { SioClients } from '../lib/sio-clients';
+import type { WindowLatency } from '../lib/sio-clients-protocol';
 import { spread } from '../lib/stats';
 import { CHANNEL, SITE, sleep, startGatewayTarget, type Target } from '../lib/topology';
 import { parsePrometheusText, uniqueKeyPrefix } from '../../test/harness';
@@ -55,10 +65,18 @@ interface RestartStep {
   reconnects: ReconnectSummary;
   /** p95 of the handshake alone, per second after the signal, by when the client lost its connection (queueing shows as growth). */
   handshakeP95BySecond: number[];
+  /** Clients connected all through the step (the surviving host's): from the signal, and from ESTABLISHED_SKIP_MS after it. */
+  established: WindowLatency;
+  establishedAfterFailover: WindowLatency;
 }
 
 interface RollingRun extends DeliverySummary {
   history: string;
+  admission: string;
+  /** Events lost by clients that are connected at the end and never got rtg_missed_updates, and how many such clients. */
+  lostUntold: number;
+  clientsLostUntold: number;
+  untoldSample: { client: number; lost: number; recovered: number; missing: number[] }[];
   signal: 'SIGTERM' | 'SIGKILL';
   sent: number;
   neverBack: number;
@@ -79,6 +97,59 @@ interface RollingRun extends DeliverySummary {
   gatewayCounters: Record<string, number>;
   publisherBehind: boolean;
   loadavg: number[];
+}
+
+/** Events published in the first seconds after a SIGKILL wait for the leader's fail-over (lease 1.5 s), whatever admission does. */
+const ESTABLISHED_SKIP_MS = 3000;
+
+/** GATEWAY_ADMISSION_* for one `--admission` setting (see the header). */
+export function admissionEnv(setting: string): Record<string, string> {
+  if (setting === 'default') {
+    return {
+      GATEWAY_ADMISSION_RATE: OPTIONS.admissionRate.default ?? '0',
+      GATEWAY_ADMISSION_BURST: OPTIONS.admissionBurst.default ?? '1',
+      GATEWAY_ADMISSION_CONCURRENCY: OPTIONS.admissionConcurrency.default ?? '0',
+    };
+  }
+  const env: Record<string, string> = { GATEWAY_ADMISSION_RATE: '0', GATEWAY_ADMISSION_CONCURRENCY: '0' };
+  if (setting === 'off') return env;
+  for (const part of setting.split('+')) {
+    if (part.startsWith('c')) env['GATEWAY_ADMISSION_CONCURRENCY'] = part.slice(1);
+    else {
+      const [rate = '0', burst = '1'] = part.split('/');
+      env['GATEWAY_ADMISSION_RATE'] = rate;
+      env['GATEWAY_ADMISSION_BURST'] = burst;
+    }
+  }
+  return env;
+}
+
+/** Lost events of clients that were never told they missed updates (a recovery bug, if any). */
+function untold(
+  reps: { ledgers: { seqs: number[] }[]; told: number[]; recoveredPer: number[]; connectedPer?: boolean[] }[],
+  sent: number,
+): Pick<RollingRun, 'lostUntold' | 'clientsLostUntold' | 'untoldSample'> {
+  const ledgers = reps.flatMap((r) => r.ledgers);
+  const told = reps.flatMap((r) => r.told);
+  const recoveredPer = reps.flatMap((r) => r.recoveredPer);
+  const connected = reps.flatMap((r) => r.connectedPer ?? []);
+  const n = ledgers.length;
+  let lostUntold = 0;
+  let clients = 0;
+  const sample: RollingRun['untoldSample'] = [];
+  ledgers.forEach((l, i) => {
+    // Told, or not back (yet): only a client that came back and was never told is a silent loss.
+    if ((told[i] ?? 0) > 0 || connected[i] === false) return;
+    const seen = new Set(l.seqs);
+    const missing: number[] = [];
+    for (let s = i; s < sent; s += n) if (!seen.has(s)) missing.push(s);
+    if (missing.length === 0) return;
+    lostUntold += missing.length;
+    clients++;
+    if (sample.length < 20)
+      sample.push({ client: i, lost: missing.length, recovered: recoveredPer[i] ?? 0, missing: missing.slice(0, 20) });
+  });
+  return { lostUntold, clientsLostUntold: clients, untoldSample: sample };
 }
 
 function portOf(url: string): number {
@@ -125,6 +196,10 @@ const COUNTERS: [string, string][] = [
   // Time spent in backend calls (sum over all of them) and their count: the mean backend latency.
   ['gateway_backend_request_duration_seconds_sum', 'endpoint'],
   ['gateway_backend_request_duration_seconds_count', 'endpoint'],
+  // The events leader's hand-over after a SIGKILL: events a new leader replayed from its standby buffer, and take-overs without alignment.
+  ['gateway_leader_transitions_total', 'to'],
+  ['gateway_replayed_events_total', ''],
+  ['gateway_replay_unaligned_total', ''],
 ];
 
 /** Adds a host's counters (cumulative since it started) to `into`, as `metric{label}`; a host that does not answer adds nothing. */
@@ -164,13 +239,7 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
   const drainMs = flagNumber(flags, 'drain', 10_000);
   const readyPollMs = flagNumber(flags, 'readyPoll', 1000);
   const drainRate = flagNumber(flags, 'drainRate', 0);
-  const admission = typeof flags['admission'] === 'string' ? flags['admission'] : 'off';
-  const admissionEnv: Record<string, string> =
-    admission === 'off'
-      ? {}
-      : admission === 'default'
-        ? { GATEWAY_ADMISSION_RATE: OPTIONS.admissionRate.default ?? '0', GATEWAY_ADMISSION_BURST: OPTIONS.admissionBurst.default ?? '0' }
-        : { GATEWAY_ADMISSION_RATE: admission.split('/')[0] ?? '0', GATEWAY_ADMISSION_BURST: admission.split('/')[1] ?? '0' };
+  const admissions = flagList(flags, 'admission', ['off']);
   const signal = flags['kill'] === undefined ? 'SIGTERM' : 'SIGKILL';
   const reconnectionDelayMs = flags['reconnectionDelay'] === undefined ? undefined : flagNumber(flags, 'reconnectionDelay', 1000);
   const modes = flagList(flags, 'history', ['on']);
@@ -186,7 +255,8 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
   const results: Record<string, RollingRun[]> = {};
   try {
     for (let run = 0; run < flags.runs; run++) {
-      for (const history of modes) {
+      for (const mode of modes.flatMap((history) => admissions.map((admission) => ({ history, admission })))) {
+        const { history, admission } = mode;
         const keyPrefix = uniqueKeyPrefix();
         const gwEnv = {
           GATEWAY_HISTORY: history,
@@ -194,7 +264,7 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
           GATEWAY_CLIENT_EVENTS_PER_SEC: '0',
           GATEWAY_DRAIN_MS: String(drainMs),
           GATEWAY_DRAIN_RATE: String(drainRate),
-          ...admissionEnv,
+          ...admissionEnv(admission),
           // The gateway's default: the drain must fit in it (the bench topology's 5 s would cut a 10 s drain short).
           GATEWAY_SHUTDOWN_GRACE_MS: String(Math.max(30_000, drainMs + 10_000)),
         };
@@ -262,6 +332,7 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
             await sleep(pauseMs);
           }
           const p = await pub;
+          const pubEnd = Date.now();
           const lag = await sampler.stop();
           const waitAll = await Promise.all(gens.map((g) => g.send({ type: 'stop-jitter', timeoutMs: 30_000 })));
           const connected = waitAll.reduce((a, r) => a + r.connected, 0);
@@ -274,6 +345,16 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
             await sleep(1500);
           }
           const reps = await Promise.all(gens.map((g) => g.send({ type: 'report', full: true })));
+          // Per step: from the signal (and from ESTABLISHED_SKIP_MS after it) to the next step's signal.
+          const windows = stepStarts.flatMap((from, i) => {
+            const to = stepStarts[i + 1] ?? pubEnd;
+            return [
+              { from, to, eventsFrom: from },
+              { from, to, eventsFrom: from + ESTABLISHED_SKIP_MS },
+            ];
+          });
+          const lats = await Promise.all(gens.map((g) => g.send({ type: 'latency', windows })));
+          const established = (w: number): WindowLatency => mergeLatency(lats.map((l) => l.latency?.[w]));
           for (const h of hosts) await addCounters(h, counters);
           const reconnectMs = reps.flatMap((r) => r.reconnectMs);
           const reconnectAt = reps.flatMap((r) => r.reconnectAt);
@@ -283,7 +364,9 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
           for (const r of reps) for (const [why, c] of Object.entries(r.missed)) missed[why] = (missed[why] ?? 0) + c;
           const r: RollingRun = {
             history,
+            admission,
             signal,
+            ...untold(reps, p.sent),
             sent: p.sent,
             ...summarizeDelivery(
               reps.flatMap((x) => x.ledgers),
@@ -301,6 +384,8 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
               ...t,
               reconnects: byPhase.phases[i] as ReconnectSummary,
               handshakeP95BySecond: p95BySecond(reconnectAt, handshakeMs, stepStarts[i] as number, Math.ceil(t.exitedMs / 1000) + 2),
+              established: established(2 * i),
+              establishedAfterFailover: established(2 * i + 1),
             })),
             strayReconnects: byPhase.before,
             maxEventLoopLagMs: lag.lagMs,
@@ -312,14 +397,20 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
             loadavg: os.loadavg(),
           };
           console.error(
-            `[rolling-restart] ${signal} history ${history} run ${run + 1}: never back ${r.neverBack}/${k}, reconnects ${r.reconnects} (recovered ${r.recovered}, connect errors ${r.connectErrors}), reconnect p50/p95/max ${fmt(r.reconnect.p50)}/${fmt(r.reconnect.p95)}/${fmt(r.reconnect.max)} ms (handshake alone p50/p95 ${fmt(r.handshake.p50)}/${fmt(r.handshake.p95)} ms), per step p95 ${r.steps.map((s) => fmt(s.reconnects.p95)).join(' / ')} ms, lost ${r.lost}, dup ${r.duplicates}, out-of-order ${r.outOfOrder} of ${r.expected}, max loop lag ${fmt(r.maxEventLoopLagMs)} ms, load ${r.loadavg.map((x) => x.toFixed(2)).join(' ')}, missed-updates ${JSON.stringify(missed)}${p.behind ? ' PUBLISHER BEHIND' : ''}`,
+            `[rolling-restart] ${signal} history ${history} admission ${admission} run ${run + 1}: never back ${r.neverBack}/${k}, reconnects ${r.reconnects} (recovered ${r.recovered}, connect errors ${r.connectErrors}), reconnect p50/p95/max ${fmt(r.reconnect.p50)}/${fmt(r.reconnect.p95)}/${fmt(r.reconnect.max)} ms (handshake alone p50/p95 ${fmt(r.handshake.p50)}/${fmt(r.handshake.p95)} ms), per step p95 ${r.steps.map((s) => fmt(s.reconnects.p95)).join(' / ')} ms, lost ${r.lost}, dup ${r.duplicates}, out-of-order ${r.outOfOrder} of ${r.expected}, max loop lag ${fmt(r.maxEventLoopLagMs)} ms, load ${r.loadavg.map((x) => x.toFixed(2)).join(' ')}, missed-updates ${JSON.stringify(missed)}, lost untold ${r.lostUntold} (${r.clientsLostUntold} clients)${p.behind ? ' PUBLISHER BEHIND' : ''}`,
           );
+          for (const st of r.steps)
+            console.error(
+              `[rolling-restart]   ${st.host}: established clients ${st.establishedAfterFailover.clients}, latency from ${ESTABLISHED_SKIP_MS} ms after the signal p50/p99/max ${fmt(st.establishedAfterFailover.p50)}/${fmt(st.establishedAfterFailover.p99)}/${fmt(st.establishedAfterFailover.max)} ms (${st.establishedAfterFailover.events} events; from the signal p99 ${fmt(st.established.p99)} ms)`,
+            );
+          if (r.untoldSample.length > 0)
+            console.error(`[rolling-restart]   lost untold, sample: ${JSON.stringify(r.untoldSample.slice(0, 5))}`);
           console.error(`[rolling-restart]   gateway counters: ${JSON.stringify(counters)}`);
           for (const st of r.steps)
             console.error(
               `[rolling-restart]   ${st.host}: handshake p95 by second after ${signal}: ${st.handshakeP95BySecond.map((x) => fmt(x)).join(' ')}`,
             );
-          (results[history] ??= []).push(r);
+          (results[`${history} ${admission}`] ??= []).push(r);
         } finally {
           for (const g of gens) g.close();
           lb.close();
@@ -333,10 +424,10 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
   }
   const s = (runs: RollingRun[], pick: (r: RollingRun) => number, digits = 0): string => fmtSpread(spread(runs.map(pick)), digits);
   printTable(
-    `rolling-restart: ${hostCount} hosts x 1 worker behind a TCP balancer, ${k} socket.io-client clients (websocket), ${rate} events/s, ${signal} + restart each host in turn (drain ${drainMs} ms, drain rate ${drainRate || 'off'}, admission ${admission}), ${durationMs / 1000} s of events, median (min-max) of ${flags.runs} run(s)`,
+    `rolling-restart: ${hostCount} hosts x 1 worker behind a TCP balancer, ${k} socket.io-client clients (websocket), ${rate} events/s, ${signal} + restart each host in turn (drain ${drainMs} ms, drain rate ${drainRate || 'off'}), ${durationMs / 1000} s of events, median (min-max) of ${flags.runs} run(s)`,
     [
       'signal',
-      'history',
+      'history, admission',
       'never back',
       'reconnects',
       'recovered %',
@@ -345,6 +436,9 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
       'reconnect max ms',
       'handshake p95 ms',
       'lost',
+      'lost untold',
+      'trimmed/expired told',
+      'established p99 ms (from 3 s, worst step)',
       'duplicated',
       'out of order',
       'delivery %',
@@ -362,6 +456,9 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
       s(runs, (r) => r.reconnect.max),
       s(runs, (r) => r.handshake.p95),
       s(runs, (r) => r.lost),
+      s(runs, (r) => r.lostUntold),
+      s(runs, (r) => (r.missedUpdates['trimmed'] ?? 0) + (r.missedUpdates['expired'] ?? 0)),
+      s(runs, (r) => Math.max(...r.steps.map((st) => st.establishedAfterFailover.p99))),
       s(runs, (r) => r.duplicates),
       s(runs, (r) => r.outOfOrder),
       s(runs, (r) => r.overallRatio * 100, 2),
@@ -375,11 +472,23 @@ export async function rollingRestart(flags: Flags): Promise<unknown> {
     signal,
     drainMs,
     drainRate,
-    admission,
+    admissions,
     rate,
     durationMs,
     readyPollMs,
     reconnectionDelayMs: reconnectionDelayMs ?? 'client default',
     results,
+  };
+}
+
+/** The latency of one window over every generator (percentiles of the union, approximated by the worst generator's). */
+function mergeLatency(parts: (WindowLatency | undefined)[]): WindowLatency {
+  const ps = parts.filter((x): x is WindowLatency => x !== undefined && x.events > 0);
+  return {
+    clients: parts.reduce((a, x) => a + (x?.clients ?? 0), 0),
+    events: ps.reduce((a, x) => a + x.events, 0),
+    p50: ps.length ? Math.max(...ps.map((x) => x.p50)) : NaN,
+    p99: ps.length ? Math.max(...ps.map((x) => x.p99)) : NaN,
+    max: ps.length ? Math.max(...ps.map((x) => x.max)) : NaN,
   };
 }

@@ -2,7 +2,8 @@ import cluster, { type Worker } from 'node:cluster';
 import { isAscii } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import type { Server, Socket } from 'node:net';
-import { isHandshake, refuseRaw, requestLineParts, type Admission } from '../shared/admission';
+import { isHandshake, refuseRaw, requestLineParts, type Admission, type HandshakeSlots } from '../shared/admission';
+import { asWorkerMessage } from './ipc';
 import { stopReading } from '../shared/io-internals';
 
 /**
@@ -45,7 +46,13 @@ export interface StickyMasterOptions {
    * token is answered HTTP 503 here, before any worker sees it.
    */
   admission?: Admission;
-  /** Called for each handshake refused by `admission`. */
+  /**
+   * Handshakes in flight per worker (GATEWAY_ADMISSION_CONCURRENCY): a new
+   * session goes only to a worker with a free slot, else it is refused like
+   * `admission`; the worker reports each handshake over (`gw:handshake-done`).
+   */
+  slots?: HandshakeSlots;
+  /** Called for each handshake refused by `admission` or `slots`. */
   onAdmissionRefused?: () => void;
   /** False for a worker that stopped answering: new sessions go to the others while any is responsive. */
   responsive?: (workerId: number) => boolean;
@@ -89,12 +96,10 @@ export function leastLoaded<W extends { id: number }>(
 export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}): void {
   const headTimeoutMs = opts.requestLineTimeoutMs ?? REQUEST_LINE_TIMEOUT_MS;
   const admission = opts.admission?.enabled ? opts.admission : undefined;
-  const admitted = (head: string): boolean => {
-    if (!admission) return true;
+  const slots = opts.slots?.enabled ? opts.slots : undefined;
+  const handshake = (head: string): boolean => {
     const line = requestLineParts(head);
-    if (!line || !isHandshake(line.method, line.target) || admission.admit()) return true;
-    opts.onAdmissionRefused?.();
-    return false;
+    return line !== undefined && isHandshake(line.method, line.target);
   };
   // Open sessions per worker (reported by setupWorker), plus handshakes routed
   // to it that it has not reported yet: a burst of new clients would otherwise
@@ -107,7 +112,8 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
   server.once('close', () => clearInterval(resetPending));
   cluster.on('message', (worker: Worker, m: unknown) => {
     const type = (m as { type?: unknown } | null)?.type;
-    if (type === 'sticky:connection') {
+    if (slots && asWorkerMessage(m)?.type === 'gw:handshake-done') slots.release(worker.id);
+    else if (type === 'sticky:connection') {
       sessions.set(worker.id, (sessions.get(worker.id) ?? 0) + 1);
       pending.set(worker.id, Math.max(0, (pending.get(worker.id) ?? 0) - 1));
     } else if (type === 'sticky:disconnection') sessions.set(worker.id, Math.max(0, (sessions.get(worker.id) ?? 0) - 1));
@@ -115,6 +121,7 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
   cluster.on('exit', (worker) => {
     sessions.delete(worker.id);
     pending.delete(worker.id);
+    slots?.forget(worker.id);
   });
 
   const load = (w: Worker): number => (sessions.get(w.id) ?? 0) + (pending.get(w.id) ?? 0);
@@ -126,6 +133,23 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
     if (live(owner)) return owner;
     const best = leastLoaded(Object.values(cluster.workers ?? {}).filter(live), load, opts.responsive ?? (() => true));
     if (best && id === undefined) pending.set(best.id, (pending.get(best.id) ?? 0) + 1);
+    return best;
+  };
+  /**
+   * Where a handshake goes, or null to refuse it: a worker with a free slot
+   * (the least loaded of those), and a token of the host's bucket.
+   */
+  const admit = (head: string): Worker | undefined | null => {
+    const workers = Object.values(cluster.workers ?? {}).filter(live);
+    const open = slots ? workers.filter((w) => slots.hasRoom(w.id)) : workers;
+    // No worker at all is not a herd: that answer comes below.
+    if ((workers.length > 0 && open.length === 0) || (admission && !admission.admit())) return null;
+    if (!slots) return pick(head);
+    const best = leastLoaded(open, load, opts.responsive ?? (() => true));
+    if (best) {
+      pending.set(best.id, (pending.get(best.id) ?? 0) + 1);
+      slots.take(best.id);
+    }
     return best;
   };
 
@@ -141,12 +165,14 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
       socket.off('data', onData);
       socket.setTimeout(0);
       const head = data.toString('latin1');
-      if (!admitted(head)) {
+      const gated = (admission !== undefined || slots !== undefined) && handshake(head);
+      const worker = gated ? admit(head) : pick(head);
+      if (worker === null) {
+        opts.onAdmissionRefused?.();
         refuseRaw(socket);
         return;
       }
       stopReading(socket);
-      const worker = pick(head);
       if (!worker) {
         socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
         return;
@@ -160,6 +186,8 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
       const payload = isAscii(data) ? data.toString('latin1') : data;
       worker.send({ type: 'sticky:connection', data: payload }, socket, { keepOpen: false }, (err: Error | null) => {
         if (err) {
+          // Never reached the worker, which will not report it over.
+          if (gated) slots?.release(worker.id);
           socket.destroy();
           return;
         }

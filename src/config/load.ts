@@ -324,6 +324,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     trustProxy: str('trustProxy') === 'true',
     admissionRate: num('admissionRate'),
     admissionBurst: num('admissionBurst'),
+    admissionConcurrency: num('admissionConcurrency'),
     handshakeTimeoutMs: num('handshakeTimeoutMs'),
     publishTimeoutMs: num('publishTimeoutMs'),
     opsTimeoutMs: num('opsTimeoutMs'),

@@ -91,6 +91,8 @@ export interface GatewayConfig {
   /** New connections (Engine.IO handshakes) admitted per second per host; 0 = no admission control. */
   readonly admissionRate: number;
   readonly admissionBurst: number;
+  /** Handshakes in flight per process (worker; standalone: the process); 0 = no bound. */
+  readonly admissionConcurrency: number;
   readonly handshakeTimeoutMs: number;
   readonly publishTimeoutMs: number;
   readonly opsTimeoutMs: number;
@@ -337,8 +339,8 @@ export const OPTIONS = {
   historyMaxEvents: {
     env: 'GATEWAY_HISTORY_MAX_EVENTS',
     type: { kind: 'int', min: 100, max: 10_000_000 },
-    default: '100000',
-    doc: 'Count bound of the missed-event history (approximate: Redis trims whole stream nodes).',
+    default: '600000',
+    doc: 'Count bound of the missed-event history (approximate: Redis trims whole stream nodes). The default lets GATEWAY_HISTORY_MS rule up to 5,000 events/s (120 s x 5,000); at a higher rate the history covers GATEWAY_HISTORY_MAX_EVENTS / rate seconds. Redis memory: about 0.3-0.45 MB per 1,000 events of 300-400 bytes, so up to ~170-260 MB at this bound (docs/protocol.md section 10).',
   },
   fastPath: {
     env: 'GATEWAY_FAST_PATH',
@@ -460,6 +462,12 @@ export const OPTIONS = {
     type: { kind: 'enum', values: ['false', 'true'] },
     default: 'false',
     doc: 'true = the client address for per-address limits is the first X-Forwarded-For hop (set it only behind a proxy that overwrites that header).',
+  },
+  admissionConcurrency: {
+    env: 'GATEWAY_ADMISSION_CONCURRENCY',
+    type: { kind: 'int', min: 0, max: 100_000 },
+    default: '0',
+    doc: "Limit: handshakes in flight per worker (standalone: the process), from the Engine.IO request until the Socket.IO connection is established (and a recovered client's missed events are written) or fails; a handshake beyond it gets HTTP 503 from the primary (which routes only to a worker with a free slot) and socket.io-client retries with its backoff (0 = off, the default). Admits as fast as the worker completes handshakes (backend, Redis, CPU), so a reconnect herd after a host loss queues outside the worker: with 64, the surviving host's established clients kept a 7x lower p99 in a 5,000-client host loss, but a refused client waits out its backoff (1-5 s), which made the herd's reconnection and a paced rolling restart slower (p95 2.4 s -> 8.7 s at 64, 4.2 s at 256; BENCHMARKS.md \"Host-loss herd\").",
   },
   admissionRate: {
     env: 'GATEWAY_ADMISSION_RATE',

@@ -325,6 +325,11 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       help: 'New connections this host would admit at once now (GATEWAY_ADMISSION_BURST when idle; 0 while a herd is being refused)',
       registers: r,
     }),
+    admissionInFlight: new Gauge({
+      name: 'gateway_admission_in_flight',
+      help: 'Handshakes admitted and not over yet (connected, failed or closed), this host; at most GATEWAY_ADMISSION_CONCURRENCY per worker',
+      registers: r,
+    }),
     recoveryReplayed: new Counter({
       name: 'gateway_recovery_replayed_events_total',
       help: 'Missed events a recovered client received from history',

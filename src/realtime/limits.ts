@@ -18,20 +18,20 @@ export type LimitName =
   | 'handshake_timeout';
 
 /**
- * Counts a handshake refused by admission control (GATEWAY_ADMISSION_RATE),
+ * Counts a handshake refused by admission control (GATEWAY_ADMISSION_CONCURRENCY or _RATE),
  * logged at most once per interval: a herd is one line, not thousands.
  */
 export function admissionRefused(
   metrics: Metrics,
   log: RateLimitedLog,
-  config: Pick<GatewayConfig, 'admissionRate' | 'admissionBurst'>,
+  config: Pick<GatewayConfig, 'admissionRate' | 'admissionBurst' | 'admissionConcurrency'>,
 ): void {
   metrics.limitExceeded.inc({ limit: 'admission' });
   metrics.connectErrors.inc({ reason: 'admission' });
   log.warn(
     'admission',
-    { rate: config.admissionRate, burst: config.admissionBurst },
-    'new connections refused with HTTP 503 by admission control (GATEWAY_ADMISSION_RATE/_BURST); clients retry',
+    { concurrency: config.admissionConcurrency, rate: config.admissionRate, burst: config.admissionBurst },
+    'new connections refused with HTTP 503 by admission control (GATEWAY_ADMISSION_CONCURRENCY, _RATE/_BURST); clients retry',
   );
 }
 

@@ -64,12 +64,19 @@ type Scripted = RedisClient & {
 const PAGE = 1000;
 /**
  * The read window (`read-window.ts`): entries a worker keeps after reading
- * them, for the replays of clients recovering around the same time. Its
- * bounds: ~6 MB of 300-byte events per worker at most, and only while reads
- * keep coming (dropped after this long without one).
+ * them, for the replays of clients recovering around the same time. It must
+ * span the gaps of a host-loss herd (clients away up to tens of seconds):
+ * a replay older than the window reads its whole gap from Redis itself:
+ * with 20,000 entries (8 s at 2,500 events/s), 2,500 such replays of
+ * 25,000-100,000 entries each held the 5,000-client SIGKILL bench's clients
+ * behind unfinished replays (BENCHMARKS.md, "Host-loss herd"). Bounds:
+ * 150,000 entries and 60 s (60 s at 2,500 events/s; ~40-75 MB per worker
+ * for 250-500-byte entries), only while reads keep coming (dropped after
+ * WINDOW_IDLE_MS without one).
  */
-const WINDOW_MAX_ENTRIES = 20_000;
-const WINDOW_MS = 20_000;
+const WINDOW_MAX_ENTRIES = 150_000;
+const WINDOW_MS = 60_000;
+const WINDOW_IDLE_MS = 20_000;
 
 /** Reads the leader's history stream: offset checks and the events after an offset. */
 export class HistoryReader {
@@ -81,7 +88,7 @@ export class HistoryReader {
   /** The read reaching the window back to older offsets, and the oldest offset asked for. */
   private extending: Promise<void> | null = null;
   private oldestWanted: string | null = null;
-  /** Drops the window once no read came for WINDOW_MS (it would only hold memory, and be stale). */
+  /** Drops the window once no read came for WINDOW_IDLE_MS (it would only hold memory, and be stale). */
   private idle: NodeJS.Timeout | undefined;
 
   constructor(
@@ -115,7 +122,7 @@ export class HistoryReader {
    */
   async readAfter(offset: string, visit: (e: HistoryEntry) => void): Promise<string> {
     if (this.idle) this.idle.refresh();
-    else this.idle = setTimeout(() => this.window.reset(), WINDOW_MS).unref();
+    else this.idle = setTimeout(() => this.window.reset(), WINDOW_IDLE_MS).unref();
     const w = this.window;
     if (!w.covers(offset) && (w.to === null || compareOffsets(offset, w.to) <= 0)) await this.extendTo(offset);
     await this.fresh();

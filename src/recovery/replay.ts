@@ -57,7 +57,27 @@ function releaseHeld(socket: Socket, src: ReplaySource, covered: string | null, 
  * credential and before the socket can receive live broadcasts, which is why
  * the replay happens here instead of in `restoreSession`.
  */
-export async function replayMissed(socket: Socket, offset: string, src: ReplaySource, metrics: Metrics, log: Logger): Promise<void> {
+export function replayMissed(socket: Socket, offset: string, src: ReplaySource, metrics: Metrics, log: Logger): Promise<void> {
+  const p = replay(socket, offset, src, metrics, log);
+  running.set(socket, p);
+  const forget = (): boolean => running.delete(socket);
+  p.then(forget, forget);
+  return p;
+}
+
+/** Replays being read and written, per socket. */
+const running = new WeakMap<Socket, Promise<void>>();
+
+/**
+ * The replay of a socket that just connected, while it runs: part of its
+ * handshake's cost, so admission (GATEWAY_ADMISSION_CONCURRENCY) keeps the
+ * handshake's slot until it is written.
+ */
+export function replayOf(socket: Socket): Promise<void> | undefined {
+  return running.get(socket);
+}
+
+async function replay(socket: Socket, offset: string, src: ReplaySource, metrics: Metrics, log: Logger): Promise<void> {
   src.gate.hold(socket.id);
   const site = socket.nsp.name.slice(1);
   let covered: string | null;

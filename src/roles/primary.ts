@@ -24,7 +24,7 @@ import {
   type RedisClient,
 } from '../redis/connect';
 import { createKeys } from '../redis/keys';
-import { Admission } from '../shared/admission';
+import { Admission, HandshakeSlots, slotHoldMs } from '../shared/admission';
 import { errorMessage } from '../shared/errors';
 import { closeServer, listen } from '../shared/http';
 import { Services, createShutdown, type Running } from '../shared/lifecycle';
@@ -102,6 +102,8 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
 
   // One bucket for the host: the primary sees every handshake before a worker does.
   const admission = new Admission(config.admissionRate, config.admissionBurst);
+  // Handshakes in flight per worker, counted here: the primary routes each one.
+  const slots = new HandshakeSlots(config.admissionConcurrency, slotHoldMs(config.handshakeTimeoutMs));
 
   let draining = false;
   const skipped = (task: string) => () => metrics.redisPeriodicSkipped.inc({ task });
@@ -136,6 +138,7 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
         refresh: () => {
           refreshRedisUp();
           metrics.admissionTokens.set(admission.tokens());
+          metrics.admissionInFlight.set(slots.inFlight());
         },
       }),
     publish: async (events) => {
@@ -182,7 +185,7 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
   });
 
   const publicServer = createPublicServer(metrics, log, {
-    admission: { bucket: admission, config },
+    admission: { bucket: admission, slots, config },
     responsive: (id) => supervisor.isResponsive(id),
   });
   const openSockets = new Set<Socket>();
@@ -322,7 +325,11 @@ export function createPublicServer(
   metrics: Metrics,
   log: Logger,
   options: {
-    admission?: { bucket: Admission; config: Pick<GatewayConfig, 'admissionRate' | 'admissionBurst' | 'dropLogIntervalMs'> };
+    admission?: {
+      bucket: Admission;
+      slots?: HandshakeSlots;
+      config: Pick<GatewayConfig, 'admissionRate' | 'admissionBurst' | 'admissionConcurrency' | 'dropLogIntervalMs'>;
+    };
     /** False for a worker that stopped answering (see the supervisor's WORKER_UNRESPONSIVE_MS). */
     responsive?: (workerId: number) => boolean;
   } = {},
@@ -349,7 +356,11 @@ export function createPublicServer(
   setupStickyMaster(server, {
     onRequestLineTimeout: () => metrics.connectErrors.inc({ reason: 'request_line_timeout' }),
     ...(admission
-      ? { admission: admission.bucket, onAdmissionRefused: () => admissionRefused(metrics, admissionLog, admission.config) }
+      ? {
+          admission: admission.bucket,
+          ...(admission.slots ? { slots: admission.slots } : {}),
+          onAdmissionRefused: () => admissionRefused(metrics, admissionLog, admission.config),
+        }
       : {}),
     ...(responsive ? { responsive } : {}),
   });

@@ -13,7 +13,7 @@ import { roomReport } from '../realtime/room-report';
 import { createSocketServer } from '../realtime/socket-server';
 import { instrumentServer } from '../realtime/server-metrics';
 import { admissionRefused } from '../realtime/limits';
-import { Admission, gateHandshakes } from '../shared/admission';
+import { Admission, HandshakeSlots, gateHandshakes, slotHoldMs } from '../shared/admission';
 import { closeServer, listen } from '../shared/http';
 import { Services, createShutdown, type Running } from '../shared/lifecycle';
 import { RateLimitedLog, type Logger } from '../shared/logger';
@@ -33,8 +33,9 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
   instrumentServer(server.io, metrics);
   // Admission control in front of Engine.IO: this process is the whole host.
   const admission = new Admission(config.admissionRate, config.admissionBurst);
+  const slots = new HandshakeSlots(config.admissionConcurrency, slotHoldMs(config.handshakeTimeoutMs));
   const admissionLog = new RateLimitedLog(log.child({ sub: 'admission' }), config.dropLogIntervalMs);
-  gateHandshakes(httpServer, admission, () => admissionRefused(metrics, admissionLog, config));
+  gateHandshakes(httpServer, server.io, { admission, slots }, () => admissionRefused(metrics, admissionLog, config));
   const intake = new Intake(metrics, new RateLimitedLog(log.child({ sub: 'intake' }), config.dropLogIntervalMs), config.maxMessageBytes);
   let draining = false;
 
@@ -46,6 +47,7 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
     readiness: async () => ({ ready: !draining, checks: { mode: 'standalone', draining } }),
     metricsText: async () => {
       metrics.admissionTokens.set(admission.tokens());
+      metrics.admissionInFlight.set(slots.inFlight());
       return { contentType: registry.contentType, body: await registry.metrics() };
     },
     publish: async (events) => deliverLocally(server, metrics, events, config.fastPath),

@@ -12,6 +12,7 @@ import type { GatewayConfig } from '../config';
 import { decodeAllSites } from '../events/encode';
 import { deliverToAllSites } from '../realtime/local-delivery';
 import { HistoryReader } from '../recovery/history';
+import { replayOf } from '../recovery/replay';
 import { ReplayGate } from '../recovery/replay-gate';
 import { backendFromConfig } from '../frappe/backend';
 import { createMetrics } from '../metrics/metrics';
@@ -25,6 +26,7 @@ import { drainConnections, drainPace } from '../realtime/drain';
 import { errorMessage } from '../shared/errors';
 import { asPrimaryMessage, WORKER_ALIVE_INTERVAL_MS, type WorkerToPrimary } from '../cluster/ipc';
 import { Services, createShutdown } from '../shared/lifecycle';
+import { HandshakeTracker, slotHoldMs } from '../shared/admission';
 import type { Logger } from '../shared/logger';
 import { RedisSessionStore } from '../recovery/session-recovery';
 import { createSocketServer } from '../realtime/socket-server';
@@ -154,6 +156,9 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   const io = server.io;
   const srv = server;
   setupWorker(io);
+  // The primary counts this worker's handshakes in flight (GATEWAY_ADMISSION_CONCURRENCY): tell it when each is over.
+  if (config.admissionConcurrency > 0)
+    new HandshakeTracker(io, slotHoldMs(config.handshakeTimeoutMs), () => send({ type: 'gw:handshake-done' }), replayOf).watch(httpServer);
   instrumentServer(io, metrics);
   // Session ids name this worker, so the primary routes a session's requests without shared state.
   io.engine.generateId = () => sessionIdFor(cluster.worker?.id ?? 0);

@@ -1,11 +1,21 @@
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { Namespace, Server as IoServer, Socket } from 'socket.io';
 import { TokenBucket } from './token-bucket';
 
 /**
- * Admission control of new connections per host (GATEWAY_ADMISSION_RATE,
- * GATEWAY_ADMISSION_BURST): a token bucket of Engine.IO handshakes. A
- * handshake beyond it is answered HTTP 503 before any worker sees it, which
+ * Admission control of new connections (docs/protocol.md section 6):
+ *  - GATEWAY_ADMISSION_CONCURRENCY: handshakes in flight per process (a
+ *    worker; standalone: the process). A handshake is in flight from its
+ *    Engine.IO request until its Socket.IO connection to a site is
+ *    established, fails, or its transport closes. The bound follows what the
+ *    process actually completes (backend, Redis, CPU: whichever is slow)
+ *    instead of a rate fixed in advance, and it keeps the queue inside the
+ *    process short: an admitted client is answered within a fraction of a
+ *    second instead of waiting behind a herd past its connect timeout.
+ *  - GATEWAY_ADMISSION_RATE / _BURST: a token bucket of handshakes per host.
+ * A handshake beyond either is answered HTTP 503 before any worker sees it
+ * (the primary routes only to a worker with a free slot), which
  * socket.io-client treats as a failed attempt and retries with its backoff
  * (unlike a namespace CONNECT_ERROR, after which it stops).
  */
@@ -16,7 +26,7 @@ export const SOCKET_IO_PATH = '/socket.io/';
 /** What a refused client reads: the body of the HTTP 503 (same shape as Engine.IO's own refusals). */
 export const ADMISSION_REFUSAL = {
   code: 'GW_ERR_ADMISSION',
-  message: 'Service unavailable: too many new connections to this host (GATEWAY_ADMISSION_RATE), retry',
+  message: 'Service unavailable: too many new connections to this host (GATEWAY_ADMISSION_CONCURRENCY / _RATE), retry',
 } as const;
 
 /** Seconds a refused client is told to wait (socket.io-client ignores it and uses its own backoff). */
@@ -96,22 +106,184 @@ export class Admission {
 }
 
 /**
- * Puts admission in front of everything else listening on `server`
- * (Engine.IO included): a handshake without a token gets the 503 and reaches
- * no listener. For a server that takes clients directly (standalone); in a
- * cluster the primary does the same before routing (sticky-master.ts).
+ * Handshakes in flight per process, GATEWAY_ADMISSION_CONCURRENCY (0 = no
+ * bound). Keyed by process (the primary keeps one count per worker; a
+ * standalone process uses one key). A slot is given back when the process
+ * reports the handshake over (`HandshakeTracker`), or after `holdMs` at the
+ * latest, so a report that never comes (a stalled worker) cannot keep it.
  */
-export function gateHandshakes(server: HttpServer, admission: Admission, onRefused: () => void): void {
-  if (!admission.enabled) return;
-  const refused = (req: IncomingMessage): boolean => {
-    if (!isHandshake(req.method, req.url) || admission.admit()) return false;
+export class HandshakeSlots {
+  /** Per key, when each slot in use was taken, oldest first. */
+  private readonly taken = new Map<number, number[]>();
+
+  constructor(
+    readonly limit: number,
+    readonly holdMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get enabled(): boolean {
+    return this.limit > 0;
+  }
+
+  /** True when `key` has a free slot (always, when off). */
+  hasRoom(key: number): boolean {
+    return !this.enabled || this.current(key).length < this.limit;
+  }
+
+  /** Takes a slot of `key`; false when none is free. */
+  take(key: number): boolean {
+    if (!this.enabled) return true;
+    const q = this.current(key);
+    if (q.length >= this.limit) return false;
+    q.push(this.now());
+    return true;
+  }
+
+  /** One handshake of `key` is over (a report for a slot that already expired frees nothing). */
+  release(key: number): void {
+    this.current(key).shift();
+  }
+
+  /** The process is gone: its slots with it. */
+  forget(key: number): void {
+    this.taken.delete(key);
+  }
+
+  /** Slots in use, every key (gateway_admission_in_flight). */
+  inFlight(): number {
+    let n = 0;
+    for (const key of this.taken.keys()) n += this.current(key).length;
+    return n;
+  }
+
+  private current(key: number): number[] {
+    let q = this.taken.get(key);
+    if (!q) {
+      q = [];
+      this.taken.set(key, q);
+    }
+    const oldest = this.now() - this.holdMs;
+    let expired = 0;
+    while (expired < q.length && (q[expired] as number) <= oldest) expired++;
+    if (expired > 0) q.splice(0, expired);
+    return q;
+  }
+}
+
+/** Something whose end is its `close` event: an HTTP response, or an upgraded connection's socket. */
+interface Closable {
+  once(event: 'close', listener: () => void): unknown;
+}
+
+/**
+ * Tells when each handshake a process took is over: its Engine.IO session
+ * connected to a site namespace (the CONNECT was acknowledged), or the
+ * request ended without a session (refused by Engine.IO), or the session
+ * closed first (a refused or timed-out handshake: the gateway closes the
+ * transport, and socket.io-client closes it after a CONNECT_ERROR), or
+ * `holdMs` passed. `afterConnect` may name work of the connected socket that
+ * still belongs to its handshake (a recovered client's replay): the
+ * handshake is over once it has settled. `onDone` runs once per tracked
+ * handshake.
+ */
+export class HandshakeTracker {
+  private readonly byRequest = new WeakMap<IncomingMessage, () => void>();
+  private readonly byConnection = new WeakMap<object, () => void>();
+
+  constructor(
+    io: IoServer,
+    private readonly holdMs: number,
+    private readonly onDone: () => void,
+    afterConnect?: (socket: Socket) => Promise<unknown> | undefined,
+  ) {
+    io.engine.on('connection', (conn: { request: IncomingMessage; once(ev: 'close', fn: () => void): void }) => {
+      const done = this.byRequest.get(conn.request);
+      if (!done) return;
+      this.byRequest.delete(conn.request);
+      this.byConnection.set(conn, done);
+      conn.once('close', done);
+    });
+    const connected = (socket: Socket): void => {
+      const done = this.byConnection.get(socket.conn);
+      if (!done) return;
+      this.byConnection.delete(socket.conn);
+      const after = afterConnect?.(socket);
+      if (after) after.then(done, done);
+      else done();
+    };
+    io.on('new_namespace', (nsp: Namespace) => nsp.on('connection', connected));
+  }
+
+  /** A handshake request this process took a slot for; `end` closes when its response (or upgraded socket) is done. */
+  track(req: IncomingMessage, end: Closable): void {
+    let over = false;
+    const done = (): void => {
+      if (over) return;
+      over = true;
+      clearTimeout(timer);
+      this.byRequest.delete(req);
+      this.onDone();
+    };
+    const timer = setTimeout(done, this.holdMs);
+    timer.unref();
+    this.byRequest.set(req, done);
+    // Engine.IO emits its connection before the handshake's response has
+    // closed; one turn later, a request still unclaimed got no session.
+    end.once('close', () => setImmediate(() => this.byRequest.get(req) === done && done()));
+  }
+
+  /** Tracks every handshake arriving at `server` (a worker: the primary took their slots). */
+  watch(server: HttpServer): void {
+    server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
+      if (isHandshake(req.method, req.url)) this.track(req, res);
+    });
+    server.prependListener('upgrade', (req: IncomingMessage, socket: Duplex) => {
+      if (isHandshake(req.method, req.url)) this.track(req, socket);
+    });
+  }
+}
+
+/** How long a slot is held at most: twice the handshake deadline, after which the gateway has closed the connection anyway. */
+export function slotHoldMs(handshakeTimeoutMs: number): number {
+  return 2 * handshakeTimeoutMs;
+}
+
+/** The key of a standalone process's slots. */
+const SELF = 0;
+
+/**
+ * Puts admission in front of everything else listening on `server`
+ * (Engine.IO included): a handshake without a free slot or without a token
+ * gets the 503 and reaches no listener. For a server that takes clients
+ * directly (standalone); in a cluster the primary does the same before
+ * routing (sticky-master.ts).
+ */
+export function gateHandshakes(
+  server: HttpServer,
+  io: IoServer,
+  gate: { admission: Admission; slots: HandshakeSlots },
+  onRefused: () => void,
+): void {
+  const { admission, slots } = gate;
+  if (!admission.enabled && !slots.enabled) return;
+  const tracker = slots.enabled ? new HandshakeTracker(io, slots.holdMs, () => slots.release(SELF)) : null;
+  const refused = (req: IncomingMessage, end: Closable): boolean => {
+    if (!isHandshake(req.method, req.url)) return false;
+    if (slots.hasRoom(SELF) && admission.admit()) {
+      if (tracker) {
+        slots.take(SELF);
+        tracker.track(req, end);
+      }
+      return false;
+    }
     onRefused();
     return true;
   };
   const requestListeners = server.listeners('request') as ((req: IncomingMessage, res: ServerResponse) => void)[];
   server.removeAllListeners('request');
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    if (refused(req)) {
+    if (refused(req, res)) {
       res.writeHead(503, { 'Content-Type': 'application/json', 'Retry-After': String(RETRY_AFTER_S), Connection: 'close' });
       res.end(BODY);
       return;
@@ -121,7 +293,7 @@ export function gateHandshakes(server: HttpServer, admission: Admission, onRefus
   const upgradeListeners = server.listeners('upgrade') as ((req: IncomingMessage, socket: Duplex, head: Buffer) => void)[];
   server.removeAllListeners('upgrade');
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    if (refused(req)) {
+    if (refused(req, socket)) {
       refuseRaw(socket);
       return;
     }

@@ -1,13 +1,16 @@
 /**
- * Admission control of new connections per host (GATEWAY_ADMISSION_RATE /
- * _BURST): a herd of clients arriving at once gets exactly `burst`
- * connections admitted, the rest an HTTP 503 with the documented body, which
- * stock socket.io-client retries by itself until everyone is connected; each
- * refusal is counted once, and an established client keeps receiving events
- * throughout.
+ * Admission control of new connections: handshakes in flight per process
+ * (GATEWAY_ADMISSION_CONCURRENCY): while the admitted handshakes are stuck
+ * (their backend call hangs), exactly `concurrency` per worker are in flight
+ * and every other one gets the HTTP 503, until they end; the host's bucket
+ * (GATEWAY_ADMISSION_RATE / _BURST): a herd of clients arriving at once gets
+ * exactly `burst` connections admitted. The refused get an HTTP 503 with the
+ * documented body, which stock socket.io-client retries by itself until
+ * everyone is connected; each refusal is counted once, and an established
+ * client keeps receiving events throughout.
  */
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import {
   connectClient,
   EventRecorder,
@@ -22,6 +25,8 @@ import {
   type Socket,
 } from '../harness';
 import { ADMISSION_REFUSAL } from '../../src/shared/admission';
+import type { FakeFrappe } from '../harness/fake-frappe';
+import type { RedisServer } from '../harness/redis';
 import { newKeyPrefix, publishFrappe, SITE, sidOf, startBackend, startHost, userRoom, USERS } from './cluster-support';
 
 /** What a refused attempt looks like to socket.io-client: a transport error of the Engine.IO handshake. */
@@ -41,11 +46,11 @@ interface HerdClient {
   errors: TransportError[];
 }
 
-function herdClient(scope: Scope, url: string, i: number): HerdClient {
+function herdClient(scope: Scope, url: string, i: number, cookie = sidOf(USERS[i % USERS.length] as string)): HerdClient {
   const transport = i % 2 === 0 ? 'polling' : 'websocket';
   const socket = connectClient(url, SITE, {
     scope,
-    cookie: sidOf(USERS[i % USERS.length] as string),
+    cookie,
     reconnection: true,
     // polling = socket.io-client's default (polling, then upgrade), like a browser.
     ...(transport === 'websocket' ? { transports: ['websocket'] } : {}),
@@ -107,24 +112,34 @@ async function herd(scope: Scope, gw: GatewayHandle, n: number, burst: number): 
   return clients;
 }
 
-test('admission, 2 workers: a herd gets exactly the burst at once, the rest 503 and reconnect by themselves; an established client keeps receiving events', async (t) => {
+/** A host of 2 workers with these admission settings, its Redis and its backend. */
+async function twoWorkers(
+  t: TestContext,
+  env: Record<string, string>,
+): Promise<{ scope: Scope; redis: RedisServer; backend: FakeFrappe; gw: GatewayHandle }> {
   const scope = withScope(t);
   const redis = await startRedis({ scope });
   const backend = await startBackend(scope);
+  const gw = await startHost({ scope, backend, keyPrefix: newKeyPrefix(), redisUrl: redis.url, workers: 2, env });
+  return { scope, redis, backend, gw };
+}
+
+/** A standalone gateway with these admission settings, and its backend. */
+async function standalone(t: TestContext, env: Record<string, string>): Promise<{ scope: Scope; backend: FakeFrappe; gw: GatewayHandle }> {
+  const scope = withScope(t);
+  const backend = await startBackend(scope);
+  const gw = await startGateway({ scope, backendUrl: backend.url, defaultSite: SITE, env });
+  return { scope, backend, gw };
+}
+
+test('admission, 2 workers: a herd gets exactly the burst at once, the rest 503 and reconnect by themselves; an established client keeps receiving events', async (t) => {
   const burst = 3;
-  const gw = await startHost({
-    scope,
-    backend,
-    keyPrefix: newKeyPrefix(),
-    redisUrl: redis.url,
-    workers: 2,
-    // Pings every second: the established client's heartbeats run during the herd too.
-    env: {
-      GATEWAY_ADMISSION_RATE: '1',
-      GATEWAY_ADMISSION_BURST: String(burst),
-      GATEWAY_PING_INTERVAL_MS: '1000',
-      GATEWAY_PING_TIMEOUT_MS: '2000',
-    },
+  // Pings every second: the established client's heartbeats run during the herd too.
+  const { scope, redis, gw } = await twoWorkers(t, {
+    GATEWAY_ADMISSION_RATE: '1',
+    GATEWAY_ADMISSION_BURST: String(burst),
+    GATEWAY_PING_INTERVAL_MS: '1000',
+    GATEWAY_PING_TIMEOUT_MS: '2000',
   });
   const user = USERS[0] as string;
   const established = connectClient(gw.url, SITE, { scope, cookie: sidOf(user), transports: ['websocket'] });
@@ -172,28 +187,94 @@ test('admission, 2 workers: a herd gets exactly the burst at once, the rest 503 
 });
 
 test('admission, standalone: the same bucket in front of Engine.IO', async (t) => {
-  const scope = withScope(t);
-  const backend = await startBackend(scope);
   const burst = 2;
-  const gw = await startGateway({
-    scope,
-    backendUrl: backend.url,
-    defaultSite: SITE,
-    env: { GATEWAY_ADMISSION_RATE: '1', GATEWAY_ADMISSION_BURST: String(burst) },
-  });
+  const { scope, gw } = await standalone(t, { GATEWAY_ADMISSION_RATE: '1', GATEWAY_ADMISSION_BURST: String(burst) });
   await herd(scope, gw, 5, burst);
 });
 
-test('admission off (rate 0): a herd larger than any burst connects at once', async (t) => {
-  const scope = withScope(t);
-  const backend = await startBackend(scope);
-  const gw = await startGateway({
-    scope,
-    backendUrl: backend.url,
-    defaultSite: SITE,
-    env: { GATEWAY_ADMISSION_RATE: '0', GATEWAY_ADMISSION_BURST: '1' },
+test('admission off (rate 0, concurrency 0): a herd larger than any burst or bound connects at once', async (t) => {
+  const { scope, gw } = await standalone(t, {
+    GATEWAY_ADMISSION_RATE: '0',
+    GATEWAY_ADMISSION_BURST: '1',
+    GATEWAY_ADMISSION_CONCURRENCY: '0',
   });
   const clients = Array.from({ length: 6 }, (_, i) => herdClient(scope, gw.url, i));
   assert.deepEqual(await Promise.all(clients.map((c) => c.first)), Array(6).fill('connect'));
   assert.equal(await gw.metricValue('gateway_limit_exceeded_total', { limit: 'admission' }), 0);
+});
+
+/** A credential whose get_user_info never answers: a handshake using it stays in flight. */
+const STUCK_SID = 'sid-stuck-herd';
+
+/**
+ * The concurrency bound: `n` clients whose handshakes get stuck in the
+ * backend against `slots` slots in total. Exactly `n - slots` are refused at
+ * their first attempt, exactly `slots` stay in flight (and no client
+ * connects) while the refused keep retrying; once the stuck ones leave, every
+ * slot is free again and a herd with a working credential connects by itself.
+ */
+async function stuckHerd(scope: Scope, gw: GatewayHandle, backend: FakeFrappe, n: number, slots: number): Promise<void> {
+  backend.addSession(STUCK_SID, { user: USERS[0] as string, user_type: 'System User' });
+  backend.setFailure(STUCK_SID, 'hang');
+  const stuck = Array.from({ length: n }, (_, i) => herdClient(scope, gw.url, i, STUCK_SID));
+  const outcomes: ('connect' | 'refused')[] = [];
+  for (const c of stuck) void c.first.then((f) => outcomes.push(f));
+  await pollUntil(async () => outcomes.length >= n - slots || undefined, {
+    timeoutMs: 30_000,
+    intervalMs: 50,
+    description: `${n - slots} clients refused at their first attempt`,
+  });
+  // The refused retry (300-1,000 ms backoff) and are refused again: wait for a second round of refusals.
+  await pollUntil(
+    async () => ((await gw.metricValue('gateway_limit_exceeded_total', { limit: 'admission' })) ?? 0) >= 2 * (n - slots) || undefined,
+    {
+      timeoutMs: 30_000,
+      intervalMs: 100,
+      description: 'the refused clients to be refused again on retry',
+    },
+  );
+  assert.deepEqual(outcomes, Array(n - slots).fill('refused'), 'nobody connected, exactly the slots are held');
+  assert.equal(await gw.metricValue('gateway_admission_in_flight'), slots);
+  for (const c of stuck) for (const err of c.errors) assertAdmissionRefusal(c, err);
+  const refusals = stuck.reduce((a, c) => a + c.errors.length, 0);
+  assert.equal(await gw.metricValue('gateway_connect_errors_total', { reason: 'admission' }), refusals);
+  // The stuck clients leave: their transports close, which ends their handshakes.
+  for (const c of stuck) c.socket.close();
+  await pollUntil(async () => (await gw.metricValue('gateway_admission_in_flight')) === 0 || undefined, {
+    timeoutMs: 10_000,
+    intervalMs: 100,
+    description: 'every slot to be free once the stuck handshakes closed',
+  });
+  const refusedBefore = (await gw.metricValue('gateway_limit_exceeded_total', { limit: 'admission' })) ?? 0;
+  const herdOk = Array.from({ length: n }, (_, i) => herdClient(scope, gw.url, i));
+  await withTimeout(
+    Promise.all(herdOk.map((c) => c.connected)),
+    60_000,
+    'every client with a working credential to be connected through its own reconnection',
+  );
+  for (const c of herdOk) for (const err of c.errors) assertAdmissionRefusal(c, err);
+  assert.equal(
+    await gw.metricValue('gateway_limit_exceeded_total', { limit: 'admission' }),
+    refusedBefore + herdOk.reduce((a, c) => a + c.errors.length, 0),
+  );
+  assert.equal(await gw.metricValue('gateway_admission_in_flight'), 0, 'connected handshakes hold no slot');
+}
+
+test('admission concurrency, 2 workers: exactly GATEWAY_ADMISSION_CONCURRENCY handshakes in flight per worker, the rest 503 until one ends', async (t) => {
+  // No bucket; the handshake deadline far away, so the stuck handshakes stay in flight for the whole test.
+  const { scope, backend, gw } = await twoWorkers(t, {
+    GATEWAY_ADMISSION_RATE: '0',
+    GATEWAY_ADMISSION_CONCURRENCY: '2',
+    GATEWAY_HANDSHAKE_TIMEOUT_MS: '120000',
+  });
+  await stuckHerd(scope, gw, backend, 7, 4);
+});
+
+test('admission concurrency, standalone: the same bound in front of Engine.IO', async (t) => {
+  const { scope, backend, gw } = await standalone(t, {
+    GATEWAY_ADMISSION_RATE: '0',
+    GATEWAY_ADMISSION_CONCURRENCY: '3',
+    GATEWAY_HANDSHAKE_TIMEOUT_MS: '120000',
+  });
+  await stuckHerd(scope, gw, backend, 6, 3);
 });

@@ -1,10 +1,23 @@
 /**
  * Admission control (src/shared/admission.ts): which requests are handshakes,
- * and the host's bucket at its threshold.
+ * the host's bucket at its threshold, the handshakes in flight per process
+ * at theirs, and when a handshake counts as over.
  */
 import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import type { IncomingMessage } from 'node:http';
 import { test } from 'node:test';
-import { ADMISSION_REFUSAL, ADMISSION_REFUSAL_RESPONSE, Admission, isHandshake, requestLineParts } from '../../src/shared/admission';
+import type { Server as IoServer } from 'socket.io';
+import {
+  ADMISSION_REFUSAL,
+  ADMISSION_REFUSAL_RESPONSE,
+  Admission,
+  HandshakeSlots,
+  HandshakeTracker,
+  isHandshake,
+  requestLineParts,
+  slotHoldMs,
+} from '../../src/shared/admission';
 
 test('admission: exactly `burst` handshakes at once, then one per 1/rate, never more than burst saved up', () => {
   let now = 1000;
@@ -46,4 +59,160 @@ test('the refusal is an HTTP 503 with Retry-After and the documented JSON body',
   assert.match(head ?? '', /\r\nRetry-After: 1(\r\n|$)/);
   assert.match(head ?? '', new RegExp(`\\r\\nContent-Length: ${Buffer.byteLength(body ?? '')}(\\r\\n|$)`));
   assert.deepEqual(JSON.parse(body ?? ''), ADMISSION_REFUSAL);
+});
+
+test('slots: exactly `limit` handshakes in flight per process, each release frees one, processes are independent', () => {
+  const s = new HandshakeSlots(3, 20_000, () => 0);
+  assert.deepEqual([s.take(1), s.take(1), s.take(1), s.take(1)], [true, true, true, false]);
+  assert.equal(s.hasRoom(1), false);
+  assert.equal(s.hasRoom(2), true, 'another worker has its own slots');
+  assert.deepEqual([s.take(2), s.take(2), s.take(2), s.take(2)], [true, true, true, false]);
+  assert.equal(s.inFlight(), 6);
+  s.release(1);
+  assert.equal(s.inFlight(), 5);
+  assert.deepEqual([s.take(1), s.take(1)], [true, false], 'one release, one slot');
+  s.release(2);
+  s.release(2);
+  s.release(2);
+  s.release(2);
+  assert.equal(s.inFlight(), 3, 'a report beyond what is in flight frees nothing of another process');
+  s.forget(1);
+  assert.equal(s.inFlight(), 0);
+  assert.deepEqual([s.take(1), s.take(1), s.take(1), s.take(1)], [true, true, true, false], 'a new process with the same id starts empty');
+});
+
+test('slots: a slot whose report never comes is free again after holdMs, not before', () => {
+  let now = 0;
+  const s = new HandshakeSlots(2, 1000, () => now);
+  s.take(1);
+  now = 500;
+  s.take(1);
+  assert.equal(s.take(1), false);
+  now = 999;
+  assert.equal(s.hasRoom(1), false, 'the oldest slot is held for 1000 ms');
+  now = 1000;
+  assert.equal(s.inFlight(), 1, 'the oldest expired');
+  assert.equal(s.take(1), true);
+  assert.equal(s.take(1), false);
+  now = 1500;
+  assert.equal(s.inFlight(), 1, 'the second expired at 1500');
+  assert.equal(slotHoldMs(10_000), 20_000);
+});
+
+test('slots: limit 0 is off, every handshake is admitted and nothing is counted', () => {
+  const s = new HandshakeSlots(0, 1000);
+  assert.equal(s.enabled, false);
+  for (let i = 0; i < 1000; i++) assert.equal(s.take(1), true);
+  assert.equal(s.hasRoom(1), true);
+  assert.equal(s.inFlight(), 0);
+});
+
+/** The parts of socket.io and Engine.IO the tracker listens to. */
+function fakeIo(): { io: IoServer; engine: EventEmitter; newNamespace(): EventEmitter } {
+  const engine = new EventEmitter();
+  const top = new EventEmitter();
+  const io = Object.assign(top, { engine }) as unknown as IoServer;
+  const newNamespace = (): EventEmitter => {
+    const nsp = new EventEmitter();
+    top.emit('new_namespace', nsp);
+    return nsp;
+  };
+  return { io, engine, newNamespace };
+}
+
+const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+test('tracker: a handshake is over when its session connects to a namespace, once; the session closing later counts nothing', async () => {
+  const { io, engine, newNamespace } = fakeIo();
+  let done = 0;
+  const t = new HandshakeTracker(io, 60_000, () => done++);
+  const nsp = newNamespace();
+  const req = {} as IncomingMessage;
+  const res = new EventEmitter();
+  t.track(req, res);
+  const conn = Object.assign(new EventEmitter(), { request: req });
+  engine.emit('connection', conn);
+  res.emit('close');
+  await turn();
+  assert.equal(done, 0, 'the response closing does not end a handshake that has a session');
+  nsp.emit('connection', { conn });
+  assert.equal(done, 1);
+  nsp.emit('connection', { conn });
+  conn.emit('close');
+  assert.equal(done, 1);
+});
+
+test('tracker: over when the request ends without a session, or when the session closes before connecting', async () => {
+  const { io, engine } = fakeIo();
+  let done = 0;
+  const t = new HandshakeTracker(io, 60_000, () => done++);
+  const refusedReq = {} as IncomingMessage;
+  const refusedRes = new EventEmitter();
+  t.track(refusedReq, refusedRes);
+  refusedRes.emit('close');
+  assert.equal(done, 0, 'checked one turn later (Engine.IO may still claim it)');
+  await turn();
+  assert.equal(done, 1, 'refused by Engine.IO: no session came');
+
+  const req = {} as IncomingMessage;
+  const socket = new EventEmitter();
+  t.track(req, socket);
+  const conn = Object.assign(new EventEmitter(), { request: req });
+  engine.emit('connection', conn);
+  conn.emit('close');
+  assert.equal(done, 2, 'the session closed before any namespace connected');
+  socket.emit('close');
+  await turn();
+  assert.equal(done, 2);
+  // A session the tracker never took a slot for counts nothing.
+  const other = Object.assign(new EventEmitter(), { request: {} as IncomingMessage });
+  engine.emit('connection', other);
+  other.emit('close');
+  assert.equal(done, 2);
+});
+
+test('tracker: a handshake that neither connects nor closes is over after holdMs', async () => {
+  const { io, engine } = fakeIo();
+  let done = 0;
+  const t = new HandshakeTracker(io, 20, () => done++);
+  const req = {} as IncomingMessage;
+  t.track(req, new EventEmitter());
+  const conn = Object.assign(new EventEmitter(), { request: req });
+  engine.emit('connection', conn);
+  await new Promise<void>((resolve) => {
+    const check = (): void => (done > 0 ? resolve() : void setTimeout(check, 5));
+    check();
+  });
+  assert.equal(done, 1);
+  conn.emit('close');
+  assert.equal(done, 1, 'and only once');
+});
+
+test('tracker: work of the connected socket that belongs to its handshake (a replay) keeps it in flight until it settles', async () => {
+  const { io, engine, newNamespace } = fakeIo();
+  let done = 0;
+  let finish: () => void = () => undefined;
+  const replay = new Promise<void>((r) => (finish = r));
+  const replayed = { conn: undefined as unknown };
+  const t = new HandshakeTracker(
+    io,
+    60_000,
+    () => done++,
+    (s) => (s === replayed ? replay : undefined),
+  );
+  const nsp = newNamespace();
+  for (const socket of [replayed, { conn: undefined as unknown }]) {
+    const req = {} as IncomingMessage;
+    t.track(req, new EventEmitter());
+    const conn = Object.assign(new EventEmitter(), { request: req });
+    engine.emit('connection', conn);
+    socket.conn = conn;
+    nsp.emit('connection', socket);
+  }
+  assert.equal(done, 1, 'the socket without a replay is over at its connection');
+  await turn();
+  assert.equal(done, 1, 'the replaying one is not');
+  finish();
+  await turn();
+  assert.equal(done, 2);
 });
