@@ -82,7 +82,17 @@ export interface BackendOptions {
  */
 /** The backend client as the configuration describes it (both process roles use this). */
 export function backendFromConfig(
-  config: GatewayConfig,
+  config: Pick<
+    GatewayConfig,
+    | 'backendUrl'
+    | 'backendTimeoutMs'
+    | 'backendConcurrency'
+    | 'backendQueue'
+    | 'backendCircuitFailures'
+    | 'backendCircuitOpenMs'
+    | 'permissionFlavour'
+    | 'authCacheTtlMs'
+  >,
   deps: { metrics: Metrics; log: Logger; socketSecret: () => string | null; redis?: BackendOptions['redis'] },
 ): FrappeBackend {
   return new FrappeBackend({

@@ -3,8 +3,8 @@ import { Server, type Namespace, type Socket } from 'socket.io';
 import { Adapter } from 'socket.io-adapter';
 import type { GatewayConfig } from '../config';
 import { AppHandlers } from '../frappe/app-handlers';
-import { registerCustomRooms } from '../frappe/custom-rooms';
-import { authenticate } from '../frappe/auth';
+import { registerCustomRooms, type CustomRoomsConfig } from '../frappe/custom-rooms';
+import { authenticate, type AuthOptions } from '../frappe/auth';
 import type { FrappeBackend, RequestContext } from '../frappe/backend';
 import { automaticRooms, joinLocally, registerFrappeHandlers, type JoinRooms, type SocketData } from '../frappe/handlers';
 import type { Metrics } from '../metrics/metrics';
@@ -26,8 +26,30 @@ import {
   watchNamespaceAdds,
 } from '../shared/io-internals';
 
+/** The slice of the configuration the Socket.IO server reads (its own settings, authentication, rate limits, custom rooms). */
+export type SocketServerConfig = Pick<
+  GatewayConfig,
+  | 'appsPath'
+  | 'corsOrigins'
+  | 'dropLogIntervalMs'
+  | 'handshakeTimeoutMs'
+  | 'maxConnectionsPerIp'
+  | 'maxConnectionsPerUser'
+  | 'maxHttpBufferBytes'
+  | 'maxOutboundBytes'
+  | 'maxOutboundPackets'
+  | 'maxRoomsPerSocket'
+  | 'pingIntervalMs'
+  | 'pingTimeoutMs'
+  | 'recoveryWindowMs'
+  | 'trustProxy'
+> &
+  AuthOptions &
+  CustomRoomsConfig &
+  Pick<GatewayConfig, 'clientEventsPerSec' | 'clientEventsBurst'>;
+
 export interface SocketServerDeps {
-  readonly config: GatewayConfig;
+  readonly config: SocketServerConfig;
   readonly httpServer: HttpServer;
   readonly backend: FrappeBackend;
   readonly presence: PresenceStore;
