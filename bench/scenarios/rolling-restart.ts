@@ -202,6 +202,8 @@ function startSampler(hosts: () => Target[]): { stop(): Promise<{ lagMs: number;
 const COUNTERS: [string, string][] = [
   ['gateway_connect_errors_total', 'reason'],
   ['gateway_limit_exceeded_total', 'limit'],
+  // How waits for a handshake slot ended (GATEWAY_ADMISSION_QUEUE): admitted, expired (a 503), full (a 503 at once), closed.
+  ['gateway_admission_queue_waits_total', 'result'],
   ['gateway_session_recoveries_total', 'result'],
   ['gateway_auth_requests_total', 'result'],
   // Time spent in backend calls (sum over all of them) and their count: the mean backend latency.

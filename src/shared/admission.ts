@@ -458,49 +458,44 @@ export function gateHandshakes(
   const passRequest = (req: IncomingMessage, res: ServerResponse): void => {
     for (const l of requestListeners) l.call(server, req, res);
   };
-  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    const d = decide(req, res);
-    if (d === 'pass') passRequest(req, res);
+  /** One handshake through the gate: passed on (`pass`), held until a slot frees, or refused (`refuseNow`). */
+  const admitOr = (req: IncomingMessage, end: Duplex | ServerResponse, pass: () => void, refuseNow: () => void): void => {
+    const d = decide(req, end);
+    if (d === 'pass') pass();
     else if (
       d === 'wait' &&
-      hold(res, {
+      hold(end, {
         proceed: () => {
-          takeSlot(req, res);
-          passRequest(req, res);
+          takeSlot(req, end);
+          pass();
         },
-        refuse: () => refuseResponse(res),
+        refuse: refuseNow,
       })
     )
       drain();
     else {
       onRefused();
-      refuseResponse(res);
+      refuseNow();
     }
   };
-  server.on('request', onRequest);
+  server.on('request', (req: IncomingMessage, res: ServerResponse) =>
+    admitOr(
+      req,
+      res,
+      () => passRequest(req, res),
+      () => refuseResponse(res),
+    ),
+  );
   const upgradeListeners = server.listeners('upgrade') as ((req: IncomingMessage, socket: Duplex, head: Buffer) => void)[];
   server.removeAllListeners('upgrade');
-  const passUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    for (const l of upgradeListeners) l.call(server, req, socket, head);
-  };
-  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    const d = decide(req, socket);
-    if (d === 'pass') passUpgrade(req, socket, head);
-    else if (
-      d === 'wait' &&
-      hold(socket, {
-        proceed: () => {
-          takeSlot(req, socket);
-          passUpgrade(req, socket, head);
-        },
-        refuse: () => refuseRaw(socket),
-      })
-    )
-      drain();
-    else {
-      onRefused();
-      refuseRaw(socket);
-    }
-  };
-  server.on('upgrade', onUpgrade);
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+    admitOr(
+      req,
+      socket,
+      () => {
+        for (const l of upgradeListeners) l.call(server, req, socket, head);
+      },
+      () => refuseRaw(socket),
+    ),
+  );
 }
