@@ -17,8 +17,10 @@
  * --admission A,B,... (admission settings run alternately within each run:
  * `off` (the default, as in every capacity scenario), `default` (the
  * gateway's defaults), `RATE/BURST` (the host bucket alone), `cN` (N
- * handshakes in flight per worker alone), or both joined by `+`, e.g.
- * `1000/2000+c64`).
+ * handshakes in flight per worker alone, refused at once when all are
+ * taken), `qN` (up to N handshakes per host wait for a slot instead,
+ * GATEWAY_ADMISSION_QUEUE), `wMS` (for up to MS, GATEWAY_ADMISSION_QUEUE_MS;
+ * default: the gateway's), joined by `+`, e.g. `1000/2000+c64+q1000+w2000`).
  *
  * Per step it also reports the latency of the clients that stayed connected
  * through it (those on the surviving host: what admission protects), over
@@ -109,12 +111,21 @@ export function admissionEnv(setting: string): Record<string, string> {
       GATEWAY_ADMISSION_RATE: OPTIONS.admissionRate.default ?? '0',
       GATEWAY_ADMISSION_BURST: OPTIONS.admissionBurst.default ?? '1',
       GATEWAY_ADMISSION_CONCURRENCY: OPTIONS.admissionConcurrency.default ?? '0',
+      GATEWAY_ADMISSION_QUEUE: OPTIONS.admissionQueue.default ?? '0',
+      GATEWAY_ADMISSION_QUEUE_MS: OPTIONS.admissionQueueMs.default ?? '0',
     };
   }
-  const env: Record<string, string> = { GATEWAY_ADMISSION_RATE: '0', GATEWAY_ADMISSION_CONCURRENCY: '0' };
+  const env: Record<string, string> = {
+    GATEWAY_ADMISSION_RATE: '0',
+    GATEWAY_ADMISSION_CONCURRENCY: '0',
+    GATEWAY_ADMISSION_QUEUE: '0',
+    GATEWAY_ADMISSION_QUEUE_MS: OPTIONS.admissionQueueMs.default ?? '0',
+  };
   if (setting === 'off') return env;
   for (const part of setting.split('+')) {
     if (part.startsWith('c')) env['GATEWAY_ADMISSION_CONCURRENCY'] = part.slice(1);
+    else if (part.startsWith('q')) env['GATEWAY_ADMISSION_QUEUE'] = part.slice(1);
+    else if (part.startsWith('w')) env['GATEWAY_ADMISSION_QUEUE_MS'] = part.slice(1);
     else {
       const [rate = '0', burst = '1'] = part.split('/');
       env['GATEWAY_ADMISSION_RATE'] = rate;
@@ -191,6 +202,8 @@ function startSampler(hosts: () => Target[]): { stop(): Promise<{ lagMs: number;
 const COUNTERS: [string, string][] = [
   ['gateway_connect_errors_total', 'reason'],
   ['gateway_limit_exceeded_total', 'limit'],
+  // How waits for a handshake slot ended (GATEWAY_ADMISSION_QUEUE): admitted, expired (a 503), full (a 503 at once), closed.
+  ['gateway_admission_queue_waits_total', 'result'],
   ['gateway_session_recoveries_total', 'result'],
   ['gateway_auth_requests_total', 'result'],
   // Time spent in backend calls (sum over all of them) and their count: the mean backend latency.

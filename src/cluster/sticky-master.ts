@@ -2,7 +2,15 @@ import cluster, { type Worker } from 'node:cluster';
 import { isAscii } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import type { Server, Socket } from 'node:net';
-import { isHandshake, refuseRaw, requestLineParts, type Admission, type HandshakeSlots } from '../shared/admission';
+import {
+  AdmissionQueue,
+  isHandshake,
+  refuseRaw,
+  requestLineParts,
+  type Admission,
+  type HandshakeSlots,
+  type QueueResult,
+} from '../shared/admission';
 import { asWorkerMessage } from './ipc';
 import { stopReading } from '../shared/io-internals';
 
@@ -31,6 +39,8 @@ const SID_RE = /[?&]sid=([0-9a-z]+)\./;
 const PENDING_RESET_MS = 5000;
 /** A request line longer than this is not ours to wait for. */
 const MAX_HEAD_BYTES = 8192;
+/** Bytes a connection waiting for a slot may send before its handshake is answered; beyond it the connection is dropped. */
+const MAX_WAITING_BYTES = 64 * 1024;
 /**
  * A connection that has not sent its request line by then is closed: without
  * http.Server's headersTimeout nothing else would ever free it in the primary.
@@ -52,7 +62,15 @@ export interface StickyMasterOptions {
    * `admission`; the worker reports each handshake over (`gw:handshake-done`).
    */
   slots?: HandshakeSlots;
-  /** Called for each handshake refused by `admission` or `slots`. */
+  /**
+   * Handshakes that wait for a free slot instead of the 503 at once
+   * (GATEWAY_ADMISSION_QUEUE / _QUEUE_MS; with `slots` only): at most `limit`
+   * connections for at most `maxWaitMs`, handed over oldest first.
+   */
+  queue?: { limit: number; maxWaitMs: number };
+  /** Called for each handshake that left the queue (how), and with the queue's length after any change. */
+  onQueue?: (result: QueueResult | 'waiting', length: number) => void;
+  /** Called for each handshake refused by `admission` or `slots` (a full queue or an expired wait included). */
   onAdmissionRefused?: () => void;
   /** False for a worker that stopped answering: new sessions go to the others while any is responsive. */
   responsive?: (workerId: number) => boolean;
@@ -93,10 +111,31 @@ export function leastLoaded<W extends { id: number }>(
   return best;
 }
 
+/** A handshake waiting for a slot in the primary: its connection, the bytes read so far. */
+interface Waiting {
+  socket: Socket;
+  data(): Buffer;
+  /** Stops watching the connection (it leaves the queue). */
+  unhook(): void;
+}
+
 export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}): void {
   const headTimeoutMs = opts.requestLineTimeoutMs ?? REQUEST_LINE_TIMEOUT_MS;
   const admission = opts.admission?.enabled ? opts.admission : undefined;
   const slots = opts.slots?.enabled ? opts.slots : undefined;
+  const refuse = (socket: Socket): void => {
+    opts.onAdmissionRefused?.();
+    refuseRaw(socket);
+  };
+  const queue =
+    slots && opts.queue
+      ? new AdmissionQueue<Waiting>(opts.queue.limit, opts.queue.maxWaitMs, (w) => {
+          w.unhook();
+          opts.onQueue?.('expired', queue?.length ?? 0);
+          refuse(w.socket);
+        })
+      : undefined;
+  const waiting = queue?.enabled ? queue : undefined;
   const handshake = (head: string): boolean => {
     const line = requestLineParts(head);
     return line !== undefined && isHandshake(line.method, line.target);
@@ -112,8 +151,10 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
   server.once('close', () => clearInterval(resetPending));
   cluster.on('message', (worker: Worker, m: unknown) => {
     const type = (m as { type?: unknown } | null)?.type;
-    if (slots && asWorkerMessage(m)?.type === 'gw:handshake-done') slots.release(worker.id);
-    else if (type === 'sticky:connection') {
+    if (slots && asWorkerMessage(m)?.type === 'gw:handshake-done') {
+      slots.release(worker.id);
+      drainQueue();
+    } else if (type === 'sticky:connection') {
       sessions.set(worker.id, (sessions.get(worker.id) ?? 0) + 1);
       pending.set(worker.id, Math.max(0, (pending.get(worker.id) ?? 0) - 1));
     } else if (type === 'sticky:disconnection') sessions.set(worker.id, Math.max(0, (sessions.get(worker.id) ?? 0) - 1));
@@ -122,6 +163,14 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
     sessions.delete(worker.id);
     pending.delete(worker.id);
     slots?.forget(worker.id);
+  });
+  // A replacement worker has free slots.
+  cluster.on('online', () => drainQueue());
+  server.once('close', () => {
+    for (const w of waiting?.clear() ?? []) {
+      w.unhook();
+      refuseRaw(w.socket);
+    }
   });
 
   const load = (w: Worker): number => (sessions.get(w.id) ?? 0) + (pending.get(w.id) ?? 0);
@@ -135,22 +184,115 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
     if (best && id === undefined) pending.set(best.id, (pending.get(best.id) ?? 0) + 1);
     return best;
   };
-  /**
-   * Where a handshake goes, or null to refuse it: a worker with a free slot
-   * (the least loaded of those), and a token of the host's bucket.
-   */
-  const admit = (head: string): Worker | undefined | null => {
-    const workers = Object.values(cluster.workers ?? {}).filter(live);
-    const open = slots ? workers.filter((w) => slots.hasRoom(w.id)) : workers;
-    // No worker at all is not a herd: that answer comes below.
-    if ((workers.length > 0 && open.length === 0) || (admission && !admission.admit())) return null;
-    if (!slots) return pick(head);
-    const best = leastLoaded(open, load, opts.responsive ?? (() => true));
+  /** The least loaded worker with a free slot, its slot taken; undefined when none has one. */
+  const takeSlot = (workers: Worker[]): Worker | undefined => {
+    const best = leastLoaded(
+      workers.filter((w) => slots?.hasRoom(w.id) ?? true),
+      load,
+      opts.responsive ?? (() => true),
+    );
     if (best) {
       pending.set(best.id, (pending.get(best.id) ?? 0) + 1);
-      slots.take(best.id);
+      slots?.take(best.id);
     }
     return best;
+  };
+  /**
+   * Where a handshake goes: a worker with a free slot (the least loaded of
+   * those) once it has a token of the host's bucket; null to refuse it;
+   * 'wait' when it has its token but every slot is taken (or others already
+   * wait for one: slots go oldest first).
+   */
+  const admit = (head: string): Worker | undefined | null | 'wait' => {
+    const workers = Object.values(cluster.workers ?? {}).filter(live);
+    const queued = (waiting?.length ?? 0) > 0;
+    // No worker at all is not a herd: that answer comes below.
+    const noSlot = slots !== undefined && workers.length > 0 && (queued || !workers.some((w) => slots.hasRoom(w.id)));
+    // Without a queue, refused before it spends a token.
+    if (noSlot && !waiting) return null;
+    if (admission && !admission.admit()) return null;
+    if (!slots) return pick(head);
+    return noSlot ? 'wait' : takeSlot(workers);
+  };
+  /** Slots freed: the oldest waiting handshakes go to the workers that have one. */
+  function drainQueue(): void {
+    if (!waiting) return;
+    while (waiting.length > 0) {
+      const worker = takeSlot(Object.values(cluster.workers ?? {}).filter(live));
+      if (!worker) return;
+      const w = waiting.shift();
+      if (!w) {
+        // Everything left had expired: the slot goes back.
+        slots?.release(worker.id);
+        pending.set(worker.id, Math.max(0, (pending.get(worker.id) ?? 0) - 1));
+        return;
+      }
+      w.unhook();
+      opts.onQueue?.('admitted', waiting.length);
+      stopReading(w.socket);
+      handOver(worker, w.socket, w.data(), true);
+    }
+  }
+  /** Holds a handshake until a slot frees (`drainQueue`) or its wait expires; false = the queue is full or off. */
+  const hold = (socket: Socket, first: Buffer): boolean => {
+    if (!waiting) return false;
+    const chunks = [first];
+    let size = first.length;
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size <= MAX_WAITING_BYTES) return;
+      left();
+      socket.destroy();
+    };
+    const left = (): void => {
+      if (!waiting.remove(w)) return;
+      w.unhook();
+      opts.onQueue?.('closed', waiting.length);
+    };
+    const w: Waiting = {
+      socket,
+      data: () => (chunks.length === 1 ? first : Buffer.concat(chunks)),
+      unhook: () => {
+        socket.off('data', onData);
+        socket.off('close', left);
+      },
+    };
+    if (!waiting.add(w)) {
+      opts.onQueue?.('full', waiting.length);
+      return false;
+    }
+    socket.on('data', onData);
+    socket.once('close', left);
+    opts.onQueue?.('waiting', waiting.length);
+    return true;
+  };
+  /** Gives the connection and the bytes read so far to `worker`. */
+  const handOver = (worker: Worker, socket: Socket, data: Buffer, gated: boolean): void => {
+    // The worker side rebuilds the bytes with `Buffer.from(data)`. IPC sends
+    // JSON, where a Buffer becomes {type:'Buffer', data:[...]}: a number per
+    // byte, the most expensive part of a hand-over in a connect storm. An
+    // all-ASCII head goes as a string (UTF-8 of ASCII is the same bytes);
+    // anything else as the Buffer, so a multi-byte character cut at the
+    // chunk boundary survives.
+    const payload = isAscii(data) ? data.toString('latin1') : data;
+    worker.send({ type: 'sticky:connection', data: payload }, socket, { keepOpen: false }, (err: Error | null) => {
+      if (err) {
+        // Never reached the worker, which will not report it over.
+        if (gated) {
+          slots?.release(worker.id);
+          drainQueue();
+        }
+        socket.destroy();
+        return;
+      }
+      // Node detaches the handle (and already uncounted the connection in
+      // server._connections) but never ends the JS socket: it would emit no
+      // 'close', so whoever tracks open sockets here would keep it, and
+      // everything it references, for good. destroy() would uncount it a
+      // second time; 'close' is the end of its life in this process.
+      socket.emit('close', false);
+    });
   };
 
   server.on('connection', (socket: Socket) => {
@@ -167,9 +309,13 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
       const head = data.toString('latin1');
       const gated = (admission !== undefined || slots !== undefined) && handshake(head);
       const worker = gated ? admit(head) : pick(head);
+      if (worker === 'wait') {
+        if (!hold(socket, data)) refuse(socket);
+        else drainQueue();
+        return;
+      }
       if (worker === null) {
-        opts.onAdmissionRefused?.();
-        refuseRaw(socket);
+        refuse(socket);
         return;
       }
       stopReading(socket);
@@ -177,27 +323,7 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
         socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
         return;
       }
-      // The worker side rebuilds the bytes with `Buffer.from(data)`. IPC sends
-      // JSON, where a Buffer becomes {type:'Buffer', data:[...]}: a number per
-      // byte, the most expensive part of a hand-over in a connect storm. An
-      // all-ASCII head goes as a string (UTF-8 of ASCII is the same bytes);
-      // anything else as the Buffer, so a multi-byte character cut at the
-      // chunk boundary survives.
-      const payload = isAscii(data) ? data.toString('latin1') : data;
-      worker.send({ type: 'sticky:connection', data: payload }, socket, { keepOpen: false }, (err: Error | null) => {
-        if (err) {
-          // Never reached the worker, which will not report it over.
-          if (gated) slots?.release(worker.id);
-          socket.destroy();
-          return;
-        }
-        // Node detaches the handle (and already uncounted the connection in
-        // server._connections) but never ends the JS socket: it would emit no
-        // 'close', so whoever tracks open sockets here would keep it, and
-        // everything it references, for good. destroy() would uncount it a
-        // second time; 'close' is the end of its life in this process.
-        socket.emit('close', false);
-      });
+      handOver(worker, socket, data, gated);
     };
     socket.on('data', onData);
     socket.on('error', () => socket.destroy());

@@ -325,6 +325,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     admissionRate: num('admissionRate'),
     admissionBurst: num('admissionBurst'),
     admissionConcurrency: num('admissionConcurrency'),
+    admissionQueue: num('admissionQueue'),
+    admissionQueueMs: num('admissionQueueMs'),
     handshakeTimeoutMs: num('handshakeTimeoutMs'),
     publishTimeoutMs: num('publishTimeoutMs'),
     opsTimeoutMs: num('opsTimeoutMs'),

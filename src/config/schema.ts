@@ -93,6 +93,9 @@ export interface GatewayConfig {
   readonly admissionBurst: number;
   /** Handshakes in flight per process (worker; standalone: the process); 0 = no bound. */
   readonly admissionConcurrency: number;
+  /** Handshakes per host that wait for a slot instead of the 503 at once, and for how long; 0 = refused at once. */
+  readonly admissionQueue: number;
+  readonly admissionQueueMs: number;
   readonly handshakeTimeoutMs: number;
   readonly publishTimeoutMs: number;
   readonly opsTimeoutMs: number;
@@ -467,7 +470,19 @@ export const OPTIONS = {
     env: 'GATEWAY_ADMISSION_CONCURRENCY',
     type: { kind: 'int', min: 0, max: 100_000 },
     default: '0',
-    doc: "Limit: handshakes in flight per worker (standalone: the process), from the Engine.IO request until the Socket.IO connection is established (and a recovered client's missed events are written) or fails; a handshake beyond it gets HTTP 503 from the primary (which routes only to a worker with a free slot) and socket.io-client retries with its backoff (0 = off, the default). Admits as fast as the worker completes handshakes (backend, Redis, CPU), so a reconnect herd after a host loss queues outside the worker: with 64, the surviving host's established clients kept a 7x lower p99 in a 5,000-client host loss, but a refused client waits out its backoff (1-5 s), which made the herd's reconnection and a paced rolling restart slower (p95 2.4 s -> 8.7 s at 64, 4.2 s at 256; BENCHMARKS.md \"Host-loss herd\").",
+    doc: "Limit: handshakes in flight per worker (standalone: the process), from the Engine.IO request until the Socket.IO connection is established (and a recovered client's missed events are written) or fails; a handshake beyond it waits in the primary for a free slot (GATEWAY_ADMISSION_QUEUE, _QUEUE_MS), else gets HTTP 503 (the primary routes only to a worker with a free slot) and socket.io-client retries with its backoff (0 = off, the default). Admits as fast as the worker completes handshakes (backend, Redis, CPU), so a reconnect herd after a host loss queues outside the worker: with 64, the surviving host's established clients kept a 7x lower p99 in a 5,000-client host loss, but a refused client waits out its backoff (1-5 s), which made the herd's reconnection and a paced rolling restart slower (p95 2.4 s -> 8.7 s at 64, 4.2 s at 256; BENCHMARKS.md \"Host-loss herd\").",
+  },
+  admissionQueue: {
+    env: 'GATEWAY_ADMISSION_QUEUE',
+    type: { kind: 'int', min: 0, max: 1_000_000 },
+    default: '1000',
+    doc: 'Limit: new connections per host held waiting for a free slot of GATEWAY_ADMISSION_CONCURRENCY instead of the HTTP 503 at once (the primary, standalone: the process, keeps the socket and the bytes read so far; each waiting connection costs its socket and ~1 KB). Slots go to the oldest first; beyond this count the handshake gets the 503 at once (0 = no queue: refused at once). Used only with GATEWAY_ADMISSION_CONCURRENCY > 0.',
+  },
+  admissionQueueMs: {
+    env: 'GATEWAY_ADMISSION_QUEUE_MS',
+    type: ms(0, 60_000),
+    default: '2000',
+    doc: "How long a new connection waits for a free slot (GATEWAY_ADMISSION_QUEUE) before it gets the HTTP 503 and socket.io-client's backoff (0 = no queue). Keep it well under the client's connect timeout (socket.io-client: 20 s).",
   },
   admissionRate: {
     env: 'GATEWAY_ADMISSION_RATE',

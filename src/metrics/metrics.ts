@@ -336,6 +336,17 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       help: 'Handshakes admitted and not over yet (connected, failed or closed), this host; at most GATEWAY_ADMISSION_CONCURRENCY per worker',
       registers: r,
     }),
+    admissionQueue: new Gauge({
+      name: 'gateway_admission_queue',
+      help: 'New connections waiting for a free handshake slot, this host; at most GATEWAY_ADMISSION_QUEUE',
+      registers: r,
+    }),
+    admissionQueueWaits: new Counter({
+      name: 'gateway_admission_queue_waits_total',
+      help: 'New connections that found every handshake slot taken, by result (admitted: a slot freed within GATEWAY_ADMISSION_QUEUE_MS; expired: it did not, HTTP 503; full: the queue was full, HTTP 503 at once; closed: the client left while waiting)',
+      labelNames: ['result'],
+      registers: r,
+    }),
     recoveryReplayed: new Counter({
       name: 'gateway_recovery_replayed_events_total',
       help: 'Missed events a recovered client received from history',

@@ -5,6 +5,7 @@ import type { Metrics } from '../metrics/metrics';
 import type { Logger, RateLimitedLog } from '../shared/logger';
 import { engineClients } from '../shared/io-internals';
 import { TokenBucket } from '../shared/token-bucket';
+import type { QueueResult } from '../shared/admission';
 
 /** Limits on what one client may cost (SECURITY.md); each refusal is counted in gateway_limit_exceeded_total{limit}. */
 export type LimitName =
@@ -33,6 +34,12 @@ export function admissionRefused(
     { concurrency: config.admissionConcurrency, rate: config.admissionRate, burst: config.admissionBurst },
     'new connections refused with HTTP 503 by admission control (GATEWAY_ADMISSION_CONCURRENCY, _RATE/_BURST); clients retry',
   );
+}
+
+/** A handshake joined or left the admission queue (GATEWAY_ADMISSION_QUEUE): the gauge, and how it left. */
+export function queueChanged(metrics: Metrics, result: QueueResult | 'waiting', length: number): void {
+  metrics.admissionQueue.set(length);
+  if (result !== 'waiting') metrics.admissionQueueWaits.inc({ result });
 }
 
 /**

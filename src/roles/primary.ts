@@ -30,7 +30,7 @@ import { closeServer, listen } from '../shared/http';
 import { Services, createShutdown, type Running } from '../shared/lifecycle';
 import { RateLimitedLog, type Logger } from '../shared/logger';
 import { hostMetrics, primaryReadiness } from './primary-health';
-import { admissionRefused } from '../realtime/limits';
+import { admissionRefused, queueChanged } from '../realtime/limits';
 
 /**
  * The primary of one host: owns the public port (sticky routing to workers),
@@ -328,7 +328,10 @@ export function createPublicServer(
     admission?: {
       bucket: Admission;
       slots?: HandshakeSlots;
-      config: Pick<GatewayConfig, 'admissionRate' | 'admissionBurst' | 'admissionConcurrency' | 'dropLogIntervalMs'>;
+      config: Pick<
+        GatewayConfig,
+        'admissionRate' | 'admissionBurst' | 'admissionConcurrency' | 'admissionQueue' | 'admissionQueueMs' | 'dropLogIntervalMs'
+      >;
     };
     /** False for a worker that stopped answering (see the supervisor's WORKER_UNRESPONSIVE_MS). */
     responsive?: (workerId: number) => boolean;
@@ -359,6 +362,8 @@ export function createPublicServer(
       ? {
           admission: admission.bucket,
           ...(admission.slots ? { slots: admission.slots } : {}),
+          queue: { limit: admission.config.admissionQueue, maxWaitMs: admission.config.admissionQueueMs },
+          onQueue: (result, length) => queueChanged(metrics, result, length),
           onAdmissionRefused: () => admissionRefused(metrics, admissionLog, admission.config),
         }
       : {}),

@@ -12,7 +12,7 @@ import { deliverLocally } from '../realtime/local-delivery';
 import { roomReport } from '../realtime/room-report';
 import { createSocketServer } from '../realtime/socket-server';
 import { instrumentServer } from '../realtime/server-metrics';
-import { admissionRefused } from '../realtime/limits';
+import { admissionRefused, queueChanged } from '../realtime/limits';
 import { Admission, HandshakeSlots, gateHandshakes, slotHoldMs } from '../shared/admission';
 import { closeServer, listen } from '../shared/http';
 import { Services, createShutdown, type Running } from '../shared/lifecycle';
@@ -35,7 +35,13 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
   const admission = new Admission(config.admissionRate, config.admissionBurst);
   const slots = new HandshakeSlots(config.admissionConcurrency, slotHoldMs(config.handshakeTimeoutMs));
   const admissionLog = new RateLimitedLog(log.child({ sub: 'admission' }), config.dropLogIntervalMs);
-  gateHandshakes(httpServer, server.io, { admission, slots }, () => admissionRefused(metrics, admissionLog, config));
+  gateHandshakes(
+    httpServer,
+    server.io,
+    { admission, slots, queue: { limit: config.admissionQueue, maxWaitMs: config.admissionQueueMs } },
+    () => admissionRefused(metrics, admissionLog, config),
+    (result, length) => queueChanged(metrics, result, length),
+  );
   const intake = new Intake(metrics, new RateLimitedLog(log.child({ sub: 'intake' }), config.dropLogIntervalMs), config.maxMessageBytes);
   let draining = false;
 

@@ -171,6 +171,106 @@ export class HandshakeSlots {
   }
 }
 
+/** What became of a handshake that waited for a slot (gateway_admission_queue_waits_total{result}). */
+export type QueueResult = 'admitted' | 'expired' | 'full' | 'closed';
+
+/**
+ * Handshakes waiting for a free slot (GATEWAY_ADMISSION_QUEUE, _QUEUE_MS):
+ * instead of a 503 at once when every slot is taken, a new connection is
+ * held, not yet given to anyone, until a slot frees (the oldest first) or
+ * `maxWaitMs` passes (then `onExpired` answers it the 503). Holding a
+ * connection costs its socket and the bytes read so far; the bound `limit`
+ * keeps that small, and an arrival beyond it is refused at once (`add` is
+ * false). A connection that closes while waiting is `remove`d and frees
+ * nothing. Keyed by the item itself: a Map keeps the arrival order, so the
+ * oldest is its first entry and a removal is O(1). One timer, for the
+ * oldest deadline (every item waits the same `maxWaitMs`).
+ */
+export class AdmissionQueue<T> {
+  /** Per waiting item, when it expires; in arrival order. */
+  private readonly waiting = new Map<T, number>();
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    readonly limit: number,
+    readonly maxWaitMs: number,
+    private readonly onExpired: (item: T) => void,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Off when either bound is 0: a handshake without a slot is refused at once. */
+  get enabled(): boolean {
+    return this.limit > 0 && this.maxWaitMs > 0;
+  }
+
+  /** Handshakes waiting (gateway_admission_queue). */
+  get length(): number {
+    return this.waiting.size;
+  }
+
+  /** Puts `item` at the end of the queue; false when the queue is full (or off): refuse it. */
+  add(item: T): boolean {
+    if (!this.enabled || this.waiting.size >= this.limit || this.waiting.has(item)) return false;
+    this.waiting.set(item, this.now() + this.maxWaitMs);
+    if (this.waiting.size === 1) this.arm();
+    return true;
+  }
+
+  /** `item` left while waiting (its connection closed): forgotten, nothing else happens. */
+  remove(item: T): boolean {
+    const had = this.waiting.delete(item);
+    if (had && this.waiting.size === 0) this.disarm();
+    return had;
+  }
+
+  /** The oldest waiting item, taken out of the queue (a slot freed for it), or undefined. */
+  shift(): T | undefined {
+    this.expire();
+    const first = this.waiting.keys().next();
+    if (first.done) return undefined;
+    this.remove(first.value);
+    return first.value;
+  }
+
+  /** Everything still waiting, taken out (the process stops: the caller answers them). */
+  clear(): T[] {
+    const all = [...this.waiting.keys()];
+    this.waiting.clear();
+    this.disarm();
+    return all;
+  }
+
+  /** Hands every item whose wait is over to `onExpired`, oldest first. */
+  private expire(): void {
+    const now = this.now();
+    for (const [item, deadline] of this.waiting) {
+      if (deadline > now) break;
+      this.waiting.delete(item);
+      this.onExpired(item);
+    }
+  }
+
+  private arm(): void {
+    this.disarm();
+    const first = this.waiting.values().next();
+    if (first.done) return;
+    this.timer = setTimeout(
+      () => {
+        this.timer = null;
+        this.expire();
+        this.arm();
+      },
+      Math.max(0, first.value - this.now()),
+    );
+    this.timer.unref();
+  }
+
+  private disarm(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}
+
 /** Something whose end is its `close` event: an HTTP response, or an upgraded connection's socket. */
 interface Closable {
   once(event: 'close', listener: () => void): unknown;
@@ -252,51 +352,150 @@ export function slotHoldMs(handshakeTimeoutMs: number): number {
 /** The key of a standalone process's slots. */
 const SELF = 0;
 
+/** What a waiting handshake needs from whoever holds it (gateHandshakes). */
+interface Held {
+  /** A slot freed: take it and pass the request on. */
+  proceed(): void;
+  /** Stops watching the connection (it leaves the queue). */
+  unhook(): void;
+  /** The wait expired: the 503. */
+  refuse(): void;
+}
+
 /**
  * Puts admission in front of everything else listening on `server`
- * (Engine.IO included): a handshake without a free slot or without a token
- * gets the 503 and reaches no listener. For a server that takes clients
- * directly (standalone); in a cluster the primary does the same before
- * routing (sticky-master.ts).
+ * (Engine.IO included): a handshake without a token gets the 503 and
+ * reaches no listener; one without a free slot waits in `queue` (when on)
+ * until a slot frees or its wait expires, else gets the 503 too. For a
+ * server that takes clients directly (standalone); in a cluster the
+ * primary does the same before routing (sticky-master.ts).
  */
 export function gateHandshakes(
   server: HttpServer,
   io: IoServer,
-  gate: { admission: Admission; slots: HandshakeSlots },
+  gate: { admission: Admission; slots: HandshakeSlots; queue?: { limit: number; maxWaitMs: number } },
   onRefused: () => void,
+  onQueue?: (result: QueueResult | 'waiting', length: number) => void,
 ): void {
   const { admission, slots } = gate;
   if (!admission.enabled && !slots.enabled) return;
-  const tracker = slots.enabled ? new HandshakeTracker(io, slots.holdMs, () => slots.release(SELF)) : null;
-  const refused = (req: IncomingMessage, end: Closable): boolean => {
-    if (!isHandshake(req.method, req.url)) return false;
-    if (slots.hasRoom(SELF) && admission.admit()) {
-      if (tracker) {
-        slots.take(SELF);
-        tracker.track(req, end);
-      }
+  const queue =
+    slots.enabled && gate.queue
+      ? new AdmissionQueue<Held>(gate.queue.limit, gate.queue.maxWaitMs, (h) => {
+          h.unhook();
+          onQueue?.('expired', queue?.length ?? 0);
+          onRefused();
+          h.refuse();
+        })
+      : undefined;
+  const waiting = queue?.enabled ? queue : undefined;
+  const drain = (): void => {
+    while (waiting && waiting.length > 0 && slots.hasRoom(SELF)) {
+      const h = waiting.shift();
+      if (!h) return;
+      h.unhook();
+      onQueue?.('admitted', waiting.length);
+      h.proceed();
+    }
+  };
+  const tracker = slots.enabled
+    ? new HandshakeTracker(io, slots.holdMs, () => {
+        slots.release(SELF);
+        drain();
+      })
+    : null;
+  server.once('close', () => {
+    for (const h of waiting?.clear() ?? []) {
+      h.unhook();
+      h.refuse();
+    }
+  });
+  /** Passes a handshake on ('pass', its slot taken), refuses it, or holds it ('wait'). */
+  const decide = (req: IncomingMessage, end: Closable): 'pass' | 'refuse' | 'wait' => {
+    if (!isHandshake(req.method, req.url)) return 'pass';
+    const noSlot = slots.enabled && ((waiting?.length ?? 0) > 0 || !slots.hasRoom(SELF));
+    // Without a queue, refused before it spends a token.
+    if ((noSlot && !waiting) || !admission.admit()) return 'refuse';
+    if (noSlot) return 'wait';
+    takeSlot(req, end);
+    return 'pass';
+  };
+  const takeSlot = (req: IncomingMessage, end: Closable): void => {
+    if (!tracker) return;
+    slots.take(SELF);
+    tracker.track(req, end);
+  };
+  /** Holds a handshake; false when the queue is full. `end` is watched for the client leaving. */
+  const hold = (end: Duplex | ServerResponse, h: Omit<Held, 'unhook'>): boolean => {
+    const left = (): void => {
+      if (!waiting?.remove(held)) return;
+      held.unhook();
+      onQueue?.('closed', waiting.length);
+    };
+    const held: Held = {
+      ...h,
+      unhook: () => {
+        end.off('close', left);
+        end.off('end', left);
+      },
+    };
+    if (!waiting?.add(held)) {
+      onQueue?.('full', waiting?.length ?? 0);
       return false;
     }
-    onRefused();
+    end.once('close', left);
+    // An upgraded socket is half-open on an http.Server: the client's FIN is an 'end'.
+    end.once('end', left);
+    onQueue?.('waiting', waiting.length);
     return true;
   };
   const requestListeners = server.listeners('request') as ((req: IncomingMessage, res: ServerResponse) => void)[];
   server.removeAllListeners('request');
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    if (refused(req, res)) {
-      res.writeHead(503, { 'Content-Type': 'application/json', 'Retry-After': String(RETRY_AFTER_S), Connection: 'close' });
-      res.end(BODY);
-      return;
-    }
+  const refuseResponse = (res: ServerResponse): void => {
+    res.writeHead(503, { 'Content-Type': 'application/json', 'Retry-After': String(RETRY_AFTER_S), Connection: 'close' });
+    res.end(BODY);
+  };
+  const passRequest = (req: IncomingMessage, res: ServerResponse): void => {
     for (const l of requestListeners) l.call(server, req, res);
-  });
+  };
+  /** One handshake through the gate: passed on (`pass`), held until a slot frees, or refused (`refuseNow`). */
+  const admitOr = (req: IncomingMessage, end: Duplex | ServerResponse, pass: () => void, refuseNow: () => void): void => {
+    const d = decide(req, end);
+    if (d === 'pass') pass();
+    else if (
+      d === 'wait' &&
+      hold(end, {
+        proceed: () => {
+          takeSlot(req, end);
+          pass();
+        },
+        refuse: refuseNow,
+      })
+    )
+      drain();
+    else {
+      onRefused();
+      refuseNow();
+    }
+  };
+  server.on('request', (req: IncomingMessage, res: ServerResponse) =>
+    admitOr(
+      req,
+      res,
+      () => passRequest(req, res),
+      () => refuseResponse(res),
+    ),
+  );
   const upgradeListeners = server.listeners('upgrade') as ((req: IncomingMessage, socket: Duplex, head: Buffer) => void)[];
   server.removeAllListeners('upgrade');
-  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    if (refused(req, socket)) {
-      refuseRaw(socket);
-      return;
-    }
-    for (const l of upgradeListeners) l.call(server, req, socket, head);
-  });
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+    admitOr(
+      req,
+      socket,
+      () => {
+        for (const l of upgradeListeners) l.call(server, req, socket, head);
+      },
+      () => refuseRaw(socket),
+    ),
+  );
 }

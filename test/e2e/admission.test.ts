@@ -260,11 +260,13 @@ async function stuckHerd(scope: Scope, gw: GatewayHandle, backend: FakeFrappe, n
   assert.equal(await gw.metricValue('gateway_admission_in_flight'), 0, 'connected handshakes hold no slot');
 }
 
-test('admission concurrency, 2 workers: exactly GATEWAY_ADMISSION_CONCURRENCY handshakes in flight per worker, the rest 503 until one ends', async (t) => {
+test('admission concurrency without a queue, 2 workers: exactly GATEWAY_ADMISSION_CONCURRENCY handshakes in flight per worker, the rest 503 until one ends', async (t) => {
   // No bucket; the handshake deadline far away, so the stuck handshakes stay in flight for the whole test.
   const { scope, backend, gw } = await twoWorkers(t, {
     GATEWAY_ADMISSION_RATE: '0',
     GATEWAY_ADMISSION_CONCURRENCY: '2',
+    // No queue: beyond the slots, refused at once.
+    GATEWAY_ADMISSION_QUEUE: '0',
     GATEWAY_HANDSHAKE_TIMEOUT_MS: '120000',
   });
   await stuckHerd(scope, gw, backend, 7, 4);
@@ -274,7 +276,122 @@ test('admission concurrency, standalone: the same bound in front of Engine.IO', 
   const { scope, backend, gw } = await standalone(t, {
     GATEWAY_ADMISSION_RATE: '0',
     GATEWAY_ADMISSION_CONCURRENCY: '3',
+    GATEWAY_ADMISSION_QUEUE: '0',
     GATEWAY_HANDSHAKE_TIMEOUT_MS: '120000',
   });
   await stuckHerd(scope, gw, backend, 6, 3);
+});
+
+/** Polls a metric of `gw` until `ok` holds for its value. */
+async function metricUntil(
+  gw: GatewayHandle,
+  name: string,
+  labels: Record<string, string> | undefined,
+  ok: (v: number) => boolean,
+  description: string,
+): Promise<void> {
+  await pollUntil(async () => ok((await gw.metricValue(name, labels)) ?? 0) || undefined, {
+    timeoutMs: 30_000,
+    intervalMs: 50,
+    description,
+  });
+}
+
+/** `concurrency` slots per worker, up to `queue` handshakes waiting `waitMs`; no bucket; stuck handshakes stay stuck. */
+const queueEnv = (concurrency: number, queue: number, waitMs: number): Record<string, string> => ({
+  GATEWAY_ADMISSION_RATE: '0',
+  GATEWAY_ADMISSION_CONCURRENCY: String(concurrency),
+  GATEWAY_ADMISSION_QUEUE: String(queue),
+  GATEWAY_ADMISSION_QUEUE_MS: String(waitMs),
+  GATEWAY_HANDSHAKE_TIMEOUT_MS: '120000',
+});
+
+const waits = (gw: GatewayHandle, result: string): Promise<number | undefined> =>
+  gw.metricValue('gateway_admission_queue_waits_total', { result });
+
+/**
+ * Stuck handshakes (their backend call hangs) take all `slots` slots; the
+ * returned clients hold them until closed.
+ */
+async function fillSlots(scope: Scope, gw: GatewayHandle, backend: FakeFrappe, slots: number): Promise<HerdClient[]> {
+  backend.addSession(STUCK_SID, { user: USERS[0] as string, user_type: 'System User' });
+  backend.setFailure(STUCK_SID, 'hang');
+  const stuck = Array.from({ length: slots }, (_, i) => herdClient(scope, gw.url, 2 * i + 1, STUCK_SID));
+  await metricUntil(gw, 'gateway_admission_in_flight', undefined, (v) => v === slots, `${slots} stuck handshakes in flight`);
+  return stuck;
+}
+
+test('admission queue, 2 workers: with every slot taken a new client waits in the primary and connects when a slot frees, no 503; beyond the queue it gets the 503 at once', async (t) => {
+  const { scope, backend, gw } = await twoWorkers(t, queueEnv(1, 1, 60_000));
+  const stuck = await fillSlots(scope, gw, backend, 2);
+  // websocket clients (odd index): the wait is the upgrade request's.
+  const waiter = herdClient(scope, gw.url, 1);
+  let waiterDone = false;
+  void waiter.first.then(() => (waiterDone = true));
+  await metricUntil(gw, 'gateway_admission_queue', undefined, (v) => v === 1, 'the new client waiting in the queue');
+  const beyond = herdClient(scope, gw.url, 3);
+  assert.equal(await beyond.first, 'refused', 'the queue holds 1: the next one is refused at once');
+  beyond.socket.close();
+  assert.equal(beyond.errors.length, 1);
+  assertAdmissionRefusal(beyond, beyond.errors[0] as TransportError);
+  assert.equal(await waits(gw, 'full'), 1);
+  assert.equal(waiterDone, false, 'the waiting client neither connected nor failed while every slot stayed taken');
+  assert.equal(await gw.metricValue('gateway_admission_in_flight'), 2);
+
+  // One stuck handshake ends: its slot goes to the waiting client.
+  (stuck[0] as HerdClient).socket.close();
+  assert.equal(await waiter.first, 'connect');
+  assert.deepEqual(waiter.errors, [], 'no 503, no retry');
+  assert.equal(await waits(gw, 'admitted'), 1);
+  assert.equal(await gw.metricValue('gateway_admission_queue'), 0);
+  assert.equal(await gw.metricValue('gateway_limit_exceeded_total', { limit: 'admission' }), 1, 'the one refused beyond the queue');
+  assert.equal((await waits(gw, 'expired')) ?? 0, 0);
+  (stuck[1] as HerdClient).socket.close();
+  await metricUntil(gw, 'gateway_admission_in_flight', undefined, (v) => v === 0, 'every slot free again');
+});
+
+test('admission queue, standalone: a client that leaves while waiting frees nothing and is forgotten; the next ones get the freed slot, oldest first', async (t) => {
+  const { scope, backend, gw } = await standalone(t, queueEnv(1, 5, 60_000));
+  const [stuck] = await fillSlots(scope, gw, backend, 1);
+  const leaver = herdClient(scope, gw.url, 1);
+  await metricUntil(gw, 'gateway_admission_queue', undefined, (v) => v === 1, 'the first client waiting');
+  leaver.socket.close();
+  await metricUntil(gw, 'gateway_admission_queue', undefined, (v) => v === 0, 'the client that left forgotten by the queue');
+  assert.equal(await waits(gw, 'closed'), 1);
+  assert.equal(await gw.metricValue('gateway_admission_in_flight'), 1, 'it took no slot and freed none');
+
+  // First in the queue a handshake that will get stuck too, then a polling client with a working credential.
+  const older = herdClient(scope, gw.url, 3, STUCK_SID);
+  await metricUntil(gw, 'gateway_admission_queue', undefined, (v) => v === 1, 'the stuck-to-be client waiting');
+  const polling = herdClient(scope, gw.url, 0);
+  let pollingDone = false;
+  void polling.first.then(() => (pollingDone = true));
+  await metricUntil(gw, 'gateway_admission_queue', undefined, (v) => v === 2, 'two clients waiting');
+  stuck?.socket.close();
+  // The freed slot goes to the oldest waiting: it gets stuck, the polling client keeps waiting.
+  await metricUntil(gw, 'gateway_admission_queue_waits_total', { result: 'admitted' }, (v) => v === 1, 'the oldest admitted');
+  assert.equal(await gw.metricValue('gateway_admission_queue'), 1);
+  assert.equal(await gw.metricValue('gateway_admission_in_flight'), 1);
+  assert.equal(pollingDone, false, 'the younger client did not jump the queue');
+  older.socket.close();
+  assert.equal(await polling.first, 'connect');
+  assert.deepEqual(polling.errors, []);
+  assert.equal(await waits(gw, 'admitted'), 2);
+  assert.equal(await gw.metricValue('gateway_limit_exceeded_total', { limit: 'admission' }), 0, 'nobody was refused');
+  await metricUntil(gw, 'gateway_admission_in_flight', undefined, (v) => v === 0, 'every slot free again');
+});
+
+test('admission queue, standalone: with the slot held past GATEWAY_ADMISSION_QUEUE_MS a waiting client gets the 503 and retries', async (t) => {
+  const { scope, backend, gw } = await standalone(t, queueEnv(1, 5, 300));
+  const [stuck] = await fillSlots(scope, gw, backend, 1);
+  const late = herdClient(scope, gw.url, 0);
+  assert.equal(await late.first, 'refused');
+  assertAdmissionRefusal(late, late.errors[0] as TransportError);
+  assert.ok(((await waits(gw, 'expired')) ?? 0) >= 1);
+  // It keeps retrying (each retry waits and expires) until the slot frees, then connects.
+  stuck?.socket.close();
+  await withTimeout(late.connected, 30_000, 'the refused client to connect by its own reconnection once the slot freed');
+  for (const err of late.errors) assertAdmissionRefusal(late, err);
+  assert.equal(await waits(gw, 'expired'), late.errors.length, 'every refusal was an expired wait');
+  assert.equal(await gw.metricValue('gateway_limit_exceeded_total', { limit: 'admission' }), late.errors.length);
 });

@@ -12,6 +12,7 @@ import {
   ADMISSION_REFUSAL,
   ADMISSION_REFUSAL_RESPONSE,
   Admission,
+  AdmissionQueue,
   HandshakeSlots,
   HandshakeTracker,
   isHandshake,
@@ -215,4 +216,117 @@ test('tracker: work of the connected socket that belongs to its handshake (a rep
   finish();
   await turn();
   assert.equal(done, 2);
+});
+
+/** A queue whose expiries are collected; `now` is the test's clock, the timer Node's. */
+function queueOf(limit: number, maxWaitMs: number, now: () => number = Date.now) {
+  const expired: string[] = [];
+  let onExpire: () => void = () => undefined;
+  const q = new AdmissionQueue<string>(
+    limit,
+    maxWaitMs,
+    (item) => {
+      expired.push(item);
+      onExpire();
+    },
+    now,
+  );
+  // The queue's timer does not keep a process alive (unref): the test's own timer does, until the expiry.
+  const nextExpiry = (): Promise<void> =>
+    new Promise((r) => {
+      const alive = setTimeout(() => undefined, 60_000);
+      onExpire = () => {
+        clearTimeout(alive);
+        r();
+      };
+    });
+  return { q, expired, nextExpiry };
+}
+
+test('queue: slots go to the oldest waiting first; beyond `limit` an arrival is refused', () => {
+  const { q, expired } = queueOf(3, 60_000, () => 0);
+  assert.equal(q.enabled, true);
+  assert.deepEqual(
+    ['a', 'b', 'c', 'd'].map((x) => q.add(x)),
+    [true, true, true, false],
+  );
+  assert.equal(q.length, 3);
+  assert.equal(q.add('a'), false, 'an item already waiting is not queued twice');
+  assert.equal(q.shift(), 'a');
+  assert.equal(q.add('d'), true, 'a place freed by a hand-over is taken by the next arrival, at the end');
+  assert.deepEqual([q.shift(), q.shift(), q.shift(), q.shift()], ['b', 'c', 'd', undefined]);
+  assert.equal(q.length, 0);
+  assert.deepEqual(expired, []);
+});
+
+test('queue: a wait is over after maxWaitMs, not before: the oldest expire first, and a freed slot skips them', () => {
+  let now = 0;
+  const { q, expired } = queueOf(10, 1000, () => now);
+  q.add('a');
+  now = 400;
+  q.add('b');
+  now = 999;
+  assert.equal(q.length, 2);
+  now = 1000;
+  assert.equal(q.shift(), 'b', 'a waited 1000 ms: expired, b gets the slot');
+  assert.deepEqual(expired, ['a']);
+  q.add('c');
+  now = 2400;
+  assert.equal(q.shift(), undefined, 'c expired at 2000');
+  assert.deepEqual(expired, ['a', 'c']);
+  assert.equal(q.length, 0);
+});
+
+test('queue: nobody taking slots, a waiting item expires by itself, each once and in order', async () => {
+  const { q, expired, nextExpiry } = queueOf(10, 30);
+  const first = nextExpiry();
+  q.add('a');
+  q.add('b');
+  await first;
+  while (expired.length < 2) await nextExpiry();
+  assert.deepEqual(expired, ['a', 'b']);
+  assert.equal(q.length, 0);
+  assert.equal(q.shift(), undefined);
+});
+
+test('queue: an item that left while waiting (its socket closed) is forgotten: it takes no slot and never expires', async () => {
+  const { q, expired, nextExpiry } = queueOf(2, 30);
+  q.add('gone');
+  q.add('b');
+  assert.equal(q.remove('gone'), true);
+  assert.equal(q.remove('gone'), false, 'a second close counts nothing');
+  assert.equal(q.remove('never-queued'), false);
+  assert.equal(q.length, 1);
+  assert.equal(q.add('c'), true, 'its place is free');
+  assert.equal(q.add('d'), false);
+  await nextExpiry();
+  while (expired.length < 2) await nextExpiry();
+  assert.deepEqual(expired, ['b', 'c'], 'the one that left was never handed to anyone');
+});
+
+test('queue: nothing is kept: churn leaves only what waits now, and clear() hands it back', () => {
+  const { q, expired } = queueOf(5, 60_000);
+  for (let i = 0; i < 10_000; i++) {
+    q.add(`a${i}`);
+    if (i % 2 === 0) q.remove(`a${i}`);
+    else assert.equal(q.shift(), `a${i}`);
+  }
+  assert.equal(q.length, 0);
+  for (let i = 0; i < 7; i++) q.add(`x${i}`);
+  assert.deepEqual(q.clear(), ['x0', 'x1', 'x2', 'x3', 'x4'], 'the bound held: 5 of 7');
+  assert.equal(q.length, 0);
+  assert.equal(q.shift(), undefined);
+  assert.deepEqual(expired, []);
+});
+
+test('queue: off when either bound is 0: nothing is ever held', () => {
+  for (const [limit, ms] of [
+    [0, 1000],
+    [10, 0],
+  ] as const) {
+    const { q } = queueOf(limit, ms);
+    assert.equal(q.enabled, false);
+    assert.equal(q.add('a'), false);
+    assert.equal(q.length, 0);
+  }
 });
