@@ -258,18 +258,12 @@ test('stopping during an open window broadcasts the held events and releases the
   assert.equal(a.c.state().leader, false);
 });
 
-test('a SIGKILLed leader is replaced by the standby that holds its progress, not by a process started after it died', async (t) => {
-  // Issue 9: host A (leader) is SIGKILLed and restarted at once; its new
-  // process C subscribes after A's last broadcast, while B, subscribed all
-  // along, is busy (here: its command connection stalls) and C wins the lease.
-  // C's buffer lacks what was published between A's death and its own
-  // subscription: it must leave the lease to B rather than broadcast from its
-  // buffer's start and silently drop those events.
+/** A leader A, a watcher of its room broadcasts and a publisher of numbered events (`publish(n)`: the next n). */
+async function crashSetup(t: Parameters<typeof withScope>[0]) {
   const scope = withScope(t);
   const redis = await startRedis({ scope });
   const cfg = config(redis.url, uniqueKeyPrefix());
-  const keys = createKeys(cfg.keyPrefix);
-  const seen = await watchRoom(scope, redis.client(), `${keys.adapterPrefix}#/site1.local#user:a#`);
+  const seen = await watchRoom(scope, redis.client(), `${createKeys(cfg.keyPrefix).adapterPrefix}#/site1.local#user:a#`);
   const publisher = redis.client();
   let next = 0;
   const publish = async (n: number): Promise<void> => {
@@ -278,6 +272,23 @@ test('a SIGKILLed leader is replaced by the standby that holds its progress, not
   const a = consumer(scope, cfg, 'node-a');
   await a.c.start();
   await until(() => a.c.isLeader, 'a leads', 5000);
+  return { scope, redis, cfg, seen, a, publish, published: () => next };
+}
+
+/** SIGKILL of a consumer's process: its connections close, nothing is released. */
+function crash(x: ReturnType<typeof consumer>): void {
+  x.cmd.disconnect();
+  x.sub.disconnect();
+}
+
+test('a SIGKILLed leader is replaced by the standby that holds its progress, not by a process started after it died', async (t) => {
+  // Issue 9: host A (leader) is SIGKILLed and restarted at once; its new
+  // process C subscribes after A's last broadcast, while B, subscribed all
+  // along, is busy (here: its command connection stalls) and C wins the lease.
+  // C's buffer lacks what was published between A's death and its own
+  // subscription: it must leave the lease to B rather than broadcast from its
+  // buffer's start and silently drop those events.
+  const { scope, redis, cfg, seen, a, publish, published } = await crashSetup(t);
   const proxy = await startTcpProxy({ targetPort: redis.port, scope });
   const viaProxy = config(proxy.url, cfg.keyPrefix);
   const b = consumer(scope, cfg, 'node-b', viaProxy);
@@ -286,9 +297,7 @@ test('a SIGKILLed leader is replaced by the standby that holds its progress, not
   await until(() => seen.size === 500, `A broadcast the first 500 (have ${seen.size})`);
 
   proxy.blackhole();
-  // SIGKILL: A's connections close, nothing is released.
-  a.cmd.disconnect();
-  a.sub.disconnect();
+  crash(a);
   await publish(300);
   const c = consumer(scope, cfg, 'node-c');
   await c.c.start();
@@ -296,7 +305,7 @@ test('a SIGKILLed leader is replaced by the standby that holds its progress, not
   await until(() => c.c.state().leader, 'the late process acquired the lease', 5000);
   proxy.heal();
   await publish(300);
-  const total = next;
+  const total = published();
   await until(() => seen.has(total - 1) && (b.c.isLeader || c.c.isLeader), 'a leader broadcast the last event', 10000);
   const leader = b.c.isLeader ? b : c;
   await until(() => leader.c.state().lag === 0, 'the leader caught up', 5000);
@@ -310,29 +319,20 @@ test('a SIGKILLed leader is replaced by the standby that holds its progress, not
 });
 
 test('a late process alone defers once, then leads unaligned and tells the pages they may have missed updates', async (t) => {
-  const scope = withScope(t);
-  const redis = await startRedis({ scope });
-  const cfg = config(redis.url, uniqueKeyPrefix());
-  const keys = createKeys(cfg.keyPrefix);
-  const seen = await watchRoom(scope, redis.client(), `${keys.adapterPrefix}#/site1.local#user:a#`);
+  const { scope, redis, cfg, seen, a, publish } = await crashSetup(t);
   const notices: string[] = [];
   const allSites = redis.client();
   scope.add(() => allSites.disconnect());
   allSites.on('smessage', (_ch: string, msg: string) => notices.push(msg));
-  await allSites.ssubscribe(keys.allSitesChannel);
-  const publisher = redis.client();
-  const a = consumer(scope, cfg, 'node-a');
-  await a.c.start();
-  await until(() => a.c.isLeader, 'a leads', 5000);
-  for (let seq = 0; seq < 100; seq++) await publisher.publish('events', event(seq));
+  await allSites.ssubscribe(createKeys(cfg.keyPrefix).allSitesChannel);
+  await publish(100);
   await until(() => seen.size === 100, 'A broadcast the first 100');
-  a.cmd.disconnect();
-  a.sub.disconnect();
+  crash(a);
   // Published while no process holds them: lost for good.
-  for (let seq = 100; seq < 150; seq++) await publisher.publish('events', event(seq));
+  await publish(50);
   const c = consumer(scope, cfg, 'node-c');
   await c.c.start();
-  for (let seq = 150; seq < 200; seq++) await publisher.publish('events', event(seq));
+  await publish(50);
   await until(() => c.c.isLeader && seen.has(199), 'the late process leads after its deferral', 10000);
   assert.equal((await c.metrics.leaderDeferred.get()).values[0]?.value, 1, 'deferred once, then led');
   assert.equal((await c.metrics.replayUnaligned.get()).values[0]?.value, 1, 'the unaligned take-over is counted');
