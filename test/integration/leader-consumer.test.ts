@@ -12,7 +12,6 @@ import pino from 'pino';
 import { loadConfig, type GatewayConfig } from '../../src/config';
 import { Intake } from '../../src/events/intake';
 import { LeaderConsumer } from '../../src/leader/leader-consumer';
-import { MISSED_EVENT } from '../../src/recovery/replay';
 import { BatchPublisher, FencedError } from '../../src/leader/publisher';
 import { Lease } from '../../src/leader/lease';
 import { createMetrics, type Metrics } from '../../src/metrics/metrics';
@@ -340,6 +339,6 @@ test('a late process alone defers once, then leads unaligned and tells the pages
   await until(() => notices.length > 0, 'the notice reached the all-sites channel');
   assert.equal(notices.length, 1, 'one notice');
   const args = JSON.parse(notices[0]?.slice(notices[0].indexOf('[')) ?? '') as unknown[];
-  assert.equal(args[0], MISSED_EVENT);
+  assert.equal(args[0], 'rtg_missed_updates', 'the documented event (recovery/replay.ts MISSED_EVENT)');
   assert.deepEqual(args[1], { reason: 'leader_gap' });
 });
