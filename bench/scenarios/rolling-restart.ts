@@ -213,6 +213,8 @@ const COUNTERS: [string, string][] = [
   ['gateway_leader_transitions_total', 'to'],
   ['gateway_replayed_events_total', ''],
   ['gateway_replay_unaligned_total', ''],
+  // Take-overs left to a standby by a process that did not hold the dead leader's progress (subscribed after it died).
+  ['gateway_leader_takeovers_deferred_total', ''],
 ];
 
 /** Adds a host's counters (cumulative since it started) to `into`, as `metric{label}`; a host that does not answer adds nothing. */

@@ -60,6 +60,13 @@ const PIPELINE_BACKLOG = 64;
  */
 /** A freshly elected leader waits this long for its subscriber to catch up before replaying unaligned. */
 const ALIGN_RETRY_MS = 200;
+/**
+ * What the clients are told when a leader takes over without finding its
+ * predecessor's progress: events published between the predecessor's last
+ * batch and the start of this process' buffer may never have been broadcast.
+ * The same event as recovery's `MISSED_EVENT` (this layer does not import it).
+ */
+export const LEADER_GAP_NOTICE = { event: 'rtg_missed_updates', message: { reason: 'leader_gap' } } as const;
 
 /** The libuv stream handle under a `net.Socket` (Node internals, used as net.js itself uses them). */
 interface ReadHandle {
@@ -124,6 +131,11 @@ export class LeaderConsumer {
   private confirmed: number | null = null;
   /** Ring position of the first event received on the current events subscription (moves when it is lost). */
   private subscribedFrom = 0;
+  /** The progress record this process last left the lease to a standby for (see `becomeLeader`), and until when it stays out. */
+  private deferredFor: string | null = null;
+  private deferUntil = 0;
+  /** An unaligned take-over's notice (LEADER_GAP_NOTICE), sent at the head of the term's first batch. */
+  private notice: BatchItem | null = null;
   private readonly dropLog: RateLimitedLog;
 
   constructor(private readonly d: LeaderConsumerDeps) {
@@ -277,7 +289,7 @@ export class LeaderConsumer {
       );
       return;
     }
-    if (this.acquiring) return;
+    if (this.acquiring || performance.now() < this.deferUntil) return;
     this.acquiring = true;
     this.lease
       .tryAcquire()
@@ -286,7 +298,11 @@ export class LeaderConsumer {
         if (held) return this.lease.release(held);
         return undefined;
       })
-      .catch((err: unknown) => this.d.log.debug({ err: errorMessage(err) }, 'lease acquisition failed'))
+      .catch((err: unknown) => {
+        this.d.log.debug({ err: errorMessage(err) }, 'lease acquisition failed');
+        // A take-over that threw must not keep a renewed lease while broadcasting nothing.
+        if (this.aligning) this.stepDown('take-over failed', true);
+      })
       .finally(() => {
         this.acquiring = false;
       });
@@ -296,6 +312,7 @@ export class LeaderConsumer {
     this.held = held;
     this.lastEpoch = held.epoch;
     this.aligning = true;
+    this.notice = null;
     const { metrics, log } = this.d;
     metrics.leader.set(1);
     metrics.leaderEpoch.set(held.epoch);
@@ -320,6 +337,7 @@ export class LeaderConsumer {
       return;
     }
     if (this.held !== held) return;
+    if (from === null && prev !== null && this.deferTakeover(held, this.lastProgress, prev)) return;
     if (from === null) {
       // No progress record at all: no process broadcast yet (a new cluster)
       // or Redis lost it (restarted without persistence). Every batch writes
@@ -329,7 +347,22 @@ export class LeaderConsumer {
       // other from its current subscription, instead of broadcasting its
       // whole buffer again.
       from = prev !== null ? this.ring.start : Math.max(this.ring.start, this.confirmed ?? this.subscribedFrom);
-      if (prev) metrics.replayUnaligned.inc();
+      if (prev) {
+        metrics.replayUnaligned.inc();
+        // What the predecessor received after its last batch and before this
+        // buffer starts is lost, if anything: the pages are told.
+        this.notice = this.encodeEvent({ ...LEADER_GAP_NOTICE, room: null, namespace: null });
+        log.warn(
+          {
+            epoch: held.epoch,
+            progress: this.lastProgress,
+            ringStart: this.ring.start,
+            ringEnd: this.ring.end,
+            subscribedFrom: this.subscribedFrom,
+          },
+          'previous leader progress not in the standby buffer: replaying the whole buffer, pages told they may have missed updates',
+        );
+      }
     }
     if (this.d.config.redis?.mode === 'cluster' && this.historyOn) await this.republishTail(held);
     if (this.held !== held) return;
@@ -339,6 +372,33 @@ export class LeaderConsumer {
     this.aligning = false;
     log.info({ epoch: held.epoch, replay, aligned: prev ? from !== this.ring.start || replay === 0 : null }, 'became events leader');
     this.scheduleFlush();
+  }
+
+  /**
+   * A take-over that did not find its predecessor's progress, by a process
+   * whose buffer holds everything its current subscription received (nothing
+   * trimmed): the events it lacks came before it subscribed, so it is likely a
+   * process started after the leader died (a host SIGKILLed and restarted at
+   * once), and a standby subscribed for longer holds them. It leaves the lease
+   * to the others for one lease period, once per progress record; if nobody
+   * took over meanwhile (same record), it leads unaligned the next time.
+   */
+  private deferTakeover(held: Held, raw: string, prev: Progress): boolean {
+    if (this.ring.start > this.subscribedFrom || this.deferredFor === raw) return false;
+    const { metrics, log, cmd, keys, config } = this.d;
+    this.deferredFor = raw;
+    this.deferUntil = performance.now() + config.leaderLeaseMs;
+    metrics.leaderDeferred.inc();
+    log.warn(
+      { epoch: held.epoch, prevEpoch: prev.epoch, ringStart: this.ring.start, ringEnd: this.ring.end, subscribedFrom: this.subscribedFrom },
+      'previous leader progress not in the standby buffer: leaving the lease to a standby that may hold it',
+    );
+    this.stepDown('progress not in the standby buffer', false);
+    this.lease
+      .release(held)
+      .then(() => cmd.publish(keys.leaderChannel, 'released'))
+      .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'could not release the lease'));
+    return true;
   }
 
   private get historyOn(): boolean {
@@ -399,6 +459,8 @@ export class LeaderConsumer {
       const first = this.cursor;
       const last = Math.min(this.ring.end, first + BATCH_MAX) - 1;
       const items = this.encodeRange(first, last);
+      if (this.notice) items.unshift(this.notice);
+      this.notice = null;
       const progress = formatProgress({ epoch: held.epoch, digests: this.ring.tail(last, PROGRESS_DIGESTS) });
       const expected = this.lastProgress;
       this.lastProgress = progress;

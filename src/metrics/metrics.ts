@@ -279,6 +279,11 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       help: 'Takeovers where the previous leader progress was not found in the standby buffer',
       registers: r,
     }),
+    leaderDeferred: new Counter({
+      name: 'gateway_leader_takeovers_deferred_total',
+      help: 'Takeovers given up because the previous leader progress was not in this process standby buffer (subscribed after it), leaving the lease to a standby that may hold it',
+      registers: r,
+    }),
     consumerLag: new Gauge({
       name: 'gateway_consumer_lag_events',
       help: 'Events received but not yet broadcast by the leader',

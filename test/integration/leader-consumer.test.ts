@@ -19,6 +19,7 @@ import { createKeys } from '../../src/redis/keys';
 import { createRedisClient } from '../../src/redis/connect';
 import { RateLimitedLog } from '../../src/shared/logger';
 import { pollUntil, startRedis, uniqueKeyPrefix, withScope, type Scope } from '../harness';
+import { startTcpProxy } from '../harness/tcp-proxy';
 
 /** Waits for an observable condition (state of other connections; there is no event to await). */
 function until(cond: () => boolean, description: string, timeoutMs = 5000): Promise<true> {
@@ -38,11 +39,12 @@ function config(redisUrl: string, prefix: string): GatewayConfig {
   return r.config;
 }
 
-function consumer(scope: Scope, cfg: GatewayConfig, name: string) {
+/** `cmdCfg`: the command connection's own configuration (e.g. through a proxy); the subscriber uses `cfg`. */
+function consumer(scope: Scope, cfg: GatewayConfig, name: string, cmdCfg: GatewayConfig = cfg) {
   const redisCfg = cfg.redis;
-  assert.ok(redisCfg);
+  assert.ok(redisCfg && cmdCfg.redis);
   const sub = createRedisClient(redisCfg, { name: `${name}:sub` }, log);
-  const cmd = createRedisClient(redisCfg, { name: `${name}:cmd` }, log);
+  const cmd = createRedisClient(cmdCfg.redis, { name: `${name}:cmd` }, log);
   scope.add(() => sub.disconnect());
   scope.add(() => cmd.disconnect());
   const metrics = createMetrics(new Registry(), { defaults: false });
@@ -253,4 +255,90 @@ test('stopping during an open window broadcasts the held events and releases the
   await until(() => order.length === 3, 'held events broadcast by the graceful stop');
   assert.deepEqual(order, [0, 1, 2]);
   assert.equal(a.c.state().leader, false);
+});
+
+/** A leader A, a watcher of its room broadcasts and a publisher of numbered events (`publish(n)`: the next n). */
+async function crashSetup(t: Parameters<typeof withScope>[0]) {
+  const scope = withScope(t);
+  const redis = await startRedis({ scope });
+  const cfg = config(redis.url, uniqueKeyPrefix());
+  const seen = await watchRoom(scope, redis.client(), `${createKeys(cfg.keyPrefix).adapterPrefix}#/site1.local#user:a#`);
+  const publisher = redis.client();
+  let next = 0;
+  const publish = async (n: number): Promise<void> => {
+    for (const end = next + n; next < end; next++) await publisher.publish('events', event(next));
+  };
+  const a = consumer(scope, cfg, 'node-a');
+  await a.c.start();
+  await until(() => a.c.isLeader, 'a leads', 5000);
+  return { scope, redis, cfg, seen, a, publish, published: () => next };
+}
+
+/** SIGKILL of a consumer's process: its connections close, nothing is released. */
+function crash(x: ReturnType<typeof consumer>): void {
+  x.cmd.disconnect();
+  x.sub.disconnect();
+}
+
+test('a SIGKILLed leader is replaced by the standby that holds its progress, not by a process started after it died', async (t) => {
+  // Issue 9: host A (leader) is SIGKILLed and restarted at once; its new
+  // process C subscribes after A's last broadcast, while B, subscribed all
+  // along, is busy (here: its command connection stalls) and C wins the lease.
+  // C's buffer lacks what was published between A's death and its own
+  // subscription: it must leave the lease to B rather than broadcast from its
+  // buffer's start and silently drop those events.
+  const { scope, redis, cfg, seen, a, publish, published } = await crashSetup(t);
+  const proxy = await startTcpProxy({ targetPort: redis.port, scope });
+  const viaProxy = config(proxy.url, cfg.keyPrefix);
+  const b = consumer(scope, cfg, 'node-b', viaProxy);
+  await b.c.start();
+  await publish(500);
+  await until(() => seen.size === 500, `A broadcast the first 500 (have ${seen.size})`);
+
+  proxy.blackhole();
+  crash(a);
+  await publish(300);
+  const c = consumer(scope, cfg, 'node-c');
+  await c.c.start();
+  await publish(400);
+  await until(() => c.c.state().leader, 'the late process acquired the lease', 5000);
+  proxy.heal();
+  await publish(300);
+  const total = published();
+  await until(() => seen.has(total - 1) && (b.c.isLeader || c.c.isLeader), 'a leader broadcast the last event', 10000);
+  const leader = b.c.isLeader ? b : c;
+  await until(() => leader.c.state().lag === 0, 'the leader caught up', 5000);
+  const missing = [...Array(total).keys()].filter((s) => !seen.has(s));
+  assert.deepEqual(missing, [], 'no event lost across the hand-over');
+  const dup = [...seen.entries()].filter(([, n]) => n !== 1);
+  assert.deepEqual(dup, [], 'no event broadcast twice');
+  assert.equal(b.c.isLeader, true, 'the standby that held the progress leads');
+  assert.equal((await c.metrics.leaderDeferred.get()).values[0]?.value, 1, 'the late process deferred once');
+  assert.equal((await b.metrics.replayUnaligned.get()).values[0]?.value ?? 0, 0, 'B found the progress');
+});
+
+test('a late process alone defers once, then leads unaligned and tells the pages they may have missed updates', async (t) => {
+  const { scope, redis, cfg, seen, a, publish } = await crashSetup(t);
+  const notices: string[] = [];
+  const allSites = redis.client();
+  scope.add(() => allSites.disconnect());
+  allSites.on('smessage', (_ch: string, msg: string) => notices.push(msg));
+  await allSites.ssubscribe(createKeys(cfg.keyPrefix).allSitesChannel);
+  await publish(100);
+  await until(() => seen.size === 100, 'A broadcast the first 100');
+  crash(a);
+  // Published while no process holds them: lost for good.
+  await publish(50);
+  const c = consumer(scope, cfg, 'node-c');
+  await c.c.start();
+  await publish(50);
+  await until(() => c.c.isLeader && seen.has(199), 'the late process leads after its deferral', 10000);
+  assert.equal((await c.metrics.leaderDeferred.get()).values[0]?.value, 1, 'deferred once, then led');
+  assert.equal((await c.metrics.replayUnaligned.get()).values[0]?.value, 1, 'the unaligned take-over is counted');
+  for (let seq = 150; seq < 200; seq++) assert.equal(seen.get(seq), 1, `event ${seq} (in its buffer) broadcast once`);
+  await until(() => notices.length > 0, 'the notice reached the all-sites channel');
+  assert.equal(notices.length, 1, 'one notice');
+  const args = JSON.parse(notices[0]?.slice(notices[0].indexOf('[')) ?? '') as unknown[];
+  assert.equal(args[0], 'rtg_missed_updates', 'the documented event (recovery/replay.ts MISSED_EVENT)');
+  assert.deepEqual(args[1], { reason: 'leader_gap' });
 });
