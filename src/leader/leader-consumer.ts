@@ -299,9 +299,9 @@ export class LeaderConsumer {
         return undefined;
       })
       .catch((err: unknown) => {
+        // Not stepping down here while aligning: tried, it made the MQTT ingress of a new leader
+        // reconnect and take the broker's redeliveries again (test/e2e/mqtt-failover).
         this.d.log.debug({ err: errorMessage(err) }, 'lease acquisition failed');
-        // A take-over that threw must not keep a renewed lease while broadcasting nothing.
-        if (this.aligning) this.stepDown('take-over failed', true);
       })
       .finally(() => {
         this.acquiring = false;

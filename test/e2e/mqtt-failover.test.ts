@@ -74,7 +74,8 @@ test('leader crash during a QoS 1 stream: the broker redelivers to the new leade
     assert.deepEqual(f.rec.payloads(STATUS_EVENT).map(seqOf), expected, `${f.user}: every message once, in order`);
   }
   const duplicates = await survivor.metricValue('gateway_mqtt_messages_total', { result: 'duplicate' });
-  logDiagnostic(t, 'redeliveries recognised by the new leader', { duplicates });
+  const deferred = await survivor.metricValue('gateway_leader_takeovers_deferred_total');
+  logDiagnostic(t, 'redeliveries recognised by the new leader', { duplicates, deferred });
   // The broker's window of unacknowledged messages came again (under load some PUBACKs can
   // still leave before the proxy swallows them, so not always the whole window; at most what was sent meanwhile).
   assert.ok(
