@@ -1,6 +1,6 @@
 /**
  * The benchmark tool: `npm run bench -- <scenario> [--flags]`.
- * Scenarios: fanout, idle-memory, connect-storm, scaling, leader-throughput, capacity, failover, mqtt, soak, jitter, history-cost, rolling-restart.
+ * Scenarios: fanout, idle-memory, connect-storm, scaling, leader-throughput, capacity, failover, mqtt, soak, jitter, history-cost, rolling-restart, script-cost.
  * Common flags: --runs N (3), --duration S (5), --clients N, --loadgens N (2).
  * Results: a table on stdout, JSON in bench/results/.
  */
@@ -20,6 +20,7 @@ import { mqtt } from './scenarios/mqtt';
 import { redisRestarts } from './scenarios/redis-restarts';
 import { rollingRestart } from './scenarios/rolling-restart';
 import { scaling } from './scenarios/scaling';
+import { scriptCost } from './scenarios/script-cost';
 import { soak } from './scenarios/soak';
 
 const SCENARIOS: Record<string, { run: (f: Flags) => Promise<unknown>; clients: number; runs: number }> = {
@@ -38,6 +39,7 @@ const SCENARIOS: Record<string, { run: (f: Flags) => Promise<unknown>; clients: 
   'junk-memory': { run: junkMemory, clients: 0, runs: 3 },
   'history-cost': { run: historyCost, clients: 1000, runs: 3 },
   'rolling-restart': { run: rollingRestart, clients: 1000, runs: 1 },
+  'script-cost': { run: scriptCost, clients: 0, runs: 3 },
 };
 
 export function parseArgs(argv: readonly string[]): { scenario: string | undefined; flags: Record<string, string | true> } {

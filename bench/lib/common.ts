@@ -3,6 +3,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
+import { Redis } from 'ioredis';
 import { repoRoot, startFakeFrappe, startRedis, type FakeFrappe, type RedisServer } from '../../test/harness';
 import type { ClientSpec } from './loadgen-protocol';
 import type { LoadGen } from './loadgen';
@@ -145,6 +146,15 @@ export interface RunResult {
   machineBusyCores: number;
   /** Load generators + publisher CPU seconds (they share the machine). */
   generatorCpuSec: number;
+  /**
+   * Redis `INFO commandstats` over the run, per event sent: calls and the
+   * command's own µs (execution only: not the socket reads and writes, which
+   * redis-server's CPU above includes). Scripts' inner calls count under
+   * their own names as well as under `evalsha`.
+   */
+  redisCommands?: Record<string, { callsPerEvent: number; usecPerEvent: number }>;
+  /** Set by scenarios that know the target's primary (fanout): its CPU per event sent. */
+  primaryCpuUsPerEvent?: number;
 }
 
 export interface MeasureOptions {
@@ -163,6 +173,56 @@ export interface MeasureOptions {
   workerIo?: boolean;
 }
 
+export type CommandStats = Map<string, { calls: number; usec: number }>;
+
+/** Calls and µs per command from `INFO commandstats` (`cmdstat_<name>:calls=N,usec=N,...,failed_calls=N`). */
+export function parseCommandStats(info: string): CommandStats {
+  const m: CommandStats = new Map();
+  for (const line of info.split('\n')) {
+    const x = /^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/.exec(line.trim());
+    if (x) m.set(x[1] ?? '', { calls: Number(x[2]), usec: Number(x[3]) });
+  }
+  return m;
+}
+
+/**
+ * `INFO commandstats` of the bench's redis-server (a fresh connection: its own
+ * commands are a few calls); null when it cannot be read (a scenario that
+ * stops Redis): the run is measured without it.
+ */
+async function commandStats(url: string): Promise<CommandStats | null> {
+  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null });
+  r.on('error', () => undefined);
+  try {
+    return parseCommandStats(await r.info('commandstats'));
+  } catch {
+    return null;
+  } finally {
+    r.disconnect();
+  }
+}
+
+/** Per event sent, each command's calls and µs between two `parseCommandStats` (commands not called in between are left out). */
+export function commandsPerEvent(a: CommandStats, b: CommandStats, events: number): RunResult['redisCommands'] {
+  const out: NonNullable<RunResult['redisCommands']> = {};
+  for (const [k, v] of b) {
+    const before = a.get(k) ?? { calls: 0, usec: 0 };
+    const calls = v.calls - before.calls;
+    if (calls > 0) out[k] = { callsPerEvent: calls / Math.max(1, events), usecPerEvent: (v.usec - before.usec) / Math.max(1, events) };
+  }
+  return out;
+}
+
+/** One line: `cmd calls/event µs/event, ...`, busiest first. */
+export function fmtCommands(c: RunResult['redisCommands']): string {
+  if (!c) return '';
+  return Object.entries(c)
+    .filter(([, v]) => v.callsPerEvent >= 0.01)
+    .sort((x, y) => y[1].usecPerEvent - x[1].usecPerEvent)
+    .map(([k, v]) => `${k} ${fmt(v.callsPerEvent, 2)}x ${fmt(v.usecPerEvent, 2)}us`)
+    .join(', ');
+}
+
 function readRchar(pid: number): number {
   return readIo(pid)['rchar'] ?? NaN;
 }
@@ -175,6 +235,7 @@ export async function measure(o: MeasureOptions): Promise<RunResult> {
   await o.loadgen.window();
   const all = [...gwPids, ...(redisPid ? [redisPid] : [])];
   const io0 = o.workerIo ? workerPids.map(readRchar) : [];
+  const cs0 = o.redis ? await commandStats(o.redis.url) : null;
   const t0 = performance.now();
   const cpu0 = sampleCpu(all);
   const m0 = readMachineCpu();
@@ -209,6 +270,7 @@ export async function measure(o: MeasureOptions): Promise<RunResult> {
   const extra1 = sampleCpu([...o.loadgen.pids, o.publisher.pid]);
   const windowMs = performance.now() - t0;
   const io1 = o.workerIo ? workerPids.map(readRchar) : [];
+  const cs1 = o.redis ? await commandStats(o.redis.url) : null;
   const d = cpuDelta(cpu0, cpu1);
   const gwCpu = sum(gwPids.map((p) => d.get(p) ?? 0));
   const redisCpu = redisPid ? (d.get(redisPid) ?? 0) : 0;
@@ -253,6 +315,7 @@ export async function measure(o: MeasureOptions): Promise<RunResult> {
     disconnects: rep.disconnects,
     machineBusyCores: ((m1.busy - m0.busy) / Math.max(1, m1.total - m0.total)) * os.cpus().length,
     generatorCpuSec: sum(cpuDelta(extra0, extra1).values()),
+    ...(cs0 && cs1 ? { redisCommands: commandsPerEvent(cs0, cs1, pub.sent) } : {}),
   };
 }
 

@@ -9,6 +9,7 @@ import {
   flagList,
   flagNumber,
   fmt,
+  fmtCommands,
   fmtSpread,
   makeClients,
   measure,
@@ -30,6 +31,12 @@ interface SizeSpec {
   rooms: PublishTarget[];
   perEvent: number;
   rate: number;
+}
+
+/** The primary's (the leader's) CPU per event sent, for a cluster target; NaN otherwise. */
+function primaryUsPerEvent(r: RunResult, t: Target): number {
+  if (t.kind !== 'gateway' || t.workerPids().includes(t.primaryPid)) return NaN;
+  return ((r.cpuByProcess[`primary(${t.primaryPid})`] ?? NaN) / Math.max(1, r.sent)) * 1e6;
 }
 
 export async function fanout(flags: Flags): Promise<unknown> {
@@ -67,11 +74,12 @@ export async function fanout(flags: Flags): Promise<unknown> {
           name,
           env: { WS_NO_BUFFER_UTIL: '1', WS_NO_UTF_8_VALIDATE: '1' },
         });
-      else if (name === 'gateway-1w-before') {
-        // Another build (--before <dir with main.js>), e.g. the branch's base, in the same run.
+      else if (/^gateway-\d+w-before$/.test(name)) {
+        // Another build (--before <dir with main.js>), e.g. the branch's base, in the same run (gateway-1w-before, gateway-2w-before, ...).
         const dir = flags['before'];
-        if (typeof dir !== 'string') throw new Error('gateway-1w-before needs --before <dist dir>');
-        target = await startGatewayTarget({ fake: env.fake, redis: env.redis, workers: 1, name, mainPath: path.resolve(dir, 'main.js') });
+        if (typeof dir !== 'string') throw new Error(`${name} needs --before <dist dir>`);
+        const workers = Number(/^gateway-(\d+)w/.exec(name)?.[1]);
+        target = await startGatewayTarget({ fake: env.fake, redis: env.redis, workers, name, mainPath: path.resolve(dir, 'main.js') });
       } else target = await startNamedTarget(name, env, nodeEnv);
       console.error(`[fanout] ${target.name}: connecting ${n} clients`);
       try {
@@ -94,8 +102,10 @@ export async function fanout(flags: Flags): Promise<unknown> {
               perEvent: s.perEvent,
             });
             console.error(
-              `[fanout] ${target.name} size ${s.size} run ${i + 1}: ${fmt(r.deliveriesPerSec)} deliveries/s, ${fmt(r.deliveriesPerGatewayCpuSec)} per gw CPU-s, p99 ${fmt(r.latencyMs.p99, 1)} ms, lost ${r.lost}${r.valid ? '' : ` INVALID: ${r.invalid.join('; ')}`}`,
+              `[fanout] ${target.name} size ${s.size} run ${i + 1}: ${fmt(r.deliveriesPerSec)} deliveries/s, ${fmt(r.deliveriesPerGatewayCpuSec)} per gw CPU-s, primary ${fmt(primaryUsPerEvent(r, target), 1)} us/event, p99 ${fmt(r.latencyMs.p99, 1)} ms, lost ${r.lost}${r.valid ? '' : ` INVALID: ${r.invalid.join('; ')}`}`,
             );
+            console.error(`[fanout]   redis per event: ${fmtCommands(r.redisCommands)}`);
+            r.primaryCpuUsPerEvent = primaryUsPerEvent(r, target);
             runs.push(r);
           }
           (results[target.name] as Record<string, RunResult[]>)[s.size] = runs;
@@ -128,6 +138,10 @@ export async function fanout(flags: Flags): Promise<unknown> {
           2,
         ),
         fmtSpread(
+          summarize(runs, (r) => r.primaryCpuUsPerEvent ?? NaN),
+          1,
+        ),
+        fmtSpread(
           summarize(runs, (r) => r.latencyMs.p50),
           1,
         ),
@@ -158,6 +172,7 @@ export async function fanout(flags: Flags): Promise<unknown> {
       'deliveries per gw CPU-s',
       'gw CPU us/delivery',
       'redis CPU us/delivery',
+      'primary us/event',
       'p50 ms',
       'p90 ms',
       'p99 ms',
