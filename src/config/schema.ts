@@ -402,7 +402,7 @@ export const OPTIONS = {
     env: 'GATEWAY_IDEMPOTENCY_WINDOW_MS',
     type: ms(1000, 86_400_000),
     default: '300000',
-    doc: 'An event published with an idempotency key (`Idempotency-Key` header or `idempotency_key` field) is broadcast at most once per key and site within this time; later ones are dropped and counted (`gateway_events_deduplicated_total`). Redis holds one key per keyed event for this long (about 100 bytes plus the key).',
+    doc: 'An event published with an idempotency key (`Idempotency-Key` header or `idempotency_key` field) is broadcast at most once per key and site within this time; later ones are dropped and counted (`gateway_events_deduplicated_total`). Redis holds one key per keyed event for this long: about 100 bytes plus the key name (165 bytes measured for a UUID key), i.e. ~50 MB at 1,000 keyed events/s with the default.',
   },
   idempotencyMaxKeys: {
     env: 'GATEWAY_IDEMPOTENCY_MAX_KEYS',
