@@ -73,20 +73,8 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
           const runs: RunResult[] = [];
           const batchesBefore = await batchTotals(t);
           const wakeupsBefore = wakeups(t.primaryPid);
-          for (let i = 0; i < flags.runs; i++)
-            runs.push(
-              await measure({
-                target: t,
-                loadgen,
-                publisher,
-                redis: env.redis,
-                rate,
-                durationMs: flags.durationMs,
-                rooms,
-                perEvent: 1,
-                keys: build.keys === true,
-              }),
-            );
+          const run = { target: t, loadgen, publisher, redis: env.redis, rate, durationMs: flags.durationMs, rooms, perEvent: 1 };
+          for (let i = 0; i < flags.runs; i++) runs.push(await measure({ ...run, keys: build.keys === true }));
           const sustained = runs.every((r) => r.valid && r.lost === 0 && r.latencyMs.p99 <= p99Limit);
           const wakeupsAfter = wakeups(t.primaryPid);
           const batchesAfter = await batchTotals(t);

@@ -48,16 +48,14 @@ async function until(got: string[], last: string): Promise<void> {
   });
 }
 
-test('single Redis: a keyed event is broadcast once per window, within a batch, across batches and after a change of leader', async (t) => {
-  const scope = withScope(t);
-  const redis = await startRedis({ scope });
+/** A publisher on `client` with the test's window; `dupes()` is what it reported as duplicates so far. */
+async function setUp(client: Redis | Cluster, sub: Redis | Cluster, clusterMode: boolean) {
   const keys = createKeys(uniqueKeyPrefix());
-  const client = redis.client();
   let dupes = 0;
   const publisher = new BatchPublisher(
     client,
     keys,
-    false,
+    clusterMode,
     { maxEvents: 1000, maxAgeMs: 60_000 },
     {
       windowMs: WINDOW_MS,
@@ -65,25 +63,26 @@ test('single Redis: a keyed event is broadcast once per window, within a batch, 
     },
   );
   const channel = `${keys.adapterPrefix}#/s#r#`;
-  const got = await watch(redis.client(), channel);
+  const got = await watch(sub, channel);
+  return { keys, publisher, channel, got, dupes: () => dupes };
+}
+
+test('single Redis: a keyed event is broadcast once per window, within a batch, across batches and after a change of leader', async (t) => {
+  const scope = withScope(t);
+  const redis = await startRedis({ scope });
+  const client = redis.client();
+  const { keys, publisher, channel, got, dupes } = await setUp(client, redis.client(), false);
 
   const a = await new Lease(client, keys, 'node-a', 5000).tryAcquire();
   assert.ok(a);
-  assert.equal(
-    await publisher.publish(
-      a.token,
-      [plain(keys, channel, 'one', 'k1'), plain(keys, channel, 'one-again', 'k1'), plain(keys, channel, 'free')],
-      '',
-      '1 a',
-    ),
-    'applied',
-  );
-  assert.equal(dupes, 1, 'the same key twice in one batch: the second is skipped');
+  const first = [plain(keys, channel, 'one', 'k1'), plain(keys, channel, 'one-again', 'k1'), plain(keys, channel, 'free')];
+  assert.equal(await publisher.publish(a.token, first, '', '1 a'), 'applied');
+  assert.equal(dupes(), 1, 'the same key twice in one batch: the second is skipped');
   const ttl = await client.pttl(keys.idempotency('s', 'k1'));
   assert.ok(ttl > WINDOW_MS - 5000 && ttl <= WINDOW_MS, `the key is kept for the window (PTTL ${ttl})`);
   // A re-sent batch (lost reply) stops at the progress check: nothing counted twice.
   assert.equal(await publisher.publish(a.token, [plain(keys, channel, 'one', 'k1')], '', '1 a'), 'already-applied');
-  assert.equal(dupes, 1);
+  assert.equal(dupes(), 1);
 
   // Another process takes over: the keys recorded by its predecessor hold.
   await new Lease(client, keys, 'node-a', 5000).release(a);
@@ -96,7 +95,7 @@ test('single Redis: a keyed event is broadcast once per window, within a batch, 
     plain(keys, channel, 'free'),
   ];
   assert.equal(await publisher.publish(b.token, items, '1 a', '2 b'), 'applied');
-  assert.equal(dupes, 3);
+  assert.equal(dupes(), 3);
   await until(got, 'h1');
   assert.equal(await publisher.publish(b.token, [plain(keys, channel, 'end')], '2 b', '2 c'), 'applied');
   await until(got, 'end');
@@ -109,35 +108,15 @@ test('single Redis: a keyed event is broadcast once per window, within a batch, 
 test('Redis Cluster: keys are checked with the fence (no history) or with the history write, in the lease slot', async (t) => {
   const scope = withScope(t);
   const cluster = await startRedisCluster({ scope });
-  const keys = createKeys(uniqueKeyPrefix());
   const client = cluster.client();
-  let dupes = 0;
-  const publisher = new BatchPublisher(
-    client,
-    keys,
-    true,
-    { maxEvents: 1000, maxAgeMs: 60_000 },
-    {
-      windowMs: WINDOW_MS,
-      onDuplicates: (n) => (dupes += n),
-    },
-  );
-  const channel = `${keys.adapterPrefix}#/s#r#`;
-  const got = await watch(cluster.client({ shardedSubscribers: true }), channel);
+  const { keys, publisher, channel, got, dupes } = await setUp(client, cluster.client({ shardedSubscribers: true }), true);
   const held = await new Lease(client, keys, 'node-a', 5000).tryAcquire();
   assert.ok(held);
 
-  assert.equal(
-    await publisher.publish(
-      held.token,
-      [plain(keys, channel, 'p1', 'k1'), plain(keys, channel, 'p1-again', 'k1'), plain(keys, channel, 'free')],
-      '',
-      '1 a',
-    ),
-    'applied',
-  );
+  const first = [plain(keys, channel, 'p1', 'k1'), plain(keys, channel, 'p1-again', 'k1'), plain(keys, channel, 'free')];
+  assert.equal(await publisher.publish(held.token, first, '', '1 a'), 'applied');
   assert.equal(await publisher.publish(held.token, [plain(keys, channel, 'p1-retry', 'k1')], '1 a', '1 b'), 'applied');
-  assert.equal(dupes, 2);
+  assert.equal(dupes(), 2);
   assert.equal(
     await publisher.publish(
       held.token,
@@ -151,7 +130,7 @@ test('Redis Cluster: keys are checked with the fence (no history) or with the hi
     await publisher.publish(held.token, [hist(keys, channel, 'h1-retry', 'k2'), hist(keys, channel, 'end')], '1 c', '1 d'),
     'applied',
   );
-  assert.equal(dupes, 4);
+  assert.equal(dupes(), 4);
   await until(got, 'end');
   const ids = ((await client.xrange(keys.history, '-', '+')) as [string, string[]][]).map(([id]) => id);
   assert.equal(ids.length, 3, 'h1, h2, end: duplicates add nothing to the history');
