@@ -169,6 +169,8 @@ export interface MeasureOptions {
   perEvent: number;
   seqStart?: number;
   padBytes?: number;
+  /** Every event with its own idempotency key. */
+  keys?: boolean;
   /** Sample /proc/<worker>/io rchar (bytes a worker read, i.e. from Redis). */
   workerIo?: boolean;
 }
@@ -250,6 +252,7 @@ export async function measure(o: MeasureOptions): Promise<RunResult> {
     targets: [...o.rooms],
     seqStart: o.seqStart ?? 0,
     padBytes: o.padBytes ?? 0,
+    keys: o.keys === true,
   });
   const expected = pub.sent * o.perEvent;
   // Drain: until everything arrived or nothing moved for 1 s (max 15 s).

@@ -94,10 +94,11 @@ export const frames = {
  * A Frappe-shaped events-channel message (json.dumps(indent=1, sort_keys=True)),
  * built by hand: the publisher must not spend its CPU on JSON.stringify.
  */
-export function frappeEvent(event: string, namespace: string, room: string | null, seq: number, t: number, pad = ''): string {
+export function frappeEvent(event: string, namespace: string, room: string | null, seq: number, t: number, pad = '', key?: string): string {
   const p = pad === '' ? '' : `,\n  "p": "${pad}"`;
   const r = room === null ? 'null' : JSON.stringify(room);
-  return `{\n "event": "${event}",\n "message": {\n  "s": ${seq},\n  "t": ${t}${p}\n },\n "namespace": "${namespace}",\n "room": ${r}\n}`;
+  const k = key === undefined ? '' : `,\n "idempotency_key": "${key}"`;
+  return `{\n "event": "${event}",\n "message": {\n  "s": ${seq},\n  "t": ${t}${p}\n },\n "namespace": "${namespace}",\n "room": ${r}${k}\n}`;
 }
 
 /** Wall-clock milliseconds with sub-millisecond resolution, comparable across processes of one machine. */

@@ -4,6 +4,7 @@
  * API (standalone). Reports what it achieved and its own CPU, so a run where
  * the publisher fell behind is refused.
  */
+import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { Redis } from 'ioredis';
 import { frappeEvent, nowMs } from './frames';
@@ -23,6 +24,8 @@ async function run(cmd: PublishCommand): Promise<PublishResult> {
   let maxBacklog = 0;
   let lateTicks = 0;
   const pad = cmd.padBytes > 0 ? 'x'.repeat(cmd.padBytes) : '';
+  // Unique per run: the runs of one step share a gateway, whose window would drop a repeated key.
+  const keyPrefix = cmd.keys === true ? `${randomUUID()}-` : null;
 
   let redis: Redis | undefined;
   let agent: http.Agent | undefined;
@@ -69,7 +72,8 @@ async function run(cmd: PublishCommand): Promise<PublishResult> {
           for (let i = 0; i < n; i++) {
             const seq = cmd.seqStart + sent + i;
             const target = targets[(sent + i) % targets.length] as { ns: string; room: string | null };
-            redis.publish(cmd.channel, frappeEvent('bench', target.ns, target.room, seq, t, pad)).then(
+            const key = keyPrefix === null ? undefined : `${keyPrefix}${seq}`;
+            redis.publish(cmd.channel, frappeEvent('bench', target.ns, target.room, seq, t, pad, key)).then(
               () => acked++,
               () => errors++,
             );
@@ -79,7 +83,13 @@ async function run(cmd: PublishCommand): Promise<PublishResult> {
           for (let i = 0; i < n; i++) {
             const seq = cmd.seqStart + sent + i;
             const target = targets[(sent + i) % targets.length] as { ns: string; room: string | null };
-            batch.push({ event: 'bench', message: pad ? { s: seq, t, p: pad } : { s: seq, t }, namespace: target.ns, room: target.room });
+            batch.push({
+              event: 'bench',
+              message: pad ? { s: seq, t, p: pad } : { s: seq, t },
+              namespace: target.ns,
+              room: target.room,
+              ...(keyPrefix === null ? {} : { idempotency_key: `${keyPrefix}${seq}` }),
+            });
           }
           postBatch(batch).then(
             () => (acked += n),

@@ -17,6 +17,8 @@ export interface PublishCommand {
   targets: PublishTarget[];
   seqStart: number;
   padBytes: number;
+  /** Give every event its own idempotency key (a UUID of the run plus the sequence number). */
+  keys?: boolean;
 }
 
 export interface PublishResult {

@@ -8,6 +8,8 @@
  * p99 publish-to-receive latency (`npm run bench -- leader-throughput --rates 500,5000`).
  * `--coalesce 0,2,4` runs this build once per leader coalescing window
  * (GATEWAY_LEADER_COALESCE_MS), alternating per step like `--before`.
+ * `--keys off,on` runs this build without and with an idempotency key on
+ * every event (the leader's SET NX PX per event), alternating per step.
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -41,10 +43,13 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
   // --before <dist dir>: the same steps on another build (e.g. the branch's base), alternating per step.
   const before = typeof flags['before'] === 'string' ? path.resolve(flags['before'], 'main.js') : undefined;
   const windows = flagList(flags, 'coalesce', []);
-  const builds: { label: string; mainPath?: string; env?: Record<string, string> }[] = [
+  const keyModes = flagList(flags, 'keys', []);
+  const builds: { label: string; mainPath?: string; env?: Record<string, string>; keys?: boolean }[] = [
     ...(windows.length
       ? windows.map((ms) => ({ label: `this build, window ${ms} ms`, env: { GATEWAY_LEADER_COALESCE_MS: ms } }))
-      : [{ label: 'this build' }]),
+      : keyModes.length
+        ? keyModes.map((k) => ({ label: `this build, keys ${k}`, keys: k === 'on' }))
+        : [{ label: 'this build' }]),
     ...(before ? [{ label: 'before', mainPath: before }] : []),
   ];
   const stepsByBuild = new Map<string, Step[]>(builds.map((b) => [b.label, []]));
@@ -68,10 +73,8 @@ export async function leaderThroughput(flags: Flags): Promise<unknown> {
           const runs: RunResult[] = [];
           const batchesBefore = await batchTotals(t);
           const wakeupsBefore = wakeups(t.primaryPid);
-          for (let i = 0; i < flags.runs; i++)
-            runs.push(
-              await measure({ target: t, loadgen, publisher, redis: env.redis, rate, durationMs: flags.durationMs, rooms, perEvent: 1 }),
-            );
+          const run = { target: t, loadgen, publisher, redis: env.redis, rate, durationMs: flags.durationMs, rooms, perEvent: 1 };
+          for (let i = 0; i < flags.runs; i++) runs.push(await measure({ ...run, keys: build.keys === true }));
           const sustained = runs.every((r) => r.valid && r.lost === 0 && r.latencyMs.p99 <= p99Limit);
           const wakeupsAfter = wakeups(t.primaryPid);
           const batchesAfter = await batchTotals(t);

@@ -329,6 +329,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     admissionQueueMs: num('admissionQueueMs'),
     handshakeTimeoutMs: num('handshakeTimeoutMs'),
     publishTimeoutMs: num('publishTimeoutMs'),
+    idempotencyWindowMs: num('idempotencyWindowMs'),
+    idempotencyMaxKeys: num('idempotencyMaxKeys'),
     opsTimeoutMs: num('opsTimeoutMs'),
     metricsMaxSites: num('metricsMaxSites'),
     mqtt,

@@ -98,6 +98,10 @@ export interface GatewayConfig {
   readonly admissionQueueMs: number;
   readonly handshakeTimeoutMs: number;
   readonly publishTimeoutMs: number;
+  /** How long the leader remembers a publisher's idempotency key (at most one broadcast per key meanwhile). */
+  readonly idempotencyWindowMs: number;
+  /** Standalone mode: idempotency keys held in memory at most (the oldest goes first). */
+  readonly idempotencyMaxKeys: number;
   readonly opsTimeoutMs: number;
   readonly metricsMaxSites: number;
   /** MQTT ingress (docs/mqtt.md); null = off. */
@@ -392,7 +396,19 @@ export const OPTIONS = {
     env: 'GATEWAY_PUBLISH_TIMEOUT_MS',
     type: ms(100, 60_000),
     default: '2000',
-    doc: 'The publish API answers 503 when Redis has not taken the events within this time (never 202 for an event not handed to Redis).',
+    doc: 'The publish API answers 504 `GW_ERR_PUBLISH_UNCONFIRMED` when Redis has not confirmed the events it was sent within this time (they may or may not be delivered: retry with the same idempotency keys); 503 `GW_ERR_REDIS_UNAVAILABLE` at once when the connection is down or stalled and nothing was sent. Never 202 for an event not handed to Redis.',
+  },
+  idempotencyWindowMs: {
+    env: 'GATEWAY_IDEMPOTENCY_WINDOW_MS',
+    type: ms(1000, 86_400_000),
+    default: '300000',
+    doc: 'An event published with an idempotency key (`Idempotency-Key` header or `idempotency_key` field) is broadcast at most once per key and site within this time; later ones are dropped and counted (`gateway_events_deduplicated_total`). Redis holds one key per keyed event for this long: about 100 bytes plus the key name (165 bytes measured for a UUID key), i.e. ~50 MB at 1,000 keyed events/s with the default.',
+  },
+  idempotencyMaxKeys: {
+    env: 'GATEWAY_IDEMPOTENCY_MAX_KEYS',
+    type: { kind: 'int', min: 1000, max: 10_000_000 },
+    default: '100000',
+    doc: 'Standalone mode: idempotency keys held in memory at most; past it the oldest is forgotten before its window ends (counted in `gateway_idempotency_keys_evicted_total`). Cluster mode keeps them in Redis.',
   },
   opsTimeoutMs: {
     env: 'GATEWAY_OPS_TIMEOUT_MS',

@@ -11,6 +11,12 @@ export interface FrappeEvent {
   readonly room: string | null;
   /** Site name without the leading `/`; null only when room is null. */
   readonly namespace: string | null;
+  /**
+   * The publisher's idempotency key (`idempotency_key` on the wire), only
+   * when it gave one: the leader broadcasts at most one event per key and
+   * namespace within GATEWAY_IDEMPOTENCY_WINDOW_MS (docs/protocol.md section 2).
+   */
+  readonly idempotencyKey?: string;
 }
 
 export const DROP_REASONS = [
@@ -23,6 +29,7 @@ export const DROP_REASONS = [
   'no_namespace',
   'reserved_event',
   'too_deep',
+  'bad_idempotency_key',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
@@ -33,6 +40,11 @@ export type ParseResult =
 const MAX_EVENT_NAME = 256;
 const MAX_ROOM = 1024;
 const MAX_NAMESPACE = 253;
+/** Idempotency keys: 1 to 128 visible ASCII characters (no spaces, no control characters). */
+export const MAX_IDEMPOTENCY_KEY = 128;
+export const IDEMPOTENCY_KEY_RE = /^[\x21-\x7e]{1,128}$/;
+/** The event field that carries the key. */
+export const IDEMPOTENCY_FIELD = 'idempotency_key';
 // A site name is a hostname; a namespace with '/' or whitespace can never match one.
 const NAMESPACE_RE = /^[^\s/]+$/;
 
@@ -112,6 +124,12 @@ const BAD_ROOM: ParseResult = {
   field: 'room',
   detail: `"room" must be a string of at most ${MAX_ROOM} characters or null`,
 };
+export const BAD_IDEMPOTENCY_KEY: ParseResult = {
+  ok: false,
+  reason: 'bad_idempotency_key',
+  field: IDEMPOTENCY_FIELD,
+  detail: `"${IDEMPOTENCY_FIELD}" must be 1 to ${MAX_IDEMPOTENCY_KEY} visible ASCII characters (no spaces) or absent`,
+};
 const BAD_NAMESPACE: ParseResult = {
   ok: false,
   reason: 'bad_namespace',
@@ -161,6 +179,8 @@ function checkShape(obj: unknown): ParseResult {
   ) {
     return BAD_NAMESPACE;
   }
+  const key = o[IDEMPOTENCY_FIELD];
+  if (key !== undefined && key !== null && (typeof key !== 'string' || !IDEMPOTENCY_KEY_RE.test(key))) return BAD_IDEMPOTENCY_KEY;
   const r = typeof room === 'string' && room !== '' ? room : null;
   const ns = typeof namespace === 'string' ? namespace : null;
   if (r !== null && ns === null) {
@@ -171,5 +191,14 @@ function checkShape(obj: unknown): ParseResult {
       detail: `"room" is set ("${r.slice(0, 64)}") but "namespace" is missing`,
     };
   }
-  return { ok: true, value: { event, message: o.message === undefined ? {} : o.message, room: r, namespace: ns } };
+  const message = o.message === undefined ? {} : o.message;
+  // The key only when given: events without one stay the four fields (and cost nothing downstream).
+  if (typeof key === 'string') return { ok: true, value: { event, message, room: r, namespace: ns, idempotencyKey: key } };
+  return { ok: true, value: { event, message, room: r, namespace: ns } };
+}
+
+/** An event as JSON for the events channel: the wire field names (the key as `idempotency_key`, only when set). */
+export function eventToWire(e: FrappeEvent): string {
+  const { idempotencyKey, ...rest } = e;
+  return JSON.stringify(idempotencyKey === undefined ? rest : { ...rest, [IDEMPOTENCY_FIELD]: idempotencyKey });
 }

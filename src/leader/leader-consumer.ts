@@ -22,6 +22,7 @@ export type LeaderConfig = Pick<
   | 'history'
   | 'historyMaxEvents'
   | 'historyMs'
+  | 'idempotencyWindowMs'
   | 'leaderCoalesceMs'
   | 'leaderLeaseMs'
   | 'leaderRenewMs'
@@ -143,10 +144,13 @@ export class LeaderConsumer {
     const c = d.config;
     this.ring = new EventRing(c.standbyBufferEvents, c.standbyBufferMs, c.standbyBufferBytes, c.maxMessageBytes);
     this.lease = new Lease(d.cmd, d.keys, d.nodeId, d.config.leaderLeaseMs);
-    this.publisher = new BatchPublisher(d.cmd, d.keys, d.config.redis?.mode === 'cluster', {
-      maxEvents: d.config.historyMaxEvents,
-      maxAgeMs: d.config.historyMs,
-    });
+    this.publisher = new BatchPublisher(
+      d.cmd,
+      d.keys,
+      d.config.redis?.mode === 'cluster',
+      { maxEvents: d.config.historyMaxEvents, maxAgeMs: d.config.historyMs },
+      { windowMs: d.config.idempotencyWindowMs, onDuplicates: (n) => d.metrics.eventsDeduplicated.inc(n) },
+    );
   }
 
   get isLeader(): boolean {
@@ -518,6 +522,8 @@ export class LeaderConsumer {
       let item: BatchItem;
       try {
         item = this.encodeEvent(e);
+        // Recorded and checked in the broadcast script (BatchPublisher): only events that carry a key.
+        if (e.idempotencyKey !== undefined) item = { ...item, dedupKey: this.d.keys.idempotency(e.namespace ?? '', e.idempotencyKey) };
       } catch {
         // Parsed JSON always re-encodes; this guards the encoder itself.
         metrics.eventsDropped.inc({ reason: 'unencodable' });

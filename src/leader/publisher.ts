@@ -11,7 +11,8 @@ import type { Keys } from '../redis/keys';
 // compare-and-set on the previous batch's progress: a batch that already ran
 // (ioredis re-sends commands whose reply was lost in a reconnect) is skipped.
 //
-// KEYS: lease, progress, history stream, history genesis.
+// KEYS: lease, progress, history stream, history genesis, then the
+// idempotency keys of the batch's keyed events (none for events without one).
 // ARGV: token, expected previous progress, new progress, history max events,
 // history max age (ms; '' = do not trim by age in this batch), n, then n
 // items, each its kind then its arguments:
@@ -19,10 +20,14 @@ import type { Keys } from '../redis/keys';
 //  - HISTORY, channel, prefix, namespace, room, args: XADD the event (its id
 //    is the offset), then SPUBLISH prefix .. args .. ',"<offset>"]' so the
 //    client's last string argument, which socket.io-client keeps as its
-//    offset, is that id.
+//    offset, is that id;
+//  - KEY, index in KEYS, window ms: SET NX PX of that idempotency key; when it
+//    exists already, the next item is skipped (a duplicate). In the same
+//    script as the broadcast, so a key is recorded exactly when its event
+//    went out, and a new leader after a failover finds it.
 // A stream created here records its first id as genesis: an offset below it
 // comes from a stream Redis lost (restart without persistence).
-// Returns -1 fenced, -2 already applied, else n.
+// Returns -1 fenced, -2 already applied, else the count of duplicates skipped.
 const HISTORY_LIB = `
 local function add(n, r, a, maxlen)
   return redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'n', n, 'r', r, 'a', a)
@@ -35,48 +40,75 @@ end`;
 /** Arguments of an item after its kind (`PUBLISH_BATCH`). */
 const PLAIN_ARGS = 2;
 const HISTORY_ARGS = 5;
+const KEY_ARGS = 2;
+/** The fixed KEYS of the batch scripts; the idempotency keys follow. */
+const FIXED_KEYS = 4;
 const PUBLISH_BATCH = `${HISTORY_LIB}
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then return -2 end
 local n = tonumber(ARGV[6])
 local created = nil
+local skip = false
+local dupes = 0
 local b = 7
 for i = 1, n do
   local kind = ARGV[b]
-  if kind == 'HISTORY' then
-    if created == nil then created = redis.call('EXISTS', KEYS[3]) == 0 end
-    local id = add(ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[4])
-    if created then
-      redis.call('SET', KEYS[4], id)
-      created = false
+  if kind == 'KEY' then
+    skip = not redis.call('SET', KEYS[tonumber(ARGV[b + 1])], '1', 'NX', 'PX', ARGV[b + 2])
+    if skip then dupes = dupes + 1 end
+    b = b + 1 + ${KEY_ARGS}
+  elseif kind == 'HISTORY' then
+    if not skip then
+      if created == nil then created = redis.call('EXISTS', KEYS[3]) == 0 end
+      local id = add(ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[4])
+      if created then
+        redis.call('SET', KEYS[4], id)
+        created = false
+      end
+      redis.call('SPUBLISH', ARGV[b + 1], ARGV[b + 2] .. ARGV[b + 5] .. ',"' .. id .. '"]')
     end
-    redis.call('SPUBLISH', ARGV[b + 1], ARGV[b + 2] .. ARGV[b + 5] .. ',"' .. id .. '"]')
+    skip = false
     b = b + 1 + ${HISTORY_ARGS}
   else
-    redis.call(kind, ARGV[b + 1], ARGV[b + 2])
+    if not skip then redis.call(kind, ARGV[b + 1], ARGV[b + 2]) end
+    skip = false
     b = b + 1 + ${PLAIN_ARGS}
   end
 end
 if created ~= nil and ARGV[5] ~= '' then trim(ARGV[5]) end
 redis.call('SET', KEYS[2], ARGV[3])
-return n`;
+return dupes`;
 // Redis Cluster: shard channels live in other slots than the lease, so the
 // broadcasts cannot share the script. History and progress (one slot) are
 // written fenced first and return the offsets; the broadcasts follow.
 // ARGV: token, expected, progress, max events, max age, n, then n triples
-// (namespace, room, args). Returns the ids, or {-1} fenced, {-2} already applied.
+// (namespace, room, args); a triple ('/KEY', index in KEYS, window ms) is the
+// idempotency key of the next one ('/' never starts a namespace), which is
+// skipped (id 0) when the key exists. KEYS as PUBLISH_BATCH's. Returns the
+// ids of the events (0 for the duplicates), or {-1} fenced, {-2} already applied.
 const FENCED_HISTORY = `${HISTORY_LIB}
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then return {-2} end
 local n = tonumber(ARGV[6])
 local ids = {}
+local first = nil
+local skip = false
 local created = n > 0 and redis.call('EXISTS', KEYS[3]) == 0
 for i = 0, n - 1 do
   local b = 7 + i * 3
-  ids[#ids + 1] = add(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[4])
+  if ARGV[b] == '/KEY' then
+    skip = not redis.call('SET', KEYS[tonumber(ARGV[b + 1])], '1', 'NX', 'PX', ARGV[b + 2])
+  elseif skip then
+    ids[#ids + 1] = 0
+    skip = false
+  else
+    local id = add(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[4])
+    first = first or id
+    ids[#ids + 1] = id
+  end
 end
-if created then redis.call('SET', KEYS[4], ids[1]) end
-if n > 0 and ARGV[5] ~= '' then trim(ARGV[5]) end
+if created and first then redis.call('SET', KEYS[4], first) end
+if first and ARGV[5] ~= '' then trim(ARGV[5]) end
 redis.call('SET', KEYS[2], ARGV[3])
 return ids`;
 const FENCED_PROGRESS = `
@@ -87,6 +119,18 @@ return 1`;
 const FENCE_CHECK = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 return 1`;
+// Redis Cluster without history, a batch with keyed events: the fence check,
+// then SET NX PX (window ARGV[2]) of each idempotency key KEYS[2..]. Returns
+// {-1} fenced, else 1 per key recorded now, 0 per duplicate. The broadcasts
+// follow (other slots): a leader dying in between loses those events (a
+// retry with the same key is then dropped as a duplicate: at most once).
+const FENCED_KEYS = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+local r = {}
+for i = 2, #KEYS do
+  r[#r + 1] = redis.call('SET', KEYS[i], '1', 'NX', 'PX', ARGV[2]) and 1 or 0
+end
+return r`;
 
 type Arg = string | Buffer | number;
 /** The history's age bound is applied at most this often (see `BatchPublisher.ageTrim`). */
@@ -96,6 +140,7 @@ type Scripted = RedisClient & {
   gwFencedHistory(...args: Arg[]): Promise<(string | number)[]>;
   gwFencedProgress(lease: string, progress: string, token: string, expected: string, value: string): Promise<number>;
   gwFenceCheck(lease: string, token: string): Promise<number>;
+  gwFencedKeys(...args: Arg[]): Promise<number[]>;
 };
 
 /**
@@ -108,11 +153,20 @@ export interface BatchItem {
   readonly channel: string;
   readonly payload: string | Buffer;
   readonly history?: { readonly namespace: string; readonly room: string; readonly args: string };
+  /** The event's idempotency key in Redis (`Keys.idempotency`), only for an event that has one. */
+  readonly dedupKey?: string;
 }
 
 export interface HistoryLimits {
   readonly maxEvents: number;
   readonly maxAgeMs: number;
+}
+
+export interface DedupOptions {
+  /** How long an idempotency key is kept (GATEWAY_IDEMPOTENCY_WINDOW_MS). */
+  readonly windowMs: number;
+  /** Called with the count of events of a batch skipped as duplicates (when there are any). */
+  readonly onDuplicates: (n: number) => void;
 }
 
 /** The lease is no longer ours: the batch was refused (split-brain guard). */
@@ -140,12 +194,15 @@ export class BatchPublisher {
     private readonly keys: Keys,
     private readonly clusterMode: boolean,
     private readonly limits: HistoryLimits,
+    private readonly dedup: DedupOptions = { windowMs: 300_000, onDuplicates: () => undefined },
   ) {
     this.c = client as Scripted;
-    client.defineCommand('gwPublishBatch', { numberOfKeys: 4, lua: PUBLISH_BATCH });
-    client.defineCommand('gwFencedHistory', { numberOfKeys: 4, lua: FENCED_HISTORY });
+    // No numberOfKeys: the first argument is the count (4 plus the batch's idempotency keys).
+    client.defineCommand('gwPublishBatch', { lua: PUBLISH_BATCH });
+    client.defineCommand('gwFencedHistory', { lua: FENCED_HISTORY });
     client.defineCommand('gwFencedProgress', { numberOfKeys: 2, lua: FENCED_PROGRESS });
     client.defineCommand('gwFenceCheck', { numberOfKeys: 1, lua: FENCE_CHECK });
+    client.defineCommand('gwFencedKeys', { lua: FENCED_KEYS });
   }
 
   /**
@@ -161,13 +218,16 @@ export class BatchPublisher {
     return this.limits.maxAgeMs;
   }
 
-  private head(token: string, expected: string, progress: string, n: number): Arg[] {
+  /** KEYS (their count first) and the fixed ARGV of a batch script; `dedupKeys` are the batch's idempotency keys. */
+  private head(token: string, expected: string, progress: string, n: number, dedupKeys: readonly string[]): Arg[] {
     const k = this.keys;
     return [
+      FIXED_KEYS + dedupKeys.length,
       k.leaderLease,
       k.leaderProgress,
       k.history,
       k.historyGenesis,
+      ...dedupKeys,
       token,
       expected,
       progress,
@@ -177,6 +237,13 @@ export class BatchPublisher {
     ];
   }
 
+  /** The batch's idempotency keys, in item order (empty for a batch without keyed events: no cost). */
+  private static dedupKeys(items: readonly BatchItem[]): string[] {
+    const keys: string[] = [];
+    for (const it of items) if (it.dedupKey !== undefined) keys.push(it.dedupKey);
+    return keys;
+  }
+
   /**
    * Applies one batch; `expected` is the progress value the previous batch
    * wrote (or the one read at takeover). Resolves 'applied' or
@@ -184,15 +251,20 @@ export class BatchPublisher {
    */
   async publish(token: string, items: readonly BatchItem[], expected: string, progress: string): Promise<'applied' | 'already-applied'> {
     if (!this.clusterMode) {
-      const args = this.head(token, expected, progress, items.length);
+      const dedupKeys = BatchPublisher.dedupKeys(items);
+      const args = this.head(token, expected, progress, items.length + dedupKeys.length, dedupKeys);
+      let k = FIXED_KEYS;
       for (const it of items) {
+        if (it.dedupKey !== undefined) args.push('KEY', ++k, this.dedup.windowMs);
         const h = it.history;
         if (h) args.push('HISTORY', it.channel, it.payload, h.namespace, h.room, h.args);
         else args.push(it.command, it.channel, it.payload);
       }
       const r = await this.c.gwPublishBatch(...args);
       if (r === -1) throw new FencedError();
-      return r === -2 ? 'already-applied' : 'applied';
+      if (r === -2) return 'already-applied';
+      if (r > 0) this.dedup.onDuplicates(r);
+      return 'applied';
     }
     return items.some((it) => it.history)
       ? this.publishClusterHistory(token, items, expected, progress)
@@ -205,9 +277,19 @@ export class BatchPublisher {
     expected: string,
     progress: string,
   ): Promise<'applied' | 'already-applied'> {
+    const dedupKeys = BatchPublisher.dedupKeys(items);
     const sent = (async () => {
-      if ((await this.c.gwFenceCheck(this.keys.leaderLease, token)) === -1) throw new FencedError();
-      await Promise.all(items.map((it) => this.send(it.command, it.channel, it.payload)));
+      if (dedupKeys.length === 0) {
+        if ((await this.c.gwFenceCheck(this.keys.leaderLease, token)) === -1) throw new FencedError();
+        await Promise.all(items.map((it) => this.send(it.command, it.channel, it.payload)));
+        return;
+      }
+      const fresh = await this.c.gwFencedKeys(1 + dedupKeys.length, this.keys.leaderLease, ...dedupKeys, token, this.dedup.windowMs);
+      if (fresh[0] === -1) throw new FencedError();
+      let k = 0;
+      const out = items.filter((it) => it.dedupKey === undefined || fresh[k++] === 1);
+      if (out.length < items.length) this.dedup.onDuplicates(items.length - out.length);
+      await Promise.all(out.map((it) => this.send(it.command, it.channel, it.payload)));
     })();
     // Batches in flight run concurrently here, but each progress write is a
     // compare-and-set on the previous batch's: one that ran before its
@@ -240,8 +322,13 @@ export class BatchPublisher {
     progress: string,
   ): Promise<'applied' | 'already-applied'> {
     const hist = items.filter((it) => it.history);
-    const args = this.head(token, expected, progress, hist.length);
-    for (const it of hist) if (it.history) args.push(it.history.namespace, it.history.room, it.history.args);
+    const dedupKeys = BatchPublisher.dedupKeys(hist);
+    const args = this.head(token, expected, progress, hist.length + dedupKeys.length, dedupKeys);
+    let k = FIXED_KEYS;
+    for (const it of hist) {
+      if (it.dedupKey !== undefined) args.push('/KEY', ++k, this.dedup.windowMs);
+      if (it.history) args.push(it.history.namespace, it.history.room, it.history.args);
+    }
     const previous = this.progressChain;
     const written = (async () => {
       await previous;
@@ -252,13 +339,19 @@ export class BatchPublisher {
     if (ids[0] === -1) throw new FencedError();
     if (ids[0] === -2) return 'already-applied';
     let i = 0;
+    let dupes = 0;
     await Promise.all(
       items.map((it) => {
         if (!it.history) return this.send(it.command, it.channel, it.payload);
-        const id = String(ids[i++]);
-        return this.send('SPUBLISH', it.channel, `${String(it.payload)}${it.history.args},"${id}"]`);
+        const id = ids[i++];
+        if (id === 0) {
+          dupes++;
+          return undefined;
+        }
+        return this.send('SPUBLISH', it.channel, `${String(it.payload)}${it.history.args},"${String(id)}"]`);
       }),
     );
+    if (dupes > 0) this.dedup.onDuplicates(dupes);
     return 'applied';
   }
 

@@ -24,7 +24,7 @@ export const KNOWN_LABELS = {
   broadcastKinds: ['adapter', 'all_sites'],
   authResults: ['ok', 'cached', 'guest', 'error'],
   permissionResults: ['allowed', 'denied', 'error'],
-  publishStatuses: ['202', '400', '401', '403', '413', '503'],
+  publishStatuses: ['202', '400', '401', '403', '413', '502', '503', '504'],
   leaderTransitions: ['leader', 'standby'],
   recoveryResults: [
     'restored',
@@ -193,6 +193,16 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       name: 'gateway_events_dropped_total',
       help: 'Realtime events dropped, by reason',
       labelNames: ['reason'],
+      registers: r,
+    }),
+    eventsDeduplicated: new Counter({
+      name: 'gateway_events_deduplicated_total',
+      help: 'Events not broadcast because an event with the same idempotency key and site was broadcast within GATEWAY_IDEMPOTENCY_WINDOW_MS',
+      registers: r,
+    }),
+    idempotencyKeysEvicted: new Counter({
+      name: 'gateway_idempotency_keys_evicted_total',
+      help: 'Standalone mode: idempotency keys forgotten before their window ended because GATEWAY_IDEMPOTENCY_MAX_KEYS were held',
       registers: r,
     }),
     eventsRouted: new Counter({

@@ -5,7 +5,7 @@ import type { FrappeEvent } from '../events/parse';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../metrics/metrics';
-import { bearerMatches, checkPublishBody, isLoopback } from './publish-api';
+import { bearerMatches, checkPublishBody, IDEMPOTENCY_HEADER, isLoopback, publishFailureAnswer } from './publish-api';
 
 /** The ops server's slice of the configuration. */
 export type OpsConfig = Pick<GatewayConfig, 'maxMessageBytes' | 'publishToken'>;
@@ -96,13 +96,14 @@ export function createOpsServer(d: OpsDeps): FastifyInstance {
     };
     const refused = refusal(req);
     if (refused) return send(refused.status, refused.body);
-    const check = checkPublishBody(req.body, d.intake, config.maxMessageBytes);
+    const check = checkPublishBody(req.body, d.intake, config.maxMessageBytes, req.headers[IDEMPOTENCY_HEADER]);
     if (!check.ok) return send(check.status, check.body);
     try {
       await d.publish(check.events);
     } catch (err) {
       log.warn({ err: errorMessage(err) }, 'publish failed');
-      return send(503, { error: 'GW_ERR_UNAVAILABLE', message: `could not publish: ${errorMessage(err)}` });
+      const failure = publishFailureAnswer(err);
+      return send(failure.status, failure.body);
     }
     return send(202, { accepted: check.events.length });
   });

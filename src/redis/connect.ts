@@ -40,6 +40,32 @@ const STALL_CHECK_MS = 1000;
 /** What a fail-fast connection answers to a command while it is stalled. */
 export const STALLED_REFUSAL = 'redis connection stalled (no reply for 3 s): command not sent';
 
+/**
+ * The errors a command is refused with when it was never written to the
+ * socket: ioredis' `Redis.sendCommand` and `Cluster` without an offline queue
+ * (fail-fast connections) reject at once, synchronously, when the stream is not
+ * writable or the cluster not ready, and STALLED_REFUSAL is ours. Every other
+ * failure of a command (no reply in time, the connection lost with the command
+ * in flight: MaxRetriesPerRequestError, AbortError, `Connection is closed.`
+ * from a flush) may come after Redis ran it. ioredis has no flag for "written":
+ * a command is written in the same call that queues it as sent.
+ */
+const NOT_SENT_MESSAGES: ReadonlySet<string> = new Set([
+  "Stream isn't writeable and enableOfflineQueue options is false",
+  "Cluster isn't ready and enableOfflineQueue options is false",
+  STALLED_REFUSAL,
+]);
+
+/** The command failed before it was written: Redis never saw it (see NOT_SENT_MESSAGES). */
+export function commandNotSent(err: unknown): boolean {
+  return NOT_SENT_MESSAGES.has(errorMessage(err));
+}
+
+/** Redis answered the command with an error (it ran it and refused, or refused to run it). */
+export function isReplyError(err: unknown): boolean {
+  return err instanceof Error && err.name === 'ReplyError';
+}
+
 /** While a connection stays down, one reminder line per this period (not one per retry). */
 export const STILL_DOWN_LOG_MS = 60_000;
 

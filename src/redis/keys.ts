@@ -25,6 +25,12 @@ export interface Keys {
   readonly historyGenesis: string;
   /** Socket.IO adapter channel prefix. */
   readonly adapterPrefix: string;
+  /**
+   * An idempotency key a publisher gave an event of site `namespace` ('' for
+   * a room-less event), kept for GATEWAY_IDEMPOTENCY_WINDOW_MS; same slot as
+   * the lease (the broadcast script records it). A namespace has no '/'.
+   */
+  idempotency(namespace: string, key: string): string;
   /** Hash: nodeId -> JSON node descriptor; entries expire by their `seen` field. */
   readonly nodes: string;
   /** Presence of one open document: hash socketId -> JSON entry. */
@@ -58,6 +64,7 @@ export function createKeys(prefix: string): Keys {
     historyGenesis: `${tagged}:history:genesis`,
     allSitesChannel: `${p}all-sites`,
     adapterPrefix: `${p}sio`,
+    idempotency: (namespace, key) => `${tagged}:idem:${namespace}/${key}`,
     nodes: `${p}nodes`,
     presenceDoc: (site, doctype, docname) => `${p}presence:${site}:${doctype}/${docname}`,
     presenceIndex: (workerId) => `${p}presence-index:${workerId}`,

@@ -6,6 +6,7 @@ import { setupStickyMaster } from '../cluster/sticky-master';
 import { Supervisor } from '../cluster/supervisor';
 import { workerEnv, type GatewayConfig } from '../config';
 import { Intake } from '../events/intake';
+import { eventToWire } from '../events/parse';
 import { MqttIngress } from '../ingress/mqtt';
 import { LeaderConsumer } from '../leader/leader-consumer';
 import { createMetrics, type Metrics } from '../metrics/metrics';
@@ -13,9 +14,11 @@ import { createOpsServer, PartialAnswer } from '../ops/ops-server';
 import { Liveness } from '../presence/redis-presence';
 import { PresenceSweeper } from '../presence/sweeper';
 import {
+  commandNotSent,
   commandsFlowing,
   connectInBackground,
   createRedisClient,
+  isReplyError,
   periodic,
   plainRedisError,
   quitClient,
@@ -25,7 +28,7 @@ import {
 } from '../redis/connect';
 import { createKeys } from '../redis/keys';
 import { Admission, HandshakeSlots, slotHoldMs } from '../shared/admission';
-import { errorMessage } from '../shared/errors';
+import { errorMessage, GatewayError } from '../shared/errors';
 import { closeServer, listen } from '../shared/http';
 import { Services, createShutdown, type Running } from '../shared/lifecycle';
 import { RateLimitedLog, type Logger } from '../shared/logger';
@@ -144,20 +147,25 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
     publish: async (events) => {
       // Through the events channel, so API events are sequenced, replayable and
       // delivered exactly like Frappe's own publishes. On the fail-fast
-      // connection with a deadline: a caller must get its 503 while Redis is
-      // away, not a 202 minutes later for an event nobody received. Not sent
-      // at all on a stalled connection: it would only queue behind the partition.
-      if (!commandsFlowing(fast)) throw new Error('redis connection is down or stalled (no reply for 3 s)');
-      const pipe = fast.pipeline();
-      for (const e of events) pipe.publish(config.eventsChannel, JSON.stringify(e));
-      try {
-        const ms = config.publishTimeoutMs;
-        const res = await withDeadline(pipe.exec(), ms, `redis did not confirm within ${ms} ms (GATEWAY_PUBLISH_TIMEOUT_MS)`);
-        const failed = res?.find(([err]) => err);
-        if (failed?.[0]) throw failed[0];
-      } catch (err) {
-        throw new Error(plainRedisError(err), { cause: err });
+      // connection (no offline queue: a command is written to the socket at
+      // once or refused unsent) with a deadline. The answer says what is
+      // known: nothing sent (down, stalled, refused unsent), sent but not
+      // confirmed in time (Redis may run it later: the caller retries with
+      // idempotency keys), or refused by Redis.
+      if (!commandsFlowing(fast)) {
+        throw new GatewayError('GW_ERR_REDIS_UNAVAILABLE', 'redis connection is down or stalled (no reply for 3 s): nothing was sent');
       }
+      const pipe = fast.pipeline();
+      for (const e of events) pipe.publish(config.eventsChannel, eventToWire(e));
+      const ms = config.publishTimeoutMs;
+      let res: [Error | null, unknown][] | null;
+      try {
+        res = await withDeadline(pipe.exec(), ms, `redis did not confirm within ${ms} ms (GATEWAY_PUBLISH_TIMEOUT_MS)`);
+      } catch (err) {
+        throw publishFailure([err], true);
+      }
+      const errors = (res ?? []).flatMap(([err]) => (err ? [err] : []));
+      if (errors.length > 0) throw publishFailure(errors, errors.length === events.length);
     },
     cluster: async () => {
       // This host's own part answers whatever Redis does.
@@ -291,6 +299,25 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
       log,
     ),
   };
+}
+
+/**
+ * What a failed publish tells its caller, from the errors of its commands
+ * (`all`: every event failed, or the whole pipeline did):
+ * all refused before they were written, GW_ERR_REDIS_UNAVAILABLE (safe to
+ * retry); all answered with a Redis error, GW_ERR_REDIS_REFUSED (not run);
+ * anything else, or a mix, GW_ERR_PUBLISH_UNCONFIRMED: some may have been
+ * run, now or when the link heals.
+ */
+export function publishFailure(errors: readonly unknown[], all: boolean): GatewayError {
+  const first = errors[0];
+  const reason = plainRedisError(first);
+  if (all && errors.every(commandNotSent)) {
+    return new GatewayError('GW_ERR_REDIS_UNAVAILABLE', `${reason}: nothing was sent`, { cause: first, retryable: true });
+  }
+  if (all && errors.every(isReplyError))
+    return new GatewayError('GW_ERR_REDIS_REFUSED', `redis refused the events: ${reason}`, { cause: first });
+  return new GatewayError('GW_ERR_PUBLISH_UNCONFIRMED', reason, { cause: first, retryable: true });
 }
 
 /**

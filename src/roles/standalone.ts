@@ -2,6 +2,7 @@ import { createServer } from 'node:http';
 import { hostname } from 'node:os';
 import { Registry } from 'prom-client';
 import type { GatewayConfig } from '../config';
+import { MemoryIdempotency } from '../events/idempotency';
 import { Intake } from '../events/intake';
 import { backendFromConfig } from '../frappe/backend';
 import { createMetrics } from '../metrics/metrics';
@@ -44,6 +45,9 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
   );
   const intake = new Intake(metrics, new RateLimitedLog(log.child({ sub: 'intake' }), config.dropLogIntervalMs), config.maxMessageBytes);
   let draining = false;
+  const idempotency = new MemoryIdempotency(config.idempotencyWindowMs, config.idempotencyMaxKeys, () =>
+    metrics.idempotencyKeysEvicted.inc(),
+  );
 
   const ops = createOpsServer({
     config,
@@ -56,7 +60,12 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
       metrics.admissionInFlight.set(slots.inFlight());
       return { contentType: registry.contentType, body: await registry.metrics() };
     },
-    publish: async (events) => deliverLocally(server, metrics, events, config.fastPath),
+    publish: async (events) => {
+      // The same rule as the cluster leader's script: one broadcast per key and site within the window.
+      const fresh = events.filter((e) => e.idempotencyKey === undefined || idempotency.claim(e.namespace ?? '', e.idempotencyKey));
+      if (fresh.length < events.length) metrics.eventsDeduplicated.inc(events.length - fresh.length);
+      deliverLocally(server, metrics, fresh, config.fastPath);
+    },
     cluster: async () => {
       const namespaces: Record<string, number> = {};
       for (const nsp of server.siteNamespaces()) namespaces[nsp.name.slice(1)] = nsp.sockets.size;

@@ -6,7 +6,10 @@ export type ErrorCode =
   | 'GW_ERR_BACKEND_TIMEOUT'
   | 'GW_ERR_BACKEND_QUEUE_FULL'
   | 'GW_ERR_BACKEND_CIRCUIT_OPEN'
-  | 'GW_ERR_FENCED';
+  | 'GW_ERR_FENCED'
+  | 'GW_ERR_REDIS_UNAVAILABLE'
+  | 'GW_ERR_PUBLISH_UNCONFIRMED'
+  | 'GW_ERR_REDIS_REFUSED';
 
 export class GatewayError extends Error {
   constructor(

@@ -130,7 +130,7 @@ export interface GatewayHandle {
    * POST /api/v1/publish with one event or a batch. `token` defaults to the
    * gateway's publishToken; `null` sends no Authorization header.
    */
-  publish(events: unknown, options?: { token?: string | null }): Promise<PublishResult>;
+  publish(events: unknown, options?: { token?: string | null; headers?: Record<string, string> }): Promise<PublishResult>;
   /** Any request to the ops port. */
   opsRequest(path: string, options?: { method?: string; headers?: Record<string, string>; body?: string }): Promise<HttpResponse>;
   /** Sends a signal to the primary process only (as an orchestrator would). */
@@ -317,7 +317,7 @@ export async function startGateway(options: StartGatewayOptions = {}): Promise<G
     },
     async publish(events, publishOptions = {}) {
       const token = publishOptions.token === undefined ? publishToken : publishOptions.token;
-      const headers: Record<string, string> = { 'content-type': 'application/json' };
+      const headers: Record<string, string> = { 'content-type': 'application/json', ...publishOptions.headers };
       if (token !== null && token !== undefined) headers['authorization'] = `Bearer ${token}`;
       const res = await httpRequest(`${opsUrl}/api/v1/publish`, { method: 'POST', headers, body: JSON.stringify(events) });
       return { status: res.status, body: parseJsonBody(res.body) };

@@ -22,6 +22,10 @@
  *    something no network does. New connections made while blackholed are
  *    accepted but not connected upstream until `heal()` (a SYN with no answer
  *    looks the same to the client: the handshake never completes).
+ *  - `withholdRepliesOn(match)`: the connection that sends a chunk matching
+ *    `match` gets no more replies (Redis runs its commands, their answers are
+ *    held); every other connection is untouched. A reply lost on the way back,
+ *    for one client, deterministically. Held replies are delivered on `heal()`.
  *  - `heal()`: traffic flows again.
  *  - `reset()`: every open connection is closed with an RST on both sides
  *    (a partition that outlasted TCP's timeout, or a middlebox dropping state).
@@ -47,6 +51,8 @@ export interface TcpProxy {
    * between sending a command and receiving its reply, deterministically.
    */
   blackholeOn(when: (chunk: Buffer) => boolean): Promise<void>;
+  /** See the modes above: resolves when the matching chunk was seen (and forwarded to Redis). */
+  withholdRepliesOn(when: (chunk: Buffer) => boolean): Promise<void>;
   heal(): void;
   /** RST every open connection (both sides); new connections are still accepted. */
   reset(): void;
@@ -64,6 +70,8 @@ interface Pair {
   upstream: Socket | null;
   /** Chunks read but not forwarded because the proxy was blackholed meanwhile. */
   readonly held: { to: Socket; chunk: Buffer }[];
+  /** Replies (Redis to client) are held for this connection only (`withholdRepliesOn`). */
+  withholding: boolean;
 }
 
 export async function startTcpProxy(options: StartTcpProxyOptions): Promise<TcpProxy> {
@@ -72,6 +80,7 @@ export async function startTcpProxy(options: StartTcpProxyOptions): Promise<TcpP
   let mode: 'open' | 'blackhole' = 'open';
   const forwarded = { up: 0, down: 0 };
   let armed: { when: (chunk: Buffer) => boolean; fired: () => void } | null = null;
+  let armedReplies: { when: (chunk: Buffer) => boolean; fired: () => void } | null = null;
 
   const destroy = (pair: Pair, rst: boolean): void => {
     for (const s of [pair.client, pair.upstream]) {
@@ -90,7 +99,13 @@ export async function startTcpProxy(options: StartTcpProxyOptions): Promise<TcpP
         proxy.blackhole();
         fired();
       }
-      if (mode === 'blackhole') {
+      if (dir === 'up' && armedReplies?.when(chunk)) {
+        const { fired } = armedReplies;
+        armedReplies = null;
+        pair.withholding = true;
+        fired();
+      }
+      if (mode === 'blackhole' || (dir === 'down' && pair.withholding)) {
         pair.held.push({ to, chunk });
         return;
       }
@@ -118,7 +133,7 @@ export async function startTcpProxy(options: StartTcpProxyOptions): Promise<TcpP
   };
 
   const server: Server = createServer({ pauseOnConnect: true }, (client) => {
-    const pair: Pair = { client, upstream: null, held: [] };
+    const pair: Pair = { client, upstream: null, held: [], withholding: false };
     pairs.add(pair);
     client.on('error', () => destroy(pair, false));
     client.on('close', () => destroy(pair, false));
@@ -153,6 +168,7 @@ export async function startTcpProxy(options: StartTcpProxyOptions): Promise<TcpP
     heal() {
       mode = 'open';
       for (const p of [...pairs]) {
+        p.withholding = false;
         if (p.upstream === null) connectUpstream(p);
         else {
           for (const { to, chunk } of p.held.splice(0)) to.write(chunk);
@@ -164,6 +180,11 @@ export async function startTcpProxy(options: StartTcpProxyOptions): Promise<TcpP
     blackholeOn(when) {
       return new Promise<void>((resolve) => {
         armed = { when, fired: resolve };
+      });
+    },
+    withholdRepliesOn(when) {
+      return new Promise<void>((resolve) => {
+        armedReplies = { when, fired: resolve };
       });
     },
     reset() {

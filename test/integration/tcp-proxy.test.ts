@@ -46,3 +46,26 @@ test('tcp proxy: blackhole holds bytes without closing, heal delivers them in or
   await new Promise<void>((r) => client.once('ready', () => r()));
   assert.equal(await client.ping(), 'PONG', 'reconnected through the proxy after the reset');
 });
+
+test('tcp proxy: withholdRepliesOn lets the matching connection reach Redis but holds its replies, other connections untouched', async (t) => {
+  const scope = withScope(t);
+  const redis = await startRedis({ scope });
+  const proxy = await startTcpProxy({ scope, targetPort: redis.port });
+  const a = new Redis({ host: '127.0.0.1', port: proxy.port, maxRetriesPerRequest: null });
+  const b = new Redis({ host: '127.0.0.1', port: proxy.port, maxRetriesPerRequest: null });
+  for (const c of [a, b]) {
+    scope.add(() => c.disconnect());
+    c.on('error', () => undefined);
+  }
+  assert.equal(await a.ping(), 'PONG');
+  assert.equal(await b.ping(), 'PONG');
+  const withheld = proxy.withholdRepliesOn((chunk) => chunk.includes('withheld-value'));
+  const set = a.set('k', 'withheld-value');
+  await withheld;
+  assert.equal(await settlesWithin(set, 300), false, 'the reply is held');
+  assert.equal(await b.get('k'), 'withheld-value', 'Redis ran the command; the other connection is answered');
+  assert.equal(await redis.client().get('k'), 'withheld-value');
+  proxy.heal();
+  assert.equal(await set, 'OK', 'the held reply arrives on heal');
+  assert.equal(await a.ping(), 'PONG');
+});
