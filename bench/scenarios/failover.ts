@@ -4,12 +4,22 @@
  * (hand-over) mid-stream. Reports the delivery gap (longest silence between
  * consecutive first arrivals), the worst publish-to-client latency, lost and
  * duplicated events.
+ *
+ * GAP (not in the default modes): an unaligned take-over. The standby's
+ * primary is stopped (SIGSTOP), its events subscription killed in Redis
+ * (CLIENT KILL: what Redis buffered for it is gone), and the leader host
+ * SIGKILLed 300 ms later; then the standby resumes and re-subscribes. Its
+ * buffer misses the leader's last batches, so it cannot find their progress
+ * and leads from its buffer: what it re-broadcast of the events before its
+ * gap shows as duplicated, what was published between the leader's death and
+ * the re-subscription as lost.
  */
 import { flagList, flagNumber, fmtSpread, makeClients, printTable, startEnv, userRooms, warmUp, type Flags } from '../lib/common';
 import { LoadGen } from '../lib/loadgen';
 import { Publisher } from '../lib/publisher';
 import { longestGap, lossAndDuplicates, spread } from '../lib/stats';
 import { CHANNEL, SITE, sleep, startGatewayTarget, type Target } from '../lib/topology';
+import type { Redis } from 'ioredis';
 import { uniqueKeyPrefix } from '../../test/harness';
 
 interface FailoverRun {
@@ -21,6 +31,15 @@ interface FailoverRun {
   maxLatencyMs: number;
   killAtMs: number;
   publisherBehind: boolean;
+}
+
+/** Kills, in Redis, the events subscription of the primary with this pid (its connection is named `<host>-<pid>-<rand>:events`). */
+async function killEventsSubscription(redis: Redis, pid: number): Promise<void> {
+  const list = String(await redis.client('LIST'));
+  const line = list.split('\n').find((l) => new RegExp(`name=[^ ]*-${pid}-[0-9a-f]+:events `).test(l));
+  const id = line?.match(/^id=(\d+) /)?.[1];
+  if (id === undefined) throw new Error(`no events subscription of pid ${pid} in CLIENT LIST`);
+  await redis.client('KILL', 'ID', id);
 }
 
 async function leaderOf(hosts: Target[]): Promise<Target> {
@@ -45,6 +64,7 @@ export async function failover(flags: Flags): Promise<unknown> {
   const publisher = await Publisher.start();
   const rooms = userRooms(n);
   const clients = makeClients(env, n);
+  const admin = env.redis.client();
   const results: Record<string, FailoverRun[]> = {};
   try {
     for (const mode of modes) {
@@ -77,7 +97,18 @@ export async function failover(flags: Flags): Promise<unknown> {
           await sleep(killAfterMs);
           const killAt = performance.timeOrigin + performance.now();
           if (mode === 'SIGKILL') await leader.gateway?.kill();
-          else void leader.gateway?.stop(15_000);
+          else if (mode === 'GAP') {
+            const primary = standby.gateway;
+            if (!primary) throw new Error('GAP needs a gateway standby');
+            process.kill(primary.pid, 'SIGSTOP');
+            try {
+              await killEventsSubscription(admin, primary.pid);
+              await sleep(300);
+              await leader.gateway?.kill();
+            } finally {
+              process.kill(primary.pid, 'SIGCONT');
+            }
+          } else void leader.gateway?.stop(15_000);
           const p = await pub;
           // Drain: every event delivered, or 3 s without progress.
           let last = -1;
@@ -114,10 +145,15 @@ export async function failover(flags: Flags): Promise<unknown> {
     }
   } finally {
     publisher.close();
+    admin.disconnect();
     await env.close();
   }
   const rows = Object.entries(results).map(([mode, runs]) => [
-    mode === 'SIGKILL' ? 'SIGKILL leader host (crash)' : 'SIGTERM leader host (hand-over)',
+    mode === 'SIGKILL'
+      ? 'SIGKILL leader host (crash)'
+      : mode === 'GAP'
+        ? 'standby subscription cut + leader SIGKILL (unaligned)'
+        : 'SIGTERM leader host (hand-over)',
     fmtSpread(spread(runs.map((r) => r.gapMs))),
     fmtSpread(spread(runs.map((r) => r.maxLatencyMs))),
     fmtSpread(spread(runs.map((r) => r.lost))),

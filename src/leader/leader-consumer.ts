@@ -8,7 +8,7 @@ import { errorMessage } from '../shared/errors';
 import { RateLimitedLog, type Logger } from '../shared/logger';
 import { closeEventArgs, encodeAllSites, encodeRoomBroadcast, openEventArgs, roomChannel, sitePacket } from '../events/encode';
 import type { Intake } from '../events/intake';
-import type { FrappeEvent } from '../events/parse';
+import { parseRawEvent, type FrappeEvent } from '../events/parse';
 import { Lease, type Held } from './lease';
 import { BatchPublisher, FencedError, formatProgress, type BatchItem, type Progress } from './publisher';
 import { EventRing } from './ring';
@@ -59,6 +59,18 @@ const PIPELINE_BACKLOG = 64;
  * BATCH_MAX events wait. Busy, the leader never holds: events arriving during
  * a round trip go out with its reply, as without the window.
  */
+/**
+ * An unaligned take-over with history on (see `broadcastUpTo`) compares the
+ * newest HISTORY_CHECK history entries (what can be in flight at once) with
+ * at most RING_CHECK ring entries, newest first. Covers a standby whose
+ * subscription lost up to ~4,000 events (HISTORY_CHECK less one window) and
+ * that received up to 16,384 since then (about 3 s at 5,000 events/s: the
+ * deferral plus a lease at the defaults).
+ */
+const HISTORY_CHECK = MAX_INFLIGHT * BATCH_MAX;
+const RING_CHECK = 4 * HISTORY_CHECK;
+/** Entry comparisons the check may make at most (many identical events make many candidates): then it gives up. */
+const CHECK_BUDGET = 1 << 20;
 /** A freshly elected leader waits this long for its subscriber to catch up before replaying unaligned. */
 const ALIGN_RETRY_MS = 200;
 /**
@@ -119,6 +131,8 @@ export class LeaderConsumer {
   /** Progress value the next batch expects to find in Redis (compare-and-set). */
   private lastProgress = '';
   private aligning = false;
+  /** performance.now() when the current term started aligning (see `tick`: one lease period at most). */
+  private alignStarted = 0;
   private inflight = 0;
   private flushScheduled = false;
   /** The open coalescing window's timer (at most one), and the subscriber socket it paused. */
@@ -285,6 +299,12 @@ export class LeaderConsumer {
         this.stepDown('lease not renewed in time', false);
         return;
       }
+      // A take-over still aligning after a whole lease period (its progress read or the
+      // history tail never answered) would otherwise keep renewing a lease it does not lead with.
+      if (this.aligning && performance.now() - this.alignStarted >= this.d.config.leaderLeaseMs) {
+        this.takeoverFailed(held, 'timeout', 'not aligned within one lease period');
+        return;
+      }
       this.lease.renew(held).then(
         (ok) => {
           if (!ok && this.held === held) this.stepDown('lease taken over', false);
@@ -298,14 +318,12 @@ export class LeaderConsumer {
     this.lease
       .tryAcquire()
       .then((held) => {
-        if (held && !this.stopped) return this.becomeLeader(held);
+        if (held && !this.stopped)
+          return this.becomeLeader(held).catch((err: unknown) => this.takeoverFailed(held, 'error', errorMessage(err)));
         if (held) return this.lease.release(held);
         return undefined;
       })
       .catch((err: unknown) => {
-        // Open: a take-over that throws while aligning keeps its lease and broadcasts nothing.
-        // Stepping down here was tried and taken out while mqtt-failover's extra redeliveries were
-        // investigated (test/e2e/mqtt-failover.test.ts: not explained by it alone).
         this.d.log.debug({ err: errorMessage(err) }, 'lease acquisition failed');
       })
       .finally(() => {
@@ -317,6 +335,7 @@ export class LeaderConsumer {
     this.held = held;
     this.lastEpoch = held.epoch;
     this.aligning = true;
+    this.alignStarted = performance.now();
     this.notice = null;
     const { metrics, log } = this.d;
     metrics.leader.set(1);
@@ -337,8 +356,7 @@ export class LeaderConsumer {
         }
       }
     } catch (err) {
-      log.warn({ err: errorMessage(err) }, 'could not read leader progress');
-      this.stepDown('progress unreadable', true);
+      if (this.held === held) this.takeoverFailed(held, 'progress_unreadable', errorMessage(err), false);
       return;
     }
     if (this.held !== held) return;
@@ -354,6 +372,14 @@ export class LeaderConsumer {
       from = prev !== null ? this.ring.start : Math.max(this.ring.start, this.confirmed ?? this.subscribedFrom);
       if (prev) {
         metrics.replayUnaligned.inc();
+        // What the history already holds of the buffer was broadcast: not again.
+        const broadcast = this.historyOn ? await this.broadcastUpTo() : null;
+        if (this.held !== held) return;
+        from = Math.max(from, this.ring.start);
+        if (broadcast !== null && broadcast > from) {
+          metrics.replaySkipped.inc(broadcast - from);
+          from = broadcast;
+        }
         // What the predecessor received after its last batch and before this
         // buffer starts is lost, if anything: the pages are told.
         this.notice = this.encodeEvent({ ...LEADER_GAP_NOTICE, room: null, namespace: null });
@@ -364,8 +390,10 @@ export class LeaderConsumer {
             ringStart: this.ring.start,
             ringEnd: this.ring.end,
             subscribedFrom: this.subscribedFrom,
+            from,
+            historyChecked: broadcast !== null,
           },
-          'previous leader progress not in the standby buffer: replaying the whole buffer, pages told they may have missed updates',
+          'previous leader progress not in the standby buffer: replaying the buffer after what the history holds, pages told they may have missed updates',
         );
       }
     }
@@ -404,6 +432,108 @@ export class LeaderConsumer {
       .then(() => cmd.publish(keys.leaderChannel, 'released'))
       .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'could not release the lease'));
     return true;
+  }
+
+  /**
+   * A take-over that holds the lease but cannot align (it broadcasts nothing
+   * while aligning) releases it at once and tells the standbys, so that one of
+   * them takes over instead of the lease being renewed by a process that never
+   * leads. After a timeout or an error it stays out for one lease period (a
+   * standby goes first); after an unreadable progress record (Redis failing)
+   * it tries again at its next tick, as any standby would. Nothing was
+   * broadcast in the term and the MQTT ingress connects only once aligned
+   * (`isLeader`), so no broker session moves.
+   */
+  private takeoverFailed(held: Held, reason: 'progress_unreadable' | 'timeout' | 'error', detail: string, backOff = true): void {
+    if (this.held !== held || !this.aligning) return;
+    const { metrics, log, cmd, keys, config } = this.d;
+    metrics.leaderTakeoverFailed.inc({ reason });
+    // An unreadable progress record is Redis failing (reported as such); a take-over stuck or throwing is not expected.
+    log[reason === 'progress_unreadable' ? 'warn' : 'error'](
+      { epoch: held.epoch, reason, err: detail, alignedForMs: Math.round(performance.now() - this.alignStarted) },
+      'take-over failed: releasing the lease',
+    );
+    if (backOff) this.deferUntil = performance.now() + config.leaderLeaseMs;
+    this.stepDown(`take-over failed (${reason})`, false);
+    this.lease
+      .release(held)
+      .then(() => cmd.publish(keys.leaderChannel, 'released'))
+      .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'could not release the lease'));
+  }
+
+  /**
+   * An unaligned take-over (the predecessor's last broadcast events are not
+   * in this buffer, e.g. this standby's subscription dropped while they were
+   * published) would broadcast the buffer from its start, also what the
+   * predecessor broadcast before that gap, with new offsets that the
+   * workers' offset check cannot recognise. Those events are in the history,
+   * written in the same script as their broadcast: the ring position after
+   * the newest ring entry that, with the entries before it (PROGRESS_DIGESTS,
+   * or at least 2 at the buffer's start, as `EventRing.align`), matches
+   * consecutive history entries, encoded as the leader encodes them (the
+   * history does not hold the messages' digests, so the ring's digests are
+   * of no use here). Events broadcast in channel order, so everything before
+   * it was broadcast too. Null when nothing matches within the bounds
+   * (HISTORY_CHECK, RING_CHECK, CHECK_BUDGET) or the history cannot be read: the caller
+   * replays from the buffer's start, as before.
+   */
+  private async broadcastUpTo(): Promise<number | null> {
+    let tail: [string, string, string][];
+    try {
+      tail = await this.publisher.historyTail(HISTORY_CHECK);
+    } catch (err) {
+      this.d.log.warn({ err: errorMessage(err) }, 'could not read the history tail at an unaligned take-over');
+      return null;
+    }
+    const noticeKey = this.historyKey(this.encodeEvent({ ...LEADER_GAP_NOTICE, room: null, namespace: null }));
+    const where = new Map<string, number[]>();
+    const hist: string[] = [];
+    for (const [n, r, a] of tail) {
+      const key = `${n}\0${r}\0${a}`;
+      // The notices of earlier unaligned take-overs are in the history, not on the events channel.
+      if (key === noticeKey) continue;
+      let at = where.get(key);
+      if (!at) where.set(key, (at = []));
+      at.push(hist.length);
+      hist.push(key);
+    }
+    if (hist.length === 0) return null;
+    // The ring's deliverable entries, newest first (what the leader drops never reaches the history).
+    const ring: { pos: number; key: string }[] = [];
+    const { maxMessageBytes } = this.d.config;
+    for (let p = this.ring.end - 1; p >= this.ring.start && ring.length < RING_CHECK + PROGRESS_DIGESTS; p--) {
+      const raw = this.ring.raw(p);
+      if (!raw) continue;
+      const r = parseRawEvent(raw.toString('utf8'), raw.length, maxMessageBytes);
+      if (!r.ok) continue;
+      let key: string | null;
+      try {
+        key = this.historyKey(this.encodeEvent(r.value));
+      } catch {
+        continue;
+      }
+      if (key !== null) ring.push({ pos: p, key });
+    }
+    const reachesStart = ring.length < RING_CHECK + PROGRESS_DIGESTS;
+    let budget = CHECK_BUDGET;
+    for (let i = 0; i < Math.min(ring.length, RING_CHECK); i++) {
+      const window = Math.min(PROGRESS_DIGESTS, ring.length - i);
+      if (window < PROGRESS_DIGESTS && (!reachesStart || window < 2)) break;
+      for (const j of where.get((ring[i] as { key: string }).key) ?? []) {
+        let k = 1;
+        while (k < window && j - k >= 0 && hist[j - k] === (ring[i + k] as { key: string }).key) k++;
+        if (k === window) return (ring[i] as { pos: number }).pos + 1;
+        budget -= k;
+        if (budget <= 0) return null;
+      }
+    }
+    return null;
+  }
+
+  /** The identity of an encoded event in the history (its namespace, room and arguments), null when it has no history entry. */
+  private historyKey(item: BatchItem): string | null {
+    const h = item.history;
+    return h ? `${h.namespace}\0${h.room}\0${h.args}` : null;
   }
 
   private get historyOn(): boolean {

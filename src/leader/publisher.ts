@@ -382,6 +382,21 @@ export class BatchPublisher {
     return recent.length;
   }
 
+  /** The newest `count` history entries, oldest first, as [namespace, room, args] (the fields the batch script wrote). */
+  async historyTail(count: number): Promise<[string, string, string][]> {
+    const tail = (await this.c.xrevrange(this.keys.history, '+', '-', 'COUNT', count)) as [string, string[]][];
+    const out: [string, string, string][] = [];
+    for (let i = tail.length - 1; i >= 0; i--) {
+      const f = (tail[i] as [string, string[]])[1];
+      const field = (k: string): string => {
+        for (let j = 0; j + 1 < f.length; j += 2) if (f[j] === k) return f[j + 1] ?? '';
+        return '';
+      };
+      out.push([field('n'), field('r'), field('a')]);
+    }
+    return out;
+  }
+
   private send(command: 'SPUBLISH' | 'PUBLISH', channel: string, payload: string | Buffer): Promise<unknown> {
     return command === 'SPUBLISH' ? this.c.spublish(channel, payload) : this.c.publish(channel, payload);
   }

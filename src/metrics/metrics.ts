@@ -26,6 +26,7 @@ export const KNOWN_LABELS = {
   permissionResults: ['allowed', 'denied', 'error'],
   publishStatuses: ['202', '400', '401', '403', '413', '502', '503', '504'],
   leaderTransitions: ['leader', 'standby'],
+  takeoverFailures: ['progress_unreadable', 'timeout', 'error'],
   recoveryResults: [
     'restored',
     'expired',
@@ -289,9 +290,20 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       help: 'Takeovers where the previous leader progress was not found in the standby buffer',
       registers: r,
     }),
+    replaySkipped: new Counter({
+      name: 'gateway_replay_unaligned_skipped_events_total',
+      help: 'Buffered events an unaligned takeover did not broadcast again because the history already held them (broadcast by a predecessor)',
+      registers: r,
+    }),
     leaderDeferred: new Counter({
       name: 'gateway_leader_takeovers_deferred_total',
       help: 'Takeovers given up because the previous leader progress was not in this process standby buffer (subscribed after it), leaving the lease to a standby that may hold it',
+      registers: r,
+    }),
+    leaderTakeoverFailed: new Counter({
+      name: 'gateway_leader_takeovers_failed_total',
+      help: 'Takeovers that acquired the lease but could not align (progress unreadable, not aligned within one lease period, error) and released it',
+      labelNames: ['reason'],
       registers: r,
     }),
     consumerLag: new Gauge({
@@ -434,6 +446,7 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
   zero(m.permissionChecks, 'result', KNOWN_LABELS.permissionResults);
   zero(m.publishRequests, 'status', KNOWN_LABELS.publishStatuses);
   zero(m.leaderTransitions, 'to', KNOWN_LABELS.leaderTransitions);
+  zero(m.leaderTakeoverFailed, 'reason', KNOWN_LABELS.takeoverFailures);
   zero(m.sessionRecoveries, 'result', KNOWN_LABELS.recoveryResults);
   zero(m.limitExceeded, 'limit', KNOWN_LABELS.limits);
   zero(m.disconnects, 'reason', KNOWN_LABELS.disconnectReasons);

@@ -18,6 +18,7 @@ import {
   type Scope,
   type Socket,
   type Transport,
+  withTimeout,
 } from '../harness';
 import { startMosquitto, type MosquittoServer } from '../harness/mosquitto';
 import { newKeyPrefix, OUTSIDER, SITE, sidOf, startBackend, startHost, USERS } from './cluster-support';
@@ -141,22 +142,90 @@ export const seqOf = (p: unknown): number => (p as SeqPayload).seq;
  */
 export interface AckSwallowingProxy {
   readonly url: string;
+  /**
+   * Resolves once the gateway's PUBACKs for `count` messages have passed the proxy and the
+   * broker has read them (it answered a PINGREQ sent after them on the same connection:
+   * MQTT answers a connection's packets in order). A client can see an event before the
+   * proxy has passed its PUBACK, so cutting at that moment also takes acknowledgements
+   * of messages the clients already have, and the broker hands those out again.
+   */
+  acknowledged(count: number, timeoutMs?: number): Promise<void>;
   /** From now on, bytes from the currently open connections to the broker are discarded. */
   swallowClientBytes(): void;
   close(): Promise<void>;
 }
 
+const PUBACK = 4;
+const PINGREQ = 12;
+const PINGRESP = 13;
+const PINGREQ_BYTES = Buffer.from([PINGREQ << 4, 0]);
+
+/**
+ * Splits an MQTT byte stream into whole packets (fixed header, remaining-length varint,
+ * body), so the proxy can tell PUBACKs and PINGRESPs apart from payload bytes. Written
+ * here: only the framing is needed, and the bytes are forwarded as they came.
+ */
+class MqttFramer {
+  private pending = Buffer.alloc(0);
+
+  push(chunk: Buffer): Buffer[] {
+    let buf = this.pending.length > 0 ? Buffer.concat([this.pending, chunk]) : chunk;
+    const packets: Buffer[] = [];
+    for (;;) {
+      let length = 0;
+      let i = 1;
+      for (let scale = 1; i < buf.length && i <= 4; i++, scale *= 128) {
+        const b = buf[i] as number;
+        length += (b & 127) * scale;
+        if ((b & 128) === 0) break;
+      }
+      if (i >= buf.length || i > 4 || buf.length < i + 1 + length) break;
+      packets.push(buf.subarray(0, i + 1 + length));
+      buf = buf.subarray(i + 1 + length);
+    }
+    this.pending = Buffer.from(buf);
+    return packets;
+  }
+}
+
+const packetType = (packet: Buffer): number => (packet[0] as number) >> 4;
+
 export async function startAckSwallowingProxy(scope: Scope, broker: MosquittoServer): Promise<AckSwallowingProxy> {
   const port = await freePort();
-  const open = new Set<{ client: NetSocket; upstream: NetSocket; swallow: boolean }>();
+  interface Conn {
+    client: NetSocket;
+    upstream: NetSocket;
+    swallow: boolean;
+    /** Who sent each PINGREQ on its way to the broker, in order: the gateway (forward the answer) or the proxy (a barrier). */
+    pings: (null | (() => void))[];
+  }
+  const open = new Set<Conn>();
+  let pubacks = 0;
+  const onPuback = new Set<() => void>();
   const server = createNetServer((client) => {
     const upstream = netConnect({ host: '127.0.0.1', port: broker.port });
-    const conn = { client, upstream, swallow: false };
+    const conn: Conn = { client, upstream, swallow: false, pings: [] };
     open.add(conn);
+    const fromClient = new MqttFramer();
     client.on('data', (d: Buffer) => {
-      if (!conn.swallow) upstream.write(d);
+      for (const packet of fromClient.push(d)) {
+        if (conn.swallow) continue;
+        upstream.write(packet);
+        if (packetType(packet) === PINGREQ) conn.pings.push(null);
+        if (packetType(packet) === PUBACK) {
+          pubacks++;
+          for (const f of onPuback) f();
+        }
+      }
     });
-    upstream.pipe(client);
+    const fromBroker = new MqttFramer();
+    upstream.on('data', (d: Buffer) => {
+      for (const packet of fromBroker.push(d)) {
+        const barrier = packetType(packet) === PINGRESP ? conn.pings.shift() : null;
+        if (barrier) barrier();
+        else client.write(packet);
+      }
+    });
     const end = (): void => {
       open.delete(conn);
       client.destroy();
@@ -166,8 +235,34 @@ export async function startAckSwallowingProxy(scope: Scope, broker: MosquittoSer
     upstream.on('close', end).on('error', end);
   });
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  const brokerRead = (): Promise<unknown> =>
+    Promise.all(
+      [...open].map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            c.pings.push(resolve);
+            c.upstream.write(PINGREQ_BYTES);
+          }),
+      ),
+    );
   const proxy: AckSwallowingProxy = {
     url: `mqtt://127.0.0.1:${port}`,
+    acknowledged: async (count, timeoutMs = 20_000) => {
+      let listener: (() => void) | undefined;
+      const passed = new Promise<void>((resolve) => {
+        listener = () => {
+          if (pubacks >= count) resolve();
+        };
+        onPuback.add(listener);
+        listener();
+      });
+      try {
+        await withTimeout(passed, timeoutMs, () => `${count} PUBACKs through the proxy (${pubacks} so far)`);
+      } finally {
+        if (listener) onPuback.delete(listener);
+      }
+      await withTimeout(brokerRead(), timeoutMs, 'the broker to answer a PINGREQ sent after the PUBACKs');
+    },
     swallowClientBytes: () => {
       for (const c of open) c.swallow = true;
     },

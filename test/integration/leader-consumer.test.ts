@@ -16,7 +16,7 @@ import { BatchPublisher, FencedError } from '../../src/leader/publisher';
 import { Lease } from '../../src/leader/lease';
 import { createMetrics, type Metrics } from '../../src/metrics/metrics';
 import { createKeys } from '../../src/redis/keys';
-import { createRedisClient } from '../../src/redis/connect';
+import { createRedisClient, type RedisClient } from '../../src/redis/connect';
 import { RateLimitedLog } from '../../src/shared/logger';
 import { pollUntil, startRedis, uniqueKeyPrefix, withScope, type Scope } from '../harness';
 import { startTcpProxy } from '../harness/tcp-proxy';
@@ -39,14 +39,18 @@ function config(redisUrl: string, prefix: string): GatewayConfig {
   return r.config;
 }
 
-/** `cmdCfg`: the command connection's own configuration (e.g. through a proxy); the subscriber uses `cfg`. */
-function consumer(scope: Scope, cfg: GatewayConfig, name: string, cmdCfg: GatewayConfig = cfg) {
+/**
+ * `cmdCfg`: the command connection's own configuration (e.g. through a proxy); the subscriber uses `cfg`.
+ * `faults`: what the consumer gets as its command connection instead of the connection itself.
+ */
+function consumer(scope: Scope, cfg: GatewayConfig, name: string, cmdCfg: GatewayConfig = cfg, faults?: (cmd: RedisClient) => RedisClient) {
   const redisCfg = cfg.redis;
   assert.ok(redisCfg && cmdCfg.redis);
   const sub = createRedisClient(redisCfg, { name: `${name}:sub` }, log);
-  const cmd = createRedisClient(cmdCfg.redis, { name: `${name}:cmd` }, log);
+  const conn = createRedisClient(cmdCfg.redis, { name: `${name}:cmd` }, log);
+  const cmd = faults ? faults(conn) : conn;
   scope.add(() => sub.disconnect());
-  scope.add(() => cmd.disconnect());
+  scope.add(() => conn.disconnect());
   const metrics = createMetrics(new Registry(), { defaults: false });
   const intake = new Intake(metrics, new RateLimitedLog(log, 1000), cfg.maxMessageBytes);
   const c = new LeaderConsumer({ config: cfg, keys: createKeys(cfg.keyPrefix), sub, cmd, nodeId: name, intake, metrics, log });
@@ -341,4 +345,123 @@ test('a late process alone defers once, then leads unaligned and tells the pages
   const args = JSON.parse(notices[0]?.slice(notices[0].indexOf('[')) ?? '') as unknown[];
   assert.equal(args[0], 'rtg_missed_updates', 'the documented event (recovery/replay.ts MISSED_EVENT)');
   assert.deepEqual(args[1], { reason: 'leader_gap' });
+});
+
+/**
+ * The command connection with some of its commands answered by the test instead of Redis
+ * (`override(target, ...args)`: call `target` to pass one through); every other command passes.
+ */
+type Overrides = Record<string, (target: RedisClient, ...args: string[]) => Promise<unknown>>;
+function overriding(overrides: Overrides) {
+  return (cmd: RedisClient): RedisClient =>
+    new Proxy(cmd, {
+      get(target, prop) {
+        const o = typeof prop === 'string' ? overrides[prop] : undefined;
+        if (o) return (...args: string[]) => o(target, ...args);
+        const v = Reflect.get(target, prop, target) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+}
+
+/** `target[name](...args)`: a command (e.g. a script defined with defineCommand) passed through to the connection. */
+function passThrough(target: RedisClient, name: string, args: unknown[]): Promise<unknown> {
+  const commands = target as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+  return commands[name]?.(...args) ?? Promise.reject(new Error(`no command ${name}`));
+}
+
+/** gateway_leader_takeovers_failed_total by reason. */
+async function takeoverFailures(metrics: Metrics): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const v of (await metrics.leaderTakeoverFailed.get()).values) out[String(v.labels.reason)] = v.value;
+  return out;
+}
+
+for (const fault of ['hangs', 'fails'] as const)
+  test(`a take-over whose progress read ${fault} releases the lease to a standby that leads, counted`, async (t) => {
+    // B wins the lease after A's crash but cannot read A's progress: it must not keep
+    // renewing the lease without leading (nothing would be broadcast). C, subscribed all
+    // along, takes over instead and broadcasts exactly what A did not.
+    const { scope, cfg, seen, a, publish, published } = await crashSetup(t);
+    const keys = createKeys(cfg.keyPrefix);
+    let reads = 0;
+    const b = consumer(
+      scope,
+      cfg,
+      'node-b',
+      cfg,
+      overriding({
+        get: (target, key) => {
+          if (key !== keys.leaderProgress) return target.get(key ?? '');
+          reads++;
+          return fault === 'hangs' ? new Promise<never>(() => undefined) : Promise.reject(new Error('injected: progress read refused'));
+        },
+      }),
+    );
+    // C competes for the lease only once B has taken it (no lease for C until then).
+    const c = consumer(
+      scope,
+      cfg,
+      'node-c',
+      cfg,
+      overriding({ gwAcquire: (target, ...args) => (reads > 0 ? passThrough(target, 'gwAcquire', args) : Promise.resolve(null)) }),
+    );
+    await b.c.start();
+    await c.c.start();
+    await publish(200);
+    await until(() => seen.size === 200, `A broadcast the first 200 (have ${seen.size})`);
+    crash(a);
+    await publish(100);
+    await until(() => reads > 0, 'B acquired the lease and read the progress', 5000);
+    await publish(100);
+    const total = published();
+    await until(() => c.c.isLeader && seen.size === total, `C leads and broadcast everything (have ${seen.size} of ${total})`, 10_000);
+    assert.equal(b.c.state().leader, false, 'B holds no lease');
+    const failures = await takeoverFailures(b.metrics);
+    if (fault === 'hangs') assert.deepEqual(failures, { progress_unreadable: 0, timeout: 1, error: 0 }, 'one timed-out take-over');
+    else
+      assert.ok(
+        (failures['progress_unreadable'] ?? 0) >= 1 && failures['timeout'] === 0,
+        `unreadable progress counted (${JSON.stringify(failures)})`,
+      );
+    const dup = [...seen.entries()].filter(([, n]) => n !== 1);
+    assert.deepEqual(dup, [], 'no event broadcast twice');
+    assert.equal((await c.metrics.replayUnaligned.get()).values[0]?.value ?? 0, 0, "C found A's progress");
+  });
+
+test('an unaligned take-over after a lost subscription broadcasts again nothing the history already holds', async (t) => {
+  // B's subscription is cut while A broadcasts 100 events and crashes: A's progress lies in
+  // B's gap, so B cannot align. B's buffer still holds the 200 events from before the gap,
+  // broadcast by A: replaying the buffer from its start would send them again, with new
+  // offsets that the workers cannot recognise.
+  const { scope, redis, cfg, seen, a, publish, published } = await crashSetup(t);
+  const proxy = await startTcpProxy({ targetPort: redis.port, scope });
+  // B's subscriber goes through the proxy, its command connection does not.
+  const b = consumer(scope, config(proxy.url, cfg.keyPrefix), 'node-b', cfg);
+  await b.c.start();
+  await publish(200);
+  await until(() => seen.size === 200 && b.c.state().buffered === 200, `A broadcast 200, B holds them (${b.c.state().buffered})`);
+  proxy.blackhole();
+  await publish(100);
+  await until(() => seen.size === 300, 'A broadcast the next 100 (B did not receive them)');
+  crash(a);
+  proxy.reset();
+  proxy.heal();
+  const admin = redis.client();
+  scope.add(() => admin.disconnect());
+  // ioredis re-subscribes on its own and announces nothing: poll the channel's subscriber count.
+  await pollUntil(async () => (Number(((await admin.pubsub('NUMSUB', 'events')) as [string, number])[1]) === 1 ? true : undefined), {
+    timeoutMs: 5000,
+    intervalMs: 10,
+    description: 'B subscribed again',
+  });
+  await publish(100);
+  const total = published();
+  await until(() => b.c.isLeader && seen.has(total - 1), 'B leads (unaligned, after its deferral)', 10_000);
+  await until(() => b.c.state().lag === 0, 'B caught up');
+  const dup = [...seen.entries()].filter(([, n]) => n !== 1);
+  assert.deepEqual(dup, [], 'nothing broadcast twice');
+  for (let seq = 300; seq < total; seq++) assert.equal(seen.get(seq), 1, `event ${seq} (after the gap) broadcast once`);
+  assert.equal((await b.metrics.replayUnaligned.get()).values[0]?.value, 1, 'the take-over was unaligned');
+  assert.equal((await b.metrics.replaySkipped.get()).values[0]?.value, 200, 'the 200 the history held were skipped');
 });
