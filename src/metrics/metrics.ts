@@ -315,7 +315,7 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
     }),
     workerRestarts: new Counter({
       name: 'gateway_worker_restarts_total',
-      help: 'Workers respawned, by reason: exit (it died unexpectedly) or unresponsive (silent on IPC for GATEWAY_WORKER_KILL_MS, killed with SIGKILL)',
+      help: 'Workers respawned, by reason: exit (it died unexpectedly), unresponsive (silent on IPC for GATEWAY_WORKER_KILL_MS, killed with SIGKILL) or boot_timeout (no hello within GATEWAY_WORKER_BOOT_MS of its fork, killed with SIGKILL)',
       labelNames: ['reason'],
       registers: r,
     }),
