@@ -220,36 +220,35 @@ export class Supervisor {
       if (this.killed.has(info.id)) continue;
       if (info.nodeId === null) {
         const booting = now - info.startedAt;
-        if (bootTimeout > 0 && booting >= bootTimeout) this.killBooting(info, booting);
+        if (bootTimeout > 0 && booting >= bootTimeout) {
+          this.sigkill(
+            info,
+            'boot_timeout',
+            { bootingMs: booting, bootTimeoutMs: bootTimeout },
+            'worker did not finish booting within GATEWAY_WORKER_BOOT_MS: killing it (SIGKILL)',
+          );
+        }
         continue;
       }
       const silent = now - info.lastSeenAt;
       if (info.responsive && silent >= WORKER_UNRESPONSIVE_MS) this.markResponsive(info, false);
-      if (!info.responsive && killAfter > 0 && silent >= killAfter) this.kill(info, silent);
+      if (!info.responsive && killAfter > 0 && silent >= killAfter) {
+        this.sigkill(
+          info,
+          'unresponsive',
+          { silentMs: silent, killAfterMs: killAfter },
+          'worker unresponsive for longer than GATEWAY_WORKER_KILL_MS: killing it (SIGKILL); its clients reconnect to the other workers',
+        );
+      }
     }
   }
 
-  /** SIGKILL works on a stopped process too; `onExit` respawns the slot. */
-  private kill(info: WorkerInfo, silentMs: number): void {
+  /** SIGKILL works on a stopped process too; `onExit` counts it under `reason` (not a crash) and respawns the slot with the crash backoff. */
+  private sigkill(info: WorkerInfo, reason: 'unresponsive' | 'boot_timeout', fields: Record<string, number>, message: string): void {
     const worker = cluster.workers?.[info.id];
     if (!worker || worker.isDead()) return;
-    this.killed.set(info.id, 'unresponsive');
-    this.log.error(
-      { worker: info.id, pid: info.pid, silentMs, killAfterMs: this.config.killAfterMs },
-      'worker unresponsive for longer than GATEWAY_WORKER_KILL_MS: killing it (SIGKILL); its clients reconnect to the other workers',
-    );
-    worker.process.kill('SIGKILL');
-  }
-
-  /** A worker stuck (or stopped) before its hello: killed like an unresponsive one, its respawn paced by the crash backoff. */
-  private killBooting(info: WorkerInfo, bootingMs: number): void {
-    const worker = cluster.workers?.[info.id];
-    if (!worker || worker.isDead()) return;
-    this.killed.set(info.id, 'boot_timeout');
-    this.log.error(
-      { worker: info.id, pid: info.pid, bootingMs, bootTimeoutMs: this.config.bootTimeoutMs },
-      'worker did not finish booting within GATEWAY_WORKER_BOOT_MS: killing it (SIGKILL)',
-    );
+    this.killed.set(info.id, reason);
+    this.log.error({ worker: info.id, pid: info.pid, ...fields }, message);
     worker.process.kill('SIGKILL');
   }
 
