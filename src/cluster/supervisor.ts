@@ -193,7 +193,7 @@ export class Supervisor {
     const backoff = respawnBackoffMs(crashes, this.config.maxBackoffMs);
     this.metrics.workerRestarts.inc({ reason });
     this.log.error(
-      { worker: worker.id, pid: info.pid, code, signal, reason, respawnInMs: backoff },
+      { worker: worker.id, slot: info.slot, pid: info.pid, code, signal, reason, respawnInMs: backoff },
       reason === 'unresponsive'
         ? 'unresponsive worker killed, respawning'
         : reason === 'boot_timeout'
