@@ -74,6 +74,12 @@ export interface SupervisorConfig {
    * (routed around) long before: WORKER_UNRESPONSIVE_MS.
    */
   readonly killAfterMs: number;
+  /**
+   * A worker that has not said hello this long after its fork (stuck or
+   * stopped while booting) is killed with SIGKILL and respawned with the
+   * crash backoff; 0 = never.
+   */
+  readonly bootTimeoutMs: number;
   /** The environment a worker of a slot is forked with. */
   env(slot: number): Record<string, string>;
 }
@@ -86,6 +92,8 @@ export interface WorkerInfo {
   connections: number;
   redis: boolean;
   readonly startedAt: number;
+  /** Date.now() of its hello (null while it boots). */
+  readyAt: number | null;
   /** Date.now() of its last IPC message. */
   lastSeenAt: number;
   /** False while it has been silent for WORKER_UNRESPONSIVE_MS (after it said hello). */
@@ -104,8 +112,8 @@ export class Supervisor {
   private stopping = false;
   private watch: NodeJS.Timeout | null = null;
   private readonly exitListeners = new Set<(info: WorkerInfo) => void>();
-  /** Ids of the workers this supervisor killed for being unresponsive (their exit is not a crash). */
-  private readonly killed = new Set<number>();
+  /** Workers this supervisor killed, by id, with the reason their exit is counted under (not a crash). */
+  private readonly killed = new Map<number, 'unresponsive' | 'boot_timeout'>();
   /** What dead workers counted, so host counters survive worker restarts. */
   readonly counters = new CounterBaseline();
 
@@ -126,8 +134,11 @@ export class Supervisor {
       if (!m || !info) return;
       info.lastSeenAt = Date.now();
       if (!info.responsive) this.markResponsive(info, true);
-      if (m.type === 'gw:hello') info.nodeId = m.nodeId;
-      else if (m.type === 'gw:status') {
+      if (m.type === 'gw:hello') {
+        info.nodeId = m.nodeId;
+        info.readyAt = info.lastSeenAt;
+        this.log.info({ worker: worker.id, pid: info.pid, bootMs: info.readyAt - info.startedAt }, 'worker booted');
+      } else if (m.type === 'gw:status') {
         info.connections = m.connections;
         info.redis = m.redis;
       } else if (m.type === 'gw:reply') {
@@ -156,6 +167,7 @@ export class Supervisor {
       connections: 0,
       redis: false,
       startedAt: Date.now(),
+      readyAt: null,
       lastSeenAt: Date.now(),
       responsive: true,
     });
@@ -164,7 +176,8 @@ export class Supervisor {
 
   private onExit(worker: Worker, code: number | null, signal: string | null): void {
     const info = this.workers.get(worker.id);
-    const reason = this.killed.delete(worker.id) ? 'unresponsive' : 'exit';
+    const reason = this.killed.get(worker.id) ?? 'exit';
+    this.killed.delete(worker.id);
     this.workers.delete(worker.id);
     this.counters.retire(worker.id);
     this.metrics.workersUp.set(this.workers.size);
@@ -172,14 +185,20 @@ export class Supervisor {
     if (!info) return;
     for (const fn of this.exitListeners) fn(info);
     if (this.stopping) return;
-    const lived = Date.now() - info.startedAt;
+    // Healthy time counts from its hello: a worker that never finished booting
+    // (it hung until GATEWAY_WORKER_BOOT_MS) adds to the crash loop whatever its age.
+    const lived = info.readyAt === null ? 0 : Date.now() - info.readyAt;
     const crashes = nextCrashCount(this.crashes.get(info.slot) ?? 0, lived);
     this.crashes.set(info.slot, crashes);
     const backoff = respawnBackoffMs(crashes, this.config.maxBackoffMs);
     this.metrics.workerRestarts.inc({ reason });
     this.log.error(
-      { worker: worker.id, pid: info.pid, code, signal, reason, respawnInMs: backoff },
-      reason === 'unresponsive' ? 'unresponsive worker killed, respawning' : 'worker died, respawning',
+      { worker: worker.id, slot: info.slot, pid: info.pid, code, signal, reason, respawnInMs: backoff },
+      reason === 'unresponsive'
+        ? 'unresponsive worker killed, respawning'
+        : reason === 'boot_timeout'
+          ? 'worker killed for not booting in time, respawning'
+          : 'worker died, respawning',
     );
     setTimeout(() => {
       if (!this.stopping) this.fork(info.slot);
@@ -190,28 +209,46 @@ export class Supervisor {
    * A worker that said hello and then nothing for WORKER_UNRESPONSIVE_MS is
    * unresponsive (a booting one is not); one silent for `killAfterMs` is
    * killed, so that its slot serves again instead of holding its clients
-   * until each gives up on its own.
+   * until each gives up on its own. A worker without hello `bootTimeoutMs`
+   * after its fork is killed too: the silence watchdog never starts for it.
    */
   private checkResponsive(): void {
     const now = Date.now();
     const killAfter = this.config.killAfterMs;
+    const bootTimeout = this.config.bootTimeoutMs;
     for (const info of this.workers.values()) {
-      if (info.nodeId === null) continue;
+      if (this.killed.has(info.id)) continue;
+      if (info.nodeId === null) {
+        const booting = now - info.startedAt;
+        if (bootTimeout > 0 && booting >= bootTimeout) {
+          this.sigkill(
+            info,
+            'boot_timeout',
+            { bootingMs: booting, bootTimeoutMs: bootTimeout },
+            'worker did not finish booting within GATEWAY_WORKER_BOOT_MS: killing it (SIGKILL)',
+          );
+        }
+        continue;
+      }
       const silent = now - info.lastSeenAt;
       if (info.responsive && silent >= WORKER_UNRESPONSIVE_MS) this.markResponsive(info, false);
-      if (!info.responsive && killAfter > 0 && silent >= killAfter && !this.killed.has(info.id)) this.kill(info, silent);
+      if (!info.responsive && killAfter > 0 && silent >= killAfter) {
+        this.sigkill(
+          info,
+          'unresponsive',
+          { silentMs: silent, killAfterMs: killAfter },
+          'worker unresponsive for longer than GATEWAY_WORKER_KILL_MS: killing it (SIGKILL); its clients reconnect to the other workers',
+        );
+      }
     }
   }
 
-  /** SIGKILL works on a stopped process too; `onExit` respawns the slot. */
-  private kill(info: WorkerInfo, silentMs: number): void {
+  /** SIGKILL works on a stopped process too; `onExit` counts it under `reason` (not a crash) and respawns the slot with the crash backoff. */
+  private sigkill(info: WorkerInfo, reason: 'unresponsive' | 'boot_timeout', fields: Record<string, number>, message: string): void {
     const worker = cluster.workers?.[info.id];
     if (!worker || worker.isDead()) return;
-    this.killed.add(info.id);
-    this.log.error(
-      { worker: info.id, pid: info.pid, silentMs, killAfterMs: this.config.killAfterMs },
-      'worker unresponsive for longer than GATEWAY_WORKER_KILL_MS: killing it (SIGKILL); its clients reconnect to the other workers',
-    );
+    this.killed.set(info.id, reason);
+    this.log.error({ worker: info.id, pid: info.pid, ...fields }, message);
     worker.process.kill('SIGKILL');
   }
 
@@ -227,9 +264,17 @@ export class Supervisor {
     }
   }
 
-  /** False for a worker that stopped answering (see `checkResponsive`); true for unknown ids. */
+  /**
+   * False for a worker that stopped answering (see `checkResponsive`), or
+   * that has not said hello yet: a new session handed to a booting worker
+   * waits in its IPC channel until it boots, or forever if it hangs there
+   * (new sessions go to a booted worker while there is one); true for
+   * unknown ids.
+   */
   isResponsive(id: number): boolean {
-    return this.workers.get(id)?.responsive ?? true;
+    const info = this.workers.get(id);
+    if (!info) return true;
+    return info.nodeId !== null && info.responsive;
   }
 
   list(): WorkerInfo[] {

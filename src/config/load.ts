@@ -311,6 +311,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     drainRate: num('drainRate'),
     workerRespawnMaxBackoffMs: num('workerRespawnMaxBackoffMs'),
     workerKillMs: num('workerKillMs'),
+    workerBootMs: num('workerBootMs'),
     logLevel: str('logLevel') as GatewayConfig['logLevel'],
     logFormat: str('logFormat') as GatewayConfig['logFormat'],
     dropLogIntervalMs: num('dropLogIntervalMs'),

@@ -77,6 +77,8 @@ export interface GatewayConfig {
   readonly workerRespawnMaxBackoffMs: number;
   /** A worker silent on IPC this long is killed (SIGKILL) and replaced; 0 = never. */
   readonly workerKillMs: number;
+  /** A worker without hello this long after its fork is killed (SIGKILL) and replaced; 0 = never. */
+  readonly workerBootMs: number;
   readonly logLevel: LogLevel;
   readonly logFormat: LogFormat;
   readonly dropLogIntervalMs: number;
@@ -379,6 +381,12 @@ export const OPTIONS = {
     type: ms(0, 3_600_000),
     default: '30000',
     doc: 'A worker silent on IPC this long (stopped, or its event loop stuck; it is unresponsive after 1.5 s) is killed with SIGKILL and a replacement forked; its clients reconnect to the other workers and recover their sessions (0 = never kill).',
+  },
+  workerBootMs: {
+    env: 'GATEWAY_WORKER_BOOT_MS',
+    type: ms(0, 3_600_000),
+    default: '60000',
+    doc: 'A worker that has not finished booting (its first message to the primary) this long after its fork, stuck or stopped, is killed with SIGKILL and respawned with the crash backoff (GATEWAY_WORKER_RESPAWN_MAX_BACKOFF_MS); new sessions avoid it after 1.5 s. A worker boots in well under a second on an idle machine (0 = never kill).',
   },
   logLevel: {
     env: 'GATEWAY_LOG_LEVEL',

@@ -33,6 +33,8 @@ export interface CustomRoomDeps {
   readonly config: CustomRoomsConfig;
   readonly join: JoinRooms;
   readonly backend: FrappeBackend;
+  /** False while Redis is down or stalled: subscriptions are refused at once (see HandlerDeps). */
+  readonly redisAvailable?: () => boolean;
   readonly metrics: Metrics;
   readonly log: Logger;
 }
@@ -150,6 +152,11 @@ export function registerCustomRooms(socket: Socket, ctx: RequestContext, deps: C
     if (room === undefined || !found) {
       metrics.clientEventsRejected.inc({ event: SUBSCRIBE_ROOM });
       metrics.customRoomSubscriptions.inc({ result: 'unknown_pattern' });
+      ack?.(false);
+      return;
+    }
+    if (deps.redisAvailable && !deps.redisAvailable()) {
+      metrics.clientEventsRefused.inc({ event: SUBSCRIBE_ROOM, reason: 'redis_unavailable' });
       ack?.(false);
       return;
     }

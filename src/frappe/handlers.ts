@@ -58,6 +58,12 @@ export interface HandlerDeps {
   readonly presence: PresenceStore;
   readonly metrics: Metrics;
   readonly log: Logger;
+  /**
+   * False while this process's Redis connections are down or stalled
+   * (cluster): events that would join a room or write presence are refused
+   * at once instead of queueing behind the outage. Always true when omitted.
+   */
+  readonly redisAvailable?: () => boolean;
 }
 
 /** The automatic rooms of docs/protocol.md section 3. */
@@ -87,7 +93,14 @@ const contexts = new WeakMap<Socket, RequestContext>();
 const shared = new WeakMap<JoinRooms, SharedHandlers>();
 
 function sameDeps(a: HandlerDeps, b: HandlerDeps): boolean {
-  return a.join === b.join && a.backend === b.backend && a.presence === b.presence && a.metrics === b.metrics && a.log === b.log;
+  return (
+    a.join === b.join &&
+    a.backend === b.backend &&
+    a.presence === b.presence &&
+    a.metrics === b.metrics &&
+    a.log === b.log &&
+    a.redisAvailable === b.redisAvailable
+  );
 }
 
 function sharedHandlers(deps: HandlerDeps): SharedHandlers {
@@ -100,15 +113,19 @@ function sharedHandlers(deps: HandlerDeps): SharedHandlers {
 
 function buildHandlers(deps: HandlerDeps): SharedHandlers {
   const { backend, presence, metrics, log, join } = deps;
+  const redisAvailable = deps.redisAvailable ?? (() => true);
   const events: [string, Listener][] = [];
 
   // Frappe's client sends no acknowledgement callback. Other clients (load
   // tests, app code) may pass one as the last argument: it is called with
   // true once the subscription is effective, false when it was refused.
+  // `needsRedis`: the event joins a room or writes presence (a cluster sends
+  // Redis commands for it), so it is refused while Redis is unavailable.
   const on = (
     event: string,
     arity: 1 | 2,
     fn: (socket: Socket, ctx: RequestContext, a: string, b: string) => boolean | void | Promise<boolean | void>,
+    needsRedis = false,
   ): void => {
     const handle = (socket: Socket, args: unknown[]): void => {
       const last = args[args.length - 1];
@@ -118,6 +135,11 @@ function buildHandlers(deps: HandlerDeps): SharedHandlers {
       const ctx = contexts.get(socket);
       if (a === undefined || b === undefined || !ctx) {
         metrics.clientEventsRejected.inc({ event });
+        ack?.(false);
+        return;
+      }
+      if (needsRedis && !redisAvailable()) {
+        metrics.clientEventsRefused.inc({ event, reason: 'redis_unavailable' });
         ack?.(false);
         return;
       }
@@ -164,43 +186,55 @@ function buildHandlers(deps: HandlerDeps): SharedHandlers {
     return true;
   };
 
-  on('doctype_subscribe', 1, (socket, ctx, doctype) => joinIfAllowed(socket, ctx, doctypeRoom(doctype), doctype));
+  on('doctype_subscribe', 1, (socket, ctx, doctype) => joinIfAllowed(socket, ctx, doctypeRoom(doctype), doctype), true);
   on('doctype_unsubscribe', 1, (socket, _ctx, doctype) => socket.leave(doctypeRoom(doctype)));
-  on('doc_subscribe', 2, (socket, ctx, doctype, docname) => joinIfAllowed(socket, ctx, docRoom(doctype, docname), doctype, docname));
+  on('doc_subscribe', 2, (socket, ctx, doctype, docname) => joinIfAllowed(socket, ctx, docRoom(doctype, docname), doctype, docname), true);
   on('doc_unsubscribe', 2, (socket, _ctx, doctype, docname) => socket.leave(docRoom(doctype, docname)));
-  on('task_subscribe', 1, (socket, _ctx, id) => join(socket, [taskRoom(id)]));
-  on('progress_subscribe', 1, (socket, _ctx, id) => join(socket, [taskRoom(id)]));
+  on('task_subscribe', 1, (socket, _ctx, id) => join(socket, [taskRoom(id)]), true);
+  on('progress_subscribe', 1, (socket, _ctx, id) => join(socket, [taskRoom(id)]), true);
   on('task_unsubscribe', 1, (socket, _ctx, id) => socket.leave(taskRoom(id)));
 
-  on('doc_open', 2, async (socket, ctx, doctype, docname) => {
-    const data = socket.data as SocketData;
-    const room = openDocRoom(doctype, docname);
-    if (!(await allowed(ctx, doctype, docname)) || !socket.connected) return false;
-    // Recorded before the join: joining saves the recoverable session (at
-    // once, before the room's subscription is confirmed), and a session saved
-    // without the document would be recovered elsewhere without its presence.
-    data.openDocs ??= new Map();
-    data.openDocs.set(room, { doctype, docname });
-    await join(socket, [room]);
-    const ref = { site: data.site, doctype, docname };
-    const users = await presence.open(ref, socket.id, data.user);
-    if (!socket.connected) {
-      // The socket left while this open was on its way to the store: the
-      // disconnect handler's close may have landed before it, which would
-      // leave a ghost viewer (and the key) behind. Close again, after it.
-      notifyViewers(socket, doctype, docname, await presence.close(ref, socket.id), socket.nsp);
-      return false;
-    }
-    notifyViewers(socket, doctype, docname, users, socket.nsp);
-    return true;
-  });
+  on(
+    'doc_open',
+    2,
+    async (socket, ctx, doctype, docname) => {
+      const data = socket.data as SocketData;
+      const room = openDocRoom(doctype, docname);
+      if (!(await allowed(ctx, doctype, docname)) || !socket.connected) return false;
+      // Recorded before the join: joining saves the recoverable session (at
+      // once, before the room's subscription is confirmed), and a session saved
+      // without the document would be recovered elsewhere without its presence.
+      data.openDocs ??= new Map();
+      data.openDocs.set(room, { doctype, docname });
+      await join(socket, [room]);
+      const ref = { site: data.site, doctype, docname };
+      const users = await presence.open(ref, socket.id, data.user);
+      if (!socket.connected) {
+        // The socket left while this open was on its way to the store: the
+        // disconnect handler's close may have landed before it, which would
+        // leave a ghost viewer (and the key) behind. Close again, after it.
+        notifyViewers(socket, doctype, docname, await presence.close(ref, socket.id), socket.nsp);
+        return false;
+      }
+      notifyViewers(socket, doctype, docname, users, socket.nsp);
+      return true;
+    },
+    true,
+  );
+  // Never refused: the room is left at once; while Redis is unavailable the
+  // presence entry's removal is recorded and applied (and doc_viewers sent)
+  // when it is back, and the acknowledgement does not wait for it.
   on('doc_close', 2, async (socket, _ctx, doctype, docname) => {
     const data = socket.data as SocketData;
     const room = openDocRoom(doctype, docname);
     socket.leave(room);
     data.openDocs?.delete(room);
-    const users = await presence.close({ site: data.site, doctype, docname }, socket.id);
-    notifyViewers(socket, doctype, docname, users, socket.nsp);
+    const nsp = socket.nsp;
+    const closed = presence
+      .close({ site: data.site, doctype, docname }, socket.id)
+      .then((users) => notifyViewers(socket, doctype, docname, users, nsp));
+    if (redisAvailable()) return closed;
+    closed.catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'deferred presence close failed'));
   });
 
   events.push([

@@ -249,6 +249,18 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       labelNames: ['event'],
       registers: r,
     }),
+    clientEventsRefused: new Counter({
+      name: 'gateway_client_events_refused_total',
+      help: "Client events refused at once (acknowledged with false), by event and reason: redis_unavailable = this worker's Redis connection was down or stalled, and the event would join a room or write presence",
+      labelNames: ['event', 'reason'],
+      registers: r,
+    }),
+    redisDeferred: new Counter({
+      name: 'gateway_redis_deferred_total',
+      help: 'Writes a client caused while Redis was down or stalled, recorded in the worker and applied when Redis answers again instead of queueing behind the outage, by what: presence_close, session_save, session_remove',
+      labelNames: ['what'],
+      registers: r,
+    }),
     appHandlerErrors: new Counter({
       name: 'gateway_app_handler_errors_total',
       help: 'App realtime handlers that failed to load or run, by app',
@@ -337,7 +349,7 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
     }),
     workerRestarts: new Counter({
       name: 'gateway_worker_restarts_total',
-      help: 'Workers respawned, by reason: exit (it died unexpectedly) or unresponsive (silent on IPC for GATEWAY_WORKER_KILL_MS, killed with SIGKILL)',
+      help: 'Workers respawned, by reason: exit (it died unexpectedly), unresponsive (silent on IPC for GATEWAY_WORKER_KILL_MS, killed with SIGKILL) or boot_timeout (no hello within GATEWAY_WORKER_BOOT_MS of its fork, killed with SIGKILL)',
       labelNames: ['reason'],
       registers: r,
     }),

@@ -12,6 +12,22 @@ local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v and string.find(v, ARGV[2], 1, true) then return redis.call('HDEL', KEYS[1], ARGV[1]) end
 return 0`;
 
+interface Waiter {
+  resolve(users: string[]): void;
+  reject(err: unknown): void;
+}
+
+function settle(waiters: readonly Waiter[], p: Promise<string[]>): void {
+  p.then(
+    (users) => {
+      for (const w of waiters) w.resolve(users);
+    },
+    (err: unknown) => {
+      for (const w of waiters) w.reject(err);
+    },
+  );
+}
+
 interface Entry {
   readonly seq: number;
   readonly worker: string;
@@ -111,24 +127,140 @@ export class Liveness {
  */
 export class RedisPresence implements PresenceStore {
   /** Local sockets per open document, so the worker's index entry is removed with the last one. */
-  private readonly localOpen = new Map<string, Set<string>>();
+  private readonly localOpen = new Map<string, { readonly ref: DocRef; readonly sockets: Map<string, string> }>();
+  /** The tail of each (document, socket)'s operations: one socket's open and close reach Redis in the order they were made. */
+  private readonly chains = new Map<string, Promise<unknown>>();
+  /**
+   * Closes made while Redis could not be written (`writable` false), one per
+   * (document, socket) however often it was closed, with whoever waits for
+   * the remaining users; applied in order by `applyDeferred`.
+   */
+  private readonly deferred = new Map<string, { ref: DocRef; socketId: string; waiters: Waiter[] }>();
+  private applying = false;
 
+  /**
+   * @param writable whether commands sent now are answered soon (see
+   *   `commandsFlowing`): while not, a close is recorded here instead of
+   *   queueing behind the outage (call `applyDeferred` once it flows again).
+   * @param onDeferred called once per close recorded that way.
+   */
   constructor(
     private readonly client: Client,
     private readonly keys: Keys,
     private readonly workerId: string,
     private readonly liveness: Liveness,
+    private readonly writable: () => boolean = () => true,
+    private readonly onDeferred: () => void = () => undefined,
   ) {}
 
-  async open(ref: DocRef, socketId: string, user: string): Promise<string[]> {
+  /** Closes recorded while Redis could not be written, not applied yet. */
+  get deferredCount(): number {
+    return this.deferred.size;
+  }
+
+  private serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const next = (this.chains.get(id) ?? Promise.resolve()).then(fn, fn);
+    const tail = next.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.chains.set(id, tail);
+    void tail.then(() => {
+      if (this.chains.get(id) === tail) this.chains.delete(id);
+    });
+    return next;
+  }
+
+  open(ref: DocRef, socketId: string, user: string): Promise<string[]> {
+    const key = this.keys.presenceDoc(ref.site, ref.doctype, ref.docname);
+    const id = `${key}\n${socketId}`;
+    // A close of this socket still recorded goes first: the later open wins.
+    const pending = this.deferred.get(id);
+    if (pending) {
+      this.deferred.delete(id);
+      const closed = this.serial(id, () => this.closeNow(pending.ref, socketId));
+      settle(pending.waiters, closed);
+    }
+    return this.serial(id, () => this.openNow(ref, socketId, user));
+  }
+
+  close(ref: DocRef, socketId: string): Promise<string[]> {
+    const key = this.keys.presenceDoc(ref.site, ref.doctype, ref.docname);
+    const id = `${key}\n${socketId}`;
+    if (this.writable() && this.deferred.size === 0) return this.serial(id, () => this.closeNow(ref, socketId));
+    return new Promise<string[]>((resolve, reject) => {
+      const pending = this.deferred.get(id);
+      if (pending) pending.waiters.push({ resolve, reject });
+      else {
+        this.deferred.set(id, { ref, socketId, waiters: [{ resolve, reject }] });
+        this.onDeferred();
+      }
+      if (this.writable()) void this.applyDeferred();
+    });
+  }
+
+  /**
+   * Applies the recorded closes, oldest first, while Redis can be written;
+   * each waiter gets the users that remain. Safe to call at any time.
+   */
+  async applyDeferred(): Promise<void> {
+    if (this.applying) return;
+    this.applying = true;
+    try {
+      while (this.writable()) {
+        const first = this.deferred.entries().next();
+        if (first.done) break;
+        const [id, pending] = first.value;
+        this.deferred.delete(id);
+        const closed = this.serial(id, () => this.closeNow(pending.ref, pending.socketId));
+        settle(pending.waiters, closed);
+        await closed.catch(() => undefined);
+      }
+    } finally {
+      this.applying = false;
+    }
+  }
+
+  /**
+   * Writes again every entry of this worker's open documents that is
+   * missing from Redis (and the worker's index): after a partition longer
+   * than GATEWAY_PRESENCE_TTL_MS the other hosts took this worker for dead
+   * and swept its entries while its sockets stayed connected. Call it once
+   * commands flow again, after this worker's liveness was renewed and the
+   * deferred closes applied. Resolves the documents whose viewers changed,
+   * with their users, for doc_viewers.
+   */
+  async reassert(): Promise<{ ref: DocRef; users: string[] }[]> {
+    const changed: { ref: DocRef; users: string[] }[] = [];
+    for (const [key, local] of [...this.localOpen]) {
+      let restored = false;
+      await this.client.sadd(this.keys.presenceIndex(this.workerId), refToIndexMember(local.ref));
+      for (const [socketId, user] of [...local.sockets]) {
+        const id = `${key}\n${socketId}`;
+        const wrote = await this.serial(id, async () => {
+          // Closed meanwhile (or a close is recorded): nothing to restore.
+          if (this.localOpen.get(key)?.sockets.get(socketId) !== user || this.deferred.has(id)) return false;
+          if ((await this.client.hget(key, socketId)) !== null) return false;
+          const seq = await this.client.hincrby(key, SEQ_FIELD, 1);
+          await this.client.hset(key, socketId, encodeEntry(seq, this.workerId, user));
+          return true;
+        });
+        restored ||= wrote;
+      }
+      if (restored) changed.push({ ref: local.ref, users: await this.users(key) });
+    }
+    return changed;
+  }
+
+  private async openNow(ref: DocRef, socketId: string, user: string): Promise<string[]> {
     const key = this.keys.presenceDoc(ref.site, ref.doctype, ref.docname);
     let local = this.localOpen.get(key);
     if (!local) {
-      local = new Set();
+      local = { ref, sockets: new Map() };
       this.localOpen.set(key, local);
       await this.client.sadd(this.keys.presenceIndex(this.workerId), refToIndexMember(ref));
     }
-    local.add(socketId);
+    local.sockets.set(socketId, user);
     const existing = await this.client.hget(key, socketId);
     const entry = existing === null ? null : decodeEntry(existing);
     if (entry === null) {
@@ -143,12 +275,12 @@ export class RedisPresence implements PresenceStore {
     return this.users(key);
   }
 
-  async close(ref: DocRef, socketId: string): Promise<string[]> {
+  private async closeNow(ref: DocRef, socketId: string): Promise<string[]> {
     const key = this.keys.presenceDoc(ref.site, ref.doctype, ref.docname);
     // Only our own entry: the socket may live on another worker by now (see `open`).
     await this.client.eval(CLOSE_OWN, 1, key, socketId, `\t${this.workerId}\t`);
     const local = this.localOpen.get(key);
-    if (local?.delete(socketId) && local.size === 0) {
+    if (local?.sockets.delete(socketId) && local.sockets.size === 0) {
       this.localOpen.delete(key);
       await this.client.srem(this.keys.presenceIndex(this.workerId), refToIndexMember(ref));
     }

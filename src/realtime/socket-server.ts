@@ -67,6 +67,8 @@ export interface SocketServerDeps {
   readonly userConnections?: UserConnections;
   /** Engine.IO connections per client address (cluster-wide through Redis in a cluster); this process only when omitted. */
   readonly ipConnections?: ConnectionCounter;
+  /** False while Redis is down or stalled: client events that would join rooms or write presence are refused (HandlerDeps). */
+  readonly redisAvailable?: () => boolean;
 }
 
 export interface SocketServer {
@@ -189,6 +191,9 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     }
     return joinRooms(socket, rooms);
   };
+  const redisAvailable = deps.redisAvailable ?? (() => true);
+  const handlerDeps = { join, backend, presence, metrics, log, redisAvailable };
+  const customRoomDeps = { config, join, backend, metrics, log: log.child({ sub: 'custom-rooms' }), redisAvailable };
   const perUser = deps.userConnections ?? createUserConnections(config.maxConnectionsPerUser, log);
   const perIp = deps.ipConnections ?? createConnectionCounter({ max: config.maxConnectionsPerIp, what: 'address', log });
   // Address slots taken by a handshake that has no Engine.IO connection yet.
@@ -499,8 +504,8 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     socket.on('disconnect', onSocketDisconnect);
     rateLimitEvents(socket, config, metrics);
     boundJoins(socket, config.maxRoomsPerSocket, metrics);
-    registerFrappeHandlers(socket, ctx, { join, backend, presence, metrics, log });
-    registerCustomRooms(socket, ctx, { config, join, backend, metrics, log: log.child({ sub: 'custom-rooms' }) });
+    registerFrappeHandlers(socket, ctx, handlerDeps);
+    registerCustomRooms(socket, ctx, customRoomDeps);
     keeper?.track(socket);
     appHandlers.attach(socket, (socket as unknown as FrappeSocketApi).installed_apps);
   });

@@ -2,7 +2,7 @@ import { Redis, type ChainableCommander } from 'ioredis';
 import type { Namespace, Socket } from 'socket.io';
 import type { Adapter, BroadcastOptions, Session } from 'socket.io-adapter';
 import type { SocketData } from '../frappe/handlers';
-import { commandsFlowing, periodic, type RedisClient } from '../redis/connect';
+import { commandsFlowing, onFlowing, periodic, type RedisClient } from '../redis/connect';
 import type { Keys } from '../redis/keys';
 import type { Metrics } from '../metrics/metrics';
 import { errorMessage } from '../shared/errors';
@@ -99,13 +99,51 @@ export class MemorySessionStore implements SessionStore {
 
 /** A cluster: sessions in Redis, one key per session, expiring on their own. */
 export class RedisSessionStore implements SessionStore {
+  /**
+   * Writes made while the connection was down or stalled (see
+   * `commandsFlowing`), by pid: the last save with when it expires, or null
+   * for a removal. Held here instead of queueing behind the outage (one
+   * entry per session however often it changed) and written once commands
+   * flow again.
+   */
+  private readonly deferred = new Map<string, { s: StoredSession; until: number } | null>();
+  private flushing = false;
+
+  /**
+   * @param onDeferred given: writes are deferred while the connection is
+   *   down or stalled, and this is called per write so recorded
+   *   ('session_save' or 'session_remove'); omitted: every write is sent
+   *   (and waits in ioredis' queue during an outage).
+   */
   constructor(
     private readonly client: RedisClient,
     private readonly keys: Keys,
     readonly replay?: ReplaySource,
-  ) {}
+    private readonly onDeferred?: (what: 'session_save' | 'session_remove') => void,
+  ) {
+    if (onDeferred) onFlowing(client, () => void this.flushDeferred());
+  }
+
+  /** Whether a write now is to be recorded here instead of sent. */
+  private defer(): boolean {
+    return this.onDeferred !== undefined && !commandsFlowing(this.client);
+  }
+
+  /** Writes recorded while Redis could not take them, not written yet. */
+  get deferredCount(): number {
+    return this.deferred.size;
+  }
 
   async save(sessions: readonly StoredSession[], ttlMs: number): Promise<void> {
+    if (this.defer()) {
+      const until = Date.now() + ttlMs;
+      for (const s of sessions) {
+        this.deferred.set(s.pid, { s, until });
+        this.onDeferred?.('session_save');
+      }
+      return;
+    }
+    for (const s of sessions) this.deferred.delete(s.pid);
     if (sessions.length === 1) {
       const s = sessions[0] as StoredSession;
       await this.client.set(this.keys.session(s.pid), JSON.stringify(s), 'PX', ttlMs);
@@ -131,7 +169,34 @@ export class RedisSessionStore implements SessionStore {
     else await Promise.all(items.map((item) => run([item])));
   }
 
+  /** Writes the deferred saves (with what is left of their TTL) and removals; what fails is kept for the next time. */
+  async flushDeferred(): Promise<void> {
+    if (this.flushing || this.deferred.size === 0 || !commandsFlowing(this.client)) return;
+    this.flushing = true;
+    const batch = [...this.deferred];
+    this.deferred.clear();
+    const now = Date.now();
+    try {
+      await this.perKey(batch, (p, [pid, d]) =>
+        d === null || d.until <= now
+          ? p.del(this.keys.session(pid))
+          : p.set(this.keys.session(pid), JSON.stringify(d.s), 'PX', d.until - now),
+      );
+    } catch {
+      for (const [pid, d] of batch) if (!this.deferred.has(pid)) this.deferred.set(pid, d);
+    } finally {
+      this.flushing = false;
+    }
+  }
+
   async take(pid: string): Promise<StoredSession | null> {
+    if (this.deferred.has(pid)) {
+      // Saved (or removed) here while Redis was away: newer than any copy in Redis, which goes.
+      const d = this.deferred.get(pid);
+      this.deferred.set(pid, null);
+      void this.flushDeferred();
+      return d && d.until >= Date.now() ? d.s : null;
+    }
     const v = await this.client.getdel(this.keys.session(pid));
     if (v === null) return null;
     try {
@@ -150,6 +215,12 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async remove(pid: string): Promise<void> {
+    if (this.defer()) {
+      this.deferred.set(pid, null);
+      this.onDeferred?.('session_remove');
+      return;
+    }
+    this.deferred.delete(pid);
     await this.client.del(this.keys.session(pid));
   }
 }

@@ -225,7 +225,7 @@ function watchConnection(client: RedisClient, cfg: RedisConfig, opts: ClientOpti
   const c = client as unknown as { sendCommand: (cmd: Command, ...rest: unknown[]) => unknown };
   const send = c.sendCommand.bind(client);
   // Commands in flight, and when the last one settled (or the first was sent after none was in flight).
-  const health = { unanswered: 0, stalled: false };
+  const health: Flow = { unanswered: 0, stalled: false, resumed: new Set() };
   flow.set(client, health);
   let progressAt = Date.now();
   const settled = (): void => {
@@ -235,6 +235,7 @@ function watchConnection(client: RedisClient, cfg: RedisConfig, opts: ClientOpti
       health.stalled = false;
       clog.warn('redis connection answers again');
       if (state === 'up') opts.onState?.(true);
+      if (client.status === 'ready') resumed(health);
     }
   };
   const onError = opts.onCommandError;
@@ -272,12 +273,42 @@ function watchConnection(client: RedisClient, cfg: RedisConfig, opts: ClientOpti
     // A fresh connection: what it re-sent is measured from now.
     progressAt = Date.now();
     health.stalled = false;
+    resumed(health);
   });
   client.once('end', () => clearInterval(check));
 }
 
-/** What `watchConnection` knows of each client's commands. */
-const flow = new WeakMap<RedisClient, { unanswered: number; stalled: boolean }>();
+/** What `watchConnection` knows of each client's commands, and who waits for them to flow again. */
+interface Flow {
+  unanswered: number;
+  stalled: boolean;
+  readonly resumed: Set<() => void>;
+}
+const flow = new WeakMap<RedisClient, Flow>();
+
+/** Runs the `onFlowing` listeners after the current tick (a listener may send commands). */
+function resumed(health: Flow): void {
+  if (health.resumed.size === 0) return;
+  setImmediate(() => {
+    for (const fn of health.resumed) fn();
+  });
+}
+
+/**
+ * Calls `fn` each time commands flow on `client` again after it was down or
+ * stalled (see `commandsFlowing`): writes recorded while they could not be
+ * sent are applied then. Returns the function that stops it.
+ */
+export function onFlowing(client: RedisClient, fn: () => void): () => void {
+  const health = flow.get(client);
+  if (!health) {
+    // A client made elsewhere (tests): only its reconnects are known.
+    client.on('ready', fn);
+    return () => client.off('ready', fn);
+  }
+  health.resumed.add(fn);
+  return () => health.resumed.delete(fn);
+}
 
 /**
  * Whether a command sent now is expected to be answered soon: the

@@ -91,6 +91,7 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
       workers: config.workers,
       maxBackoffMs: config.workerRespawnMaxBackoffMs,
       killAfterMs: config.workerKillMs,
+      bootTimeoutMs: config.workerBootMs,
       env: (slot) => workerEnv(config, slot),
     },
     log.child({ sub: 'supervisor' }),

@@ -18,10 +18,11 @@ import { backendFromConfig } from '../frappe/backend';
 import { createMetrics } from '../metrics/metrics';
 import { Liveness, RedisPresence } from '../presence/redis-presence';
 import { sessionIdFor } from '../cluster/sticky-master';
-import { connectInBackground, createRedisClient, periodic, quitClient } from '../redis/connect';
+import { commandsFlowing, connectInBackground, createRedisClient, onFlowing, periodic, quitClient } from '../redis/connect';
 import { createKeys } from '../redis/keys';
 import { SocketSecret } from '../redis/socket-secret';
 import { roomReport } from '../realtime/room-report';
+import { openDocRoom } from '../events/rooms';
 import { drainConnections, drainPace } from '../realtime/drain';
 import { errorMessage } from '../shared/errors';
 import { asPrimaryMessage, WORKER_ALIVE_INTERVAL_MS, type WorkerToPrimary } from '../cluster/ipc';
@@ -83,7 +84,15 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   services.onStop('socket secret', () => secret.stop());
   const backend = backendFromConfig(config, { metrics, log, socketSecret: () => secret.get(), redis: { client: fast, keys } });
   const liveness = new Liveness(pub, keys, config.presenceTtlMs);
-  const presence = new RedisPresence(pub, keys, nodeId, liveness);
+  // Client-driven writes (room joins, presence, sessions) neither wait nor
+  // queue while the connections are down or stalled: joins are refused,
+  // closes and session writes are recorded here and applied once both flow
+  // again. `sub` only counts as stalled with a command in flight, `pub` has a
+  // heartbeat every GATEWAY_PRESENCE_TTL_MS / 3.
+  const redisAvailable = (): boolean => commandsFlowing(pub) && commandsFlowing(sub);
+  const presence = new RedisPresence(pub, keys, nodeId, liveness, redisAvailable, () =>
+    metrics.redisDeferred.inc({ what: 'presence_close' }),
+  );
   // Runs before the Redis clients close: a drained worker leaves the registry at once.
   // Bounded: with Redis down it would wait for the grace period's fuse.
   services.onStop('liveness', () =>
@@ -140,7 +149,10 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
     roomsReady,
     // The subscriber's connection closed: every subscription must be confirmed again after it.
     onSubscriptionsLost: (listener) => sub.on('close', listener),
-    sessions: new RedisSessionStore(pub, keys, history && gate ? { history, gate, fastPath: config.fastPath } : undefined),
+    sessions: new RedisSessionStore(pub, keys, history && gate ? { history, gate, fastPath: config.fastPath } : undefined, (what) =>
+      metrics.redisDeferred.inc({ what }),
+    ),
+    redisAvailable,
     userConnections: createUserConnections(config.maxConnectionsPerUser, log, {
       client: fast,
       keys,
@@ -197,24 +209,47 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   }
 
   // Not while pub is down or stalled, and one at a time: a partition must not queue a beat per period.
+  const beatOnce = (): Promise<void> => {
+    const namespaces: Record<string, number> = {};
+    for (const nsp of srv.siteNamespaces()) namespaces[nsp.name.slice(1)] = nsp.sockets.size;
+    return liveness.beat(nodeId, {
+      kind: 'worker',
+      host: hostname(),
+      pid: process.pid,
+      primaryPid: process.ppid,
+      connections: srv.connectionCount(),
+      namespaces,
+    });
+  };
   const beatLiveness = periodic(
     pub,
-    () => {
-      const namespaces: Record<string, number> = {};
-      for (const nsp of srv.siteNamespaces()) namespaces[nsp.name.slice(1)] = nsp.sockets.size;
-      return liveness
-        .beat(nodeId, {
-          kind: 'worker',
-          host: hostname(),
-          pid: process.pid,
-          primaryPid: process.ppid,
-          connections: srv.connectionCount(),
-          namespaces,
-        })
-        .catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'heartbeat failed'));
-    },
+    () => beatOnce().catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'heartbeat failed')),
     skipped('heartbeat'),
   );
+  // Redis answers again after an outage or a partition: liveness first (a
+  // sweeper must not take this worker for dead again), then the closes
+  // recorded meanwhile, then the entries the other hosts swept while this
+  // worker looked dead (its sockets stayed connected), with doc_viewers.
+  let resyncing = false;
+  const resync = async (): Promise<void> => {
+    if (resyncing || !redisAvailable()) return;
+    resyncing = true;
+    try {
+      await beatOnce();
+      await presence.applyDeferred();
+      for (const { ref, users } of await presence.reassert()) {
+        srv
+          .existingNamespace(ref.site)
+          ?.to(openDocRoom(ref.doctype, ref.docname))
+          .emit('doc_viewers', { doctype: ref.doctype, docname: ref.docname, users });
+      }
+    } catch (err) {
+      log.warn({ err: errorMessage(err) }, 'presence resync after a Redis outage failed');
+    } finally {
+      resyncing = false;
+    }
+  };
+  for (const c of [pub, sub]) onFlowing(c, () => void resync());
   const status = (): void => {
     // fast too: the auth cache and the connection counters fail open without it.
     const redis = pub.status === 'ready' && sub.status === 'ready' && fast.status === 'ready' && !pubStalled;

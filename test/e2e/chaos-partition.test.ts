@@ -12,6 +12,7 @@ import {
   clusterInfo,
   connectTracked,
   defaultSpecs,
+  DOCTYPE,
   findLeader,
   logDiagnostic,
   newKeyPrefix,
@@ -27,6 +28,7 @@ import {
   warmUp,
   websiteBarrier,
   type TrackedClient,
+  USERS,
 } from './cluster-support';
 
 /** Leader lease of this test (GATEWAY_LEADER_LEASE_MS); the blackhole lasts many of them. */
@@ -61,6 +63,51 @@ const CLUSTER_503_BOUND_MS = 2000 + 2000;
 /** A publish on a stalled connection is refused at once, not after GATEWAY_PUBLISH_TIMEOUT_MS (2 s). */
 const PUBLISH_503_BOUND_MS = 1500;
 
+/** Open by every client before the cut; some of host A's clients close it (and try to open it again) during the cut. */
+const DOC_CUT = 'PARTITION-1';
+/** Only ever opened during the cut: nobody may be its viewer afterwards. */
+const DOC_NEW = 'PARTITION-2';
+/** The opening counter's field in a presence hash (src/presence/redis-presence.ts). */
+const SEQ_FIELD = '__seq';
+/**
+ * A client event on the cut-off host is answered at once (refused or
+ * recorded), not after the partition: an acknowledgement round trip plus
+ * scheduling slack on a shared 2-core machine.
+ */
+const ACK_BOUND_MS = 1500;
+/** How often each looping client of host A sends doc_open, doc_close, doc_open during the cut. */
+const LOOP_MS = 250;
+
+function presenceKey(keyPrefix: string, docname: string): string {
+  return `${keyPrefix}:presence:${SITE}:${DOCTYPE}/${docname}`;
+}
+
+/** Socket ids with a presence entry for the document (every field but the opening counter). */
+async function viewers(redis: { client(): { hkeys(key: string): Promise<string[]> } }, keyPrefix: string, docname: string) {
+  return (await redis.client().hkeys(presenceKey(keyPrefix, docname))).filter((f) => f !== SEQ_FIELD).sort();
+}
+
+/** What one acknowledged client event got: its answer (or 'timeout') and how long it took. */
+interface Ack {
+  event: string;
+  answer: boolean | 'timeout';
+  ms: number;
+}
+
+/** Sends an event with an acknowledgement and records the answer without waiting for it. */
+function sendTimed(c: TrackedClient, acks: Promise<Ack>[], event: string, docname: string): void {
+  const t0 = Date.now();
+  acks.push(
+    c.socket
+      .timeout(5000)
+      .emitWithAck(event, DOCTYPE, docname)
+      .then(
+        (answer: boolean) => ({ event, answer, ms: Date.now() - t0 }),
+        () => ({ event, answer: 'timeout' as const, ms: Date.now() - t0 }),
+      ),
+  );
+}
+
 /** An ops request, timed; bounded so that a hang fails the test instead of stalling it. */
 async function timedRequest(host: GatewayHandle, path: string): Promise<{ ms: number; status: number; body: string }> {
   const t0 = Date.now();
@@ -94,6 +141,14 @@ test('host cut off from Redis (blackhole longer than the lease): the other host 
   for (const host of [hostA, hostB]) await waitSpread(host, clients, 2);
   const onA = clients.filter((c) => c.host === hostA);
   const onB = clients.filter((c) => c.host === hostB);
+  // Viewers of DOC_CUT: everyone, plus one more client of A that leaves during the cut.
+  const [leaver] = await connectTracked(scope, hostA, [{ user: USERS[0], transports: ['websocket'], docRoom: false }]);
+  assert.ok(leaver);
+  for (const c of [...clients, leaver]) assert.equal(await c.socket.timeout(5000).emitWithAck('doc_open', DOCTYPE, DOC_CUT), true);
+  assert.equal((await viewers(redis, keyPrefix, DOC_CUT)).length, clients.length + 1);
+  // Half of A's clients keep closing and re-opening documents during the cut; the others keep DOC_CUT open.
+  const loopers = onA.filter((_c, i) => i % 2 === 0);
+  const keepers = onA.filter((_c, i) => i % 2 === 1);
   const pub = redis.client();
   await warmUp(pub, clients);
   const infoA = await clusterInfo(hostA);
@@ -120,6 +175,32 @@ test('host cut off from Redis (blackhole longer than the lease): the other host 
     { timeoutMs: 10_000, intervalMs: 100, description: 'host A /readyz to answer 503 while cut off' },
   );
   const readyz503Ms = Date.now() - cutAt;
+  // Both workers of A know their command connection is stalled (a bounded
+  // poll of the log: the stall is announced nowhere else per worker).
+  const workerPidsA = infoA.workers.map((w) => w.pid);
+  await pollUntil(
+    () => {
+      const stalled = new Set(
+        hostA
+          .jsonLogs()
+          .filter((l) => l['connection'] === 'pub' && String(l['msg']).startsWith('redis connection stalled'))
+          .map((l) => Number(l['pid'])),
+      );
+      return workerPidsA.every((p) => stalled.has(p)) ? true : undefined;
+    },
+    { timeoutMs: 10_000, intervalMs: 100, description: "both workers of host A to log their command connection's stall" },
+  );
+  // Clients of A keep sending presence events through the rest of the cut.
+  const acks: Promise<Ack>[] = [];
+  const loop = setInterval(() => {
+    for (const c of loopers) {
+      sendTimed(c, acks, 'doc_open', DOC_CUT);
+      sendTimed(c, acks, 'doc_close', DOC_CUT);
+      sendTimed(c, acks, 'doc_open', DOC_NEW);
+    }
+  }, LOOP_MS);
+  scope.add(() => clearInterval(loop));
+  leaver.socket.disconnect();
   // B takes the lease once A's expired in Redis.
   const takeover = await findLeader([hostB], 10_000);
   const takeoverMs = Date.now() - cutAt;
@@ -157,6 +238,9 @@ test('host cut off from Redis (blackhole longer than the lease): the other host 
   const redisUpAtHeal = await hostA.metricValue('gateway_redis_up');
   const connectedAtHeal = onA.filter((c) => c.socket.connected).length;
   const seqAtHeal = publisher.published;
+  clearInterval(loop);
+  const answered = await Promise.all(acks);
+  const viewersBeforeHeal = await viewers(redis, keyPrefix, DOC_CUT);
   proxy.heal();
   const healAt = Date.now();
 
@@ -179,6 +263,20 @@ test('host cut off from Redis (blackhole longer than the lease): the other host 
   await waitDelivered(clients, last, 20_000);
   await websiteBarrier(pub, clients, 20_000);
 
+  // Presence once the recorded closes were applied: exactly the viewers that never closed DOC_CUT, nobody on DOC_NEW.
+  const expectedViewers = [...onB, ...keepers].map((c) => c.socket.id ?? '').sort();
+  let viewersAfter: string[] = [];
+  await pollUntil(
+    async () => {
+      viewersAfter = await viewers(redis, keyPrefix, DOC_CUT);
+      return JSON.stringify(viewersAfter) === JSON.stringify(expectedViewers) ? true : undefined;
+    },
+    { timeoutMs: 10_000, intervalMs: 100, description: () => `viewers of ${DOC_CUT} = ${expectedViewers.join(',')}` },
+  ).catch(() => undefined);
+  const newDocKey = await redis.client().exists(presenceKey(keyPrefix, DOC_NEW));
+  const refusedOpens =
+    (await hostA.metricValue('gateway_client_events_refused_total', { event: 'doc_open', reason: 'redis_unavailable' })) ?? 0;
+  const deferredCloses = (await hostA.metricValue('gateway_redis_deferred_total', { what: 'presence_close' })) ?? 0;
   const leaderAfter = await findLeader([hostA, hostB]);
   const fencedAfter = (await hostA.metricValue('gateway_fenced_batches_total')) ?? 0;
   const transitionsA = await hostA.metricValue('gateway_leader_transitions_total', { to: 'standby' });
@@ -208,6 +306,17 @@ test('host cut off from Redis (blackhole longer than the lease): the other host 
     deliveriesA: summarise(onA, 1, last),
     deliveriesB: summarise(onB, 1, last),
     proxy: { connections: proxy.connections, forwarded: proxy.forwarded },
+    presenceEvents: {
+      sent: answered.length,
+      timeouts: answered.filter((a) => a.answer === 'timeout').length,
+      slowestMs: Math.max(0, ...answered.map((a) => a.ms)),
+      refusedOpens,
+      deferredCloses,
+      viewersBeforeHeal: viewersBeforeHeal.length,
+      viewersAfter,
+      expectedViewers,
+      newDocKey,
+    },
   });
 
   // Readiness: 503 within the documented bound, with a reason naming Redis.
@@ -253,6 +362,36 @@ test('host cut off from Redis (blackhole longer than the lease): the other host 
   assert.match(JSON.stringify(publishCut.body), /redis connection is down or stalled/);
   assert.ok(publishCutMs <= PUBLISH_503_BOUND_MS, `a publish on the stalled host answered after ${publishCutMs} ms`);
   assert.equal(readyzCut2.status, 503);
+  // Client events during the cut: answered at once (doc_open refused, doc_close recorded), none queued for Redis
+  // (the bound on unanswered commands above held while they were sent); presence exact after heal.
+  const opens = answered.filter((a) => a.event === 'doc_open');
+  const closes = answered.filter((a) => a.event === 'doc_close');
+  assert.ok(opens.length >= 2 * loopers.length * ((BLACKHOLE_MS - MID_MS) / LOOP_MS / 2), `${opens.length} doc_open sent during the cut`);
+  for (const a of answered) {
+    assert.notEqual(a.answer, 'timeout', `${a.event} during the cut was answered`);
+    assert.ok(a.ms <= ACK_BOUND_MS, `${a.event} during the cut was answered after ${a.ms} ms (bound ${ACK_BOUND_MS})`);
+  }
+  assert.ok(
+    opens.every((a) => a.answer === false),
+    'doc_open is refused (acknowledged with false) while the worker cannot reach Redis',
+  );
+  assert.ok(
+    closes.every((a) => a.answer === true),
+    'doc_close is accepted (recorded) while the worker cannot reach Redis',
+  );
+  assert.equal(
+    refusedOpens,
+    opens.length,
+    'gateway_client_events_refused_total{event="doc_open",reason="redis_unavailable"} counts every refusal',
+  );
+  assert.ok(
+    deferredCloses >= loopers.length + 1,
+    'gateway_redis_deferred_total{what="presence_close"} counts the recorded closes (loopers and the leaver)',
+  );
+  // Meanwhile host B's primary took A's workers for dead (no liveness for GATEWAY_PRESENCE_TTL_MS) and swept their entries.
+  assert.deepEqual(viewersBeforeHeal, onB.map((c) => c.socket.id ?? '').sort(), "only host B's viewers are left in Redis during the cut");
+  assert.deepEqual(viewersAfter, expectedViewers, `presence of ${DOC_CUT} after heal: no ghost viewer, none missing`);
+  assert.equal(newDocKey, 0, `nobody views ${DOC_NEW}, and no key was left for it`);
   // Every client got every event of its rooms exactly once: B's through the
   // partition, A's after heal (what Redis held for their subscriptions).
   assertExactlyOnce(onB, 1, last, 'client of the host that kept Redis');

@@ -20,35 +20,50 @@ import {
 } from '../harness';
 import { DOCNAME, DOCTYPE, SITE } from './cluster-support';
 
-/** A TCP front that sends each new connection to the first upstream that accepts it; none = refused. */
-export async function frontProxy(scope: Scope, upstreams: () => number[]): Promise<number> {
+/**
+ * Connects `client` to the first of `ports` that accepts (none: it is
+ * closed), writes `head` (bytes already read from it) there first, then
+ * pipes both ways; `onUpstream` learns which port took it.
+ */
+function pipeToFirst(
+  client: NetSocket,
+  ports: readonly number[],
+  open: Set<NetSocket>,
+  head?: Buffer,
+  onUpstream?: (port: number) => void,
+): void {
+  const [p, ...rest] = ports;
+  if (p === undefined) {
+    client.destroy();
+    return;
+  }
+  const up = connect(p, '127.0.0.1');
+  up.once('error', () => pipeToFirst(client, rest, open, head, onUpstream));
+  up.once('connect', () => {
+    up.removeAllListeners('error');
+    onUpstream?.(p);
+    open.add(up);
+    up.on('close', () => {
+      open.delete(up);
+      client.destroy();
+    });
+    up.on('error', () => client.destroy());
+    client.on('error', () => up.destroy());
+    client.on('close', () => up.destroy());
+    if (head) up.write(head);
+    client.pipe(up).pipe(client);
+    client.resume();
+  });
+}
+
+/** Listens on a free port; each connection is handed to `onConnection`; closed with `scope`. */
+async function listenFront(scope: Scope, onConnection: (client: NetSocket, open: Set<NetSocket>) => void): Promise<number> {
   const port = await freePort();
   const open = new Set<NetSocket>();
   const server: Server = createServer((client) => {
     open.add(client);
     client.on('close', () => open.delete(client));
-    const tryNext = (ports: number[]): void => {
-      const [p, ...rest] = ports;
-      if (p === undefined) {
-        client.destroy();
-        return;
-      }
-      const up = connect(p, '127.0.0.1');
-      up.once('error', () => tryNext(rest));
-      up.once('connect', () => {
-        up.removeAllListeners('error');
-        open.add(up);
-        up.on('close', () => {
-          open.delete(up);
-          client.destroy();
-        });
-        up.on('error', () => client.destroy());
-        client.on('error', () => up.destroy());
-        client.on('close', () => up.destroy());
-        client.pipe(up).pipe(client);
-      });
-    };
-    tryNext(upstreams());
+    onConnection(client, open);
   });
   await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()));
   scope.add(() => {
@@ -56,6 +71,47 @@ export async function frontProxy(scope: Scope, upstreams: () => number[]): Promi
     return new Promise<void>((r) => server.close(() => r()));
   });
   return port;
+}
+
+/** A TCP front that sends each new connection to the first upstream that accepts it; none = refused. */
+export function frontProxy(scope: Scope, upstreams: () => number[]): Promise<number> {
+  return listenFront(scope, (client, open) => pipeToFirst(client, upstreams(), open));
+}
+
+/** The header `stickyFrontProxy` pins a client by (set through `recoveringClient`'s `client` option). */
+export const CLIENT_HEADER = 'x-rtg-test-client';
+/** A request's head is read up to this many bytes to find CLIENT_HEADER; longer heads are routed without it. */
+const MAX_HEAD = 16 * 1024;
+
+/**
+ * Like `frontProxy`, but sticky per client the way an ingress with cookie
+ * affinity is, which long-polling needs (each polling request is its own
+ * TCP connection: the gateway answers with `Connection: close`): a request
+ * carrying CLIENT_HEADER goes to the upstream that client last reached,
+ * else the first of `upstreams()`; an upstream that refuses is skipped and
+ * the client pinned to the one that accepted (a cookie re-issued by the
+ * backend that answered).
+ */
+export function stickyFrontProxy(scope: Scope, upstreams: () => number[]): Promise<number> {
+  const pinned = new Map<string, number>();
+  return listenFront(scope, (client, open) => {
+    client.on('error', () => client.destroy());
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer): void => {
+      head = Buffer.concat([head, chunk]);
+      if (!head.includes('\r\n\r\n') && head.length < MAX_HEAD) return;
+      client.removeListener('data', onData);
+      client.pause();
+      const id = new RegExp(`\\r\\n${CLIENT_HEADER}: *([^\\r]*)\\r\\n`, 'i').exec(head.toString('latin1'))?.[1];
+      const ports = upstreams();
+      const first = id === undefined ? undefined : pinned.get(id);
+      const order = first !== undefined && ports.includes(first) ? [first, ...ports.filter((p) => p !== first)] : ports;
+      pipeToFirst(client, order, open, head, (p) => {
+        if (id !== undefined) pinned.set(id, p);
+      });
+    };
+    client.on('data', onData);
+  });
 }
 
 /** Upstream order for `frontProxy`: round robin over `ports()` (a refused one falls through to the next). */
@@ -95,13 +151,24 @@ export function reconnected(socket: Socket): Promise<void> {
   });
 }
 
-/** A WebSocket client that reconnects within ~100 ms, with its recorder; resolves once it holds its first offset. */
-export async function recoveringClient(scope: Scope, url: string, sid: string): Promise<{ socket: Socket; rec: EventRecorder }> {
+/**
+ * A client that reconnects within ~100 ms, with its recorder; resolves once
+ * it holds its first offset. WebSocket only unless `o.transports` is
+ * 'default' (socket.io-client's own: polling first, then the upgrade);
+ * `o.client` names it for `stickyFrontProxy`.
+ */
+export async function recoveringClient(
+  scope: Scope,
+  url: string,
+  sid: string,
+  o: { transports?: 'websocket' | 'default'; client?: string } = {},
+): Promise<{ socket: Socket; rec: EventRecorder }> {
   const socket = connectClient(url, SITE, {
     scope,
     cookie: sid,
     origin: 'http://127.0.0.1',
-    transports: ['websocket'],
+    ...(o.transports === 'default' ? {} : { transports: ['websocket'] as ['websocket'] }),
+    ...(o.client === undefined ? {} : { headers: { [CLIENT_HEADER]: o.client } }),
     reconnection: true,
     ioOptions: { reconnectionDelay: 100, reconnectionDelayMax: 200 },
   });

@@ -182,4 +182,74 @@ test('presence in Redis', async (t) => {
     assert.deepEqual(indexMemberToRef(refToIndexMember(ref)), ref);
     for (const m of ['', 'nope', '[1,2,3]', '["a","b"]', '{"site":"s"}']) assert.equal(indexMemberToRef(m), null, m);
   });
+  await t.test(
+    'closes made while Redis cannot be written are recorded, not sent, and applied in order once it can; a later open of the same socket wins',
+    async () => {
+      const { keys, liveness } = await cluster();
+      let writable = true;
+      let deferred = 0;
+      const w = new RedisPresence(
+        client,
+        keys,
+        'w1',
+        liveness,
+        () => writable,
+        () => deferred++,
+      );
+      const d = doc('CUT-1');
+      const key = keys.presenceDoc(d.site, d.doctype, d.docname);
+      await w.open(d, 's-a', 'ana');
+      await w.open(d, 's-b', 'bo');
+      await w.open(d, 's-c', 'cy');
+      writable = false;
+      let resolved: string[] | undefined;
+      const closingA = w.close(d, 's-a').then((users) => (resolved = users));
+      const closingA2 = w.close(d, 's-a');
+      void w.close(d, 's-b');
+      // s-b comes back (same socket id) before Redis does: its open must not be undone by the recorded close.
+      const reopenedB = w.open(d, 's-b', 'bo');
+      assert.equal(deferred, 2, 'one record per (document, socket), however often it was closed');
+      assert.equal(w.deferredCount, 1, "s-b's close was handed to Redis ahead of its open");
+      assert.deepEqual(
+        await reopenedB,
+        ['ana', 'cy', 'bo'],
+        "closed, then opened again (last in order); s-a's close is still only recorded",
+      );
+      assert.ok((await client.hget(key, 's-a')) !== null, 'nothing sent for s-a while Redis could not be written');
+      assert.equal(resolved, undefined, 'the close waits for Redis');
+      writable = true;
+      await w.applyDeferred();
+      assert.deepEqual(await closingA, ['cy', 'bo'], 'the close resolves with the remaining users once applied');
+      assert.deepEqual(await closingA2, ['cy', 'bo']);
+      assert.equal(w.deferredCount, 0);
+      assert.equal(await client.hget(key, 's-a'), null);
+      assert.deepEqual((await client.hkeys(key)).filter((f) => f !== '__seq').sort(), ['s-b', 's-c']);
+    },
+  );
+  await t.test(
+    'reassert: entries swept while the worker looked dead (a partition) are written again for its open sockets, not for closed ones',
+    async () => {
+      const { keys, liveness, w1, w2 } = await cluster();
+      const d = doc('SWEPT-1');
+      const key = keys.presenceDoc(d.site, d.doctype, d.docname);
+      await w1.open(d, 's-a', 'ana');
+      await w1.open(d, 's-b', 'bo');
+      await w2.open(d, 's-c', 'cy');
+      assert.deepEqual(await w1.reassert(), [], 'nothing missing, nothing written');
+      await sweepDeadWorker(client, keys, 'w1', liveness);
+      assert.deepEqual(
+        (await client.hkeys(key)).filter((f) => f !== '__seq'),
+        ['s-c'],
+      );
+      await w1.close(d, 's-b');
+      await liveness.beat('w1', { role: 'worker' });
+      assert.deepEqual(await w1.reassert(), [{ ref: d, users: ['cy', 'ana'] }]);
+      assert.deepEqual((await client.hkeys(key)).filter((f) => f !== '__seq').sort(), ['s-a', 's-c']);
+      assert.deepEqual(
+        await client.smembers(keys.presenceIndex('w1')),
+        [refToIndexMember(d)],
+        "the worker's index lists the document again",
+      );
+    },
+  );
 });
