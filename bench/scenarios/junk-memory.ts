@@ -8,16 +8,30 @@
  * before, right after, and once the standby buffer aged out (10 s).
  * `--snapshot DIR` writes the primary's heap snapshot right after the flood;
  * `--main PATH` runs another build's dist/main.js (a before/after comparison);
+ * `--logs FILE` writes the gateway's output to FILE.run<N>;
+ * `--nodeArgs "..."`: arguments of the primary's node command line (workers
+ * inherit them), e.g. `--trace-gc` with `--logs` (not allowed in NODE_OPTIONS);
+ * `--standby` adds a second host (1 worker) whose primary stays a standby
+ * (its RSS is the table's 'standby primary' rows; `--alloc` then profiles it);
+ * `--peak` prints what the primary's memory is made of at its sampled RSS peak;
  * `--nodeOptions "..."` starts the gateway with that NODE_OPTIONS (V8 flags
  * such as `--max-semi-space-size=N` for the primary; workers inherit it).
  *
  * burst mode (`--burst`): one pipeline of `--messages` at once, and whether
  * the primary's events subscription survived it (gateway_events_subscription_lost_total).
  */
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import WebSocket from 'ws';
-import { connectClient, pollUntil, startFakeFrappe, startRedis, waitConnect, type GatewayHandle } from '../../test/harness';
+import {
+  connectClient,
+  pollUntil,
+  startFakeFrappe,
+  startRedis,
+  uniqueKeyPrefix,
+  waitConnect,
+  type GatewayHandle,
+} from '../../test/harness';
 import { collectEverywhere, inspectorUrls, rssMb, startInspectedGateway, type MemoryMb } from '../../test/e2e/hardening-support';
 import { JUNK, makeJunk, MAX_MESSAGE_BYTES, SITE } from '../../test/e2e/junk-support';
 import { flagNumber, printTable, type Flags } from '../lib/common';
@@ -72,9 +86,11 @@ interface ProfileNode {
 
 /**
  * Sampling heap profile of everything the process allocates (collected
- * garbage included) while `during` runs: the top allocation sites by bytes.
+ * garbage included; `--alloc promoted`: without what scavenges collected,
+ * i.e. what survived into the old space) while `during` runs: the top
+ * allocation sites by bytes.
  */
-async function allocationProfile(url: string, during: () => Promise<void>): Promise<string[]> {
+async function allocationProfile(url: string, during: () => Promise<void>, promotedOnly: boolean): Promise<string[]> {
   const ws = new WebSocket(url, { maxPayload: 1 << 30 });
   await new Promise((r, j) => ws.once('open', r).once('error', j));
   let id = 0;
@@ -93,7 +109,7 @@ async function allocationProfile(url: string, during: () => Promise<void>): Prom
   await call('HeapProfiler.startSampling', {
     samplingInterval: 4096,
     includeObjectsCollectedByMajorGC: true,
-    includeObjectsCollectedByMinorGC: true,
+    includeObjectsCollectedByMinorGC: !promotedOnly,
   });
   await during();
   const res = (await call('HeapProfiler.stopSampling')) as { profile: { head: ProfileNode } };
@@ -119,6 +135,83 @@ async function allocationProfile(url: string, during: () => Promise<void>): Prom
       .slice(0, 25)
       .map(([k, v]) => `${(v / 1048576).toFixed(1)} MB  ${k.split(' < ').reverse().join(' < ')}`),
   ];
+}
+
+/**
+ * What the primary's memory is made of at its RSS peak (`--peak`): every
+ * 100 ms during the flood, process.memoryUsage(), V8's committed spaces and
+ * /proc's RSS split, evaluated in the process; the sample with the highest
+ * RSS is kept. Committed sizes, garbage included: what RSS is made of.
+ */
+const PEAK_EXPR = `(() => { const v8 = process.mainModule.require('v8'); const fs = process.mainModule.require('fs');
+  const m = process.memoryUsage(); const h = v8.getHeapStatistics(); const st = fs.readFileSync('/proc/self/status', 'utf8');
+  const kb = (k) => { const line = st.split('\\n').find((l) => l.startsWith(k + ':')); return line ? parseInt(line.slice(k.length + 1), 10) * 1024 : 0; };
+  const o = { rss: kb('VmRSS'), rssAnon: kb('RssAnon'), heapCommitted: h.total_physical_size, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, malloced: h.malloced_memory };
+  for (const s of v8.getHeapSpaceStatistics()) o[s.space_name.replace('_space', '')] = s.physical_space_size;
+  o.pendingWrites = process._getActiveRequests().reduce((n, r) => n + (typeof r.bytes === 'number' ? r.bytes : 0), 0);
+  return JSON.stringify(o); })()`;
+
+class PeakSampler {
+  private ws: WebSocket | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private id = 0;
+  base: Record<string, number> | null = null;
+  peak: Record<string, number> | null = null;
+  samples = 0;
+  constructor(private readonly url: string) {}
+  private ask(): Promise<Record<string, number>> {
+    const ws = this.ws as WebSocket;
+    const my = ++this.id;
+    return new Promise((resolve) => {
+      const on = (raw: WebSocket.RawData): void => {
+        const msg = JSON.parse(String(raw)) as { id?: number; result?: { result?: { value?: string } } };
+        if (msg.id !== my) return;
+        ws.off('message', on);
+        resolve(JSON.parse(msg.result?.result?.value ?? '{}') as Record<string, number>);
+      };
+      ws.on('message', on);
+      ws.send(JSON.stringify({ id: my, method: 'Runtime.evaluate', params: { expression: PEAK_EXPR } }));
+    });
+  }
+  async start(): Promise<void> {
+    const ws = new WebSocket(this.url);
+    await new Promise((r, j) => ws.once('open', r).once('error', j));
+    this.ws = ws;
+    this.base = await this.ask();
+    let busy = false;
+    this.timer = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      void this.ask().then((s) => {
+        busy = false;
+        this.samples++;
+        if (!this.peak || (s['rss'] ?? 0) > (this.peak['rss'] ?? 0)) this.peak = s;
+      });
+    }, 100);
+  }
+  stop(): string {
+    if (this.timer) clearInterval(this.timer);
+    this.ws?.close();
+    const b = this.base ?? {};
+    const p = this.peak ?? {};
+    const keys = [
+      'rss',
+      'rssAnon',
+      'heapCommitted',
+      'new',
+      'old',
+      'code',
+      'map',
+      'large_object',
+      'new_large_object',
+      'heapUsed',
+      'external',
+      'arrayBuffers',
+      'malloced',
+      'pendingWrites',
+    ];
+    return `${this.samples} samples; ` + keys.map((k) => `${k} ${(((p[k] ?? 0) - (b[k] ?? 0)) / 1048576).toFixed(1)}`).join(', ');
+  }
 }
 
 async function spaces(gw: GatewayHandle, label: string): Promise<void> {
@@ -161,30 +254,39 @@ async function oneRun(
   snapshotDir: string | null,
   run: number,
   verbose: boolean,
-  allocProfile: boolean,
+  allocProfile: boolean | 'promoted',
   mainPath: string | null,
   nodeOptions: string | null,
+  peakBreakdown: boolean,
+  logFile: string | null,
+  nodeArgs: string[],
+  withStandby: boolean,
 ): Promise<RunResult> {
   const redis = await startRedis({ label: 'bench redis' });
   const fake = await startFakeFrappe();
   fake.addSession('sid-watcher', { user: 'watcher@example.com', user_type: 'System User' });
   let gw: GatewayHandle | undefined;
+  let standby: GatewayHandle | undefined;
   try {
-    gw = (
-      await startInspectedGateway({
+    // One cluster: both hosts share the key prefix (lease, progress).
+    const keyPrefix = uniqueKeyPrefix();
+    const host = (workers: number) =>
+      startInspectedGateway({
         redisUrl: redis.url,
-        workers: 2,
+        keyPrefix,
+        workers,
         backendUrl: fake.url,
         defaultSite: SITE,
         ...(mainPath ? { mainPath } : {}),
+        ...(nodeArgs.length > 0 ? { nodeArgs } : {}),
         env: {
           GATEWAY_MAX_MESSAGE_BYTES: String(MAX_MESSAGE_BYTES),
           GATEWAY_DROP_LOG_INTERVAL_MS: '600000',
           GATEWAY_STANDBY_BUFFER_MS: String(STANDBY_MS),
           ...(nodeOptions === null ? {} : { NODE_OPTIONS: nodeOptions }),
         },
-      })
-    ).gw;
+      });
+    gw = (await host(2)).gw;
     const g = gw;
     await pollUntil(
       async () => {
@@ -193,6 +295,9 @@ async function oneRun(
       },
       { timeoutMs: 20_000, intervalMs: 50, description: '2 workers and a leader' },
     );
+    // `--standby`: a second host (1 worker) started once the first leads; its primary is a standby throughout.
+    if (withStandby) standby = (await host(1)).gw;
+    const sb = standby;
     const socket = connectClient(g.url, SITE, { cookie: 'sid-watcher' });
     await waitConnect(socket, 10_000);
     const pub = redis.client();
@@ -220,7 +325,7 @@ async function oneRun(
     await publish(1000, JUNK); // warm-up
     // The baseline once the warm-up aged out of the standby buffer (what the flood leaves is then compared like for like).
     await new Promise((r) => setTimeout(r, STANDBY_MS + 1500));
-    const base = await collectEverywhere(g);
+    const base = [...(await collectEverywhere(g)), ...(sb ? (await collectEverywhere(sb)).slice(0, 1) : [])];
     if (verbose) await spaces(g, 'baseline');
     const pids = base.map((m) => m.pid);
     const rssBase = pids.map(rssMb);
@@ -233,13 +338,28 @@ async function oneRun(
       else for (let done = 0, r = 0; done < messages; done += chunk, r++) await publish(2000 + r * 10, Math.min(chunk, messages - done));
     };
     const primaryUrl = inspectorUrls(g)[0];
+    const peak = peakBreakdown && primaryUrl ? new PeakSampler(primaryUrl) : null;
+    await peak?.start();
+    const standbyUrl = sb ? inspectorUrls(sb)[0] : undefined;
+    const standbyPeak = peakBreakdown && standbyUrl ? new PeakSampler(standbyUrl) : null;
+    await standbyPeak?.start();
     try {
-      if (allocProfile && primaryUrl) for (const line of await allocationProfile(primaryUrl, flood)) console.log(`  ${line}`);
+      // With --standby, the standby primary's profile.
+      const profiled = standbyUrl ?? primaryUrl;
+      if (allocProfile && profiled)
+        for (const line of await allocationProfile(profiled, flood, allocProfile === 'promoted')) console.log(`  ${line}`);
       else await flood();
     } finally {
       clearInterval(sampler);
+      if (peak) console.log(`  primary at its sampled RSS peak, MB over the baseline (committed): ${peak.stop()}`);
+      if (standbyPeak) console.log(`  standby primary at its sampled RSS peak, MB over the baseline (committed): ${standbyPeak.stop()}`);
     }
     const floodMs = Date.now() - started;
+    if (sb) {
+      const lead = async (h: GatewayHandle): Promise<string> =>
+        `leader ${String(((await h.cluster()) as { node: { leader: boolean } }).node.leader)}, transitions to leader ${(await h.metricValue('gateway_leader_transitions_total', { to: 'leader' })) ?? 0}`;
+      console.log(`  after the flood: host 1 ${await lead(g)}; host 2 ${await lead(sb)}`);
+    }
     const rssEnd = pids.map(rssMb);
     const urls = inspectorUrls(g);
     if (snapshotDir && urls[0]) await heapSnapshot(urls[0], path.join(snapshotDir, `junk-primary-run${run}.heapsnapshot`));
@@ -247,8 +367,11 @@ async function oneRun(
     const standbyEnd = [
       (await g.metricValue('gateway_standby_buffer_bytes')) ?? NaN,
       (await g.metricValue('gateway_standby_buffer_events')) ?? NaN,
+      ...(sb
+        ? [(await sb.metricValue('gateway_standby_buffer_bytes')) ?? NaN, (await sb.metricValue('gateway_standby_buffer_events')) ?? NaN]
+        : []),
     ];
-    const end = await collectEverywhere(g);
+    const end = [...(await collectEverywhere(g)), ...(sb ? (await collectEverywhere(sb)).slice(0, 1) : [])];
     if (verbose) await spaces(g, 'right after (GC)');
     const rssEndGc = pids.map(rssMb);
     const c = await counters(g);
@@ -258,10 +381,11 @@ async function oneRun(
       (await g.metricValue('gateway_standby_buffer_bytes')) ?? NaN,
       (await g.metricValue('gateway_standby_buffer_events')) ?? NaN,
     ];
-    const aged = await collectEverywhere(g);
+    const aged = [...(await collectEverywhere(g)), ...(sb ? (await collectEverywhere(sb)).slice(0, 1) : [])];
     if (verbose) await spaces(g, 'aged out (GC)');
     const rssAged = pids.map(rssMb);
     socket.disconnect();
+    if (logFile) writeFileSync(`${logFile}.run${run}`, g.logs.join('\n'));
     console.log(`  standby buffer bytes/events right after ${standbyEnd.join('/')}, aged out ${standbyAged.join('/')}`);
     return {
       messages,
@@ -280,6 +404,7 @@ async function oneRun(
       externalEnd: end.map((m) => m.external),
     };
   } finally {
+    await standby?.close();
     await gw?.close();
     await fake.close();
     await redis.close();
@@ -301,9 +426,13 @@ export async function junkMemory(flags: Flags): Promise<unknown> {
         snapshotDir,
         r,
         flags['spaces'] === true,
-        flags['alloc'] === true,
+        flags['alloc'] === 'promoted' ? 'promoted' : flags['alloc'] === true,
         typeof flags['main'] === 'string' ? flags['main'] : null,
         typeof flags['nodeOptions'] === 'string' ? flags['nodeOptions'] : null,
+        flags['peak'] === true,
+        typeof flags['logs'] === 'string' ? flags['logs'] : null,
+        typeof flags['nodeArgs'] === 'string' ? flags['nodeArgs'].split(/\s+/).filter(Boolean) : [],
+        flags['standby'] === true,
       ),
     );
     const x = runs[runs.length - 1] as RunResult;
@@ -315,7 +444,7 @@ export async function junkMemory(flags: Flags): Promise<unknown> {
         .join(', ')}; heap/external at end: ${x.heapEnd.map((h, i) => `${h.toFixed(1)}/${(x.externalEnd[i] ?? 0).toFixed(1)}`).join(', ')}`,
     );
   }
-  const roles = ['primary', 'worker 1', 'worker 2'];
+  const roles = ['primary', 'worker 1', 'worker 2', ...(flags['standby'] === true ? ['standby primary'] : [])];
   const row = (label: string, f: (x: RunResult, i: number) => number): string[][] =>
     roles.map((role, i) => {
       const s = spread(runs.map((x) => f(x, i)));

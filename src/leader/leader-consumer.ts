@@ -220,7 +220,7 @@ export class LeaderConsumer {
   private onEvent(raw: Buffer): void {
     const now = performance.now();
     this.ring.push(raw, now);
-    this.ring.trim(now, this.held ? this.cursor : this.ring.end);
+    this.trimRing(now);
     if (!this.held || this.aligning) this.scheduleReport();
     else if (this.hold !== null) {
       if (this.ring.end - this.cursor >= BATCH_MAX) this.endHold();
@@ -271,6 +271,27 @@ export class LeaderConsumer {
     this.scheduleFlush();
   };
 
+  /**
+   * The ring's bounds, and what this process broadcast itself: every
+   * progress record written since, by any leader, lies at or after its last
+   * confirmed batch (each batch compares-and-sets the one before, and a
+   * take-over aligns on the record it read), so no alignment can need an
+   * entry before it; only the batch's last PROGRESS_DIGESTS entries are kept,
+   * for a take-over that finds this process' own record. A leader then holds
+   * what it has not broadcast (or not had confirmed) instead of a full
+   * standby buffer (14-16 MB under a junk flood; right after one it now
+   * holds < 1 MB, BENCHMARKS.md junk-memory). The digests of those kept
+   * entries were computed for the record.
+   */
+  private trimRing(now: number): void {
+    this.ring.trim(now, this.held ? this.cursor : this.ring.end, this.ownDropped);
+  }
+
+  /** Ring position before which `trimRing` drops what this process broadcast itself. */
+  private get ownDropped(): number {
+    return this.confirmed === null ? -Infinity : this.confirmed - PROGRESS_DIGESTS;
+  }
+
   private reportScheduled = false;
 
   /** A standby's gauges, once per event-loop turn with events (not once per event). */
@@ -291,7 +312,8 @@ export class LeaderConsumer {
   private tick(): void {
     if (this.stopped) return;
     // Age out the standby buffer when no event arrives to trigger it.
-    this.ring.trim(performance.now(), this.held ? this.cursor : this.ring.end);
+    this.trimRing(performance.now());
+    this.ring.compact();
     this.reportRing();
     if (this.held) {
       const held = this.held;
@@ -417,7 +439,8 @@ export class LeaderConsumer {
    * took over meanwhile (same record), it leads unaligned the next time.
    */
   private deferTakeover(held: Held, raw: string, prev: Progress): boolean {
-    if (this.ring.start > this.subscribedFrom || this.deferredFor === raw) return false;
+    // "Everything": but for what it broadcast itself (`trimRing`).
+    if (this.ring.start > Math.max(this.subscribedFrom, this.ownDropped) || this.deferredFor === raw) return false;
     const { metrics, log, cmd, keys, config } = this.d;
     this.deferredFor = raw;
     this.deferUntil = performance.now() + config.leaderLeaseMs;

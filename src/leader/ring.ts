@@ -35,9 +35,31 @@ function digestBytes(raw: Buffer): Buffer {
 /**
  * Received messages are copied into slabs of this size; a message larger
  * than a quarter of it gets a buffer of its own. Entries are trimmed oldest
- * first, so a slab is released as soon as its last message is.
+ * first, so a slab is released as soon as its last message is, to the
+ * spares the next slabs reuse (see `spares`).
  */
 export const SLAB_BYTES = 64 * 1024;
+/** Released slabs kept for reuse, at most (1 MiB). */
+export const SPARE_SLABS = 16;
+/**
+ * Gives a released slab's memory back now instead of at V8's next full GC.
+ * A slab lives for seconds, so its Buffer object is in the old space, and
+ * dropping the reference frees its bytes only when a full GC finds it; a
+ * leader trimming what it broadcast releases ~2 MB per 10,000-event burst:
+ * at a junk flood's RSS peak its ArrayBuffers were 12-20 MB over the
+ * baseline without this, 4-6 MB with it (BENCHMARKS.md, junk-memory, loaded
+ * machine). Transferring the ArrayBuffer moves its
+ * memory to a new, unreferenced young object that the next scavenge
+ * collects (a few ms later); the old one is detached (length 0), so a view
+ * kept past its trim reads nothing rather than another event's bytes.
+ * ~3 µs per 64 KiB slab.
+ */
+function release(buf: Buffer | Int32Array | Float64Array | Uint8Array): void {
+  // Never a SharedArrayBuffer: every one here is allocated by this class.
+  const ab = buf.buffer as ArrayBuffer;
+  structuredClone(ab, { transfer: [ab] });
+}
+
 /** `slabOf` of an entry whose bytes are not held (over the size bound). */
 const NOT_HELD = -1;
 /** Entries the index arrays have room for at least (they double and halve from there). */
@@ -91,8 +113,19 @@ export class EventRing {
   private slabs: (Slab | null)[] = [];
   private slabBase = 0;
   private slabHead = 0;
-  /** Bytes of the slabs held. */
+  /** Bytes of the slabs held (the spares included). */
   private slabBytes = 0;
+  /**
+   * Released slabs kept for the next ones: a leader releases slabs about as
+   * fast as it fills new ones (see `trim`'s `dropBefore`; a confirmed batch
+   * of 512 events frees 2-3 at once), and a reused slab is neither
+   * allocated nor released (`release`). Up to SPARE_SLABS are kept, and no
+   * more than the slabs in use (none once the ring is empty); counted in
+   * `byteSize`, given back first when over the byte bound.
+   */
+  private spares: Buffer[] = [];
+  /** The most entries held since the last `compact`. */
+  private highWater = 0;
 
   constructor(
     private readonly maxEntries: number,
@@ -103,7 +136,7 @@ export class EventRing {
     private readonly maxMessageBytes = Infinity,
   ) {}
 
-  /** Memory held: the slabs (whole, used or not) plus the index arrays' capacity. */
+  /** Memory held: the slabs (whole, used or not, and the spares) plus the index arrays' capacity. */
   get byteSize(): number {
     return this.slabBytes + this.capacity * ENTRY_OVERHEAD_BYTES;
   }
@@ -124,6 +157,7 @@ export class EventRing {
     this.length[slot] = n;
     this.at[slot] = at;
     this.count++;
+    if (this.count > this.highWater) this.highWater = this.count;
     if (n > this.maxMessageBytes) {
       this.slabOf[slot] = NOT_HELD;
       this.offset[slot] = 0;
@@ -137,9 +171,10 @@ export class EventRing {
     let slab = this.slabs.length > this.slabHead ? this.slabs[this.slabs.length - 1] : null;
     // A new slab for a large message (its own), or when the current one is full or someone else's.
     if (!slab || own || slab.buf.length !== SLAB_BYTES || slab.used + n > SLAB_BYTES) {
-      slab = { buf: Buffer.allocUnsafeSlow(own ? n : SLAB_BYTES), used: 0, last: pos };
+      const spare = own ? undefined : this.spares.pop();
+      slab = { buf: spare ?? Buffer.allocUnsafeSlow(own ? n : SLAB_BYTES), used: 0, last: pos };
       this.slabs.push(slab);
-      this.slabBytes += slab.buf.length;
+      if (!spare) this.slabBytes += slab.buf.length;
     }
     received.copy(slab.buf, slab.used);
     this.slabOf[slot] = this.slabBase + this.slabs.length - 1;
@@ -175,13 +210,16 @@ export class EventRing {
   }
 
   /**
-   * Drops entries beyond the count, age and byte bounds, but never at or
-   * after `keepFrom` (the leader's cursor: those are not broadcast yet).
+   * Drops entries beyond the count, age and byte bounds, and every entry
+   * before `dropBefore`, but never at or after `keepFrom` (the leader's
+   * cursor: those are not broadcast yet).
    */
-  trim(now: number, keepFrom: number): void {
-    // Over the byte bound, drop down to 7/8 of it: the next events do not
-    // each cost a trim. Each entry frees at most its own bytes (its slab
-    // goes with its last entry), so the estimate below never overshoots.
+  trim(now: number, keepFrom: number, dropBefore = -Infinity): void {
+    // Over the byte bound, the spares go first, then down to 7/8 of the
+    // bound: the next events do not each cost a trim. Each entry frees at
+    // most its own bytes (its slab goes with its last entry), so the estimate
+    // below never overshoots.
+    while (this.spares.length > 0 && this.byteSize > this.maxBytes) this.dropSpare();
     const over = this.byteSize > this.maxBytes;
     const bytesTarget = over ? this.maxBytes * 0.875 : Infinity;
     const limit = Math.min(keepFrom - this.base, this.count);
@@ -189,7 +227,12 @@ export class EventRing {
     let freed = 0;
     while (drop < limit) {
       const slot = (this.head + drop) & (this.capacity - 1);
-      if (this.count - drop > this.maxEntries || now - (this.at[slot] ?? 0) > this.maxAgeMs || this.byteSize - freed > bytesTarget) {
+      if (
+        this.base + drop < dropBefore ||
+        this.count - drop > this.maxEntries ||
+        now - (this.at[slot] ?? 0) > this.maxAgeMs ||
+        this.byteSize - freed > bytesTarget
+      ) {
         freed += (this.slabOf[slot] === NOT_HELD ? 0 : (this.length[slot] ?? 0)) + ENTRY_OVERHEAD_BYTES;
         drop++;
       } else break;
@@ -202,18 +245,49 @@ export class EventRing {
     while (this.slabHead < this.slabs.length) {
       const s = this.slabs[this.slabHead] as Slab;
       if (s.last >= this.base) break;
-      this.slabBytes -= s.buf.length;
+      if (this.spares.length < SPARE_SLABS && s.buf.length === SLAB_BYTES && this.byteSize <= this.maxBytes) this.spares.push(s.buf);
+      else {
+        this.slabBytes -= s.buf.length;
+        release(s.buf);
+      }
       // Released now, not when the array is next compacted.
       this.slabs[this.slabHead++] = null;
     }
+    // Over the byte bound the index is part of what must shrink (tiny events).
+    if (over) this.shrinkFor(this.count);
+    const inUse = this.slabs.length - this.slabHead;
+    while (this.spares.length > Math.min(SPARE_SLABS, inUse)) this.dropSpare();
     if (this.slabHead >= 1024 || this.slabHead * 2 >= this.slabs.length) {
       this.slabs = this.slabs.slice(this.slabHead);
       this.slabBase += this.slabHead;
       this.slabHead = 0;
     }
-    if (this.capacity > MIN_CAPACITY && this.count * 4 < this.capacity) {
+  }
+
+  /**
+   * Shrinks the index arrays to fit the most entries held since the last
+   * call (at least a quarter of them in use), on a timer rather than in
+   * `trim`: a leader's count swings between its backlog and a handful many
+   * times a second under a flood, and each shrink-and-grow would allocate
+   * the index anew.
+   */
+  compact(): void {
+    const need = Math.max(this.count, this.highWater);
+    this.highWater = this.count;
+    this.shrinkFor(need);
+  }
+
+  private dropSpare(): void {
+    const spare = this.spares.pop();
+    if (!spare) return;
+    this.slabBytes -= spare.length;
+    release(spare);
+  }
+
+  private shrinkFor(need: number): void {
+    if (this.capacity > MIN_CAPACITY && need * 4 < this.capacity) {
       let capacity = this.capacity;
-      while (capacity > MIN_CAPACITY && this.count * 4 < capacity) capacity /= 2;
+      while (capacity > MIN_CAPACITY && need * 4 < capacity) capacity /= 2;
       this.resize(capacity);
     }
   }
@@ -299,6 +373,8 @@ export class EventRing {
     const copy = <T extends Int32Array | Float64Array | Uint8Array>(from: T, to: T, width = 1): T => {
       to.set(from.subarray(this.head * width, (this.head + first) * width));
       if (rest > 0) to.set(from.subarray(0, rest * width), first * width);
+      // The old array is as long-lived as a slab: its memory is given back now too.
+      release(from);
       return to;
     };
     this.slabOf = copy(this.slabOf, new Int32Array(capacity));

@@ -159,11 +159,11 @@ async function inspectorBasePort(count: number): Promise<number> {
  * again (up to 5 times) until every process logged its inspector URL.
  */
 export async function startInspectedGateway(
-  options: Omit<StartGatewayOptions, 'nodeArgs'> & { workers: number },
+  options: StartGatewayOptions & { workers: number },
 ): Promise<{ gw: GatewayHandle; urls: string[] }> {
   for (let attempt = 1; ; attempt++) {
     const base = await inspectorBasePort(options.workers + 8);
-    const gw = await startGateway({ ...options, nodeArgs: [`--inspect=127.0.0.1:${base}`] });
+    const gw = await startGateway({ ...options, nodeArgs: [`--inspect=127.0.0.1:${base}`, ...(options.nodeArgs ?? [])] });
     // Ready does not wait for every worker's inspector line: give them a moment.
     const want = options.workers + 1;
     const urls = await pollUntil(() => (inspectorUrls(gw).length >= want ? inspectorUrls(gw) : undefined), {

@@ -171,7 +171,8 @@ for (const windowMs of [0, 2])
     assert.equal(a.c.state().leader, false);
   });
 
-test('a consumer whose lease was taken over is fenced and steps down without broadcasting', async (t) => {
+/** A redis-server, consumer A leading, and what is broadcast to user:a (by sequence number). */
+async function leaderSetup(t: Parameters<typeof withScope>[0]) {
   const scope = withScope(t);
   const redis = await startRedis({ scope });
   const cfg = config(redis.url, uniqueKeyPrefix());
@@ -180,6 +181,11 @@ test('a consumer whose lease was taken over is fenced and steps down without bro
   const a = consumer(scope, cfg, 'node-a');
   await a.c.start();
   await until(() => a.c.isLeader, 'a leads', 5000);
+  return { scope, redis, cfg, keys, seen, a };
+}
+
+test('a consumer whose lease was taken over is fenced and steps down without broadcasting', async (t) => {
+  const { redis, keys, seen, a } = await leaderSetup(t);
   // Someone else takes the lease behind A's back (as after a pause past its lease).
   const admin = redis.client();
   await admin.set(keys.leaderLease, 'intruder|999');
@@ -464,4 +470,47 @@ test('an unaligned take-over after a lost subscription broadcasts again nothing 
   for (let seq = 300; seq < total; seq++) assert.equal(seen.get(seq), 1, `event ${seq} (after the gap) broadcast once`);
   assert.equal((await b.metrics.replayUnaligned.get()).values[0]?.value, 1, 'the take-over was unaligned');
   assert.equal((await b.metrics.replaySkipped.get()).values[0]?.value, 200, 'the 200 the history held were skipped');
+});
+
+/** Bounded poll: the leader trims its buffer on its next event or renewal tick, which announces nothing. */
+const buffered = (c: LeaderConsumer): number => c.state().buffered;
+
+test('a leader keeps only what is not confirmed and its last batch digests; its standby keeps everything; the hand-over is exact', async (t) => {
+  const { scope, redis, cfg, seen, a } = await leaderSetup(t);
+  const b = consumer(scope, cfg, 'node-b');
+  await b.c.start();
+  const publisher = redis.client();
+  const first = 2000;
+  const pipe = publisher.pipeline();
+  for (let seq = 0; seq < first; seq++) pipe.publish('events', event(seq));
+  await pipe.exec();
+  await until(() => seen.size === first, `all ${first} broadcast (have ${seen.size})`, 10000);
+  // What A broadcast for certain is not kept, but for the digests of its last progress record (8).
+  await until(() => buffered(a.c) === 8, `A holds its last 8 events (holds ${buffered(a.c)})`, 5000);
+  assert.equal(buffered(b.c), first, 'the standby holds every event');
+  // Hand-over: B aligns on A's record and broadcasts from there.
+  await a.c.stop();
+  for (let seq = first; seq < first + 500; seq++) await publisher.publish('events', event(seq));
+  await until(() => b.c.isLeader && seen.size === first + 500, `all ${first + 500} broadcast (have ${seen.size})`, 10000);
+  const dup = [...seen.entries()].filter(([, n]) => n !== 1);
+  assert.deepEqual(dup, [], 'no event broadcast twice');
+  assert.equal((await b.metrics.replayUnaligned.get()).values[0]?.value ?? 0, 0, 'B found the progress');
+});
+
+test('a leader that stepped down re-aligns on its own record from what it kept, and broadcasts each event once', async (t) => {
+  const { redis, keys, seen, a } = await leaderSetup(t);
+  const publisher = redis.client();
+  for (let seq = 0; seq < 300; seq++) await publisher.publish('events', event(seq));
+  await until(() => seen.size === 300, 'the first 300 broadcast');
+  await until(() => buffered(a.c) === 8, `A holds its last 8 events (holds ${buffered(a.c)})`, 5000);
+  // The lease taken behind A's back: A steps down; what is published meanwhile waits in its buffer.
+  const admin = redis.client();
+  await admin.set(keys.leaderLease, 'intruder|999');
+  await until(() => !a.c.isLeader, 'a stepped down', 5000);
+  for (let seq = 300; seq < 400; seq++) await publisher.publish('events', event(seq));
+  await admin.del(keys.leaderLease);
+  await until(() => a.c.isLeader && seen.size === 400, `all 400 broadcast (have ${seen.size})`, 10000);
+  const dup = [...seen.entries()].filter(([, n]) => n !== 1);
+  assert.deepEqual(dup, [], 'no event broadcast twice');
+  assert.equal((await a.metrics.replayUnaligned.get()).values[0]?.value ?? 0, 0, 'aligned on its own record');
 });
