@@ -2,8 +2,11 @@
  * idle-memory: RSS and V8 heap per idle connection at N (10,000) connections
  * against a baseline with 0, for the standalone gateway, one worker of a
  * cluster, and the stock server. Each run starts a fresh target.
+ * `--settle S` (5): seconds between the end of the connect burst and the
+ * samples; the gateway compacts its heap once a burst has been over for
+ * GATEWAY_IDLE_COMPACT_MS (5 s), so --settle 15 measures after it.
  */
-import { flagList, fmtSpread, makeClients, printTable, startEnv, type Flags } from '../lib/common';
+import { flagList, flagNumber, fmtSpread, makeClients, printTable, startEnv, type Flags } from '../lib/common';
 import { LoadGen } from '../lib/loadgen';
 import { readStatus } from '../lib/proc';
 import { spread } from '../lib/stats';
@@ -48,6 +51,7 @@ async function sample(t: Target): Promise<{ sock: number; all: number; heap: num
 
 export async function idleMemory(flags: Flags): Promise<unknown> {
   const n = flags.clients;
+  const settleMs = flagNumber(flags, 'settle', 5) * 1000;
   const targets = flagList(flags, 'targets', ['gateway-standalone', 'gateway-1w', 'stock']);
   const env = await startEnv();
   const clients = makeClients(env, n);
@@ -67,7 +71,7 @@ export async function idleMemory(flags: Flags): Promise<unknown> {
           await sleep(2000);
           const before = await sample(t);
           const c = await loadgen.connect({ url: t.url, site: SITE, origin: t.origin, clients, ratePerSec: 2000, timeoutMs: 120_000 });
-          await sleep(5000);
+          await sleep(settleMs);
           const after = await sample(t);
           if (t.gateway?.proc.exitCode !== null && t.gateway?.proc.exitCode !== undefined)
             console.error(`[idle-memory] ${name}: gateway exited (${t.gateway.proc.exitCode}): ${t.gateway.logs.slice(-5).join(' | ')}`);
@@ -108,7 +112,7 @@ export async function idleMemory(flags: Flags): Promise<unknown> {
     fmtSpread(spread(runs.map((r) => kb(r.heapPerConnBytes))), 1),
   ]);
   printTable(
-    `idle-memory: ${n} idle websocket connections vs 0, median (min-max) of ${flags.runs} runs`,
+    `idle-memory: ${n} idle websocket connections vs 0, ${settleMs / 1000} s after the burst, median (min-max) of ${flags.runs} runs`,
     [
       'target',
       'connected',
@@ -120,5 +124,5 @@ export async function idleMemory(flags: Flags): Promise<unknown> {
     ],
     rows,
   );
-  return { clients: n, results };
+  return { clients: n, settleMs, results };
 }

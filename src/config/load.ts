@@ -306,6 +306,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     historyMs: num('historyMs'),
     historyMaxEvents: num('historyMaxEvents'),
     fastPath: str('fastPath') === 'on',
+    idleCompactMs: num('idleCompactMs'),
+    idleCompactConnections: num('idleCompactConnections'),
     shutdownGraceMs: num('shutdownGraceMs'),
     drainMs: num('drainMs'),
     drainRate: num('drainRate'),

@@ -442,6 +442,12 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       labelNames: ['result'],
       registers: r,
     }),
+    idleCompaction: new Histogram({
+      name: 'gateway_idle_compaction_seconds',
+      help: 'Pause of each compaction after a connect burst (two full garbage collections; GATEWAY_IDLE_COMPACT_MS), per process',
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: r,
+    }),
     conflatedEvents: new Counter({
       name: 'gateway_conflated_events_total',
       help: 'Events of conflate rooms replaced by a newer one before a backed-up client received them, by room pattern',

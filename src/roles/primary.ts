@@ -30,6 +30,7 @@ import { createKeys } from '../redis/keys';
 import { Admission, HandshakeSlots, slotHoldMs } from '../shared/admission';
 import { errorMessage, GatewayError } from '../shared/errors';
 import { closeServer, listen } from '../shared/http';
+import { compactAfterConnectBursts } from '../shared/idle-compaction';
 import { Services, createShutdown, type Running } from '../shared/lifecycle';
 import { RateLimitedLog, type Logger } from '../shared/logger';
 import { hostMetrics, primaryReadiness } from './primary-health';
@@ -241,6 +242,9 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
     }),
   );
   services.onStop('ops server', () => ops.close());
+  // Routed connections hold nothing here once handed over, but the hand-overs of a burst leave their garbage.
+  const compaction = compactAfterConnectBursts(publicServer, config, metrics.idleCompaction, log.child({ sub: 'memory' }));
+  services.onStop('idle compaction', () => compaction.stop());
   services.add({ name: 'supervisor', start: () => supervisor.start() });
   services.add({
     name: 'events consumer',

@@ -16,6 +16,7 @@ import { instrumentServer } from '../realtime/server-metrics';
 import { admissionRefused, queueChanged } from '../realtime/limits';
 import { Admission, HandshakeSlots, gateHandshakes, slotHoldMs } from '../shared/admission';
 import { closeServer, listen } from '../shared/http';
+import { compactAfterConnectBursts } from '../shared/idle-compaction';
 import { Services, createShutdown, type Running } from '../shared/lifecycle';
 import { RateLimitedLog, type Logger } from '../shared/logger';
 
@@ -80,7 +81,9 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
     rooms: async (site, room) => roomReport(server, site, room),
   });
 
+  const compaction = compactAfterConnectBursts(httpServer, config, metrics.idleCompaction, log.child({ sub: 'memory' }));
   // Started in this order, stopped in reverse.
+  services.onStop('idle compaction', () => compaction.stop());
   services.onStop('presence', () => presence.stop());
   services.onStop('socket.io', () => new Promise<void>((r) => server.io.close(() => r())));
   services.onStop('ops server', () => ops.close());

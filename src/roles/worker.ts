@@ -36,6 +36,7 @@ import { WorkerDelivery } from '../realtime/fast-adapter';
 import type { SocketServer } from '../realtime/socket-server';
 import { createUserConnections } from '../realtime/user-limit';
 import { createConnectionCounter } from '../realtime/connection-counter';
+import { compactAfterConnectBursts } from '../shared/idle-compaction';
 
 function send(m: WorkerToPrimary): void {
   if (process.connected) process.send?.(m, undefined, undefined, () => undefined);
@@ -264,6 +265,9 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   const alive = setInterval(() => send({ type: 'gw:alive' }), WORKER_ALIVE_INTERVAL_MS);
   alive.unref();
   services.onStop('alive', () => clearInterval(alive));
+  // Handed-over connections arrive as the HTTP server's 'connection' (setupWorker).
+  const compaction = compactAfterConnectBursts(httpServer, config, metrics.idleCompaction, log.child({ sub: 'memory' }));
+  services.onStop('idle compaction', () => compaction.stop());
   for (const c of [pub, sub, fast]) c.on('ready', status).on('close', status);
 
   const shutdown = (drainMs: number) =>
