@@ -2,7 +2,7 @@ import { Redis, type ChainableCommander } from 'ioredis';
 import type { Namespace, Socket } from 'socket.io';
 import type { Adapter, BroadcastOptions, Session } from 'socket.io-adapter';
 import type { SocketData } from '../frappe/handlers';
-import { commandsFlowing, periodic, type RedisClient } from '../redis/connect';
+import { commandsFlowing, periodic, TickPipeline, type RedisClient } from '../redis/connect';
 import type { Keys } from '../redis/keys';
 import type { Metrics } from '../metrics/metrics';
 import { errorMessage } from '../shared/errors';
@@ -99,11 +99,16 @@ export class MemorySessionStore implements SessionStore {
 
 /** A cluster: sessions in Redis, one key per session, expiring on their own. */
 export class RedisSessionStore implements SessionStore {
+  /** Takes of every reconnection in one event-loop turn (a herd), as one pipeline. */
+  private readonly batch: TickPipeline;
+
   constructor(
     private readonly client: RedisClient,
     private readonly keys: Keys,
     readonly replay?: ReplaySource,
-  ) {}
+  ) {
+    this.batch = new TickPipeline(client);
+  }
 
   async save(sessions: readonly StoredSession[], ttlMs: number): Promise<void> {
     if (sessions.length === 1) {
@@ -132,7 +137,8 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async take(pid: string): Promise<StoredSession | null> {
-    const v = await this.client.getdel(this.keys.session(pid));
+    const key = this.keys.session(pid);
+    const v = await this.batch.run<string | null>((p) => p.getdel(key));
     if (v === null) return null;
     try {
       return JSON.parse(v) as StoredSession;
