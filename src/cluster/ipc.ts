@@ -11,7 +11,9 @@ export type WorkerToPrimary =
   | { readonly type: 'gw:drained' }
   | { readonly type: 'gw:alive' }
   /** A handshake the primary routed here is over (GATEWAY_ADMISSION_CONCURRENCY: its slot is free). */
-  | { readonly type: 'gw:handshake-done' };
+  | { readonly type: 'gw:handshake-done' }
+  /** Engine.IO sessions opened and closed since the last report (one message per event-loop turn, not one per session). */
+  | { readonly type: 'gw:sessions'; readonly opened: number; readonly closed: number };
 
 /** A worker says `gw:alive` this often, from its event loop, whatever else it does. */
 export const WORKER_ALIVE_INTERVAL_MS = 250;
@@ -22,7 +24,7 @@ export const WORKER_ALIVE_INTERVAL_MS = 250;
 export const WORKER_UNRESPONSIVE_MS = 1500;
 
 const PRIMARY_TYPES = new Set(['gw:metrics', 'gw:rooms', 'gw:drain']);
-const WORKER_TYPES = new Set(['gw:hello', 'gw:reply', 'gw:status', 'gw:drained', 'gw:alive', 'gw:handshake-done']);
+const WORKER_TYPES = new Set(['gw:hello', 'gw:reply', 'gw:status', 'gw:drained', 'gw:alive', 'gw:handshake-done', 'gw:sessions']);
 
 export function asPrimaryMessage(m: unknown): PrimaryToWorker | null {
   return m !== null && typeof m === 'object' && PRIMARY_TYPES.has((m as { type?: string }).type ?? '') ? (m as PrimaryToWorker) : null;

@@ -12,7 +12,7 @@ import {
   type QueueResult,
 } from '../shared/admission';
 import { asWorkerMessage } from './ipc';
-import { stopReading } from '../shared/io-internals';
+import { handleInFlight, onHandleAcknowledged, stopReading } from '../shared/io-internals';
 
 /**
  * Sticky routing of Engine.IO sessions to the workers of this host. Workers
@@ -111,6 +111,13 @@ export function leastLoaded<W extends { id: number }>(
   return best;
 }
 
+/** A connection on its way to a worker: the bytes read so far, and whether it holds an admission slot. */
+interface Outgoing {
+  readonly socket: Socket;
+  readonly data: Buffer;
+  readonly gated: boolean;
+}
+
 /** A handshake waiting for a slot in the primary: its connection, the bytes read so far. */
 interface Waiting {
   socket: Socket;
@@ -151,9 +158,13 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
   server.once('close', () => clearInterval(resetPending));
   cluster.on('message', (worker: Worker, m: unknown) => {
     const type = (m as { type?: unknown } | null)?.type;
-    if (slots && asWorkerMessage(m)?.type === 'gw:handshake-done') {
+    const wm = asWorkerMessage(m);
+    if (slots && wm?.type === 'gw:handshake-done') {
       slots.release(worker.id);
       drainQueue();
+    } else if (wm?.type === 'gw:sessions') {
+      sessions.set(worker.id, Math.max(0, (sessions.get(worker.id) ?? 0) + wm.opened - wm.closed));
+      pending.set(worker.id, Math.max(0, (pending.get(worker.id) ?? 0) - wm.opened));
     } else if (type === 'sticky:connection') {
       sessions.set(worker.id, (sessions.get(worker.id) ?? 0) + 1);
       pending.set(worker.id, Math.max(0, (pending.get(worker.id) ?? 0) - 1));
@@ -267,8 +278,50 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
     opts.onQueue?.('waiting', waiting.length);
     return true;
   };
-  /** Gives the connection and the bytes read so far to `worker`. */
-  const handOver = (worker: Worker, socket: Socket, data: Buffer, gated: boolean): void => {
+  /**
+   * Hand-overs waiting for their worker to acknowledge the previous handle.
+   * Node's IPC sends one handle per channel at a time and re-sends its whole
+   * queue at each acknowledgement (quadratic in a burst, see
+   * `handleInFlight`): here Node gets the next handle only once the previous
+   * one was acknowledged, so each hand-over is sent once.
+   */
+  const outboxes = new Map<number, { items: Outgoing[]; head: number }>();
+  const outbox = (worker: Worker): { items: Outgoing[]; head: number } => {
+    let o = outboxes.get(worker.id);
+    if (!o) {
+      const created = { items: [] as Outgoing[], head: 0 };
+      outboxes.set(worker.id, (o = created));
+      onHandleAcknowledged(worker.process, () => pump(worker, created));
+    }
+    return o;
+  };
+  /** Sends queued hand-overs to `worker` while none of its handles waits for an acknowledgement. */
+  const pump = (worker: Worker, o: { items: Outgoing[]; head: number }): void => {
+    while (o.head < o.items.length && !handleInFlight(worker.process)) {
+      const next = o.items[o.head] as Outgoing;
+      o.items[o.head++] = undefined as unknown as Outgoing;
+      if (o.head === o.items.length) {
+        o.items.length = 0;
+        o.head = 0;
+      }
+      send(worker, next);
+    }
+  };
+  cluster.on('exit', (worker) => {
+    const o = outboxes.get(worker.id);
+    outboxes.delete(worker.id);
+    // Never sent: the worker will not report these handshakes over (its slots are forgotten with it).
+    for (let i = o?.head ?? 0; o && i < o.items.length; i++) o.items[i]?.socket.destroy();
+  });
+  const send = (worker: Worker, { socket, data, gated }: Outgoing): void => {
+    // Gone while it waited (Node would send the message without its handle).
+    if (socket.destroyed) {
+      if (gated) {
+        slots?.release(worker.id);
+        drainQueue();
+      }
+      return;
+    }
     // The worker side rebuilds the bytes with `Buffer.from(data)`. IPC sends
     // JSON, where a Buffer becomes {type:'Buffer', data:[...]}: a number per
     // byte, the most expensive part of a hand-over in a connect storm. An
@@ -293,6 +346,15 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
       // second time; 'close' is the end of its life in this process.
       socket.emit('close', false);
     });
+  };
+  /** Gives the connection and the bytes read so far to `worker` (now, or once its previous handle is acknowledged). */
+  const handOver = (worker: Worker, socket: Socket, data: Buffer, gated: boolean): void => {
+    const o = outbox(worker);
+    if (o.head === o.items.length && !handleInFlight(worker.process)) {
+      send(worker, { socket, data, gated });
+      return;
+    }
+    o.items.push({ socket, data, gated });
   };
 
   server.on('connection', (socket: Socket) => {

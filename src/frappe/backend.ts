@@ -1,9 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
-import type { Redis, Cluster } from 'ioredis';
+import type { ChainableCommander, Redis, Cluster } from 'ioredis';
 import type { GatewayConfig } from '../config';
 import type { Metrics } from '../metrics/metrics';
 import type { Keys } from '../redis/keys';
+import { TickPipeline } from '../redis/connect';
 import { GatewayError, errorMessage } from '../shared/errors';
 import { Semaphore } from '../shared/semaphore';
 import type { Logger } from '../shared/logger';
@@ -34,6 +35,27 @@ const LOCK_POLL_MS = 20;
 /** A lock outlives the backend timeout by this much (queueing before the request). */
 const LOCK_SLACK_MS = 1000;
 const RELEASE_LOCK = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+/**
+ * The shared cache's read and the lock in one round trip (KEYS: cache, lock;
+ * ARGV: token, lock ms): {1, value, pttl} on a hit, {2} when this caller took
+ * the lock, {0} when another holds it. Atomic, so a miss with the lock taken
+ * cannot hide an answer written in between (the earlier GET, SET NX, GET
+ * needed a second read for that): one command per handshake instead of five.
+ */
+const READ_OR_LOCK = `local v = redis.call('GET', KEYS[1])
+if v then return {1, v, redis.call('PTTL', KEYS[1])} end
+if redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2], 'NX') then return {2} end
+return {0}`;
+/** The answer written and our own lock released, in that order (KEYS: cache, lock; ARGV: value, ttl ms, token). */
+const WRITE_AND_RELEASE = `redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+return 1`;
+
+/** A pipeline of the auth cache's client, with the scripts defined on it. */
+type AuthCachePipeline = ChainableCommander & {
+  gwAuthReadOrLock(cache: string, lock: string, token: string, lockMs: number): ChainableCommander;
+  gwAuthWriteRelease(cache: string, lock: string, value: string, ttlMs: number, token: string): ChainableCommander;
+};
 /** Backends are per Origin when none is configured: bound the breakers kept. */
 const BREAKERS_MAX = 256;
 
@@ -119,7 +141,13 @@ export class FrappeBackend {
   private readonly slots: Record<'handshake' | 'permission', Semaphore>;
   private readonly breakers = new Map<string, CircuitBreaker>();
 
+  /** The shared cache's scripts of every handshake in one event-loop turn, as one pipeline. */
+  private readonly batch: TickPipeline | undefined;
+
   constructor(private readonly opts: BackendOptions) {
+    opts.redis?.client.defineCommand('gwAuthReadOrLock', { numberOfKeys: 2, lua: READ_OR_LOCK });
+    opts.redis?.client.defineCommand('gwAuthWriteRelease', { numberOfKeys: 2, lua: WRITE_AND_RELEASE });
+    this.batch = opts.redis ? new TickPipeline(opts.redis.client) : undefined;
     this.slots = {
       handshake: new Semaphore(opts.concurrency, opts.maxQueued),
       permission: new Semaphore(opts.concurrency, opts.maxQueued),
@@ -364,40 +392,42 @@ export class FrappeBackend {
     const lockKey = redis.keys.authLock(key);
     const token = randomBytes(9).toString('base64url');
     const deadline = Date.now() + this.opts.timeoutMs;
-    const read = async (): Promise<{ value: string; cached: true; leftMs: number } | null> => {
-      const [v, left] = await Promise.all([redis.client.get(cacheKey), redis.client.pttl(cacheKey)]);
-      // Kept here only for what is left of the shared entry's TTL: never
-      // longer than the TTL after the backend answered.
-      return v === null ? null : { value: v, cached: true, leftMs: left > 0 ? Math.min(left, ttl) : 0 };
-    };
+    // Scripts defined on this client in the constructor; `batch` exists whenever `redis` does.
+    const batch = this.batch as TickPipeline;
     let locked = false;
     try {
-      try {
-        for (;;) {
-          const hit = await read();
-          if (hit) return hit;
-          locked = (await redis.client.set(lockKey, token, 'PX', this.opts.timeoutMs + LOCK_SLACK_MS, 'NX')) === 'OK';
-          if (locked) {
-            // The previous holder may have written its answer and let go between our read and our lock.
-            const late = await read();
-            if (late) return late;
-            break;
-          }
-          if (Date.now() >= deadline) break;
-          await delay(LOCK_POLL_MS);
+      for (;;) {
+        const [state, v, left] = await batch.run<[number, string?, number?]>((p) =>
+          (p as AuthCachePipeline).gwAuthReadOrLock(cacheKey, lockKey, token, this.opts.timeoutMs + LOCK_SLACK_MS),
+        );
+        // Kept here only for what is left of the shared entry's TTL: never
+        // longer than the TTL after the backend answered.
+        if (state === 1 && typeof v === 'string') return { value: v, cached: true, leftMs: (left ?? 0) > 0 ? Math.min(left ?? 0, ttl) : 0 };
+        if (state === 2) {
+          locked = true;
+          break;
         }
-      } catch (err) {
-        this.opts.log.debug({ err: errorMessage(err) }, 'auth cache read failed');
+        if (Date.now() >= deadline) break;
+        await delay(LOCK_POLL_MS);
       }
-      const value = await load();
-      redis.client.set(cacheKey, value, 'PX', ttl).catch((err: unknown) => {
-        this.opts.log.debug({ err: errorMessage(err) }, 'auth cache write failed');
-      });
-      return { value, cached: false };
-    } finally {
-      // After the write (same connection and slot, in order); only our own lock (it may have expired and been taken).
-      if (locked) redis.client.eval(RELEASE_LOCK, 1, lockKey, token).catch(() => undefined);
+    } catch (err) {
+      this.opts.log.debug({ err: errorMessage(err) }, 'auth cache read failed');
     }
+    let value: string;
+    try {
+      value = await load();
+    } catch (err) {
+      // Only our own lock (it may have expired and been taken).
+      if (locked) redis.client.eval(RELEASE_LOCK, 1, lockKey, token).catch(() => undefined);
+      throw err;
+    }
+    const written = locked
+      ? batch.run((p) => (p as AuthCachePipeline).gwAuthWriteRelease(cacheKey, lockKey, value, ttl, token))
+      : redis.client.set(cacheKey, value, 'PX', ttl);
+    written.catch((err: unknown) => {
+      this.opts.log.debug({ err: errorMessage(err) }, 'auth cache write failed');
+    });
+    return { value, cached: false };
   }
 
   /** `agedMs`: how old the answer already is (read from the shared cache). */

@@ -1,5 +1,6 @@
+import type { ChainableCommander } from 'ioredis';
 import { OFFSET_RE, compareOffsets } from '../events/encode';
-import type { RedisClient } from '../redis/connect';
+import { TickPipeline, type RedisClient } from '../redis/connect';
 import type { Keys } from '../redis/keys';
 import { ReadWindow, type HistoryEntry } from './read-window';
 
@@ -60,6 +61,10 @@ type Scripted = RedisClient & {
   gwHistoryCheck(stream: string, genesis: string, offset: string): Promise<string>;
   gwHistoryCurrent(stream: string, genesis: string): Promise<string | null>;
 };
+/** A pipeline of the same client, with the scripts defined on it. */
+type ScriptedPipeline = ChainableCommander & {
+  gwHistoryCheck(stream: string, genesis: string, offset: string): ChainableCommander;
+};
 
 const PAGE = 1000;
 /**
@@ -81,6 +86,8 @@ const WINDOW_IDLE_MS = 20_000;
 /** Reads the leader's history stream: offset checks and the events after an offset. */
 export class HistoryReader {
   private readonly c: Scripted;
+  /** Offset checks of every reconnection in one event-loop turn (a herd), as one pipeline. */
+  private readonly batch: TickPipeline;
   private readonly window = new ReadWindow(WINDOW_MAX_ENTRIES, WINDOW_MS);
   /** The tail read in flight, and the one queued to start after it. */
   private tail: Promise<void> | null = null;
@@ -98,12 +105,15 @@ export class HistoryReader {
     client.defineCommand('gwHistoryCheck', { numberOfKeys: 2, lua: CHECK });
     client.defineCommand('gwHistoryCurrent', { numberOfKeys: 2, lua: CURRENT });
     this.c = client as Scripted;
+    this.batch = new TickPipeline(client);
   }
 
   /** null when every event after `offset` can be read; else why not. */
   async check(offset: string): Promise<Unrecoverable | null> {
     if (!OFFSET_RE.test(offset)) return 'foreign_offset';
-    const r = await this.c.gwHistoryCheck(this.keys.history, this.keys.historyGenesis, offset);
+    const r = await this.batch.run<string>((p) =>
+      (p as ScriptedPipeline).gwHistoryCheck(this.keys.history, this.keys.historyGenesis, offset),
+    );
     return r === 'ok' ? null : (r as Unrecoverable);
   }
 

@@ -2,7 +2,7 @@ import { Redis, type ChainableCommander } from 'ioredis';
 import type { Namespace, Socket } from 'socket.io';
 import type { Adapter, BroadcastOptions, Session } from 'socket.io-adapter';
 import type { SocketData } from '../frappe/handlers';
-import { commandsFlowing, onFlowing, periodic, type RedisClient } from '../redis/connect';
+import { commandsFlowing, onFlowing, periodic, TickPipeline, type RedisClient } from '../redis/connect';
 import type { Keys } from '../redis/keys';
 import type { Metrics } from '../metrics/metrics';
 import { errorMessage } from '../shared/errors';
@@ -109,6 +109,9 @@ export class RedisSessionStore implements SessionStore {
   private readonly deferred = new Map<string, { s: StoredSession; until: number } | null>();
   private flushing = false;
 
+  /** Takes of every reconnection in one event-loop turn (a herd), as one pipeline. */
+  private readonly batch: TickPipeline;
+
   /**
    * @param onDeferred given: writes are deferred while the connection is
    *   down or stalled, and this is called per write so recorded
@@ -121,6 +124,7 @@ export class RedisSessionStore implements SessionStore {
     readonly replay?: ReplaySource,
     private readonly onDeferred?: (what: 'session_save' | 'session_remove') => void,
   ) {
+    this.batch = new TickPipeline(client);
     if (onDeferred) onFlowing(client, () => void this.flushDeferred());
   }
 
@@ -197,7 +201,8 @@ export class RedisSessionStore implements SessionStore {
       void this.flushDeferred();
       return d && d.until >= Date.now() ? d.s : null;
     }
-    const v = await this.client.getdel(this.keys.session(pid));
+    const key = this.keys.session(pid);
+    const v = await this.batch.run<string | null>((p) => p.getdel(key));
     if (v === null) return null;
     try {
       return JSON.parse(v) as StoredSession;

@@ -1,4 +1,4 @@
-import { Cluster, Redis, type ClusterOptions, type Command, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type Command, type RedisOptions } from 'ioredis';
 import type { RedisConfig } from '../config';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
@@ -391,4 +391,65 @@ export async function quitClient(client: RedisClient, timeoutMs = 1000): Promise
     // already closed
   }
   client.disconnect();
+}
+
+interface Batched {
+  readonly add: (p: ChainableCommander) => unknown;
+  readonly resolve: (v: unknown) => void;
+  readonly reject: (err: unknown) => void;
+}
+
+/**
+ * Commands issued during one turn of the event loop, written to Redis as one
+ * pipeline at its end (`setImmediate`), each answered as its own. A connect
+ * storm or a reconnect herd runs the same few commands for every handshake
+ * that progressed in the same turn (auth cache, session take, history
+ * check): one socket write per command was the largest Redis cost of a
+ * worker's handshake by profile (BENCHMARKS.md, "Handshake throughput").
+ * Unlike ioredis' auto-pipelining, a batch does not wait for the previous
+ * one's replies, and a fail-fast connection still refuses each command at
+ * once while stalled. On Redis Cluster a pipeline must stay within a slot:
+ * each command is then its own pipeline, sent at once.
+ */
+export class TickPipeline {
+  private batch: Batched[] = [];
+
+  constructor(private readonly client: RedisClient) {}
+
+  /** Adds one command to the turn's pipeline (`add` calls one command on it); resolves its reply. */
+  run<T>(add: (p: ChainableCommander) => unknown): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const entry: Batched = { add, resolve: resolve as (v: unknown) => void, reject };
+      if (!(this.client instanceof Redis)) {
+        this.exec([entry]);
+        return;
+      }
+      this.batch.push(entry);
+      if (this.batch.length === 1) setImmediate(() => this.flush());
+    });
+  }
+
+  private flush(): void {
+    const batch = this.batch;
+    this.batch = [];
+    this.exec(batch);
+  }
+
+  private exec(batch: readonly Batched[]): void {
+    const p = this.client.pipeline();
+    for (const e of batch) e.add(p);
+    p.exec().then(
+      (results) => {
+        batch.forEach((e, i) => {
+          const r = results?.[i];
+          if (!r) e.reject(new Error('no reply in the pipeline'));
+          else if (r[0]) e.reject(r[0]);
+          else e.resolve(r[1]);
+        });
+      },
+      (err: unknown) => {
+        for (const e of batch) e.reject(err);
+      },
+    );
+  }
 }

@@ -6,7 +6,7 @@ import { createAdapter } from '@socket.io/redis-adapter';
 import { createShardedAdapter } from '@socket.io/redis-adapter';
 import { setupWorker } from '@socket.io/sticky';
 import { Registry } from 'prom-client';
-import type { Namespace } from 'socket.io';
+import type { Namespace, Server } from 'socket.io';
 import type { Adapter } from 'socket.io-adapter';
 import type { GatewayConfig } from '../config';
 import { decodeAllSites } from '../events/encode';
@@ -40,6 +40,39 @@ import { compactAfterConnectBursts } from '../shared/idle-compaction';
 
 function send(m: WorkerToPrimary): void {
   if (process.connected) process.send?.(m, undefined, undefined, () => undefined);
+}
+
+/**
+ * @socket.io/sticky's setupWorker (it takes the connections the primary
+ * hands over), minus its report of every Engine.IO session opened and
+ * closed as an IPC message of its own: those are counted and sent once per
+ * event-loop turn (`gw:sessions`, read by the primary's least-loaded
+ * routing). Two IPC writes per connection were ~6% of a worker's CPU in a
+ * 10,000-client storm, by profile (BENCHMARKS.md, "Handshake throughput").
+ */
+function setupStickyWorker(io: Server): void {
+  const before = new Set(io.engine.listeners('connection'));
+  setupWorker(io);
+  for (const l of io.engine.listeners('connection')) if (!before.has(l)) io.engine.off('connection', l as (...a: unknown[]) => void);
+  let opened = 0;
+  let closed = 0;
+  const report = (): void => {
+    send({ type: 'gw:sessions', opened, closed });
+    opened = 0;
+    closed = 0;
+  };
+  const count = (): void => {
+    if (opened + closed === 0) setImmediate(report);
+  };
+  const onClose = (): void => {
+    count();
+    closed++;
+  };
+  io.engine.on('connection', (conn: { once(ev: 'close', fn: () => void): void }) => {
+    count();
+    opened++;
+    conn.once('close', onClose);
+  });
 }
 
 /**
@@ -168,7 +201,7 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
   });
   const io = server.io;
   const srv = server;
-  setupWorker(io);
+  setupStickyWorker(io);
   // The primary counts this worker's handshakes in flight (GATEWAY_ADMISSION_CONCURRENCY): tell it when each is over.
   if (config.admissionConcurrency > 0)
     new HandshakeTracker(io, slotHoldMs(config.handshakeTimeoutMs), () => send({ type: 'gw:handshake-done' }), replayOf).watch(httpServer);

@@ -24,6 +24,13 @@
  *  - net `Socket._handle.readStop()`: the sticky primary stops reading a
  *    connection once it has the request line, so no byte is read (and lost)
  *    in the primary after the socket is handed to a worker.
+ *  - Node's IPC `ChildProcess._handleQueue` and its `internalMessage` event
+ *    (NODE_HANDLE_ACK): Node sends one handle at a time per channel and
+ *    queues everything sent meanwhile; at each acknowledgement it re-sends
+ *    the whole queue, which re-queues all but the first handle, so a burst of
+ *    N hand-overs costs O(N^2) in the primary (`target._send`, 44% of the
+ *    primary's CPU in a 10,000-client storm). The sticky primary keeps its
+ *    own queue and gives Node a handle only when none is unacknowledged.
  *
  * The versions these were verified against are pinned exactly in
  * package.json and listed in VERIFIED_VERSIONS; the contract test compares
@@ -234,4 +241,28 @@ export function privateSessionId(socket: Socket): string | undefined {
 /** Stops a net socket's reads at once (no 'data' event, nothing buffered in this process); true when the handle stopped. */
 export function stopReading(socket: NetSocket): boolean {
   return (socket as unknown as { _handle?: { readStop?: () => number } | null })._handle?.readStop?.() === 0;
+}
+
+/** The slice of a forked child's IPC channel the sticky primary watches. */
+interface HandleChannel {
+  _handleQueue?: unknown[] | null;
+  on(event: 'internalMessage', fn: (m: unknown) => void): unknown;
+}
+
+/**
+ * True while a handle sent to this child has not been acknowledged yet
+ * (Node queues whatever is sent meanwhile); false when a handle sent now
+ * goes out at once, and when this Node does not expose the queue.
+ */
+export function handleInFlight(child: unknown): boolean {
+  const q = (child as HandleChannel)._handleQueue;
+  return Array.isArray(q);
+}
+
+/** Calls `fn` after each acknowledgement (or refusal) of a handle by the child, once Node has sent what it queued. */
+export function onHandleAcknowledged(child: unknown, fn: () => void): void {
+  (child as HandleChannel).on('internalMessage', (m: unknown) => {
+    const cmd = (m as { cmd?: unknown } | null)?.cmd;
+    if (cmd === 'NODE_HANDLE_ACK' || cmd === 'NODE_HANDLE_NACK') fn();
+  });
 }

@@ -90,3 +90,34 @@ test('concurrent misses of one question in several processes make one backend ca
   );
   assert.equal(f.calls.n - 1, 3, 'each process asked once, one after the other (a failure is not shared)');
 });
+
+test('a miss of the shared cache costs two Redis commands: read-or-lock, then write-and-release', async (t) => {
+  const scope = withScope(t);
+  const redis = await startRedis({ scope });
+  const client = redis.client();
+  const shared = { client, keys: createKeys(uniqueKeyPrefix()) };
+  const f = await fakeFrappe(t, () => 200);
+  const b = mk(f.url, 10_000, shared);
+  // A first miss loads the scripts (EVALSHA, NOSCRIPT, EVAL): not what is counted.
+  await b.canSubscribe({ ...ctx, credential: { kind: 'sid', value: 'warm' } }, 'ToDo', 'T-0');
+  // MONITOR shows the commands clients send, and a script's inner calls with the source `lua` (left out).
+  const monitor = await client.monitor();
+  const sent: string[] = [];
+  monitor.on('monitor', (_time: string, args: string[], source: string) => {
+    if (source !== 'lua') sent.push(String(args[0]).toLowerCase());
+  });
+  try {
+    assert.equal(await b.canSubscribe(ctx, 'ToDo', 'T-1'), true);
+    assert.equal(f.calls.n, 2);
+    // The write is not awaited by the caller; MONITOR reports asynchronously: a bounded poll of both.
+    await pollUntil(() => (sent.length >= 2 ? true : undefined), { timeoutMs: 2000, intervalMs: 10, description: 'two commands seen' });
+    const entries = await client.keys(`${shared.keys.prefix}:auth:*`);
+    // The lock is gone (released by the write), the answers are there.
+    assert.equal(entries.filter((k) => k.endsWith(':lock')).length, 0);
+    assert.equal(entries.length, 2);
+    assert.deepEqual(sent.slice(0, 2), ['evalsha', 'evalsha']);
+    assert.equal(sent.filter((c) => c !== 'keys').length, 2, `commands: ${sent.join(' ')}`);
+  } finally {
+    monitor.disconnect();
+  }
+});

@@ -3,7 +3,10 @@
  * periodic task keeps at most one run in flight and skips (counted) while
  * its connection is stalled; a probe polled meanwhile shares one command;
  * once the link heals the connection flows again and the task resumes. A
- * fail-fast connection refuses new commands while stalled.
+ * fail-fast connection refuses new commands while stalled. TickPipeline: the
+ * commands of one event-loop turn go out as one write, each answered as its
+ * own, and a stalled fail-fast connection still refuses them at once
+ * (ioredis' auto-pipelining would hold them behind the unanswered batch).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -15,6 +18,7 @@ import {
   periodic,
   singleFlight,
   STALLED_REFUSAL,
+  TickPipeline,
   withDeadline,
   type ClientOptions,
 } from '../../src/redis/connect';
@@ -132,4 +136,43 @@ test('fail-fast connection stalled by a blackhole: new commands are refused at o
   assert.equal(await held, 1, 'the held command was answered');
   assert.equal(commandsFlowing(client), true);
   assert.equal(await client.incr('n'), 2, 'the refused commands never reached Redis; new ones do');
+});
+
+test('the commands of one event-loop turn go out as one write, each with its own reply, in order', async (t) => {
+  const { client: c } = await throughProxy(t, { name: 'tick-test:cmd' });
+  const stream = (c as unknown as { stream: { write: (...a: unknown[]) => boolean } }).stream;
+  const write = stream.write.bind(stream);
+  let writes = 0;
+  stream.write = (...a: unknown[]) => {
+    writes++;
+    return write(...a);
+  };
+  const batch = new TickPipeline(c);
+  const answers = await Promise.all([
+    ...Array.from({ length: 100 }, () => batch.run<number>((p) => p.incr('n'))),
+    batch.run<unknown>((p) => p.lpush('n', 'x')).catch((err: unknown) => (err as Error).message),
+  ]);
+  assert.deepEqual(
+    answers.slice(0, 100),
+    Array.from({ length: 100 }, (_, i) => i + 1),
+  );
+  // A failing command fails alone.
+  assert.match(String(answers[100]), /WRONGTYPE/);
+  assert.equal(writes, 1);
+});
+
+test('on a stalled fail-fast connection, batched commands are refused at once, not held', async (t) => {
+  const { client: c, proxy } = await throughProxy(t, { name: 'tick-test:fast', failFast: true });
+  const batch = new TickPipeline(c);
+  proxy.blackhole();
+  const held = batch.run<number>((p) => p.incr('n'));
+  await pollUntil(() => (commandsFlowing(c) ? undefined : true), { timeoutMs: 10_000, intervalMs: 100, description: 'stalled' });
+  const refused = await Promise.allSettled(Array.from({ length: 20 }, () => batch.run<number>((p) => p.incr('n'))));
+  assert.deepEqual(
+    new Set(refused.map((r) => (r.status === 'rejected' ? (r.reason as Error).message : 'sent'))),
+    new Set([STALLED_REFUSAL]),
+  );
+  proxy.heal();
+  assert.equal(await held, 1);
+  assert.equal(await batch.run<number>((p) => p.incr('n')), 2);
 });
