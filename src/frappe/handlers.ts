@@ -64,7 +64,28 @@ export interface HandlerDeps {
    * at once instead of queueing behind the outage. Always true when omitted.
    */
   readonly redisAvailable?: () => boolean;
+  /**
+   * Registers a listener for Redis answering again after it was unavailable.
+   * Given: the subscribe events a socket sends meanwhile are held (one per
+   * socket and room, see MAX_HELD_SUBSCRIPTIONS) and run then, so a page
+   * that subscribed during an outage is not left deaf to that room; omitted:
+   * they are refused like `doc_open`.
+   */
+  readonly onRedisAvailable?: (listener: () => void) => void;
 }
+
+/**
+ * Subscriptions held per socket while Redis is unavailable; beyond, refused.
+ * A Frappe page subscribes to a handful of rooms per form it opens.
+ */
+export const MAX_HELD_SUBSCRIPTIONS = 64;
+
+/** The subscribe event an unsubscribe event cancels, with the same arguments. */
+const CANCELS: Record<string, readonly string[]> = {
+  doctype_unsubscribe: ['doctype_subscribe'],
+  doc_unsubscribe: ['doc_subscribe'],
+  task_unsubscribe: ['task_subscribe', 'progress_subscribe'],
+};
 
 /** The automatic rooms of docs/protocol.md section 3. */
 export function automaticRooms(user: string, userType: string): string[] {
@@ -99,7 +120,8 @@ function sameDeps(a: HandlerDeps, b: HandlerDeps): boolean {
     a.presence === b.presence &&
     a.metrics === b.metrics &&
     a.log === b.log &&
-    a.redisAvailable === b.redisAvailable
+    a.redisAvailable === b.redisAvailable &&
+    a.onRedisAvailable === b.onRedisAvailable
   );
 }
 
@@ -116,16 +138,30 @@ function buildHandlers(deps: HandlerDeps): SharedHandlers {
   const redisAvailable = deps.redisAvailable ?? (() => true);
   const events: [string, Listener][] = [];
 
+  // Subscribe events held while Redis is unavailable, by socket, then by
+  // event and arguments (a repeat replaces, an unsubscribe cancels): bounded
+  // by sockets x MAX_HELD_SUBSCRIPTIONS, not by how often a page sends them.
+  const held = new Map<Socket, Map<string, { run: () => void; ack: ((ok: boolean) => void) | undefined }>>();
+  const heldKey = (event: string, a: string, b: string): string => `${event}\0${a}\0${b}`;
+  deps.onRedisAvailable?.(() => {
+    if (held.size === 0 || !redisAvailable()) return;
+    const runs = [...held.values()].flatMap((m) => [...m.values()].map((h) => h.run));
+    held.clear();
+    for (const run of runs) run();
+  });
+
   // Frappe's client sends no acknowledgement callback. Other clients (load
   // tests, app code) may pass one as the last argument: it is called with
   // true once the subscription is effective, false when it was refused.
   // `needsRedis`: the event joins a room or writes presence (a cluster sends
-  // Redis commands for it), so it is refused while Redis is unavailable.
+  // Redis commands for it), so it is refused while Redis is unavailable,
+  // unless `hold`: then it is held and run once Redis answers again.
   const on = (
     event: string,
     arity: 1 | 2,
     fn: (socket: Socket, ctx: RequestContext, a: string, b: string) => boolean | void | Promise<boolean | void>,
     needsRedis = false,
+    hold = false,
   ): void => {
     const handle = (socket: Socket, args: unknown[]): void => {
       const last = args[args.length - 1];
@@ -138,7 +174,31 @@ function buildHandlers(deps: HandlerDeps): SharedHandlers {
         ack?.(false);
         return;
       }
+      const mineHeld = held.get(socket);
+      for (const cancelled of CANCELS[event] ?? []) {
+        const key = heldKey(cancelled, a, b);
+        mineHeld?.get(key)?.ack?.(false);
+        mineHeld?.delete(key);
+      }
       if (needsRedis && !redisAvailable()) {
+        if (hold && deps.onRedisAvailable && socket.connected) {
+          let mine = held.get(socket);
+          const key = heldKey(event, a, b);
+          if (!mine) held.set(socket, (mine = new Map()));
+          if (mine.has(key) || mine.size < MAX_HELD_SUBSCRIPTIONS) {
+            // A repeat replaces the held one (whose acknowledgement says it was superseded).
+            mine.get(key)?.ack?.(false);
+            // Run again, acknowledged then, once Redis answers (if the socket is still there).
+            mine.set(key, {
+              ack,
+              run: () => {
+                if (socket.connected) handle(socket, args);
+              },
+            });
+            metrics.redisDeferred.inc({ what: 'subscribe' });
+            return;
+          }
+        }
         metrics.clientEventsRefused.inc({ event, reason: 'redis_unavailable' });
         ack?.(false);
         return;
@@ -186,12 +246,18 @@ function buildHandlers(deps: HandlerDeps): SharedHandlers {
     return true;
   };
 
-  on('doctype_subscribe', 1, (socket, ctx, doctype) => joinIfAllowed(socket, ctx, doctypeRoom(doctype), doctype), true);
+  on('doctype_subscribe', 1, (socket, ctx, doctype) => joinIfAllowed(socket, ctx, doctypeRoom(doctype), doctype), true, true);
   on('doctype_unsubscribe', 1, (socket, _ctx, doctype) => socket.leave(doctypeRoom(doctype)));
-  on('doc_subscribe', 2, (socket, ctx, doctype, docname) => joinIfAllowed(socket, ctx, docRoom(doctype, docname), doctype, docname), true);
+  on(
+    'doc_subscribe',
+    2,
+    (socket, ctx, doctype, docname) => joinIfAllowed(socket, ctx, docRoom(doctype, docname), doctype, docname),
+    true,
+    true,
+  );
   on('doc_unsubscribe', 2, (socket, _ctx, doctype, docname) => socket.leave(docRoom(doctype, docname)));
-  on('task_subscribe', 1, (socket, _ctx, id) => join(socket, [taskRoom(id)]), true);
-  on('progress_subscribe', 1, (socket, _ctx, id) => join(socket, [taskRoom(id)]), true);
+  on('task_subscribe', 1, (socket, _ctx, id) => join(socket, [taskRoom(id)]), true, true);
+  on('progress_subscribe', 1, (socket, _ctx, id) => join(socket, [taskRoom(id)]), true, true);
   on('task_unsubscribe', 1, (socket, _ctx, id) => socket.leave(taskRoom(id)));
 
   on(
@@ -260,6 +326,7 @@ function buildHandlers(deps: HandlerDeps): SharedHandlers {
     docs.clear();
   };
   const disconnect = function (this: Socket): void {
+    held.delete(this);
     closeOpenDocs(this);
   };
 

@@ -257,7 +257,7 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
     }),
     redisDeferred: new Counter({
       name: 'gateway_redis_deferred_total',
-      help: 'Writes a client caused while Redis was down or stalled, recorded in the worker and applied when Redis answers again instead of queueing behind the outage, by what: presence_close, session_save, session_remove',
+      help: 'Writes a client caused while Redis was down or stalled, recorded in the worker and applied when Redis answers again instead of queueing behind the outage, by what: presence_close, session_save, session_remove, subscribe (a subscribe event held, run once Redis answers)',
       labelNames: ['what'],
       registers: r,
     }),

@@ -69,6 +69,8 @@ export interface SocketServerDeps {
   readonly ipConnections?: ConnectionCounter;
   /** False while Redis is down or stalled: client events that would join rooms or write presence are refused (HandlerDeps). */
   readonly redisAvailable?: () => boolean;
+  /** Registers a listener for Redis answering again: subscribe events held meanwhile run then (HandlerDeps). */
+  readonly onRedisAvailable?: (listener: () => void) => void;
 }
 
 export interface SocketServer {
@@ -192,7 +194,7 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
     return joinRooms(socket, rooms);
   };
   const redisAvailable = deps.redisAvailable ?? (() => true);
-  const handlerDeps = { join, backend, presence, metrics, log, redisAvailable };
+  const handlerDeps = { join, backend, presence, metrics, log, redisAvailable, onRedisAvailable: deps.onRedisAvailable };
   const customRoomDeps = { config, join, backend, metrics, log: log.child({ sub: 'custom-rooms' }), redisAvailable };
   const perUser = deps.userConnections ?? createUserConnections(config.maxConnectionsPerUser, log);
   const perIp = deps.ipConnections ?? createConnectionCounter({ max: config.maxConnectionsPerIp, what: 'address', log });

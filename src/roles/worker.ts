@@ -187,6 +187,9 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
       metrics.redisDeferred.inc({ what }),
     ),
     redisAvailable,
+    onRedisAvailable: (listener) => {
+      for (const c of [pub, sub]) onFlowing(c, () => redisAvailable() && listener());
+    },
     userConnections: createUserConnections(config.maxConnectionsPerUser, log, {
       client: fast,
       keys,

@@ -67,6 +67,8 @@ const PUBLISH_503_BOUND_MS = 1500;
 const DOC_CUT = 'PARTITION-1';
 /** Only ever opened during the cut: nobody may be its viewer afterwards. */
 const DOC_NEW = 'PARTITION-2';
+/** Subscribed to during the cut by a client of the cut-off host. */
+const DOC_HELD = 'PARTITION-3';
 /** The opening counter's field in a presence hash (src/presence/redis-presence.ts). */
 const SEQ_FIELD = '__seq';
 /**
@@ -200,6 +202,18 @@ test('host cut off from Redis (blackhole longer than the lease): the other host 
     }
   }, LOOP_MS);
   scope.add(() => clearInterval(loop));
+  // A subscription sent during the cut is held, not refused: Frappe's page
+  // sends no acknowledgement and would stay deaf to the document. This client
+  // asks for one, answered once Redis answers again.
+  const [holder] = keepers;
+  assert.ok(holder);
+  const heldSub = holder.socket
+    .timeout(BLACKHOLE_MS + 30_000)
+    .emitWithAck('doc_subscribe', DOCTYPE, DOC_HELD)
+    .then(
+      (ok: unknown) => ok,
+      (err: unknown) => err,
+    );
   leaver.socket.disconnect();
   // B takes the lease once A's expired in Redis.
   const takeover = await findLeader([hostB], 10_000);
@@ -257,6 +271,11 @@ test('host cut off from Redis (blackhole longer than the lease): the other host 
         : undefined,
     { timeoutMs: 15_000, intervalMs: 200, description: 'host A: every command answered and gateway_redis_up back after heal' },
   );
+  assert.equal(await heldSub, true, 'the doc_subscribe sent during the cut took effect once Redis answered');
+  const heldEvent = holder.recorder.waitFor('held_doc_update', undefined, 10_000);
+  const heldPublish = { event: 'held_doc_update', message: { n: 1 }, namespace: SITE, room: `doc:${DOCTYPE}/${DOC_HELD}` };
+  assert.equal((await hostB.publish(heldPublish)).status, 202);
+  assert.deepEqual(await heldEvent, { n: 1 }, 'the held subscription receives the document room');
   // A keeps publishing traffic flowing after heal, then everything settles.
   await waitDelivered(clients, seqAtHeal + 200, 20_000);
   const last = await publisher.stop();

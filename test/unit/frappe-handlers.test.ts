@@ -12,7 +12,7 @@ import { Registry, type Counter } from 'prom-client';
 import pino from 'pino';
 import type { Socket } from 'socket.io';
 import type { FrappeBackend, RequestContext } from '../../src/frappe/backend';
-import { registerFrappeHandlers, type SocketData } from '../../src/frappe/handlers';
+import { MAX_HELD_SUBSCRIPTIONS, registerFrappeHandlers, type SocketData } from '../../src/frappe/handlers';
 import { createMetrics } from '../../src/metrics/metrics';
 import { LocalPresence, type DocRef, type PresenceStore } from '../../src/presence/presence';
 
@@ -85,7 +85,22 @@ class RecordingPresence implements PresenceStore {
   }
 }
 
-function setup(opts: { answer?: Answer; socket?: FakeSocket; presence?: RecordingPresence } = {}) {
+/** A Redis that the test takes away and brings back: `back()` tells the handlers it answers again. */
+function fakeRedis(opts: { notifies?: boolean } = {}) {
+  const listeners: (() => void)[] = [];
+  const r = {
+    up: true,
+    redisAvailable: () => r.up,
+    onRedisAvailable: opts.notifies === false ? undefined : (l: () => void) => void listeners.push(l),
+    back: () => {
+      r.up = true;
+      for (const l of listeners) l();
+    },
+  };
+  return r;
+}
+
+function setup(opts: { answer?: Answer; socket?: FakeSocket; presence?: RecordingPresence; redis?: ReturnType<typeof fakeRedis> } = {}) {
   const socket = opts.socket ?? new FakeSocket('sock-1');
   const checks: { ctx: RequestContext; doctype: string; name: string | undefined }[] = [];
   let answer: Answer = opts.answer ?? true;
@@ -108,6 +123,7 @@ function setup(opts: { answer?: Answer; socket?: FakeSocket; presence?: Recordin
     presence,
     metrics,
     log: pino({ level: 'silent' }),
+    ...(opts.redis ? { redisAvailable: opts.redis.redisAvailable, onRedisAvailable: opts.redis.onRedisAvailable } : {}),
   });
   return {
     socket,
@@ -395,5 +411,72 @@ describe('presence: doc_open, doc_close, disconnect', () => {
     assert.deepEqual(presence.calls, [
       { op: 'open', ref: { site: SITE, doctype: 'ToDo', docname: 'T-9' }, socketId: 's-rec', user: 'ana' },
     ]);
+  });
+});
+
+describe('while Redis is unavailable', () => {
+  test('subscribe events are held and run once Redis answers, acknowledged then; doc_open is refused at once', async () => {
+    const redis = fakeRedis();
+    const { socket, joined, checks, metrics } = setup({ redis });
+    redis.up = false;
+    const acks = [
+      call(socket, 'doc_subscribe', 'ToDo', 'T-1'),
+      call(socket, 'doctype_subscribe', 'ToDo'),
+      call(socket, 'task_subscribe', 'job-1'),
+      call(socket, 'progress_subscribe', 'job-2'),
+    ];
+    assert.deepEqual(await call(socket, 'doc_open', 'ToDo', 'T-1'), [false]);
+    await settle();
+    assert.deepEqual(joined, [], 'nothing joined (and nothing sent to Redis) during the outage');
+    assert.deepEqual(checks, []);
+    assert.equal(await count(metrics.redisDeferred, { what: 'subscribe' }), 4);
+    assert.equal(await count(metrics.clientEventsRefused, { event: 'doc_open', reason: 'redis_unavailable' }), 1);
+    redis.back();
+    assert.deepEqual(await Promise.all(acks), [[true], [true], [true], [true]]);
+    // Task rooms need no permission check, so they are joined first.
+    assert.deepEqual(joined.flat().sort(), ['doc:ToDo/T-1', 'doctype:ToDo', 'task_progress:job-1', 'task_progress:job-2']);
+    assert.equal(checks.length, 2, 'the permission checks run when the subscription does');
+    assert.equal(await count(metrics.clientEventsRefused, { event: 'doc_subscribe', reason: 'redis_unavailable' }), 0);
+  });
+
+  test('an unsubscribe cancels a held subscribe; a repeat replaces it; a disconnect drops what its socket held', async () => {
+    const redis = fakeRedis();
+    const a = setup({ redis, socket: new FakeSocket('sa') });
+    redis.up = false;
+    const cancelled = call(a.socket, 'doc_subscribe', 'ToDo', 'T-1');
+    a.socket.receive('doc_unsubscribe', 'ToDo', 'T-1');
+    assert.deepEqual(await cancelled, [false]);
+    const first = call(a.socket, 'task_subscribe', 'job-1');
+    const second = call(a.socket, 'task_subscribe', 'job-1');
+    assert.deepEqual(await first, [false], 'the repeat supersedes it');
+    const gone = new FakeSocket('sb');
+    const b = setup({ redis, socket: gone });
+    b.socket.receive('doc_subscribe', 'Note', 'N-1');
+    gone.connected = false;
+    b.socket.receive('disconnect', 'transport close');
+    redis.back();
+    assert.deepEqual(await second, [true]);
+    await settle();
+    assert.deepEqual(a.joined, [['task_progress:job-1']], 'one join for the repeat, none for the cancelled one');
+    assert.deepEqual(b.joined, [], 'the disconnected socket joins nothing');
+  });
+
+  test(`at most ${MAX_HELD_SUBSCRIPTIONS} held per socket, the next one refused and counted; without a way to learn that Redis is back, refused at once`, async () => {
+    const redis = fakeRedis();
+    const { socket, metrics } = setup({ redis });
+    redis.up = false;
+    for (let i = 0; i < MAX_HELD_SUBSCRIPTIONS; i++) socket.receive('task_subscribe', `job-${i}`);
+    assert.deepEqual(await call(socket, 'task_subscribe', 'one-too-many'), [false]);
+    const repeat: unknown[][] = [];
+    socket.receive('task_subscribe', 'job-0', (...ackArgs: unknown[]) => repeat.push(ackArgs));
+    await settle();
+    assert.deepEqual(repeat, [], 'a repeat of a held one is still held, not refused');
+    assert.equal(await count(metrics.clientEventsRefused, { event: 'task_subscribe', reason: 'redis_unavailable' }), 1);
+
+    const silent = fakeRedis({ notifies: false });
+    const old = setup({ redis: silent });
+    silent.up = false;
+    assert.deepEqual(await call(old.socket, 'doc_subscribe', 'ToDo', 'T-1'), [false]);
+    assert.deepEqual(old.joined, []);
   });
 });
