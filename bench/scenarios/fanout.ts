@@ -84,7 +84,9 @@ export async function fanout(flags: Flags): Promise<unknown> {
       console.error(`[fanout] ${target.name}: connecting ${n} clients`);
       try {
         const clients = makeClients(env, n, { docRoomSize: 10 });
-        const c = await loadgen.connect({ url: target.url, site: SITE, origin: target.origin, clients, ratePerSec: 2000 });
+        // --connectTimeout S: how long the 2,000 connections may take (a loaded machine needs more than the default 60 s).
+        const timeoutMs = flagNumber(flags, 'connectTimeout', 60) * 1000;
+        const c = await loadgen.connect({ url: target.url, site: SITE, origin: target.origin, clients, ratePerSec: 2000, timeoutMs });
         if (c.connected !== n) throw new Error(`${target.name}: only ${c.connected}/${n} connected: ${JSON.stringify(c.errors)}`);
         results[target.name] = {};
         for (const s of sizes) {

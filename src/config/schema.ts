@@ -359,7 +359,7 @@ export const OPTIONS = {
     env: 'GATEWAY_FAST_PATH',
     type: { kind: 'enum', values: ['on', 'off'] },
     default: 'on',
-    doc: "Workers write the leader's pre-encoded frames straight to idle WebSockets; off = every packet takes socket.io's normal emit path.",
+    doc: "Workers write the leader's pre-encoded frames straight to idle WebSockets, one socket write per client (site broadcasts delivered on one event-loop turn leave in one write per client); off = every packet takes socket.io's normal emit path.",
   },
   idleCompactMs: {
     env: 'GATEWAY_IDLE_COMPACT_MS',

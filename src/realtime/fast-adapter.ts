@@ -1,4 +1,5 @@
-import type { Namespace } from 'socket.io';
+import type { Socket as NetSocket } from 'node:net';
+import type { Namespace, Socket } from 'socket.io';
 import { Adapter } from 'socket.io-adapter';
 import { PRE_ENCODED_MARK, closeEventArgs, compareOffsets, offsetOf, sitePacket } from '../events/encode';
 import type { Metrics } from '../metrics/metrics';
@@ -7,7 +8,14 @@ import { laterOffset } from '../recovery/history';
 import type { ReplayGate } from '../recovery/replay-gate';
 import { MISSED_EVENT } from '../recovery/replay';
 import { errorMessage } from '../shared/errors';
-import { adapterInternals, writeFrameDirect, writeToEngine, type AdapterInternals } from '../shared/io-internals';
+import {
+  adapterInternals,
+  singleBufferFrame,
+  uncorkAll,
+  writeFrameDirect,
+  writeToEngine,
+  type AdapterInternals,
+} from '../shared/io-internals';
 import type { Logger } from '../shared/logger';
 import { conflateIfBackedUp } from './conflation';
 
@@ -258,8 +266,8 @@ export function deliverPreEncoded(
 ): void {
   const h = adapterInternals(nsp.adapter) as HookableAdapter;
   const offset = gate ? offsetOf(packet) : null;
-  const rooms = new Set<string>(room === null ? [] : [room]);
   if (!fastPath) {
+    const rooms = new Set<string>(room === null ? [] : [room]);
     // socket.io's own path: decode, then the in-memory adapter's broadcast.
     const except = new Set<string>();
     if (gate) h.apply({ rooms, except: new Set() }, (s) => offerToGate(gate, s.id, packet, offset, metrics) && except.add(s.id));
@@ -271,14 +279,60 @@ export function deliverPreEncoded(
   const pre: PreEncodedPacket = { type: 2, data: [], nsp: nsp.name, [PRE_ENCODED]: packet };
   const packetOpts: Record<string, unknown> = { preEncoded: true };
   const encoded = h._encode(pre, packetOpts);
-  const frame = packetOpts.wsPreEncodedFrame;
-  h.apply({ rooms, except: new Set(), flags: {} }, (socket) => {
+  // One buffer for the whole frame: each direct write is then one plain
+  // socket write instead of cork, two writes, uncork and a writev.
+  const frame = singleBufferFrame(packetOpts.wsPreEncodedFrame);
+  // engine.io's own write (the fallback below, conflation) sends the same one buffer.
+  if (frame !== undefined) packetOpts.wsPreEncodedFrame = frame;
+  const conflate = room !== null && metrics !== null;
+  const corked = room === null ? backlogCork(nsp) : null;
+  const each = (socket: Socket): void => {
     if (gate && offerToGate(gate, socket.id, packet, offset, metrics)) return;
-    if (room !== null && metrics !== null && conflateIfBackedUp(socket, room, encoded, packetOpts, metrics)) return;
-    if (frame === undefined || !writeFrameDirect(socket, frame)) {
+    if (conflate && conflateIfBackedUp(socket, room, encoded, packetOpts, metrics)) return;
+    if (frame === undefined || !writeFrameDirect(socket, frame, corked)) {
       writeToEngine(socket, encoded, packetOpts);
     }
-  });
+  };
+  // The namespace's sockets (or the one room's) directly: what the adapter's
+  // `apply` visits for one room or none, without its per-socket id set
+  // (one room has no duplicates to skip) or the sids-to-socket lookup.
+  if (room === null) {
+    for (const socket of nsp.sockets.values()) each(socket);
+    return;
+  }
+  const ids = nsp.adapter.rooms.get(room);
+  if (!ids) return;
+  for (const id of ids) {
+    const socket = nsp.sockets.get(id);
+    if (socket) each(socket);
+  }
+}
+
+/** Connections corked by site broadcasts of the current turn (see `backlogCork`). */
+const corkedThisTurn: NetSocket[] = [];
+/** Namespaces that had a site broadcast on the current turn. */
+const broadcastThisTurn = new Set<Namespace>();
+
+function endTurn(): void {
+  broadcastThisTurn.clear();
+  uncorkAll(corkedThisTurn);
+}
+
+/**
+ * A worker that is behind reads several site broadcasts in one chunk from
+ * its subscriber connection and delivers them on one event-loop turn: 2,000
+ * clients x k frames = 2,000 x k socket writes. The first site broadcast of
+ * a namespace on a turn is written at once (nothing to merge it with, and nothing held when
+ * the worker keeps up); from the second on, each directly written connection
+ * is corked, and at the end of the turn (a microtask, after the chunk's
+ * other messages) uncorked: the 2nd..k-th frames go out in one writev per
+ * connection. Returns the list to cork into, or null for a direct write.
+ */
+function backlogCork(nsp: Namespace): NetSocket[] | null {
+  if (broadcastThisTurn.has(nsp)) return corkedThisTurn;
+  if (broadcastThisTurn.size === 0) queueMicrotask(endTurn);
+  broadcastThisTurn.add(nsp);
+  return null;
 }
 
 /** True when the gate took the packet (held during a replay, or a live copy of what the replay wrote: counted, dropped). */

@@ -17,7 +17,9 @@
  *  - ws `Sender.sendFrame`, engine.io `writeBuffer`/`upgrading`/`transport`:
  *    the worker fast path writes one pre-built WebSocket frame to every idle
  *    WebSocket of a room (the direct write), skipping engine.io's per-packet
- *    bookkeeping. GATEWAY_FAST_PATH=off turns it off.
+ *    bookkeeping; net `Socket.cork` through ws `_socket` holds a backlog's
+ *    site broadcasts for one write per connection. GATEWAY_FAST_PATH=off
+ *    turns it off.
  *  - adapter `encoder`, `_encode`, `apply`, `onRawMessage`, `channel`,
  *    `socket.client.writeToEngine`: deliver the leader's pre-encoded packets
  *    without decoding and re-encoding them.
@@ -135,7 +137,7 @@ interface EngineConnInternals {
     name: string;
     writable: boolean;
     perMessageDeflate?: unknown;
-    socket?: { readyState: number; _sender?: { sendFrame(frame: unknown, cb?: () => void): void } };
+    socket?: { readyState: number; _socket?: NetSocket | null; _sender?: { sendFrame(frame: unknown, cb?: () => void): void } };
   };
 }
 
@@ -146,7 +148,7 @@ interface EngineConnInternals {
  * writes nothing) otherwise, so the caller takes the normal path and order is
  * kept: every earlier frame already went through the same ws sender.
  */
-export function writeFrameDirect(socket: Socket, frame: unknown): boolean {
+export function writeFrameDirect(socket: Socket, frame: unknown, corked: NetSocket[] | null = null): boolean {
   const conn = socket.conn as unknown as EngineConnInternals;
   const t = conn.transport;
   const ws = t.socket;
@@ -162,8 +164,39 @@ export function writeFrameDirect(socket: Socket, frame: unknown): boolean {
   ) {
     return false;
   }
+  if (corked !== null) {
+    // Held in the TCP socket's own buffer until `uncorkAll`: whatever else is
+    // written to this connection meanwhile (engine.io, ws) queues behind it
+    // in the same buffer, so the order is the write order, and ws's
+    // bufferedAmount (the slow-reader check) counts it.
+    const raw = ws._socket;
+    if (raw && raw.writableCorked === 0) {
+      raw.cork();
+      corked.push(raw);
+    }
+  }
   ws._sender.sendFrame(frame);
   return true;
+}
+
+/** Releases what `writeFrameDirect` corked: each connection's held frames go out in one write. */
+export function uncorkAll(corked: NetSocket[]): void {
+  for (const raw of corked) raw.uncork();
+  corked.length = 0;
+}
+
+/**
+ * ws's pre-built frame (`Sender.frame`: header and payload, two buffers when
+ * unmasked) as one buffer, built once per broadcast. `Sender.sendFrame`
+ * writes a one-element list with a single `socket.write`; two elements cost
+ * cork, two writes, uncork and a writev on every socket. Anything else is
+ * returned as it is.
+ */
+export function singleBufferFrame(frame: unknown): unknown {
+  if (Array.isArray(frame) && frame.length === 2 && Buffer.isBuffer(frame[0]) && Buffer.isBuffer(frame[1])) {
+    return [Buffer.concat([frame[0], frame[1]])];
+  }
+  return frame;
 }
 
 /** What waits to be written to a client: engine.io's queued packets and ws's unsent bytes. */
