@@ -1,3 +1,4 @@
+import { every } from '../shared/clock';
 import cluster, { type Worker } from 'node:cluster';
 import { isAscii } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
@@ -153,9 +154,8 @@ export function setupStickyMaster(server: Server, opts: StickyMasterOptions = {}
   // became sessions stop counting at the next reset.
   const sessions = new Map<number, number>();
   const pending = new Map<number, number>();
-  const resetPending = setInterval(() => pending.clear(), PENDING_RESET_MS);
-  resetPending.unref();
-  server.once('close', () => clearInterval(resetPending));
+  const resetPending = every(PENDING_RESET_MS, () => pending.clear(), { ref: false });
+  server.once('close', () => resetPending.stop());
   cluster.on('message', (worker: Worker, m: unknown) => {
     const type = (m as { type?: unknown } | null)?.type;
     const wm = asWorkerMessage(m);

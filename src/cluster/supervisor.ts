@@ -1,3 +1,4 @@
+import { every, type Periodic } from '../shared/clock';
 import cluster, { type Worker } from 'node:cluster';
 import type { Metrics } from '../metrics/metrics';
 import { asWorkerMessage, WORKER_UNRESPONSIVE_MS, type PrimaryToWorker } from './ipc';
@@ -110,7 +111,7 @@ export class Supervisor {
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; timer: NodeJS.Timeout }>();
   private nextRequest = 1;
   private stopping = false;
-  private watch: NodeJS.Timeout | null = null;
+  private watch: Periodic | null = null;
   private readonly exitListeners = new Set<(info: WorkerInfo) => void>();
   /** Workers this supervisor killed, by id, with the reason their exit is counted under (not a crash). */
   private readonly killed = new Map<number, 'unresponsive' | 'boot_timeout'>();
@@ -151,8 +152,7 @@ export class Supervisor {
       }
     });
     cluster.on('exit', (worker, code, signal) => this.onExit(worker, code, signal));
-    this.watch = setInterval(() => this.checkResponsive(), Math.floor(WORKER_UNRESPONSIVE_MS / 3));
-    this.watch.unref();
+    this.watch = every(Math.floor(WORKER_UNRESPONSIVE_MS / 3), () => this.checkResponsive(), { ref: false });
     cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv, process.env['NODE_OPTIONS']) });
     for (let slot = 0; slot < this.config.workers; slot++) this.fork(slot);
   }
@@ -324,7 +324,7 @@ export class Supervisor {
   /** Tells every worker to drain and resolves when all have exited (or the deadline passes). */
   async drain(drainMs: number, deadlineMs: number): Promise<void> {
     this.stopping = true;
-    if (this.watch) clearInterval(this.watch);
+    this.watch?.stop();
     const alive = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && !w.isDead());
     await Promise.all(
       alive.map(

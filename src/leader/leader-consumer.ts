@@ -5,6 +5,7 @@ import type { Metrics } from '../metrics/metrics';
 import type { RedisClient } from '../redis/connect';
 import type { Keys } from '../redis/keys';
 import { errorMessage } from '../shared/errors';
+import { every, type Periodic } from '../shared/clock';
 import { RateLimitedLog, type Logger } from '../shared/logger';
 import { closeEventArgs, encodeAllSites, encodeRoomBroadcast, openEventArgs, roomChannel, sitePacket } from '../events/encode';
 import type { Intake } from '../events/intake';
@@ -138,7 +139,7 @@ export class LeaderConsumer {
   /** The open coalescing window's timer (at most one), and the subscriber socket it paused. */
   private hold: NodeJS.Timeout | null = null;
   private paused: Socket | null = null;
-  private timer: NodeJS.Timeout | null = null;
+  private timer: Periodic | null = null;
   private stopped = false;
   private acquiring = false;
   private lastEpoch: number | null = null;
@@ -207,7 +208,8 @@ export class LeaderConsumer {
     });
     await sub.subscribe(config.eventsChannel, keys.leaderChannel);
     subscribed = true;
-    this.timer = setInterval(() => this.tick(), config.leaderRenewMs);
+    // On the process' clock (shared/clock): the other periodic work of the primary runs in the same wake-ups.
+    this.timer = every(config.leaderRenewMs, () => this.tick());
     this.tick();
   }
 
@@ -725,7 +727,7 @@ export class LeaderConsumer {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
+    this.timer?.stop();
     this.endHold();
     const held = this.held;
     if (held && !this.aligning) {

@@ -126,6 +126,9 @@ export class EventRing {
   private spares: Buffer[] = [];
   /** The most entries held since the last `compact`. */
   private highWater = 0;
+  /** The positions and digests the last `tail` returned (see there). */
+  private tailPos: number[] = [];
+  private tailStr: string[] = [];
 
   constructor(
     private readonly maxEntries: number,
@@ -292,13 +295,27 @@ export class EventRing {
     }
   }
 
-  /** Digests of the `k` entries ending at position `last` (inclusive), oldest first. */
+  /**
+   * Digests of the `k` entries ending at position `last` (inclusive), oldest
+   * first. The strings of the previous call are reused for the positions they
+   * share (a leader's batches of 1-2 events at moderate rates ask for 8, 6-7
+   * of them the same as the batch before): an entry's digest never changes.
+   */
   tail(last: number, k: number): string[] {
     const out: string[] = [];
+    const pos: number[] = [];
+    const prevPos = this.tailPos;
+    const prevStr = this.tailStr;
+    const shift = prevPos.length > 0 ? (prevPos[0] as number) : 0;
     for (let p = Math.max(this.base, last - k + 1); p <= last; p++) {
       const slot = this.slot(p);
-      if (slot >= 0) out.push(this.digestAt(slot));
+      if (slot < 0) continue;
+      const i = p - shift;
+      out.push(i >= 0 && i < prevPos.length && prevPos[i] === p ? (prevStr[i] as string) : this.digestAt(slot));
+      pos.push(p);
     }
+    this.tailPos = pos;
+    this.tailStr = out;
     return out;
   }
 

@@ -1,4 +1,6 @@
+import perfHooks, { createHistogram } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { onClockRun } from '../shared/clock';
 
 /**
  * Every label value a labelled metric can take, where the set is closed:
@@ -127,11 +129,55 @@ function zero<L extends string>(m: Counter<L> | Gauge<L>, label: L, values: read
 /** Sampling interval of `nodejs_eventloop_lag_*` (prom-client's default is 10 ms). */
 export const EVENT_LOOP_SAMPLE_MS = 100;
 
-export function createMetrics(registry: Registry, opts: { defaults: boolean; maxSites?: number }) {
+/**
+ * Runs `collect` (prom-client's default metrics) with the event-loop delay
+ * histogram fed by the process' clock (shared/clock) instead of
+ * `monitorEventLoopDelay`, whose own timer would wake the process every
+ * EVENT_LOOP_SAMPLE_MS (10 of an idle primary's ~30 wake-ups a second). Each
+ * run of the clock (every lease tick of a primary, 250 ms by default) records
+ * how late its timer fired, plus EVENT_LOOP_SAMPLE_MS: the scale of the
+ * workers' histogram, which records the interval between its samples, so the
+ * host's `max` of the processes compares like with like. prom-client looks
+ * the function up when it builds the collector: it is swapped for that call only.
+ */
+function withClockLoopDelay(collect: () => void): void {
+  const h = createHistogram();
+  const histogram = {
+    enable: () => onClockRun((lateMs) => h.record(Math.max(1, Math.round((EVENT_LOOP_SAMPLE_MS + lateMs) * 1e6)))),
+    disable: () => onClockRun(null),
+    reset: () => h.reset(),
+    percentile: (p: number) => h.percentile(p),
+    get min() {
+      return h.min;
+    },
+    get max() {
+      return h.max;
+    },
+    get mean() {
+      return h.mean;
+    },
+    get stddev() {
+      return h.stddev;
+    },
+  };
+  const hooks = perfHooks as { monitorEventLoopDelay: unknown };
+  const original = hooks.monitorEventLoopDelay;
+  hooks.monitorEventLoopDelay = () => histogram;
+  try {
+    collect();
+  } finally {
+    hooks.monitorEventLoopDelay = original;
+  }
+}
+
+export function createMetrics(registry: Registry, opts: { defaults: boolean; maxSites?: number; loopDelayOnClock?: boolean }) {
   // The event-loop delay histogram samples every 100 ms instead of prom-client's 10: its timer woke
   // every process 100 times a second, ~1-2 ms of CPU per second per idle process (25-30% of an
   // idle primary's or worker's CPU, measured with /proc/<pid>/task/*/schedstat over 20 s runs).
-  if (opts.defaults) collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
+  if (opts.defaults) {
+    if (opts.loopDelayOnClock) withClockLoopDelay(() => collectDefaultMetrics({ register: registry }));
+    else collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
+  }
   const r = [registry];
   const m = {
     registry,

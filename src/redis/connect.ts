@@ -1,3 +1,4 @@
+import { every } from '../shared/clock';
 import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type Command, type RedisOptions } from 'ioredis';
 import type { RedisConfig } from '../config';
 import { errorMessage } from '../shared/errors';
@@ -248,34 +249,42 @@ function watchConnection(client: RedisClient, cfg: RedisConfig, opts: ClientOpti
     }
     if (health.unanswered === 0) progressAt = Date.now();
     health.unanswered++;
-    cmd.promise.then(settled, settled);
     // ioredis' own CLIENT SETINFO on connect fails on Redis < 7.2 and is ignored by ioredis: not an error of ours.
-    if (!onError || (cmd.name === 'client' && String(cmd.args[0]).toUpperCase() === 'SETINFO')) return send(cmd, ...rest);
-    cmd.promise.catch((err: unknown) => {
+    if (!onError || (cmd.name === 'client' && String(cmd.args[0]).toUpperCase() === 'SETINFO')) {
+      cmd.promise.then(settled, settled);
+      return send(cmd, ...rest);
+    }
+    // One reaction per command (the leader's batches and renewals pass here): settled, then counted when it failed.
+    cmd.promise.then(settled, (err: unknown) => {
+      settled();
       onError(role);
       clog.debug({ command: cmd.name, err: errorMessage(err) }, 'redis command failed');
     });
     return send(cmd, ...rest);
   };
-  const check = setInterval(() => {
-    opts.onUnanswered?.(role, health.unanswered);
-    // Only a connection that claims to be up can be stalled (while it reconnects, commands wait in the offline queue).
-    if (health.stalled || health.unanswered === 0 || client.status !== 'ready' || Date.now() - progressAt < STALL_MS) return;
-    health.stalled = true;
-    clog.warn(
-      { unanswered: health.unanswered, silentMs: Date.now() - progressAt },
-      `redis connection stalled: ${health.unanswered} command(s) without a reply`,
-    );
-    if (state === 'up') opts.onState?.(false);
-  }, STALL_CHECK_MS);
-  check.unref();
+  // On the process' clock (shared/clock): every connection's check in one wake-up with the other periodic work.
+  const check = every(
+    STALL_CHECK_MS,
+    () => {
+      opts.onUnanswered?.(role, health.unanswered);
+      // Only a connection that claims to be up can be stalled (while it reconnects, commands wait in the offline queue).
+      if (health.stalled || health.unanswered === 0 || client.status !== 'ready' || Date.now() - progressAt < STALL_MS) return;
+      health.stalled = true;
+      clog.warn(
+        { unanswered: health.unanswered, silentMs: Date.now() - progressAt },
+        `redis connection stalled: ${health.unanswered} command(s) without a reply`,
+      );
+      if (state === 'up') opts.onState?.(false);
+    },
+    { ref: false },
+  );
   client.on('ready', () => {
     // A fresh connection: what it re-sent is measured from now.
     progressAt = Date.now();
     health.stalled = false;
     resumed(health);
   });
-  client.once('end', () => clearInterval(check));
+  client.once('end', () => check.stop());
 }
 
 /** What `watchConnection` knows of each client's commands, and who waits for them to flow again. */

@@ -30,6 +30,7 @@ import { createKeys } from '../redis/keys';
 import { Admission, HandshakeSlots, slotHoldMs } from '../shared/admission';
 import { errorMessage, GatewayError } from '../shared/errors';
 import { closeServer, listen } from '../shared/http';
+import { every, type Periodic } from '../shared/clock';
 import { compactAfterConnectBursts } from '../shared/idle-compaction';
 import { Services, createShutdown, type Running } from '../shared/lifecycle';
 import { RateLimitedLog, type Logger } from '../shared/logger';
@@ -49,7 +50,7 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
   const services = new Services(log);
   const keys = createKeys(config.keyPrefix);
   const registry = new Registry();
-  const metrics = createMetrics(registry, { defaults: true });
+  const metrics = createMetrics(registry, { defaults: true, loopDelayOnClock: true });
 
   // gateway_redis_up follows the connections' own state, whether or not anyone asks /readyz.
   const redisState = new Map<string, boolean>();
@@ -234,9 +235,9 @@ export async function runPrimary(config: GatewayConfig, log: Logger): Promise<Ru
       REDIS_STOP_MS,
     ),
   );
-  services.add(every('heartbeat', Math.max(200, Math.floor(config.presenceTtlMs / 3)), heartbeat));
+  services.add(periodicService('heartbeat', Math.max(200, Math.floor(config.presenceTtlMs / 3)), heartbeat));
   services.add(
-    every('dead-host sweeper', Math.max(500, Math.floor(config.presenceTtlMs / 2)), () => {
+    periodicService('dead-host sweeper', Math.max(500, Math.floor(config.presenceTtlMs / 2)), () => {
       // The leader sweeps processes of hosts that died as a whole.
       if (consumer.isLeader) sweepDead();
     }),
@@ -337,15 +338,15 @@ function bounded(p: Promise<unknown>, ms: number): Promise<void> {
   return Promise.race([p.then(() => undefined), new Promise<void>((r) => (timer = setTimeout(r, ms)))]).finally(() => clearTimeout(timer));
 }
 
-/** A timer as a service: runs `fn` every `ms` from start until stop. */
-function every(name: string, ms: number, fn: () => void): { name: string; start(): void; stop(): void } {
-  let timer: NodeJS.Timeout | undefined;
+/** A timer as a service: runs `fn` every `ms` from start until stop, on the process' clock (shared/clock). */
+function periodicService(name: string, ms: number, fn: () => void): { name: string; start(): void; stop(): void } {
+  let timer: Periodic | undefined;
   return {
     name,
     start: () => {
-      timer = setInterval(fn, ms);
+      timer = every(ms, fn);
     },
-    stop: () => clearInterval(timer),
+    stop: () => timer?.stop(),
   };
 }
 

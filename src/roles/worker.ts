@@ -1,3 +1,4 @@
+import { every } from '../shared/clock';
 import cluster from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
@@ -295,12 +296,13 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
     beatLiveness();
   };
   reportStatus = status;
-  const beat = setInterval(status, Math.max(200, Math.floor(config.presenceTtlMs / 3)));
-  services.onStop('heartbeat', () => clearInterval(beat));
+  // Both on the process' clock (shared/clock), whose grid is the primary's: the primary
+  // receives every worker's gw:alive at the instants it wakes for its own lease tick.
+  const beat = every(Math.max(200, Math.floor(config.presenceTtlMs / 3)), status);
+  services.onStop('heartbeat', () => beat.stop());
   // Tells the primary this event loop runs (see WORKER_UNRESPONSIVE_MS).
-  const alive = setInterval(() => send({ type: 'gw:alive' }), WORKER_ALIVE_INTERVAL_MS);
-  alive.unref();
-  services.onStop('alive', () => clearInterval(alive));
+  const alive = every(WORKER_ALIVE_INTERVAL_MS, () => send({ type: 'gw:alive' }), { ref: false });
+  services.onStop('alive', () => alive.stop());
   // Handed-over connections arrive as the HTTP server's 'connection' (setupWorker).
   const compaction = compactAfterConnectBursts(httpServer, config, metrics.idleCompaction, log.child({ sub: 'memory' }));
   services.onStop('idle compaction', () => compaction.stop());

@@ -26,6 +26,27 @@ describe('EventRing', () => {
     assert.equal(ring.get(-1), undefined);
   });
 
+  test('tail: consecutive, overlapping, jumping and trimmed tails give each entry its own digest', () => {
+    const ring = new EventRing(1_000_000, 1_000_000);
+    const expect = (last: number, k: number): string[] => {
+      const out: string[] = [];
+      for (let p = Math.max(ring.start, last - k + 1); p <= last; p++) out.push(digestOf(ev(p)));
+      return out;
+    };
+    for (let i = 0; i < 40; i++) {
+      ring.push(ev(i), 0);
+      // One new entry per call (batches of 1), then of 3, then a jump back and forth.
+      if (i < 20 || i % 3 === 0) assert.deepEqual(ring.tail(i, 8), expect(i, 8), `tail(${i}, 8)`);
+    }
+    assert.deepEqual(ring.tail(10, 8), expect(10, 8));
+    assert.deepEqual(ring.tail(39, 4), expect(39, 4));
+    ring.trim(0, ring.end, 36);
+    assert.equal(ring.start, 36);
+    assert.deepEqual(ring.tail(39, 8), expect(39, 8));
+    for (let i = 40; i < 45; i++) ring.push(ev(i), 0);
+    assert.deepEqual(ring.tail(44, 8), expect(44, 8));
+  });
+
   test('trim: the count bound drops the oldest entries', () => {
     const ring = filled(10, 4);
     ring.trim(0, ring.end);
