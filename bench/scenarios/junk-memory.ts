@@ -361,6 +361,10 @@ async function oneRun(
       console.log(`  after the flood: host 1 ${await lead(g)}; host 2 ${await lead(sb)}`);
     }
     const rssEnd = pids.map(rssMb);
+    // The leader's garbage bound (GATEWAY_LEADER_GARBAGE_BYTES): collections run and their pauses (absent on older builds).
+    const gcCount = await g.metricValue('gateway_leader_garbage_collection_seconds_count');
+    const gcSum = await g.metricValue('gateway_leader_garbage_collection_seconds_sum');
+    if (gcCount !== undefined) console.log(`  leader garbage collections ${gcCount}, pause total ${((gcSum ?? 0) * 1000).toFixed(0)} ms`);
     const urls = inspectorUrls(g);
     if (snapshotDir && urls[0]) await heapSnapshot(urls[0], path.join(snapshotDir, `junk-primary-run${run}.heapsnapshot`));
     if (verbose) await spaces(g, 'right after (no GC)');

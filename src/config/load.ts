@@ -343,6 +343,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): LoadResult {
     backendCircuitFailures: num('backendCircuitFailures'),
     backendCircuitOpenMs: num('backendCircuitOpenMs'),
     standbyBufferBytes: num('standbyBufferBytes'),
+    leaderGarbageBytes: num('leaderGarbageBytes'),
     maxConnectionsPerUser: num('maxConnectionsPerUser'),
   };
   if (redis === null && values.workers !== undefined && num('workers') > 1) {

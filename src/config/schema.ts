@@ -118,6 +118,8 @@ export interface GatewayConfig {
   readonly backendCircuitFailures: number;
   readonly backendCircuitOpenMs: number;
   readonly standbyBufferBytes: number;
+  /** Old-space growth of the events leader that makes it run a full GC (0 = V8 decides alone). */
+  readonly leaderGarbageBytes: number;
   readonly maxConnectionsPerUser: number;
 }
 
@@ -559,6 +561,12 @@ export const OPTIONS = {
     type: { kind: 'int', min: 1024 * 1024, max: 16 * 1024 * 1024 * 1024 },
     default: String(16 * 1024 * 1024),
     doc: 'Events a standby keeps to replay after a failover (memory bound, with the count and age bounds): the memory actually held, i.e. the 64 KiB slabs the messages are copied into (a message over 16 KiB in its own buffer) plus 33 bytes per event of index; a message over GATEWAY_MAX_MESSAGE_BYTES costs the index only (it is never delivered). The default covers the failover window (lease plus one poll) at up to ~9 MB/s of events.',
+  },
+  leaderGarbageBytes: {
+    env: 'GATEWAY_LEADER_GARBAGE_BYTES',
+    type: { kind: 'int', min: 0, max: 1024 * 1024 * 1024 },
+    default: String(8 * 1024 * 1024),
+    doc: "Garbage bound of the events leader: when V8's old space has grown by more than this since its last full GC (checked once per broadcast batch), the leader runs one full GC at once (at most one a second; gateway_leader_garbage_collection_seconds). Under a junk flood the leader's in-flight batches are promoted faster than a CPU-contended host's concurrent marking finishes, and the old space grew by ~30 MB before V8 collected it: 100,000 junk messages peaked at +44 MB RSS, +23 MB with this bound (BENCHMARKS.md, junk-memory). 0 = off (V8 decides alone).",
   },
   maxConnectionsPerUser: {
     env: 'GATEWAY_MAX_CONNECTIONS_PER_USER',

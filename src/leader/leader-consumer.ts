@@ -6,6 +6,7 @@ import type { RedisClient } from '../redis/connect';
 import type { Keys } from '../redis/keys';
 import { errorMessage } from '../shared/errors';
 import { every, type Periodic } from '../shared/clock';
+import { createGarbageBound, type GarbageBound } from '../shared/garbage-bound';
 import { RateLimitedLog, type Logger } from '../shared/logger';
 import { closeEventArgs, encodeAllSites, encodeRoomBroadcast, openEventArgs, roomChannel, sitePacket } from '../events/encode';
 import type { Intake } from '../events/intake';
@@ -25,6 +26,7 @@ export type LeaderConfig = Pick<
   | 'historyMs'
   | 'idempotencyWindowMs'
   | 'leaderCoalesceMs'
+  | 'leaderGarbageBytes'
   | 'leaderLeaseMs'
   | 'leaderRenewMs'
   | 'maxMessageBytes'
@@ -72,6 +74,8 @@ const HISTORY_CHECK = MAX_INFLIGHT * BATCH_MAX;
 const RING_CHECK = 4 * HISTORY_CHECK;
 /** Entry comparisons the check may make at most (many identical events make many candidates): then it gives up. */
 const CHECK_BUDGET = 1 << 20;
+/** The leader's garbage bound (GATEWAY_LEADER_GARBAGE_BYTES) collects at most this often. */
+const GARBAGE_MIN_INTERVAL_MS = 1000;
 /** A freshly elected leader waits this long for its subscriber to catch up before replaying unaligned. */
 const ALIGN_RETRY_MS = 200;
 /**
@@ -153,10 +157,20 @@ export class LeaderConsumer {
   /** An unaligned take-over's notice (LEADER_GAP_NOTICE), sent at the head of the term's first batch. */
   private notice: BatchItem | null = null;
   private readonly dropLog: RateLimitedLog;
+  private readonly garbage: GarbageBound;
 
   constructor(private readonly d: LeaderConsumerDeps) {
-    this.dropLog = new RateLimitedLog(d.log, d.config.dropLogIntervalMs);
     const c = d.config;
+    this.dropLog = new RateLimitedLog(d.log, c.dropLogIntervalMs);
+    // See src/shared/garbage-bound.ts: a junk flood's promoted batches, collected before they fill the RSS.
+    this.garbage = createGarbageBound({
+      boundBytes: c.leaderGarbageBytes,
+      minIntervalMs: GARBAGE_MIN_INTERVAL_MS,
+      onCollected: (seconds, before, after) => {
+        d.metrics.leaderGarbageCollections.observe(seconds);
+        d.log.debug({ pauseMs: Math.round(seconds * 1000), oldSpaceBefore: before, oldSpaceAfter: after }, 'old-space garbage collected');
+      },
+    });
     this.ring = new EventRing(c.standbyBufferEvents, c.standbyBufferMs, c.standbyBufferBytes, c.maxMessageBytes);
     this.lease = new Lease(d.cmd, d.keys, d.nodeId, d.config.leaderLeaseMs);
     this.publisher = new BatchPublisher(
@@ -650,6 +664,7 @@ export class LeaderConsumer {
         },
       );
       if (this.canSend()) this.scheduleFlush();
+      this.garbage.check();
     }
     this.d.metrics.consumerLag.set(this.ring.end - this.cursor);
     this.reportRing();

@@ -387,6 +387,12 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
       registers: r,
     }),
+    leaderGarbageCollections: new Histogram({
+      name: 'gateway_leader_garbage_collection_seconds',
+      help: "Pause of each full GC the events leader ran because V8's old space grew by GATEWAY_LEADER_GARBAGE_BYTES since its last full GC",
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers: r,
+    }),
     workersUp: new Gauge({ name: 'gateway_workers_up', help: 'Worker processes running on this host', registers: r }),
     workersUnresponsive: new Gauge({
       name: 'gateway_workers_unresponsive',

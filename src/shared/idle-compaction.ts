@@ -52,8 +52,8 @@ export interface IdleCompaction {
 
 let extensionGc: (() => void) | undefined;
 
-/** V8's `gc`, without a `gc` global in this context. */
-function v8Gc(): () => void {
+/** V8's `gc` (one full, non-compacting collection), without a `gc` global in this context. */
+export function v8Gc(): () => void {
   if (extensionGc) return extensionGc;
   const own = (globalThis as { gc?: unknown }).gc;
   if (typeof own === 'function') {

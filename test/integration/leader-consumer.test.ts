@@ -19,6 +19,7 @@ import { createKeys } from '../../src/redis/keys';
 import { createRedisClient, type RedisClient } from '../../src/redis/connect';
 import { RateLimitedLog } from '../../src/shared/logger';
 import { pollUntil, startRedis, uniqueKeyPrefix, withScope, type Scope } from '../harness';
+import { promoteGarbage } from '../harness/promote';
 import { startTcpProxy } from '../harness/tcp-proxy';
 
 /** Waits for an observable condition (state of other connections; there is no event to await). */
@@ -514,3 +515,30 @@ test('a leader that stepped down re-aligns on its own record from what it kept, 
   assert.deepEqual(dup, [], 'no event broadcast twice');
   assert.equal((await a.metrics.replayUnaligned.get()).values[0]?.value ?? 0, 0, 'aligned on its own record');
 });
+
+/*
+ * promoteGarbage(75_000): ~6 MB in the old space, under V8's own limit for
+ * its next full GC (16 MB were collected by V8 before the batch ran), over
+ * the 4 MiB bound.
+ */
+for (const bound of [4 * 1024 * 1024, 0])
+  test(`garbage bound: the leader collects old-space growth past GATEWAY_LEADER_GARBAGE_BYTES at its next batch (${bound === 0 ? 'off' : '4 MiB'})`, async (t) => {
+    const scope = withScope(t);
+    const redis = await startRedis({ scope });
+    const cfg = { ...config(redis.url, uniqueKeyPrefix()), leaderGarbageBytes: bound };
+    const keys = createKeys(cfg.keyPrefix);
+    const seen = await watchRoom(scope, redis.client(), `${keys.adapterPrefix}#/site1.local#user:a#`);
+    const a = consumer(scope, cfg, 'node-a');
+    await a.c.start();
+    await until(() => a.c.isLeader, 'a leads', 5000);
+    const collections = async (): Promise<number> =>
+      (await a.metrics.leaderGarbageCollections.get()).values.find(
+        (v) => v.metricName === 'gateway_leader_garbage_collection_seconds_count',
+      )?.value ?? 0;
+    assert.equal(await collections(), 0, 'nothing to collect before');
+    assert.equal(promoteGarbage(75_000), 75_000);
+    const publisher = redis.client();
+    await publisher.publish('events', event(1));
+    await until(() => seen.get(1) === 1, 'the event broadcast', 5000);
+    assert.equal(await collections(), bound === 0 ? 0 : 1, 'one collection with the bound, none without');
+  });
