@@ -129,6 +129,20 @@ export function childrenOf(pid: number, comm: RegExp = /^node/): number[] {
   return out;
 }
 
+/**
+ * /proc/<pid>/schedstat of the process's main thread: seconds on a CPU and
+ * seconds runnable but waiting for one (NaN when it is gone). What is left of
+ * the wall clock was spent sleeping (waiting for I/O or a timer).
+ */
+export function readSchedSeconds(pid: number): { run: number; wait: number } {
+  try {
+    const [run, wait] = readFileSync(`/proc/${pid}/schedstat`, 'utf8').trim().split(/\s+/).map(Number);
+    return { run: (run ?? NaN) / 1e9, wait: (wait ?? NaN) / 1e9 };
+  } catch {
+    return { run: NaN, wait: NaN };
+  }
+}
+
 /** pid and its node children (cluster workers), excluding helper shells. */
 export function processTree(pid: number): number[] {
   return [pid, ...childrenOf(pid)];

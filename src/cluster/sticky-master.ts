@@ -1,7 +1,6 @@
 import { every } from '../shared/clock';
 import cluster, { type Worker } from 'node:cluster';
 import { isAscii } from 'node:buffer';
-import { randomBytes } from 'node:crypto';
 import type { Server, Socket } from 'node:net';
 import {
   AdmissionQueue,
@@ -13,6 +12,7 @@ import {
   type QueueResult,
 } from '../shared/admission';
 import { asWorkerMessage } from './ipc';
+import { randomBase64url } from '../shared/random-pool';
 import { handleInFlight, onHandleAcknowledged, stopReading } from '../shared/io-internals';
 
 /**
@@ -79,7 +79,7 @@ export interface StickyMasterOptions {
 
 /** A session id that tells the primary which worker owns it (set as the worker's Engine.IO `generateId`). */
 export function sessionIdFor(workerId: number): string {
-  return `${workerId.toString(36)}.${randomBytes(15).toString('base64url')}`;
+  return `${workerId.toString(36)}.${randomBase64url(15)}`;
 }
 
 /** The worker id named by the request line's `sid`, if any. */

@@ -39,6 +39,9 @@ import { createUserConnections } from '../realtime/user-limit';
 import { createConnectionCounter } from '../realtime/connection-counter';
 import { compactAfterConnectBursts } from '../shared/idle-compaction';
 
+/** How long the sessions opened and closed here are counted before one `gw:sessions` report. */
+const SESSION_REPORT_MS = 25;
+
 function send(m: WorkerToPrimary): void {
   if (process.connected) process.send?.(m, undefined, undefined, () => undefined);
 }
@@ -46,8 +49,8 @@ function send(m: WorkerToPrimary): void {
 /**
  * @socket.io/sticky's setupWorker (it takes the connections the primary
  * hands over), minus its report of every Engine.IO session opened and
- * closed as an IPC message of its own: those are counted and sent once per
- * event-loop turn (`gw:sessions`, read by the primary's least-loaded
+ * closed as an IPC message of its own: those are counted and sent at most
+ * every SESSION_REPORT_MS (`gw:sessions`, read by the primary's least-loaded
  * routing). Two IPC writes per connection were ~6% of a worker's CPU in a
  * 10,000-client storm, by profile (BENCHMARKS.md, "Handshake throughput").
  */
@@ -62,8 +65,12 @@ function setupStickyWorker(io: Server): void {
     opened = 0;
     closed = 0;
   };
+  // At most one report per SESSION_REPORT_MS: a storm hands this worker about
+  // one connection per event-loop turn, so a report per turn was still one
+  // IPC write per connection (2% of a worker, by profile). The primary counts
+  // what it routed here as pending until the report, so it still balances.
   const count = (): void => {
-    if (opened + closed === 0) setImmediate(report);
+    if (opened + closed === 0) setTimeout(report, SESSION_REPORT_MS).unref();
   };
   const onClose = (): void => {
     count();
