@@ -21,6 +21,7 @@ export const KNOWN_LABELS = {
   eventSources: ['redis', 'api'],
   dropReasons: ['oversized', 'malformed_json', 'not_object', 'bad_event', 'bad_room', 'bad_namespace', 'no_namespace'],
   routeTargets: ['room', 'all_sites'],
+  dedupeSources: ['idempotency_key', 'offset'],
   broadcastKinds: ['adapter', 'all_sites'],
   authResults: ['ok', 'cached', 'guest', 'error'],
   permissionResults: ['allowed', 'denied', 'error'],
@@ -198,7 +199,8 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
     }),
     eventsDeduplicated: new Counter({
       name: 'gateway_events_deduplicated_total',
-      help: 'Events not broadcast because an event with the same idempotency key and site was broadcast within GATEWAY_IDEMPOTENCY_WINDOW_MS',
+      help: 'Duplicate events not delivered, by what recognised them: idempotency_key (the leader or standalone: an event with the same key and site was broadcast within GATEWAY_IDEMPOTENCY_WINDOW_MS) or offset (a worker: a packet at or below the last offset it delivered on that channel, e.g. a new leader re-sending the history tail on Redis Cluster; counted per worker that received it)',
+      labelNames: ['by'],
       registers: r,
     }),
     idempotencyKeysEvicted: new Counter({
@@ -208,7 +210,7 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
     }),
     eventsRouted: new Counter({
       name: 'gateway_events_routed_total',
-      help: 'Realtime events broadcast by the consumer, by target (room or all_sites)',
+      help: 'Realtime events broadcast by the consumer once Redis confirmed the batch (standalone: delivered locally), by target (room or all_sites); duplicates are not counted here but in gateway_events_deduplicated_total',
       labelNames: ['target'],
       registers: r,
     }),
@@ -459,6 +461,7 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
   zero(m.eventsReceived, 'source', KNOWN_LABELS.eventSources);
   zero(m.eventsDropped, 'reason', KNOWN_LABELS.dropReasons);
   zero(m.eventsRouted, 'target', KNOWN_LABELS.routeTargets);
+  zero(m.eventsDeduplicated, 'by', KNOWN_LABELS.dedupeSources);
   zero(m.broadcastsReceived, 'kind', KNOWN_LABELS.broadcastKinds);
   zero(m.authRequests, 'result', KNOWN_LABELS.authResults);
   zero(m.permissionChecks, 'result', KNOWN_LABELS.permissionResults);
