@@ -6,7 +6,14 @@ import { AppHandlers } from '../frappe/app-handlers';
 import { registerCustomRooms, type CustomRoomsConfig } from '../frappe/custom-rooms';
 import { authenticate, type AuthOptions } from '../frappe/auth';
 import type { FrappeBackend, RequestContext } from '../frappe/backend';
-import { automaticRooms, joinLocally, registerFrappeHandlers, type JoinRooms, type SocketData } from '../frappe/handlers';
+import {
+  automaticRooms,
+  joinLocally,
+  registerFrappeHandlers,
+  subscriptionHoldOf,
+  type JoinRooms,
+  type SocketData,
+} from '../frappe/handlers';
 import type { Metrics } from '../metrics/metrics';
 import type { PresenceStore } from '../presence/presence';
 import { errorMessage } from '../shared/errors';
@@ -195,7 +202,15 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
   };
   const redisAvailable = deps.redisAvailable ?? (() => true);
   const handlerDeps = { join, backend, presence, metrics, log, redisAvailable, onRedisAvailable: deps.onRedisAvailable };
-  const customRoomDeps = { config, join, backend, metrics, log: log.child({ sub: 'custom-rooms' }), redisAvailable };
+  const customRoomDeps = {
+    config,
+    join,
+    backend,
+    metrics,
+    log: log.child({ sub: 'custom-rooms' }),
+    redisAvailable,
+    hold: subscriptionHoldOf(handlerDeps),
+  };
   const perUser = deps.userConnections ?? createUserConnections(config.maxConnectionsPerUser, log);
   const perIp = deps.ipConnections ?? createConnectionCounter({ max: config.maxConnectionsPerIp, what: 'address', log });
   // Address slots taken by a handshake that has no Engine.IO connection yet.
