@@ -17,6 +17,7 @@ export const KNOWN_LABELS = {
     'request_line_timeout',
     'admission',
     'connections_per_ip',
+    'redis_unavailable',
   ],
   eventSources: ['redis', 'api'],
   dropReasons: ['oversized', 'malformed_json', 'not_object', 'bad_event', 'bad_room', 'bad_namespace', 'no_namespace'],
@@ -38,6 +39,7 @@ export const KNOWN_LABELS = {
     'history_unreadable',
     'overflow',
     'put_back',
+    'redis_unavailable',
   ],
   limits: [
     'admission',
@@ -214,6 +216,11 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
       labelNames: ['target'],
       registers: r,
     }),
+    broadcastsUnpublished: new Counter({
+      name: 'gateway_broadcasts_unpublished_total',
+      help: "Broadcasts a worker made itself (app handlers' socket.to(room).emit, doc_viewers) while its Redis connections were down or stalled: delivered to its own sockets at once, not published to the other workers",
+      registers: r,
+    }),
     broadcastsReceived: new Counter({
       name: 'gateway_worker_broadcasts_total',
       help: 'Broadcasts a worker received for rooms or sites with local members',
@@ -357,7 +364,7 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
     }),
     sessionRecoveries: new Counter({
       name: 'gateway_session_recoveries_total',
-      help: 'Reconnections that asked for their session back, by result (restored; expired, trimmed, history_lost, foreign_offset: treated as new; put_back: restored, then the handshake failed in a way the client retries, so the session was stored again)',
+      help: 'Reconnections that asked for their session back, by result (restored; expired, trimmed, history_lost, foreign_offset: treated as new; put_back: restored, then the handshake failed in a way the client retries, so the session was stored again; redis_unavailable: the store could not be read, Redis down or stalled, so the handshake was refused with a retryable error and the session left in place)',
       labelNames: ['result'],
       registers: r,
     }),

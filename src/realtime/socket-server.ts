@@ -19,7 +19,7 @@ import type { PresenceStore } from '../presence/presence';
 import { errorMessage } from '../shared/errors';
 import { RateLimitedLog, type Logger } from '../shared/logger';
 import { registerSocketApiServer, setSocketApiContext } from './socket-api';
-import { MemorySessionStore, SessionKeeper, withSessionRecovery, type SessionStore } from '../recovery/session-recovery';
+import { MemorySessionStore, SessionKeeper, sessionUnreadable, withSessionRecovery, type SessionStore } from '../recovery/session-recovery';
 import { createUserConnections, type UserConnections } from './user-limit';
 import { createConnectionCounter, type ConnectionCounter } from './connection-counter';
 import { boundJoins, clientIp, mayJoin, rateLimitEvents, retryableError, watchSlowReaders } from './limits';
@@ -427,6 +427,17 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
         'backend_queue',
         'GW_ERR_BACKEND_QUEUE_FULL',
         'Service unavailable: too many connections being authenticated, retry',
+        done,
+      );
+      return;
+    }
+    if (sessionUnreadable(socket)) {
+      // Its session is still in Redis: a retry recovers it (here once Redis answers, or on another host).
+      deferConnect(
+        socket,
+        'redis_unavailable',
+        'GW_ERR_REDIS_UNAVAILABLE',
+        'Service unavailable: the session could not be read (Redis unreachable), retry',
         done,
       );
       return;
