@@ -213,8 +213,9 @@ export class RedisSessionStore implements SessionStore {
       void this.flushDeferred();
       return d && d.until >= Date.now() ? d.s : null;
     }
-    // Not queued behind an outage or a partition (the handshake would wait for it, unbounded).
-    if (!commandsFlowing(this.client)) throw new SessionStoreUnavailable();
+    // Where writes are deferred (a worker), a read is not queued behind an outage or a
+    // partition either: the handshake would wait for it, unbounded.
+    if (this.defer()) throw new SessionStoreUnavailable();
     const key = this.keys.session(pid);
     const v = await this.batch.run<string | null>((p) => p.getdel(key));
     if (v === null) return null;
