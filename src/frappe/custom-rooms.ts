@@ -16,6 +16,7 @@ import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
 import type { FrappeBackend, RequestContext } from './backend';
 import { nameArg, type JoinRooms, type SocketData } from './handlers';
+import { SubscriptionHold } from './subscription-hold';
 
 /** The custom rooms' slice of the configuration. */
 export type CustomRoomsConfig = Pick<GatewayConfig, 'conflateBacklog' | 'customRooms' | 'keyPrefix' | 'redis'>;
@@ -33,8 +34,15 @@ export interface CustomRoomDeps {
   readonly config: CustomRoomsConfig;
   readonly join: JoinRooms;
   readonly backend: FrappeBackend;
-  /** False while Redis is down or stalled: subscriptions are refused at once (see HandlerDeps). */
+  /** False while Redis is down or stalled (see HandlerDeps). */
   readonly redisAvailable?: () => boolean;
+  /**
+   * Given: a `subscribe_room` sent while Redis is unavailable is held (with
+   * the Frappe subscribe events, in the same per-socket bound) and run, its
+   * permission check included, once Redis answers; omitted or full: refused
+   * at once.
+   */
+  readonly hold?: SubscriptionHold | null;
   readonly metrics: Metrics;
   readonly log: Logger;
 }
@@ -144,7 +152,7 @@ export function registerCustomRooms(socket: Socket, ctx: RequestContext, deps: C
     }
   };
 
-  socket.on(SUBSCRIBE_ROOM, (...args: unknown[]) => {
+  const subscribe = (args: unknown[]): void => {
     const last = args[args.length - 1];
     const ack = typeof last === 'function' ? (last as (ok: boolean) => void) : undefined;
     const room = roomArg(args[0]);
@@ -156,6 +164,10 @@ export function registerCustomRooms(socket: Socket, ctx: RequestContext, deps: C
       return;
     }
     if (deps.redisAvailable && !deps.redisAvailable()) {
+      if (deps.hold?.hold(socket, SubscriptionHold.key(SUBSCRIBE_ROOM, room), ack, () => subscribe(args))) {
+        metrics.redisDeferred.inc({ what: 'subscribe' });
+        return;
+      }
       metrics.clientEventsRefused.inc({ event: SUBSCRIBE_ROOM, reason: 'redis_unavailable' });
       ack?.(false);
       return;
@@ -191,7 +203,8 @@ export function registerCustomRooms(socket: Socket, ctx: RequestContext, deps: C
         ack?.(false);
       },
     );
-  });
+  };
+  socket.on(SUBSCRIBE_ROOM, (...args: unknown[]) => subscribe(args));
 
   socket.on(UNSUBSCRIBE_ROOM, (...args: unknown[]) => {
     const last = args[args.length - 1];
@@ -204,6 +217,7 @@ export function registerCustomRooms(socket: Socket, ctx: RequestContext, deps: C
       return;
     }
     metrics.clientEvents.inc({ event: UNSUBSCRIBE_ROOM });
+    deps.hold?.cancel(socket, SubscriptionHold.key(SUBSCRIBE_ROOM, room));
     socket.leave(room);
     ack?.(true);
   });

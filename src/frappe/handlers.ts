@@ -4,6 +4,7 @@ import type { PresenceStore } from '../presence/presence';
 import { errorMessage } from '../shared/errors';
 import type { Logger } from '../shared/logger';
 import type { FrappeBackend, RequestContext } from './backend';
+import { SubscriptionHold } from './subscription-hold';
 import { SYSTEM_USERS_ROOM, WEBSITE_ROOM, docRoom, doctypeRoom, openDocRoom, taskRoom, userRoom } from '../events/rooms';
 
 /** What the gateway keeps on each socket (`socket.data`); also visible through fetchSockets. */
@@ -74,11 +75,7 @@ export interface HandlerDeps {
   readonly onRedisAvailable?: (listener: () => void) => void;
 }
 
-/**
- * Subscriptions held per socket while Redis is unavailable; beyond, refused.
- * A Frappe page subscribes to a handful of rooms per form it opens.
- */
-export const MAX_HELD_SUBSCRIPTIONS = 64;
+export { MAX_HELD_SUBSCRIPTIONS } from './subscription-hold';
 
 /** The subscribe event an unsubscribe event cancels, with the same arguments. */
 const CANCELS: Record<string, readonly string[]> = {
@@ -106,6 +103,8 @@ interface SharedHandlers {
   readonly deps: HandlerDeps;
   readonly events: readonly (readonly [string, Listener])[];
   readonly disconnect: Listener;
+  /** Null when the deps give no way to learn that Redis is back (HandlerDeps.onRedisAvailable). */
+  readonly hold: SubscriptionHold | null;
   notifyViewers(socket: Socket, doctype: string, docname: string, users: string[], nsp: Namespace): void;
 }
 
@@ -138,30 +137,21 @@ function buildHandlers(deps: HandlerDeps): SharedHandlers {
   const redisAvailable = deps.redisAvailable ?? (() => true);
   const events: [string, Listener][] = [];
 
-  // Subscribe events held while Redis is unavailable, by socket, then by
-  // event and arguments (a repeat replaces, an unsubscribe cancels): bounded
-  // by sockets x MAX_HELD_SUBSCRIPTIONS, not by how often a page sends them.
-  const held = new Map<Socket, Map<string, { run: () => void; ack: ((ok: boolean) => void) | undefined }>>();
-  const heldKey = (event: string, a: string, b: string): string => `${event}\0${a}\0${b}`;
-  deps.onRedisAvailable?.(() => {
-    if (held.size === 0 || !redisAvailable()) return;
-    const runs = [...held.values()].flatMap((m) => [...m.values()].map((h) => h.run));
-    held.clear();
-    for (const run of runs) run();
-  });
+  // Subscribe events held while Redis is unavailable (see SubscriptionHold).
+  const hold = deps.onRedisAvailable ? new SubscriptionHold(redisAvailable, deps.onRedisAvailable) : null;
 
   // Frappe's client sends no acknowledgement callback. Other clients (load
   // tests, app code) may pass one as the last argument: it is called with
   // true once the subscription is effective, false when it was refused.
   // `needsRedis`: the event joins a room or writes presence (a cluster sends
   // Redis commands for it), so it is refused while Redis is unavailable,
-  // unless `hold`: then it is held and run once Redis answers again.
+  // unless `holdable`: then it is held and run once Redis answers again.
   const on = (
     event: string,
     arity: 1 | 2,
     fn: (socket: Socket, ctx: RequestContext, a: string, b: string) => boolean | void | Promise<boolean | void>,
     needsRedis = false,
-    hold = false,
+    holdable = false,
   ): void => {
     const handle = (socket: Socket, args: unknown[]): void => {
       const last = args[args.length - 1];
@@ -174,30 +164,12 @@ function buildHandlers(deps: HandlerDeps): SharedHandlers {
         ack?.(false);
         return;
       }
-      const mineHeld = held.get(socket);
-      for (const cancelled of CANCELS[event] ?? []) {
-        const key = heldKey(cancelled, a, b);
-        mineHeld?.get(key)?.ack?.(false);
-        mineHeld?.delete(key);
-      }
+      for (const cancelled of CANCELS[event] ?? []) hold?.cancel(socket, SubscriptionHold.key(cancelled, a, b));
       if (needsRedis && !redisAvailable()) {
-        if (hold && deps.onRedisAvailable && socket.connected) {
-          let mine = held.get(socket);
-          const key = heldKey(event, a, b);
-          if (!mine) held.set(socket, (mine = new Map()));
-          if (mine.has(key) || mine.size < MAX_HELD_SUBSCRIPTIONS) {
-            // A repeat replaces the held one (whose acknowledgement says it was superseded).
-            mine.get(key)?.ack?.(false);
-            // Run again, acknowledged then, once Redis answers (if the socket is still there).
-            mine.set(key, {
-              ack,
-              run: () => {
-                if (socket.connected) handle(socket, args);
-              },
-            });
-            metrics.redisDeferred.inc({ what: 'subscribe' });
-            return;
-          }
+        // Run again, acknowledged then, once Redis answers (if the socket is still there).
+        if (holdable && hold?.hold(socket, SubscriptionHold.key(event, a, b), ack, () => handle(socket, args))) {
+          metrics.redisDeferred.inc({ what: 'subscribe' });
+          return;
         }
         metrics.clientEventsRefused.inc({ event, reason: 'redis_unavailable' });
         ack?.(false);
@@ -326,11 +298,16 @@ function buildHandlers(deps: HandlerDeps): SharedHandlers {
     docs.clear();
   };
   const disconnect = function (this: Socket): void {
-    held.delete(this);
+    hold?.drop(this);
     closeOpenDocs(this);
   };
 
-  return { deps, events, disconnect, notifyViewers };
+  return { deps, events, disconnect, hold, notifyViewers };
+}
+
+/** The subscription hold of these deps' handlers (shared with `subscribe_room`), or null. */
+export function subscriptionHoldOf(deps: HandlerDeps): SubscriptionHold | null {
+  return sharedHandlers(deps).hold;
 }
 
 /**

@@ -12,7 +12,7 @@ import { closeEventArgs, encodeAllSites, encodeRoomBroadcast, openEventArgs, roo
 import type { Intake } from '../events/intake';
 import { parseRawEvent, type FrappeEvent } from '../events/parse';
 import { Lease, type Held } from './lease';
-import { BatchPublisher, FencedError, formatProgress, type BatchItem, type Progress } from './publisher';
+import { BatchPublisher, FencedError, formatProgress, type BatchItem, type DuplicateTally, type Progress } from './publisher';
 import { EventRing } from './ring';
 
 /** The events leader's slice of the configuration. */
@@ -178,7 +178,7 @@ export class LeaderConsumer {
       d.keys,
       d.config.redis?.mode === 'cluster',
       { maxEvents: d.config.historyMaxEvents, maxAgeMs: d.config.historyMs },
-      { windowMs: d.config.idempotencyWindowMs, onDuplicates: (n) => d.metrics.eventsDeduplicated.inc(n) },
+      { windowMs: d.config.idempotencyWindowMs, onDuplicates: (n) => d.metrics.eventsDeduplicated.inc({ by: 'idempotency_key' }, n) },
     );
   }
 
@@ -633,6 +633,8 @@ export class LeaderConsumer {
       const first = this.cursor;
       const last = Math.min(this.ring.end, first + BATCH_MAX) - 1;
       const items = this.encodeRange(first, last);
+      const routed = this.routeCounts(items);
+      const tally: DuplicateTally = { total: 0, allSites: 0 };
       if (this.notice) items.unshift(this.notice);
       this.notice = null;
       const progress = formatProgress({ epoch: held.epoch, digests: this.ring.tail(last, PROGRESS_DIGESTS) });
@@ -643,9 +645,11 @@ export class LeaderConsumer {
       this.d.metrics.leaderBatchEvents.observe(last + 1 - first);
       const started = performance.now();
       const receivedAt = this.ring.receivedAt(first) ?? started;
-      this.publisher.publish(held.token, items, expected, progress).then(
-        () => {
+      this.publisher.publish(held.token, items, expected, progress, tally).then(
+        (outcome) => {
           this.inflight--;
+          // Routed once Redis ran the batch, less what it skipped as duplicates.
+          if (outcome === 'applied') this.countRouted(routed, tally);
           this.confirmed = Math.max(this.confirmed ?? 0, last + 1);
           this.d.metrics.publishToEmit.observe((performance.now() - receivedAt) / 1000);
           if (this.cursor < this.ring.end) this.scheduleFlush();
@@ -683,7 +687,6 @@ export class LeaderConsumer {
   private encodeEach(first: number, last: number): BatchItem[] {
     const { intake, metrics } = this.d;
     const items: BatchItem[] = [];
-    let rooms = 0;
     for (let p = first; p <= last; p++) {
       // A message over the size bound is not held by the ring, only its size.
       const raw = this.ring.raw(p);
@@ -701,12 +704,24 @@ export class LeaderConsumer {
         continue;
       }
       items.push(item);
-      if (e.room !== null) rooms++;
     }
-    // Once per batch: a labelled increment per event allocates.
-    if (rooms > 0) metrics.eventsRouted.inc({ target: 'room' }, rooms);
-    if (items.length > rooms) metrics.eventsRouted.inc({ target: 'all_sites' }, items.length - rooms);
     return items;
+  }
+
+  /** The batch's events by target, before the script skips duplicates. */
+  private routeCounts(items: readonly BatchItem[]): { rooms: number; allSites: number } {
+    let allSites = 0;
+    for (const it of items) if (it.channel === this.d.keys.allSitesChannel) allSites++;
+    return { rooms: items.length - allSites, allSites };
+  }
+
+  /** Once per batch: a labelled increment per event allocates. */
+  private countRouted(batch: { rooms: number; allSites: number }, skipped: DuplicateTally): void {
+    const { metrics } = this.d;
+    const rooms = batch.rooms - (skipped.total - skipped.allSites);
+    const allSites = batch.allSites - skipped.allSites;
+    if (rooms > 0) metrics.eventsRouted.inc({ target: 'room' }, rooms);
+    if (allSites > 0) metrics.eventsRouted.inc({ target: 'all_sites' }, allSites);
   }
 
   /**

@@ -169,6 +169,18 @@ export interface DedupOptions {
   readonly onDuplicates: (n: number) => void;
 }
 
+/**
+ * What `publish` skipped of one batch as duplicates (idempotency keys), so the
+ * caller counts as routed only what was broadcast. `allSites` is the part of
+ * `total` sent to the all-sites channel. On a single Redis the script returns
+ * only the total: when a batch's keyed events go to both rooms and all sites
+ * and only some are duplicates, they are counted against the rooms first.
+ */
+export interface DuplicateTally {
+  total: number;
+  allSites: number;
+}
+
 /** The lease is no longer ours: the batch was refused (split-brain guard). */
 export class FencedError extends GatewayError {
   constructor() {
@@ -248,8 +260,15 @@ export class BatchPublisher {
    * Applies one batch; `expected` is the progress value the previous batch
    * wrote (or the one read at takeover). Resolves 'applied' or
    * 'already-applied'; rejects with FencedError when the lease is lost.
+   * `tally`, when given, receives what was skipped as duplicates.
    */
-  async publish(token: string, items: readonly BatchItem[], expected: string, progress: string): Promise<'applied' | 'already-applied'> {
+  async publish(
+    token: string,
+    items: readonly BatchItem[],
+    expected: string,
+    progress: string,
+    tally?: DuplicateTally,
+  ): Promise<'applied' | 'already-applied'> {
     if (!this.clusterMode) {
       const dedupKeys = BatchPublisher.dedupKeys(items);
       const args = this.head(token, expected, progress, items.length + dedupKeys.length, dedupKeys);
@@ -263,12 +282,33 @@ export class BatchPublisher {
       const r = await this.c.gwPublishBatch(...args);
       if (r === -1) throw new FencedError();
       if (r === -2) return 'already-applied';
-      if (r > 0) this.dedup.onDuplicates(r);
+      if (r > 0) {
+        this.dedup.onDuplicates(r);
+        if (tally) this.tallyTotal(tally, items, r);
+      }
       return 'applied';
     }
     return items.some((it) => it.history)
-      ? this.publishClusterHistory(token, items, expected, progress)
-      : this.publishCluster(token, items, expected, progress);
+      ? this.publishClusterHistory(token, items, expected, progress, tally)
+      : this.publishCluster(token, items, expected, progress, tally);
+  }
+
+  private isAllSites(it: BatchItem): boolean {
+    return it.channel === this.keys.allSitesChannel;
+  }
+
+  /** `n` of the batch's keyed events were skipped, which ones unknown (see DuplicateTally). */
+  private tallyTotal(tally: DuplicateTally, items: readonly BatchItem[], n: number): void {
+    let keyedRooms = 0;
+    for (const it of items) if (it.dedupKey !== undefined && !this.isAllSites(it)) keyedRooms++;
+    tally.total += n;
+    tally.allSites += Math.max(0, n - keyedRooms);
+  }
+
+  private tallyItem(tally: DuplicateTally | undefined, it: BatchItem): void {
+    if (!tally) return;
+    tally.total++;
+    if (this.isAllSites(it)) tally.allSites++;
   }
 
   private async publishCluster(
@@ -276,6 +316,7 @@ export class BatchPublisher {
     items: readonly BatchItem[],
     expected: string,
     progress: string,
+    tally: DuplicateTally | undefined,
   ): Promise<'applied' | 'already-applied'> {
     const dedupKeys = BatchPublisher.dedupKeys(items);
     const sent = (async () => {
@@ -287,7 +328,11 @@ export class BatchPublisher {
       const fresh = await this.c.gwFencedKeys(1 + dedupKeys.length, this.keys.leaderLease, ...dedupKeys, token, this.dedup.windowMs);
       if (fresh[0] === -1) throw new FencedError();
       let k = 0;
-      const out = items.filter((it) => it.dedupKey === undefined || fresh[k++] === 1);
+      const out = items.filter((it) => {
+        if (it.dedupKey === undefined || fresh[k++] === 1) return true;
+        this.tallyItem(tally, it);
+        return false;
+      });
       if (out.length < items.length) this.dedup.onDuplicates(items.length - out.length);
       await Promise.all(out.map((it) => this.send(it.command, it.channel, it.payload)));
     })();
@@ -320,6 +365,7 @@ export class BatchPublisher {
     items: readonly BatchItem[],
     expected: string,
     progress: string,
+    tally: DuplicateTally | undefined,
   ): Promise<'applied' | 'already-applied'> {
     const hist = items.filter((it) => it.history);
     const dedupKeys = BatchPublisher.dedupKeys(hist);
@@ -346,6 +392,7 @@ export class BatchPublisher {
         const id = ids[i++];
         if (id === 0) {
           dupes++;
+          this.tallyItem(tally, it);
           return undefined;
         }
         return this.send('SPUBLISH', it.channel, `${String(it.payload)}${it.history.args},"${String(id)}"]`);

@@ -19,10 +19,12 @@ export const KNOWN_LABELS = {
     'request_line_timeout',
     'admission',
     'connections_per_ip',
+    'redis_unavailable',
   ],
   eventSources: ['redis', 'api'],
   dropReasons: ['oversized', 'malformed_json', 'not_object', 'bad_event', 'bad_room', 'bad_namespace', 'no_namespace'],
   routeTargets: ['room', 'all_sites'],
+  dedupeSources: ['idempotency_key', 'offset'],
   broadcastKinds: ['adapter', 'all_sites'],
   authResults: ['ok', 'cached', 'guest', 'error'],
   permissionResults: ['allowed', 'denied', 'error'],
@@ -39,6 +41,7 @@ export const KNOWN_LABELS = {
     'history_unreadable',
     'overflow',
     'put_back',
+    'redis_unavailable',
   ],
   limits: [
     'admission',
@@ -244,7 +247,8 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
     }),
     eventsDeduplicated: new Counter({
       name: 'gateway_events_deduplicated_total',
-      help: 'Events not broadcast because an event with the same idempotency key and site was broadcast within GATEWAY_IDEMPOTENCY_WINDOW_MS',
+      help: 'Duplicate events not delivered, by what recognised them: idempotency_key (the leader or standalone: an event with the same key and site was broadcast within GATEWAY_IDEMPOTENCY_WINDOW_MS) or offset (a worker: a packet at or below the last offset it delivered on that channel, e.g. a new leader re-sending the history tail on Redis Cluster; counted per worker that received it)',
+      labelNames: ['by'],
       registers: r,
     }),
     idempotencyKeysEvicted: new Counter({
@@ -254,8 +258,13 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
     }),
     eventsRouted: new Counter({
       name: 'gateway_events_routed_total',
-      help: 'Realtime events broadcast by the consumer, by target (room or all_sites)',
+      help: 'Realtime events broadcast by the consumer once Redis confirmed the batch (standalone: delivered locally), by target (room or all_sites); duplicates are not counted here but in gateway_events_deduplicated_total',
       labelNames: ['target'],
+      registers: r,
+    }),
+    broadcastsUnpublished: new Counter({
+      name: 'gateway_broadcasts_unpublished_total',
+      help: "Broadcasts a worker made itself (app handlers' socket.to(room).emit, doc_viewers) while its Redis connections were down or stalled: delivered to its own sockets at once, not published to the other workers",
       registers: r,
     }),
     broadcastsReceived: new Counter({
@@ -407,7 +416,7 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
     }),
     sessionRecoveries: new Counter({
       name: 'gateway_session_recoveries_total',
-      help: 'Reconnections that asked for their session back, by result (restored; expired, trimmed, history_lost, foreign_offset: treated as new; put_back: restored, then the handshake failed in a way the client retries, so the session was stored again)',
+      help: 'Reconnections that asked for their session back, by result (restored; expired, trimmed, history_lost, foreign_offset: treated as new; put_back: restored, then the handshake failed in a way the client retries, so the session was stored again; redis_unavailable: the store could not be read, Redis down or stalled, so the handshake was refused with a retryable error and the session left in place)',
       labelNames: ['result'],
       registers: r,
     }),
@@ -511,6 +520,7 @@ export function createMetrics(registry: Registry, opts: { defaults: boolean; max
   zero(m.eventsReceived, 'source', KNOWN_LABELS.eventSources);
   zero(m.eventsDropped, 'reason', KNOWN_LABELS.dropReasons);
   zero(m.eventsRouted, 'target', KNOWN_LABELS.routeTargets);
+  zero(m.eventsDeduplicated, 'by', KNOWN_LABELS.dedupeSources);
   zero(m.broadcastsReceived, 'kind', KNOWN_LABELS.broadcastKinds);
   zero(m.authRequests, 'result', KNOWN_LABELS.authResults);
   zero(m.permissionChecks, 'result', KNOWN_LABELS.permissionResults);

@@ -229,7 +229,7 @@ export class WorkerDelivery {
   private accept(key: string, offset: string): boolean {
     const last = this.lastByChannel.get(key);
     if (last !== undefined && compareOffsets(offset, last) <= 0) {
-      this.d.metrics.eventsDropped.inc({ reason: 'duplicate_offset' });
+      this.d.metrics.eventsDeduplicated.inc({ by: 'offset' });
       return false;
     }
     this.lastByChannel.set(key, offset);

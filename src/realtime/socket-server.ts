@@ -6,13 +6,20 @@ import { AppHandlers } from '../frappe/app-handlers';
 import { registerCustomRooms, type CustomRoomsConfig } from '../frappe/custom-rooms';
 import { authenticate, type AuthOptions } from '../frappe/auth';
 import type { FrappeBackend, RequestContext } from '../frappe/backend';
-import { automaticRooms, joinLocally, registerFrappeHandlers, type JoinRooms, type SocketData } from '../frappe/handlers';
+import {
+  automaticRooms,
+  joinLocally,
+  registerFrappeHandlers,
+  subscriptionHoldOf,
+  type JoinRooms,
+  type SocketData,
+} from '../frappe/handlers';
 import type { Metrics } from '../metrics/metrics';
 import type { PresenceStore } from '../presence/presence';
 import { errorMessage } from '../shared/errors';
 import { RateLimitedLog, type Logger } from '../shared/logger';
 import { registerSocketApiServer, setSocketApiContext } from './socket-api';
-import { MemorySessionStore, SessionKeeper, withSessionRecovery, type SessionStore } from '../recovery/session-recovery';
+import { MemorySessionStore, SessionKeeper, sessionUnreadable, withSessionRecovery, type SessionStore } from '../recovery/session-recovery';
 import { createUserConnections, type UserConnections } from './user-limit';
 import { createConnectionCounter, type ConnectionCounter } from './connection-counter';
 import { boundJoins, clientIp, mayJoin, rateLimitEvents, retryableError, watchSlowReaders } from './limits';
@@ -195,7 +202,15 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
   };
   const redisAvailable = deps.redisAvailable ?? (() => true);
   const handlerDeps = { join, backend, presence, metrics, log, redisAvailable, onRedisAvailable: deps.onRedisAvailable };
-  const customRoomDeps = { config, join, backend, metrics, log: log.child({ sub: 'custom-rooms' }), redisAvailable };
+  const customRoomDeps = {
+    config,
+    join,
+    backend,
+    metrics,
+    log: log.child({ sub: 'custom-rooms' }),
+    redisAvailable,
+    hold: subscriptionHoldOf(handlerDeps),
+  };
   const perUser = deps.userConnections ?? createUserConnections(config.maxConnectionsPerUser, log);
   const perIp = deps.ipConnections ?? createConnectionCounter({ max: config.maxConnectionsPerIp, what: 'address', log });
   // Address slots taken by a handshake that has no Engine.IO connection yet.
@@ -412,6 +427,17 @@ export function createSocketServer(deps: SocketServerDeps): SocketServer {
         'backend_queue',
         'GW_ERR_BACKEND_QUEUE_FULL',
         'Service unavailable: too many connections being authenticated, retry',
+        done,
+      );
+      return;
+    }
+    if (sessionUnreadable(socket)) {
+      // Its session is still in Redis: a retry recovers it (here once Redis answers, or on another host).
+      deferConnect(
+        socket,
+        'redis_unavailable',
+        'GW_ERR_REDIS_UNAVAILABLE',
+        'Service unavailable: the session could not be read (Redis unreachable), retry',
         done,
       );
       return;

@@ -56,6 +56,18 @@ export interface SessionStore {
 
 const MEMORY_MAX_SESSIONS = 100_000;
 
+/**
+ * `take` while the store's connection is down or stalled: nothing was sent,
+ * so the session is still in the store for a later attempt (here once Redis
+ * answers, or on another host).
+ */
+export class SessionStoreUnavailable extends Error {
+  constructor() {
+    super('session store unavailable (Redis down or stalled): session not read');
+    this.name = 'SessionStoreUnavailable';
+  }
+}
+
 /** One process (standalone): sessions in a bounded map. */
 export class MemorySessionStore implements SessionStore {
   readonly inProcess = true;
@@ -201,6 +213,9 @@ export class RedisSessionStore implements SessionStore {
       void this.flushDeferred();
       return d && d.until >= Date.now() ? d.s : null;
     }
+    // Where writes are deferred (a worker), a read is not queued behind an outage or a
+    // partition either: the handshake would wait for it, unbounded.
+    if (this.defer()) throw new SessionStoreUnavailable();
     const key = this.keys.session(pid);
     const v = await this.batch.run<string | null>((p) => p.getdel(key));
     if (v === null) return null;
@@ -237,6 +252,21 @@ const UNRECOVERED_MAX = 10_000;
 function noteUnrecovered(pid: string, reason: MissedReason): void {
   if (unrecovered.size >= UNRECOVERED_MAX) unrecovered.clear();
   unrecovered.set(pid, reason);
+}
+
+/** Old pids whose session could not be read (SessionStoreUnavailable), until their handshake is refused. */
+const unreadable = new Set<string>();
+
+/**
+ * True (once) when `socket`'s reconnection asked for a session the store
+ * could not read (Redis down or stalled): its handshake is then refused with
+ * a retryable error, so socket.io-client retries with the same session id and
+ * offset and recovers it once Redis answers, instead of starting over as a
+ * new client with no rooms.
+ */
+export function sessionUnreadable(socket: Socket): boolean {
+  const pid = (socket.handshake.auth as { pid?: unknown }).pid;
+  return typeof pid === 'string' && unreadable.delete(pid);
 }
 /** Disconnect reasons after which socket.io-client reconnects and may ask for its session. */
 const RECOVERABLE = new Set([
@@ -294,7 +324,16 @@ export function withSessionRecovery(adapter: Adapter, d: RecoveryDeps): Adapter 
   };
   // socket.io treats a null session as "not recoverable" (its typings say otherwise).
   a.restoreSession = (async (pid: string, offset: string) => {
-    const s = await d.store.take(pid);
+    let s: StoredSession | null;
+    try {
+      s = await d.store.take(pid);
+    } catch (err) {
+      if (!(err instanceof SessionStoreUnavailable)) throw err;
+      d.metrics.sessionRecoveries.inc({ result: 'redis_unavailable' });
+      if (unreadable.size >= UNRECOVERED_MAX) unreadable.clear();
+      unreadable.add(pid);
+      return null;
+    }
     let reason: MissedReason | null = s ? null : 'expired';
     if (s && d.store.replay) reason = await d.store.replay.history.check(offset).catch((): MissedReason => 'history_unreadable');
     d.metrics.sessionRecoveries.inc({ result: reason ?? 'restored' });

@@ -64,7 +64,7 @@ export async function runStandalone(config: GatewayConfig, log: Logger): Promise
     publish: async (events) => {
       // The same rule as the cluster leader's script: one broadcast per key and site within the window.
       const fresh = events.filter((e) => e.idempotencyKey === undefined || idempotency.claim(e.namespace ?? '', e.idempotencyKey));
-      if (fresh.length < events.length) metrics.eventsDeduplicated.inc(events.length - fresh.length);
+      if (fresh.length < events.length) metrics.eventsDeduplicated.inc({ by: 'idempotency_key' }, events.length - fresh.length);
       deliverLocally(server, metrics, fresh, config.fastPath);
     },
     cluster: async () => {

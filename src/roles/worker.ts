@@ -34,6 +34,7 @@ import { RedisSessionStore } from '../recovery/session-recovery';
 import { createSocketServer } from '../realtime/socket-server';
 import { countAdapterTimeouts, instrumentServer } from '../realtime/server-metrics';
 import { WorkerDelivery } from '../realtime/fast-adapter';
+import { localWhileRedisUnavailable } from '../realtime/fail-fast-broadcast';
 import type { SocketServer } from '../realtime/socket-server';
 import { createUserConnections } from '../realtime/user-limit';
 import { createConnectionCounter } from '../realtime/connection-counter';
@@ -160,7 +161,8 @@ export async function runWorker(config: GatewayConfig, log: Logger): Promise<voi
       : createAdapter(pub, sub, { key: keys.adapterPrefix });
   // socket.io instantiates it with `new`: a function (not an arrow) returning the adapter.
   const adapter = function workerAdapter(nsp: Namespace): Adapter {
-    return countAdapterTimeouts(delivery.hooks((baseAdapter as (n: Namespace) => Adapter)(nsp), nsp), metrics);
+    const a = delivery.hooks((baseAdapter as (n: Namespace) => Adapter)(nsp), nsp);
+    return countAdapterTimeouts(localWhileRedisUnavailable(a, redisAvailable, metrics), metrics);
   };
   // A room is usable once Redis confirmed its subscription. Re-subscribing to
   // what the adapter just subscribed is idempotent in Redis and, on the same

@@ -125,6 +125,7 @@ test('idempotency keys: per event in a batch, also on the events channel; forgot
   });
   const rec = await client(scope, gw);
   await apiBarrier(gw, rec);
+  const routedBefore = await gw.metricValue('gateway_events_routed_total', { target: 'room' });
   const run = randomUUID();
   const [a, b, c] = ['a', 'b', 'c'].map((x) => `${x}-${run}`) as [string, string, string];
 
@@ -135,7 +136,9 @@ test('idempotency keys: per event in a batch, also on the events channel; forgot
   await publishRedis(redis.client(), 'events', order(c, c));
   await apiBarrier(gw, rec);
   for (const id of [a, b, c]) assert.equal(rec.count('order_paid', isOrder(id)), 1, id);
-  assert.equal(await gw.metricValue('gateway_events_deduplicated_total'), 3);
+  assert.equal(await gw.metricValue('gateway_events_deduplicated_total', { by: 'idempotency_key' }), 3);
+  // Routed counts what was broadcast: a, b, c and the barrier's marker, not the 3 duplicates.
+  assert.equal((await gw.metricValue('gateway_events_routed_total', { target: 'room' })) ?? 0, (routedBefore ?? 0) + 4);
 
   // After the window the key is gone from Redis (nothing announces the
   // expiry: bounded poll) and the same key is delivered again.
@@ -193,5 +196,7 @@ test('standalone: the same key within the window is delivered once, without a ke
   await apiBarrier(gw, rec);
   assert.equal(rec.count('order_paid', isOrder(id)), 1);
   assert.equal(rec.count('order_paid', isOrder(`${id}-nokey`)), 3);
-  assert.equal(await gw.metricValue('gateway_events_deduplicated_total'), 2);
+  assert.equal(await gw.metricValue('gateway_events_deduplicated_total', { by: 'idempotency_key' }), 2);
+  // 1 keyed, 3 without a key and the barrier's marker.
+  assert.equal(await gw.metricValue('gateway_events_routed_total', { target: 'room' }), 5);
 });

@@ -94,8 +94,10 @@ test('single Redis: a keyed event is broadcast once per window, within a batch, 
     hist(keys, channel, 'h1-again', 'k2'),
     plain(keys, channel, 'free'),
   ];
-  assert.equal(await publisher.publish(b.token, items, '1 a', '2 b'), 'applied');
+  const tally = { total: 0, allSites: 0 };
+  assert.equal(await publisher.publish(b.token, items, '1 a', '2 b', tally), 'applied');
   assert.equal(dupes(), 3);
+  assert.deepEqual(tally, { total: 2, allSites: 0 }, 'both skipped events were for a room');
   await until(got, 'h1');
   assert.equal(await publisher.publish(b.token, [plain(keys, channel, 'end')], '2 b', '2 c'), 'applied');
   await until(got, 'end');
@@ -113,10 +115,22 @@ test('Redis Cluster: keys are checked with the fence (no history) or with the hi
   const held = await new Lease(client, keys, 'node-a', 5000).tryAcquire();
   assert.ok(held);
 
-  const first = [plain(keys, channel, 'p1', 'k1'), plain(keys, channel, 'p1-again', 'k1'), plain(keys, channel, 'free')];
-  assert.equal(await publisher.publish(held.token, first, '', '1 a'), 'applied');
-  assert.equal(await publisher.publish(held.token, [plain(keys, channel, 'p1-retry', 'k1')], '1 a', '1 b'), 'applied');
-  assert.equal(dupes(), 2);
+  const first = [
+    plain(keys, channel, 'p1', 'k1'),
+    plain(keys, channel, 'p1-again', 'k1'),
+    plain(keys, channel, 'free'),
+    plain(keys, keys.allSitesChannel, 'all', 'k3'),
+    plain(keys, keys.allSitesChannel, 'all-again', 'k3'),
+  ];
+  // The caller's tally says which targets the skipped ones had (gateway_events_routed_total counts the rest).
+  const tally = { total: 0, allSites: 0 };
+  assert.equal(await publisher.publish(held.token, first, '', '1 a', tally), 'applied');
+  assert.deepEqual(tally, { total: 2, allSites: 1 });
+  const retryTally = { total: 0, allSites: 0 };
+  assert.equal(await publisher.publish(held.token, [plain(keys, channel, 'p1-retry', 'k1')], '1 a', '1 b', retryTally), 'applied');
+  assert.deepEqual(retryTally, { total: 1, allSites: 0 });
+  assert.equal(dupes(), 3);
+  const histTally = { total: 0, allSites: 0 };
   assert.equal(
     await publisher.publish(
       held.token,
@@ -127,10 +141,11 @@ test('Redis Cluster: keys are checked with the fence (no history) or with the hi
     'applied',
   );
   assert.equal(
-    await publisher.publish(held.token, [hist(keys, channel, 'h1-retry', 'k2'), hist(keys, channel, 'end')], '1 c', '1 d'),
+    await publisher.publish(held.token, [hist(keys, channel, 'h1-retry', 'k2'), hist(keys, channel, 'end')], '1 c', '1 d', histTally),
     'applied',
   );
-  assert.equal(dupes(), 4);
+  assert.deepEqual(histTally, { total: 1, allSites: 0 });
+  assert.equal(dupes(), 5);
   await until(got, 'end');
   const ids = ((await client.xrange(keys.history, '-', '+')) as [string, string[]][]).map(([id]) => id);
   assert.equal(ids.length, 3, 'h1, h2, end: duplicates add nothing to the history');
